@@ -1,0 +1,5 @@
+"""`python -m harness ...` is the same as the `harness` command."""
+
+from harness.cli import app
+
+app(prog_name="harness")

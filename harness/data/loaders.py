@@ -1,0 +1,198 @@
+"""Read a task's examples from jsonl, csv or parquet and map the file's columns to ours.
+
+Our field names (id, text, label, reference, ...) are what every other module reads; the
+experiment's `columns:` block says which column of the user's file holds each of them.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+from typing import Callable, Iterable
+
+from harness.errors import HarnessError, did_you_mean
+
+FORMAT_BY_SUFFIX = {".jsonl": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+SUPPORTED = "jsonl (.jsonl/.json), csv (.csv), parquet (.parquet)"
+
+
+# ---------------------------------------------------------------- readers, one per format
+
+def _read_jsonl(path: Path) -> list[dict]:
+    rows = []
+    with path.open(encoding="utf-8-sig") as handle:
+        for line_no, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise HarnessError(f"line {line_no} is not valid JSON ({err.msg})", file=str(path),
+                                   line=line_no, fix="write one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise HarnessError(f"line {line_no} is a JSON {type(row).__name__}, not an object",
+                                   file=str(path), line=line_no,
+                                   fix="write one JSON object per line") from None
+            rows.append(row)
+    return rows
+
+
+def _read_csv(path: Path) -> list[dict]:
+    # The csv module keeps every cell a string, so ids like "007" survive (pandas would not).
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return [dict(row) for row in csv.DictReader(handle)]
+
+
+def _read_parquet(path: Path) -> list[dict]:
+    import pandas as pd  # imported here: pandas costs ~0.5 s and most runs never read parquet
+
+    return pd.read_parquet(path).to_dict(orient="records")
+
+
+def _peek_jsonl(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise HarnessError(f"the first row is not valid JSON ({err.msg})",
+                                       file=str(path), fix="write one JSON object per line") from None
+                return list(row) if isinstance(row, dict) else []
+    return []
+
+
+def _peek_csv(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
+def _peek_parquet(path: Path) -> list[str]:
+    import pyarrow.parquet as pq  # the schema lives in the footer: no rows are read
+
+    return list(pq.read_schema(path).names)
+
+
+READERS: dict[str, Callable[[Path], list[dict]]] = {
+    "jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
+PEEKERS: dict[str, Callable[[Path], list[str]]] = {
+    "jsonl": _peek_jsonl, "csv": _peek_csv, "parquet": _peek_parquet}
+
+
+def _format_of(path: Path, fmt: str | None, yaml_file: str | None, yaml_key: str | None) -> str:
+    if fmt:
+        fmt = "jsonl" if fmt == "json" else fmt
+        if fmt not in READERS:
+            raise HarnessError(f"unknown data format '{fmt}' ({did_you_mean(fmt, READERS)})",
+                               file=yaml_file, key=yaml_key, fix=f"use one of: {SUPPORTED}")
+        return fmt
+    try:
+        return FORMAT_BY_SUFFIX[path.suffix.lower()]
+    except KeyError:
+        raise HarnessError(f"cannot tell the format of data file {path} from its suffix "
+                           f"'{path.suffix}'", file=yaml_file, key=yaml_key,
+                           fix=f"use one of: {SUPPORTED}") from None
+
+
+def _check_exists(path: Path, yaml_file: str | None, yaml_key: str | None) -> None:
+    if not path.is_file():
+        raise HarnessError(f"data file not found: {path}", file=yaml_file, key=yaml_key,
+                           fix="check the path (relative paths are relative to the experiment file)")
+
+
+# ---------------------------------------------------------------- public API
+
+def peek_columns(path: Path, fmt: str | None = None) -> list[str]:
+    """Column names from the header (csv), first row (jsonl) or schema (parquet), cheaply."""
+    path = Path(path)
+    _check_exists(path, None, None)
+    return PEEKERS[_format_of(path, fmt, None, None)](path)
+
+
+def load_examples(path: Path, columns: dict[str, str] | None = None, *, fmt: str | None = None,
+                  yaml_file: str | None = None, yaml_key: str | None = None,
+                  required: tuple[str, ...] = ("text",)) -> list[dict]:
+    """Rows of `path` as dicts keyed by our field names; every row gets a string `id`."""
+    path = Path(path)
+    columns = dict(columns or {})
+    _check_exists(path, yaml_file, yaml_key)
+    rows = READERS[_format_of(path, fmt, yaml_file, yaml_key)](path)
+    available = _columns_of(rows)
+    for field, source in columns.items():
+        if source not in available:
+            raise _missing_column(source, field, path, available, yaml_file,
+                                  _join_key(yaml_key, "columns", field))
+    mapped_sources = set(columns.values())
+    for field in required:
+        if field not in columns and field not in available:
+            raise _missing_column(field, field, path, available, yaml_file, yaml_key)
+    return [_to_ours(row, index, columns, mapped_sources, path, required)
+            for index, row in enumerate(rows)]
+
+
+def fingerprint_files(paths: Iterable[Path]) -> str:
+    """First 16 hex chars of a sha256 over the files' contents, in the order given."""
+    total = hashlib.sha256()
+    for path in paths:
+        one = hashlib.sha256()
+        with Path(path).open("rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                one.update(chunk)
+        # Hash of hashes: concatenating raw bytes would let "ab"+"c" equal "a"+"bc".
+        total.update(one.digest())
+    return total.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- helpers
+
+def _columns_of(rows: list[dict]) -> list[str]:
+    # jsonl rows may differ; a column any row has counts as available.
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    return list(seen)
+
+
+def _join_key(*parts: str | None) -> str | None:
+    joined = ".".join(part for part in parts if part)
+    return joined or None
+
+
+def _missing_column(column: str, field: str, path: Path, available: list[str],
+                    yaml_file: str | None, key: str | None) -> HarnessError:
+    role = f" (for '{field}')" if field != column else ""
+    hint = did_you_mean(column, available) if available else ""
+    hint = f" ({hint})" if hint.startswith("did you mean") else ""
+    listed = ", ".join(available) or "none"
+    return HarnessError(f"column '{column}'{role} is not in data file {path}{hint}; "
+                        f"its columns are: {listed}", file=yaml_file, key=key,
+                        fix=f"set columns.{field} to one of those columns")
+
+
+def _to_ours(row: dict, index: int, columns: dict[str, str], mapped_sources: set[str],
+             path: Path, required: tuple[str, ...]) -> dict:
+    out = {key: value for key, value in row.items() if key not in mapped_sources}
+    for field, source in columns.items():
+        out[field] = row.get(source)
+    for field in required:
+        if _is_missing(out.get(field)):
+            raise HarnessError(f"row {index} has no value for '{field}'", file=str(path),
+                               fix="fill it in or drop the row")
+    out["id"] = f"{path.stem}-{index}" if _is_missing(out.get("id")) else str(out["id"])
+    if not _is_missing(out.get("label")):
+        out["label"] = _label_text(out["label"])
+    return out
+
+
+def _is_missing(value) -> bool:
+    # pandas writes a missing cell as NaN, which is not None (and NaN != NaN).
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _label_text(value) -> str:
+    # parquet/pandas turns an int column with a gap into floats; "1.0" must still match "1".
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)

@@ -1,0 +1,1 @@
+"""Evaluation: every arm is measured here, the same way."""

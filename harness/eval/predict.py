@@ -1,0 +1,131 @@
+"""Batched prediction, the same for every arm: encoder heads (argmax), decoders scoring each
+label's log-likelihood, or greedy generation with left padding and the KV cache."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from harness.data.formatting import PromptFormatter, target_of
+from harness.objectives.classification import encode_texts
+from harness.objectives.sft import pad_batch
+
+# A predictor maps a batch of examples to (predictions, per-example extra info).
+Predictor = Callable[[list[dict]], tuple[list[str], list[dict]]]
+
+
+def encoder_predictor(model, tokenizer, labels: list[str], max_len: int) -> Predictor:
+    device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def predict(batch):
+        inputs = encode_texts(tokenizer, [e["text"] for e in batch], max_len).to(device)
+        probs = model(**inputs).logits.float().softmax(-1)
+        preds = [labels[i] for i in probs.argmax(-1).tolist()]
+        return preds, [{"probs": dict(zip(labels, map(lambda p: round(p, 5), row)))} for row in probs.tolist()]
+
+    return predict
+
+
+def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels: list[str], max_len: int) -> Predictor:
+    """Pick the label whose completion has the highest summed log-probability after the prompt."""
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id
+
+    @torch.inference_mode()
+    def predict(batch):
+        rows = [formatter.encode(e, label, max_len) for e in batch for label in labels]
+        tensors, _ = pad_batch(rows, pad_id)
+        tensors = {k: v.to(device) for k, v in tensors.items()}
+        logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits.float()
+        # Token t is predicted by position t-1: shift, then sum log-probs over completion tokens.
+        logprobs = logits[:, :-1].log_softmax(-1)
+        targets = tensors["labels"][:, 1:]
+        mask = targets != -100
+        picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        totals = (picked * mask).sum(-1).view(len(batch), len(labels))
+        preds = [labels[i] for i in totals.argmax(-1).tolist()]
+        return preds, [{"logprobs": dict(zip(labels, map(lambda x: round(x, 4), row)))} for row in totals.tolist()]
+
+    return predict
+
+
+def generation_predictor(model, tokenizer, formatter: PromptFormatter, max_len: int, max_new_tokens: int,
+                         labels: list[str] | None = None) -> Predictor:
+    """Greedy generation with left padding; for classification the text is mapped to a label."""
+    device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def predict(batch):
+        prompts = [formatter.encode(e, None, max_len - max_new_tokens)[0] for e in batch]
+        width = max(map(len, prompts))
+        pad = tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
+                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        texts = [t.strip() for t in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+        if labels is None:
+            return texts, [{} for _ in texts]
+        return [match_label(t, labels) for t in texts], [{"generated": t} for t in texts]
+
+    return predict
+
+
+def match_label(text: str, labels: list[str]) -> str:
+    """The label a generated text names first (case-insensitive); '' when it names none."""
+    lowered = text.lower()
+    found = [(lowered.find(label.lower()), label) for label in labels if label.lower() in lowered]
+    return min(found)[1] if found else ""
+
+
+def make_predictor(model, tokenizer, *, kind: str, task: dict, budget: dict, shots: list[dict]) -> Predictor:
+    max_len = budget["max_seq_len"]
+    if kind == "encoder":
+        return encoder_predictor(model, tokenizer, task["labels"], max_len)
+    formatter = PromptFormatter(tokenizer, task, shots)
+    if task["type"] == "classification" and task.get("decoder_eval", "score") == "score":
+        return label_scoring_predictor(model, tokenizer, formatter, task["labels"], max_len + _shot_room(shots))
+    labels = task["labels"] if task["type"] == "classification" else None
+    return generation_predictor(model, tokenizer, formatter, max_len + _shot_room(shots), budget["max_new_tokens"], labels)
+
+
+def _shot_room(shots: list[dict]) -> int:
+    # In-context examples lengthen the prompt; give them room instead of cutting the test input.
+    return 0 if not shots else 4 * 64 * len(shots)
+
+
+def run_predictions(predict: Predictor, examples: list[dict], task: dict, *, batch_size: int,
+                    latency_examples: int, on_batch=None) -> tuple[list[dict], dict]:
+    """All test items in batches (throughput), then the first few alone (batch-1 latency)."""
+    rows: list[dict] = []
+    start = time.perf_counter()
+    for i in range(0, len(examples), batch_size):
+        batch = examples[i:i + batch_size]
+        preds, extras = predict(batch)
+        for example, pred, extra in zip(batch, preds, extras):
+            rows.append({"id": example["id"], "input": example["text"], "prediction": pred,
+                         "reference": target_of(example, task), **extra})
+        if on_batch:
+            on_batch(min(i + batch_size, len(examples)), len(examples))
+    elapsed = time.perf_counter() - start
+    latencies = []
+    for example in examples[:latency_examples]:
+        t0 = time.perf_counter()
+        predict([example])
+        latencies.append((time.perf_counter() - t0) * 1000)
+    cost = {"eval_examples_per_s": round(len(examples) / elapsed, 3) if elapsed else None}
+    if latencies:
+        cost["latency_p50_ms"] = round(statistics.median(latencies), 2)
+        cost["latency_p95_ms"] = round(_percentile(latencies, 95), 2)
+    return rows, cost
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = int(k), min(int(k) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)

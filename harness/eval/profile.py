@@ -1,0 +1,55 @@
+"""Cost profiling: peak memory (CUDA allocator or process RSS), parameter counts, sizes."""
+
+from __future__ import annotations
+
+import resource
+import sys
+from pathlib import Path
+
+import torch
+
+
+class MemoryProfiler:
+    """CUDA: peak allocated/reserved minus what was held at start. CPU: peak RSS of this process
+    (the kernel's high-water mark, so no sampling gap can miss a short spike)."""
+
+    def __init__(self):
+        self.cuda = torch.cuda.is_available()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base_allocated = torch.cuda.memory_allocated()
+            self.base_reserved = torch.cuda.memory_reserved()
+
+    def peaks_mb(self) -> dict[str, float]:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return {
+                "peak_memory_mb": round((torch.cuda.max_memory_allocated() - self.base_allocated) / 2**20, 1),
+                "peak_cuda_reserved_mb": round((torch.cuda.max_memory_reserved() - self.base_reserved) / 2**20, 1),
+            }
+        return {"peak_memory_mb": round(peak_rss_mb(), 1)}
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def parameter_counts(model) -> dict[str, float]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable_params": trainable, "total_params": total,
+            "trainable_pct": round(100 * trainable / total, 4) if total else 0.0}
+
+
+def device_name() -> str:
+    if torch.cuda.is_available():
+        return f"cuda:{torch.cuda.get_device_name(0)}"
+    import platform
+
+    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def dir_size_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())

@@ -1,0 +1,94 @@
+"""Method registry: `@register("name")` for built-ins, the `harness.methods` entry-point group
+for third-party packages. Unknown names fail with "did you mean"."""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+from harness.errors import HarnessError, did_you_mean
+
+# Built-in method modules, imported lazily so `harness methods` and `validate` stay fast.
+BUILTIN_MODULES = [
+    "harness.methods.prompting",
+    "harness.methods.lora",
+    "harness.methods.full_ft",
+]
+
+_REGISTRY: dict[str, type[Method]] = {}
+_loaded = False
+
+
+class ArmContext:
+    """What a method may know about the arm it wraps: plain facts, no behaviour."""
+
+    def __init__(self, *, kind: str, task_type: str, model_type: str, device: str, seed: int,
+                 num_labels: int | None = None):
+        self.kind, self.task_type, self.model_type = kind, task_type, model_type
+        self.device, self.seed, self.num_labels = device, seed, num_labels
+
+
+class Method:
+    """The plugin contract. A method wraps a model; it never owns a training loop.
+
+    `objective` names the shared loop that trains it per model kind ("none" = no training);
+    `defaults` lists every hyperparameter it accepts (`lr` included), so unknown ones are errors.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    applies_to: ClassVar[frozenset[str]] = frozenset({"causal_lm", "encoder"})
+    objective: ClassVar[dict[str, str]] = {"causal_lm": "sft", "encoder": "classification"}
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def objective_for(self, kind: str) -> str:
+        return self.objective[kind]
+
+    def load_kwargs(self, params: dict, ctx: ArmContext) -> dict:
+        """Extra from_pretrained kwargs (for example a quantization config)."""
+        return {}
+
+    def wrap(self, model, params: dict, ctx: ArmContext):
+        """Return the model to train/evaluate (freeze, add adapters, ...)."""
+        return model
+
+    def shots(self, params: dict, train: list[dict], ctx: ArmContext) -> list[dict]:
+        """In-context examples shown before each test input (few-shot prompting)."""
+        return []
+
+
+def register(name: str):
+    def decorate(cls: type[Method]) -> type[Method]:
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"method '{name}' is registered twice ({_REGISTRY[name].__module__} and {cls.__module__})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def _load_all() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for module in BUILTIN_MODULES:
+        importlib.import_module(module)
+    for ep in entry_points(group="harness.methods"):
+        cls = ep.load()
+        if ep.name not in _REGISTRY:
+            register(ep.name)(cls)
+
+
+def get_method(name: str) -> Method:
+    _load_all()
+    if name not in _REGISTRY:
+        raise HarnessError(f"unknown method '{name}'", fix=did_you_mean(name, _REGISTRY))
+    return _REGISTRY[name]()
+
+
+def method_names() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)

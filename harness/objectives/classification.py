@@ -1,0 +1,26 @@
+"""Sequence classification with a head (encoders): cross-entropy on the label id."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.objectives import loop
+
+
+def encode_texts(tokenizer, texts: list[str], max_len: int) -> dict:
+    return tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+
+
+class ClassificationObjective:
+    def train(self, model, tokenizer, train: list[dict], task: dict, budget: dict, lr: float, on_step=None):
+        label_id = {label: i for i, label in enumerate(task["labels"])}
+
+        def make_batch(indices):
+            batch = encode_texts(tokenizer, [train[i]["text"] for i in indices], budget["max_seq_len"])
+            tokens = int(batch["attention_mask"].sum())
+            batch = dict(batch)
+            batch["labels"] = torch.tensor([label_id[train[i]["label"]] for i in indices])
+            return batch, tokens
+
+        return loop.train(model, n_examples=len(train), ids=[e["id"] for e in train], make_batch=make_batch,
+                          budget=budget, lr=lr, on_step=on_step)

@@ -1,0 +1,114 @@
+"""Experiment -> [Arm]: one arm per method x model x task, each with a content hash.
+
+The hash covers everything that changes the result (method, resolved params, model identity,
+task and data identity, budget, seed), so a rerun can reuse a completed arm with the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.config import Experiment
+
+HASH_VERSION = 1  # bump when the meaning of a result changes, to invalidate old results
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    method: str
+    params: dict
+    model_key: str
+    model: dict          # ModelSpec as data, plus "kind" resolved
+    task_key: str
+    task: dict           # TaskSpec as data, file paths made absolute
+    budget: dict
+    seed: int
+    base_dir: str
+    hash: str = field(default="")
+
+    @property
+    def slug(self) -> str:
+        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{self.method}-{self.model_key}-{self.task_key}")
+        return f"{safe}-{self.hash[:8]}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Arm":
+        return cls(**json.loads(text))
+
+
+def resolved_params(method, arm_spec) -> dict:
+    params = {**method.defaults, **arm_spec.params}
+    if arm_spec.lr is not None:
+        params["lr"] = arm_spec.lr
+    return params
+
+
+def _absolute_task(task: dict, base_dir: Path) -> dict:
+    data = dict(task["data"])
+    for split in ("train", "validation", "test"):
+        if data.get(split):
+            data[split] = str((base_dir / data[split]).resolve())
+    return {**task, "data": data}
+
+
+def data_identity(task: dict) -> str:
+    """Identity of the task's data: the prepared name, or a hash of the files' contents."""
+    from harness.data import loaders
+
+    data = task["data"]
+    if data.get("prepared"):
+        return f"prepared:{data['prepared']}"
+    files = [Path(data[s]) for s in ("train", "validation", "test") if data.get(s)]
+    return loaders.fingerprint_files(files)
+
+
+def plan(exp: Experiment) -> list[Arm]:
+    from harness import models
+    from harness.methods import get_method
+
+    arms: list[Arm] = []
+    base = exp.base_dir
+    for spec in exp.arms:
+        method = get_method(spec.method)
+        params = resolved_params(method, spec)
+        for model_key in spec.models:
+            model_spec = exp.models[model_key]
+            kind = model_spec.kind or models.infer_kind(model_spec.source, base_dir=base)
+            model = {**model_spec.model_dump(), "kind": kind}
+            for task_key in spec.tasks or list(exp.tasks):
+                task = _absolute_task(exp.tasks[task_key].model_dump(), base)
+                name = spec.name or f"{spec.method} · {model_key}"
+                if len(exp.tasks) > 1 and not spec.name:
+                    name += f" · {task_key}"
+                arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
+                          task_key=task_key, task=task, budget=exp.budget.model_dump(), seed=exp.budget.seed,
+                          base_dir=str(base))
+                identity = {
+                    "v": HASH_VERSION, "method": arm.method, "params": params,
+                    "model": models.model_fingerprint(model_spec.source, base_dir=base),
+                    "model_options": {k: model[k] for k in ("dtype", "kind", "trust_remote_code")},
+                    "task": {k: v for k, v in task.items() if k != "data"}, "data": data_identity(task),
+                    "columns": task["data"].get("columns"), "budget": arm.budget,
+                }
+                digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+                arms.append(Arm(**{**asdict(arm), "hash": digest[:16]}))
+    _dedupe_names(arms)
+    return arms
+
+
+def _dedupe_names(arms: list[Arm]) -> None:
+    """Two arms with the same display name (say two LoRA ranks) get their params appended."""
+    seen: dict[str, int] = {}
+    for arm in arms:
+        seen[arm.name] = seen.get(arm.name, 0) + 1
+    for i, arm in enumerate(arms):
+        if seen[arm.name] > 1:
+            extra = ", ".join(f"{k}={v}" for k, v in sorted(arm.params.items()))
+            object.__setattr__(arms[i], "name", f"{arm.name} ({extra})")

@@ -1,0 +1,1 @@
+"""Reports: the console table and the HTML page, both read from results.json."""

@@ -1,0 +1,49 @@
+"""The result schema: one ArmResult per arm (json on disk, written atomically) and the
+results.json of a run that collects them."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from harness.paths import atomic_write_text
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ArmResult(BaseModel):
+    arm: dict[str, Any]                     # name, method, model_key, model, task_key, params, hash, slug
+    status: Literal["ok", "failed", "skipped"]
+    error: str | None = None
+    consumed: dict[str, Any] | None = None  # harness.budget.Consumed as data
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    curves: dict[str, list] = Field(default_factory=dict)
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    reused_from: str | None = None          # the run a completed result was taken from on resume
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, self.model_dump_json(indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> "ArmResult":
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult], extra: dict | None = None) -> Path:
+    """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit."""
+    from harness.audit import budget_audit
+
+    payload = {"experiment": experiment, "written_at": now(), "arms": [r.model_dump() for r in results],
+               "budget_audit": budget_audit(results), **(extra or {})}
+    path = run_dir / "results.json"
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+    return path

@@ -1,0 +1,90 @@
+"""The method registry (decorator + entry points, did-you-mean) and planning/hashing."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from harness.budget import example_order
+from harness.cli import app
+from harness.config import load_experiment
+from harness.errors import HarnessError
+from harness.methods import Method, get_method, method_names, register
+from harness.methods import registry
+from harness.plan import plan
+
+
+def test_builtin_methods_are_registered():
+    names = method_names()
+    for name in ("zero_shot", "few_shot", "lora", "full_ft"):
+        assert name in names
+    assert get_method("lora").defaults["r"] == 16
+
+
+def test_unknown_method_suggests_the_close_name():
+    with pytest.raises(HarnessError, match="did you mean 'few_shot'"):
+        get_method("fewshot")
+
+
+def test_duplicate_registration_is_rejected():
+    with pytest.raises(ValueError, match="registered twice"):
+        @register("lora")
+        class Impostor(Method):
+            pass
+
+
+def test_entry_point_methods_are_loaded(monkeypatch):
+    class Plugin(Method):
+        description = "a third-party method"
+        defaults = {"lr": 1e-3}
+
+    class FakeEntryPoint:
+        name = "my_plugin"
+
+        def load(self):
+            return Plugin
+
+    monkeypatch.setattr(registry, "_loaded", False)
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEntryPoint()] if group == "harness.methods" else [])
+    assert "my_plugin" in method_names()
+    assert isinstance(get_method("my_plugin"), Plugin)
+
+
+def test_methods_command_lists_names_targets_and_defaults():
+    result = CliRunner().invoke(app, ["methods"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    for text in ("lora", "full_ft", "few_shot", "zero_shot", "causal_lm", "r=16"):
+        assert text in result.output
+
+
+def test_plan_crosses_models_and_hashes_stably(write_experiment):
+    path = write_experiment([{"method": "lora", "models": ["llama", "bert"]}, {"method": "zero_shot", "model": "llama"}])
+    arms = plan(load_experiment(path))
+    assert [(a.method, a.model_key, a.model["kind"]) for a in arms] == [
+        ("lora", "llama", "causal_lm"), ("lora", "bert", "encoder"), ("zero_shot", "llama", "causal_lm")]
+    assert [a.hash for a in arms] == [a.hash for a in plan(load_experiment(path))]
+    assert len({a.hash for a in arms}) == 3
+
+
+@pytest.mark.parametrize("override", ["arms.0.lr=0.5", "budget.max_steps=3", "budget.seed=1", "arms.0.params.r=2"])
+def test_hash_changes_with_what_changes_the_result(write_experiment, override):
+    path = write_experiment([{"method": "lora", "model": "llama"}])
+    before = plan(load_experiment(path))[0].hash
+    assert plan(load_experiment(path, [override]))[0].hash != before
+
+
+def test_hash_changes_when_the_data_changes(write_experiment, tiny_data, tmp_path):
+    path = write_experiment([{"method": "lora", "model": "llama"}])
+    before = plan(load_experiment(path))[0].hash
+    copy = tmp_path / "train2.jsonl"
+    copy.write_text((tiny_data / "train.jsonl").read_text().replace("great", "grand"))
+    after = plan(load_experiment(path, [f"tasks.sentiment.data.train={copy}"]))[0].hash
+    assert after != before
+
+
+def test_example_order_depends_only_on_seed():
+    assert example_order(10, 25, seed=0) == example_order(10, 25, seed=0)
+    assert example_order(10, 25, seed=0) != example_order(10, 25, seed=1)
+    first_epoch = example_order(10, 25, seed=0)[:10]
+    assert sorted(first_epoch) == list(range(10)), "each epoch is a permutation: no example repeats early"
