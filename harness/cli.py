@@ -15,7 +15,8 @@ from harness.errors import HarnessError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare fine-tuning methods under one budget, evaluated one way.")
-out = Console()
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 
 SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="override a key: --set budget.max_steps=10")]

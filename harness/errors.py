@@ -22,7 +22,7 @@ class HarnessError(Exception):
         text = f"{where}{key}{self.bare}"
         if self.fix:
             text = text.rstrip(".") + f"; {self.fix}"
-        return text if text.endswith(".") else text + "."
+        return text if text.endswith((".", "?", "!")) else text + "."
 
 
 def did_you_mean(name: str, choices) -> str:

@@ -3,6 +3,7 @@ an experiment file that uses both."""
 
 from __future__ import annotations
 
+import copy
 import json
 import random
 from pathlib import Path
@@ -78,7 +79,7 @@ def write_experiment(tmp_path, tiny_models, tiny_data):
     """write_experiment(arms, budget=..., edit=fn) -> path of a YAML file in tmp_path."""
 
     def write(arms: list[dict], *, budget: dict | None = None, edit=None, name: str = "tiny") -> Path:
-        data = experiment_dict(tiny_models, tiny_data, arms, name=name, budget=budget)
+        data = experiment_dict(tiny_models, tiny_data, copy.deepcopy(arms), name=name, budget=budget)
         if edit:
             edit(data)
         path = tmp_path / "experiment.yaml"
