@@ -99,7 +99,7 @@ def test_not_significant_and_missing_pair(tmp_path):
 
 def test_ties_single_arm_and_all_failed(tmp_path):
     tie = [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.8, 5.0)]
-    assert "tie on accuracy" in str(view.headline("t", tie, "accuracy", None))
+    assert "<b>lora-bert</b> and <b>full-bert</b> tie on accuracy (0.800)" in str(view.headline("t", tie, "accuracy", None))
     assert "nothing to compare it with" in str(view.headline("t", tie[:1], "accuracy", None))
     failed = [arm("lora-bert", None, None, status="failed", error="boom")]
     assert "No arm completed" in str(view.headline("t", failed, None, None))

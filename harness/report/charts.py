@@ -163,7 +163,7 @@ def grouped_bars(groups: list[str], series: list[dict], *, y_label: str) -> dict
             if value is None:
                 continue
             x = frame.left + g * slot + slot * 0.1 + s_index * bar
-            top = frame.py(value)
+            top = min(frame.py(value), frame.bottom - 2)  # a zero still shows as a thin bar, not as nothing
             bars.append({"x": round(x, 1), "y": top, "w": round(bar - 1, 1), "h": round(frame.bottom - top, 1),
                          "colour": s["colour"], "name": s["name"], "group": group, "value": value})
     labels = [{"pos": round(frame.left + (g + 0.5) * slot, 1), "text": group} for g, group in enumerate(groups)]

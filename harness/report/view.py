@@ -103,7 +103,8 @@ def headline(task_key: str, arms: list[dict], metric: str | None, comparisons: l
             arm_name(best), task_key, metric, with_ci(best, metric))
     tied = [a for a in ranked if a["metrics"][metric] == best["metrics"][metric]]
     if len(tied) > 1:
-        names = Markup(", ").join(Markup("<b>{}</b>").format(arm_name(a)) for a in tied)
+        bold = [Markup("<b>{}</b>").format(arm_name(a)) for a in tied]
+        names = Markup(", ").join(bold[:-1]) + Markup(" and ") + bold[-1]
         return Markup("On <b>{}</b>, {} tie on {} ({}); the data do not separate them.").format(
             task_key, names, metric, with_ci(best, metric))
     runner_up = ranked[1]
@@ -214,7 +215,7 @@ def per_class(predictions: dict[str, list[dict]], labels: list[str] | None, colo
         series.append({"name": name, "colour": colours[name], "values": values})
         table_rows.append({"name": name, "cells": [format_value(v, "fraction") for v in values]})
     counts = [sum(str(r.get("reference")) == label for r in next(iter(predictions.values()))) for label in classes]
-    return {"chart": charts.grouped_bars(classes, series, y_label="recall (share of the class right)"),
+    return {"chart": charts.grouped_bars(classes, series, y_label="recall"),
             "classes": classes, "counts": counts, "rows": table_rows}
 
 
