@@ -34,10 +34,10 @@ def arm(name, accuracy, latency, *, status="ok", ci=None, trainable=1000.0, erro
     }
 
 
-def make_run(tmp_path: Path, arms: list[dict], **extra) -> Path:
+def make_run(tmp_path: Path, arms: list[dict], task_type: str = "classification", **extra) -> Path:
     run_dir = tmp_path / "reports" / "demo" / "20260101-000000"
     results = {"experiment": {"name": "demo", "question": "Which arm should we ship?",
-                              "tasks": {"sentiment": {"type": "classification", "labels": ["neg", "pos"]}},
+                              "tasks": {"sentiment": {"type": task_type, "labels": ["neg", "pos"]}},
                               "models": {"bert": {"source": "/models/bert"}}, "budget": {"max_steps": 4}},
                "run_id": run_dir.name, "arms": arms, "budget_audit": {"identical": True, "flags": {}}, **extra}
     run_dir.mkdir(parents=True)
@@ -178,3 +178,25 @@ def test_write_html_report_needs_a_run_folder(tmp_path):
 
     with pytest.raises(HarnessError, match="no results.json"):
         write_html_report(tmp_path)
+
+
+def test_generation_task_uses_its_own_primary_metric_and_has_no_classes(tmp_path):
+    arms = [arm("lora-bert", 0.0, 20.0), arm("full-bert", 0.0, 5.0)]
+    for a, rouge in zip(arms, (0.31, 0.42)):
+        del a["metrics"]["accuracy"], a["metrics"]["macro_f1"]
+        a["metrics"].update(rouge1=rouge, rougeL=rouge - 0.1)
+    run_dir = make_run(tmp_path, arms, task_type="generation")
+    task = view.build(run_dir, results_of(run_dir))["tasks"][0]
+    assert task["metric"] == "rouge1" and task["per_class"] is None
+    assert "<b>full-bert</b> is best by rouge1 (0.420)" in str(task["headline"])
+    assert [c["correct"] for c in task["examples"]["rows"][0]["cells"]] == [None, None]  # no right/wrong shading
+    assert "A generation task has no classes" in render(run_dir, results_of(run_dir))
+
+
+def test_confidence_interval_is_drawn_on_the_pareto_chart(tmp_path):
+    run_dir = make_run(tmp_path, [arm("lora-bert", 0.8, 20.0, ci={"accuracy": [0.6, 0.95]}), arm("full-bert", 0.7, 5.0)])
+    chart = view.build(run_dir, results_of(run_dir))["tasks"][0]["pareto"][0]["chart"]
+    with_ci, without = chart["points"]
+    assert without["ci"] is None
+    low, high = with_ci["ci"]
+    assert low > with_ci["cy"] > high  # SVG y grows downwards: the low end is drawn below the point

@@ -74,7 +74,16 @@ def make_axis(label: str, values: list[float], *, include_zero: bool = False, in
         step = max(1.0, round(step))
     lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
     count = round((hi - lo) / step)
-    return Axis(label, lo, hi, ticks=[(lo + i * step, short_number(round(lo + i * step, 12))) for i in range(count + 1)])
+    return Axis(label, lo, hi, ticks=[(lo + i * step, tick_label(lo + i * step, step)) for i in range(count + 1)])
+
+
+def tick_label(value: float, step: float) -> str:
+    """As many decimals as the tick step needs, so neighbouring ticks never read the same."""
+    value = round(value, 12)
+    if abs(value) >= 1000 or value == 0:
+        return short_number(value)
+    decimals = max(0, -math.floor(math.log10(step)) + (0 if round(step / 10 ** math.floor(math.log10(step)), 6) in (1, 2, 5) else 1))
+    return f"{value:.{decimals}f}"
 
 
 def _nice_step(raw: float) -> float:
@@ -126,11 +135,15 @@ class Frame:
 
 
 def scatter(series: list[dict], *, x_label: str, y_label: str, x_higher_better: bool, y_higher_better: bool) -> dict:
-    """series: [{name, colour, x, y}] -> chart with the Pareto front marked and joined."""
+    """series: [{name, colour, x, y, y_ci: (low, high) or None}] -> chart with the Pareto front
+    marked and joined, and a confidence interval drawn as a vertical bar where one is given."""
     xs, ys = [s["x"] for s in series], [s["y"] for s in series]
-    frame = Frame(make_axis(x_label, xs), make_axis(y_label, ys))
+    intervals = [v for s in series if s.get("y_ci") for v in s["y_ci"]]
+    frame = Frame(make_axis(x_label, xs), make_axis(y_label, ys + intervals))
     front = pareto_front(list(zip(xs, ys)), x_higher_better, y_higher_better)
-    points = [{**s, "cx": frame.px(s["x"]), "cy": frame.py(s["y"]), "front": i in front} for i, s in enumerate(series)]
+    points = [{**s, "cx": frame.px(s["x"]), "cy": frame.py(s["y"]), "front": i in front,
+               "ci": (frame.py(s["y_ci"][0]), frame.py(s["y_ci"][1])) if s.get("y_ci") else None}
+              for i, s in enumerate(series)]
     line = sorted((p for p in points if p["front"]), key=lambda p: p["cx"])
     return {**frame.base(), "points": points, "front_line": " ".join(f"{p['cx']},{p['cy']}" for p in line),
             "front_names": [p["name"] for p in line],

@@ -78,11 +78,19 @@ def primary_metric(arms: list[dict], task_type: str) -> str | None:
     return None
 
 
+def interval(arm: dict, name: str) -> tuple[float, float] | None:
+    """The arm's confidence interval for a metric, when the statistics step recorded one."""
+    value = (arm.get("ci") or {}).get(name)
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return float(value[0]), float(value[1])
+    return None
+
+
 def with_ci(arm: dict, name: str) -> str:
     text = format_value(arm["metrics"].get(name), unit_of(name))
-    interval = (arm.get("ci") or {}).get(name)
-    if interval and len(interval) == 2 and None not in interval:
-        low, high = (format_value(v, unit_of(name)) for v in interval)
+    bounds = interval(arm, name)
+    if bounds:
+        low, high = (format_value(v, unit_of(name)) for v in bounds)
         text += f" [{low}, {high}]"
     return text
 
@@ -165,7 +173,8 @@ def pareto_charts(arms: list[dict], metric: str | None, colours: dict[str, str])
     out = []
     for cost in PARETO_COSTS:
         series = [{"name": arm_name(a), "colour": colours[arm_name(a)], "x": a["metrics"][cost], "y": a["metrics"][metric],
-                   "x_text": format_value(a["metrics"][cost], unit_of(cost)), "y_text": with_ci(a, metric)}
+                   "x_text": format_value(a["metrics"][cost], unit_of(cost)), "y_text": with_ci(a, metric),
+                   "y_ci": interval(a, metric)}
                   for a in ok if a["metrics"].get(cost) is not None]
         title = f"{metric} against {cost}" if metric else cost
         if not series:
