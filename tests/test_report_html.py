@@ -200,3 +200,14 @@ def test_confidence_interval_is_drawn_on_the_pareto_chart(tmp_path):
     assert without["ci"] is None
     low, high = with_ci["ci"]
     assert low > with_ci["cy"] > high  # SVG y grows downwards: the low end is drawn below the point
+
+
+def test_each_task_gets_its_own_answer_and_best_marks(tmp_path):
+    arms = [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.7, 5.0),
+            arm("lora-bert", 0.5, 9.0, task="topics"), arm("full-bert", 0.6, 8.0, task="topics")]
+    run_dir = make_run(tmp_path, arms)
+    page = view.build(run_dir, results_of(run_dir))
+    assert page["multi_task"] and [t["key"] for t in page["tasks"]] == ["sentiment", "topics"]
+    assert "<b>full-bert</b> is best" in str(page["tasks"][1]["headline"])
+    accuracy = next(r for r in page["tasks"][1]["table"]["groups"][0]["rows"] if r["name"] == "accuracy")
+    assert [c["best"] for c in accuracy["cells"]] == [False, True]  # compared within the task only

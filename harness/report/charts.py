@@ -82,7 +82,9 @@ def tick_label(value: float, step: float) -> str:
     value = round(value, 12)
     if abs(value) >= 1000 or value == 0:
         return short_number(value)
-    decimals = max(0, -math.floor(math.log10(step)) + (0 if round(step / 10 ** math.floor(math.log10(step)), 6) in (1, 2, 5) else 1))
+    exponent = math.floor(math.log10(step))
+    mantissa = round(step / 10 ** exponent, 6)          # 1, 2, 2.5 or 5: 2.5 needs one decimal more
+    decimals = max(0, -exponent + (0 if mantissa in (1, 2, 5) else 1))
     return f"{value:.{decimals}f}"
 
 
@@ -166,7 +168,8 @@ def lines(series: list[dict], *, x_label: str, y_label: str) -> dict:
 
 def grouped_bars(groups: list[str], series: list[dict], *, y_label: str) -> dict:
     """Bars of values in [0, 1]: one group per class, one bar per series ({name, colour, values})."""
-    frame = Frame(Axis("class", 0, 1), make_axis(y_label, [0.0, 1.0]), width=min(WIDE, max(420, 120 * len(groups) + 80)), inset=0)
+    width = min(WIDE, max(420, 120 * len(groups) + 80))
+    frame = Frame(Axis("class", 0, 1), make_axis(y_label, [0.0, 1.0]), width=width, inset=0)
     slot = (frame.right - frame.left) / max(len(groups), 1)
     bar = slot * 0.8 / max(len(series), 1)
     bars = []
