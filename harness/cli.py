@@ -73,6 +73,7 @@ def run(file: Path, set_: SetOption = None,
     results = json.loads((run_dir / "results.json").read_text())
     print_results(results, out)
     out.print(f"results: {run_dir / 'results.json'}")
+    _write_html_report(run_dir)
     failed = [a for a in results["arms"] if a["status"] == "failed"]
     if failed:
         err.print(f"[yellow]{len(failed)} arm(s) failed[/]; the others completed (see results.json for the errors)")
@@ -81,6 +82,17 @@ def run(file: Path, set_: SetOption = None,
 
 def _tracker(experiment):
     return None
+
+
+def _write_html_report(run_dir: Path) -> None:
+    """The page is a view of results.json: if drawing it fails, the run's results still stand."""
+    from harness.report.html import write_html_report
+
+    try:
+        out.print(f"report: {write_html_report(run_dir)}", soft_wrap=True, highlight=False)
+    except Exception as error:  # noqa: BLE001 - never lose a finished run to a drawing bug
+        err.print(f"[yellow]could not write the HTML report[/] ({type(error).__name__}: {error}); "
+                  f"retry with `harness report {run_dir}`", highlight=False)
 
 
 @app.command("methods")
@@ -103,13 +115,16 @@ def list_methods():
 @app.command()
 @user_errors
 def report(run_dir: Path):
-    """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder)."""
+    """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder) and
+    rebuild its HTML report, index.html."""
     from harness.report.console import print_results
+    from harness.report.html import write_html_report
 
     path = run_dir / "results.json"
     if not path.is_file():
         raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
     print_results(json.loads(path.read_text()), out)
+    out.print(f"report: {write_html_report(run_dir)}", soft_wrap=True, highlight=False)
 
 
 @app.command()
