@@ -7,7 +7,6 @@ import json
 import socket
 import urllib.parse
 import urllib.request
-from pathlib import Path
 
 import pytest
 
