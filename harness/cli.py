@@ -52,7 +52,8 @@ def validate(file: Path, set_: SetOption = None):
 @user_errors
 def run(file: Path, set_: SetOption = None,
         force: Annotated[bool, typer.Option(help="rerun arms that already have a completed result")] = False,
-        only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None):
+        only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
+        track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True):
     """Train and evaluate every arm of an experiment; write results.json and the report."""
     from harness.config import load_experiment
     from harness.plan import plan
@@ -65,7 +66,7 @@ def run(file: Path, set_: SetOption = None,
         arms = [a for a in arms if any(o in a.name for o in only)]
         if not arms:
             raise HarnessError(f"--only {only} matches no arm", fix="see `harness validate` for the arm names")
-    runner = Runner(experiment, arms, output_root=Path(experiment.output_dir), force=force, tracker=_tracker(experiment))
+    runner = Runner(experiment, arms, output_root=Path(experiment.output_dir), force=force, tracker=_tracker(experiment, track))
     try:
         run_dir = runner.run()
     except KeyboardInterrupt:
@@ -80,8 +81,25 @@ def run(file: Path, set_: SetOption = None,
         raise typer.Exit(1)
 
 
-def _tracker(experiment):
-    return None
+def _tracker(experiment, track: bool = True):
+    """MLflow tracking unless `--no-track` or `tracking: {enabled: false}`; see harness/tracking.py."""
+    if not track or not experiment.tracking.enabled:
+        return None
+    from harness.tracking import MlflowTracker
+
+    return MlflowTracker(uri=experiment.tracking.uri, experiment_name=experiment.tracking.experiment_name)
+
+
+@app.command()
+@user_errors
+def ui(port: Annotated[int, typer.Option(help="port to listen on")] = 5000,
+       host: Annotated[str, typer.Option(help="interface to bind; 127.0.0.1 keeps it on this machine")] = "127.0.0.1",
+       uri: Annotated[Optional[str], typer.Option(help="tracking store (default $MLFLOW_TRACKING_URI, "
+                                                      "else ./mlflow.db)")] = None):
+    """Open the MLflow UI on the tracking store `harness run` logs to; Ctrl-C stops it."""
+    from harness.mlflow_ui import serve
+
+    serve(uri, host, port, echo=out.print)
 
 
 def _write_html_report(run_dir: Path) -> None:
