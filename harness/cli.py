@@ -66,7 +66,8 @@ def run(file: Path, set_: SetOption = None,
         arms = [a for a in arms if any(o in a.name for o in only)]
         if not arms:
             raise HarnessError(f"--only {only} matches no arm", fix="see `harness validate` for the arm names")
-    runner = Runner(experiment, arms, output_root=Path(experiment.output_dir), force=force, tracker=_tracker(experiment, track))
+    runner = Runner(experiment, arms, output_root=Path(experiment.output_dir), force=force,
+                    tracker=_tracker(experiment, track), reporter=_write_html_report)
     try:
         run_dir = runner.run()
     except KeyboardInterrupt:
@@ -74,7 +75,6 @@ def run(file: Path, set_: SetOption = None,
     results = json.loads((run_dir / "results.json").read_text())
     print_results(results, out)
     out.print(f"results: {run_dir / 'results.json'}")
-    _write_html_report(run_dir)
     failed = [a for a in results["arms"] if a["status"] == "failed"]
     if failed:
         err.print(f"[yellow]{len(failed)} arm(s) failed[/]; the others completed (see results.json for the errors)")

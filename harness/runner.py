@@ -37,8 +37,9 @@ def find_completed(experiment_dir: Path, arm_hash: str) -> Path | None:
 
 class Runner:
     def __init__(self, experiment, arms: list[Arm], *, output_root: Path, force: bool = False,
-                 tracker=None, run_id: str | None = None):
+                 tracker=None, reporter=None, run_id: str | None = None):
         self.experiment, self.arms, self.force, self.tracker = experiment, arms, force, tracker
+        self.reporter = reporter  # writes the HTML page before tracking logs the run's artifacts
         self.experiment_dir = output_root / experiment.name
         self.run_id = run_id or _new_run_id(self.experiment_dir)
         self.run_dir = self.experiment_dir / self.run_id
@@ -64,6 +65,8 @@ class Runner:
                               "rerun the same command to resume")
                 raise
         self._save()
+        if self.reporter:
+            self.reporter(self.run_dir)
         if self.tracker:
             self.tracker.finish_run(self.run_dir, self.results)
         return self.run_dir
