@@ -111,20 +111,25 @@ def test_perplexity_is_token_weighted():
 # ------------------------------------------------------------------ shifted log-likelihood
 
 class _FixedLogits(torch.nn.Module):
-    def __init__(self, logits):
+    """A 'model' with known logits; honours logits_to_keep like transformers, or ignores it."""
+
+    def __init__(self, logits, honour_keep: bool):
         super().__init__()
-        self.logits, self.weight = logits, torch.nn.Parameter(torch.zeros(1))
+        self.logits, self.honour_keep = logits, honour_keep
+        self.weight = torch.nn.Parameter(torch.zeros(1))
 
-    def forward(self, input_ids, attention_mask):
-        return type("Out", (), {"logits": self.logits})()
+    def forward(self, input_ids, attention_mask, logits_to_keep=None):
+        keep = logits_to_keep if self.honour_keep and logits_to_keep is not None else slice(None)
+        return type("Out", (), {"logits": self.logits[:, keep]})()
 
 
-def test_target_logprobs_shifts_by_one_against_a_hand_computation():
+@pytest.mark.parametrize("honour_keep", [True, False])
+def test_target_logprobs_shifts_by_one_against_a_hand_computation(honour_keep):
     torch.manual_seed(0)
     logits = torch.randn(1, 4, 5)
     ids = torch.tensor([[1, 3, 0, 2]])
     labels = torch.tensor([[IGNORE, 3, 0, IGNORE]])  # targets: token 3 at t=1 and token 0 at t=2
-    total, count = target_logprobs(_FixedLogits(logits), ids, torch.ones_like(ids), labels)
+    total, count = target_logprobs(_FixedLogits(logits, honour_keep), ids, torch.ones_like(ids), labels)
     by_hand = sum(math.log(math.exp(logits[0, t - 1, ids[0, t]].item()) / logits[0, t - 1].exp().sum().item())
                   for t in (1, 2))
     assert total.item() == pytest.approx(by_hand, rel=1e-5) and count.item() == 2
@@ -308,3 +313,20 @@ def test_batched_and_unbatched_encoder_predictions_agree(tiny_models):
     assert preds == [p[0] for p, _ in single]
     for e, (_, one) in zip(extra, single):
         assert e["probs"]["positive"] == pytest.approx(one[0]["probs"]["positive"], abs=1e-4)
+
+
+def test_length_sorted_batches_keep_the_original_order():
+    from harness.eval.predict import run_predictions
+
+    seen = []
+
+    def fake(batch):
+        seen.append([e["id"] for e in batch])
+        return [e["text"].upper() for e in batch], [{"n": len(e["text"])} for e in batch]
+
+    examples = [{"id": str(i), "text": "x" * n, "label": "a"} for i, n in enumerate([3, 9, 1, 7, 5])]
+    rows, cost = run_predictions(fake, examples, {"type": "classification"}, batch_size=2, latency_examples=0)
+    assert [r["id"] for r in rows] == ["0", "1", "2", "3", "4"]
+    assert [r["prediction"] for r in rows] == [e["text"].upper() for e in examples]
+    assert seen == [["1", "3"], ["4", "0"], ["2"]]  # longest first: batches of similar length
+    assert cost["eval_examples_per_s"] > 0 and "latency_p50_ms" not in cost

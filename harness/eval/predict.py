@@ -109,17 +109,11 @@ def _shot_room(shots: list[dict]) -> int:
 def run_predictions(predict: Predictor, examples: list[dict], task: dict, *, batch_size: int,
                     latency_examples: int, on_batch=None) -> tuple[list[dict], dict]:
     """All test items in batches (throughput), then the first few alone (batch-1 latency)."""
-    rows: list[dict] = []
     start = time.perf_counter()
-    for i in range(0, len(examples), batch_size):
-        batch = examples[i:i + batch_size]
-        preds, extras = predict(batch)
-        for example, pred, extra in zip(batch, preds, extras):
-            rows.append({"id": example["id"], "input": example["text"], "prediction": pred,
-                         "reference": target_of(example, task), **extra})
-        if on_batch:
-            on_batch(min(i + batch_size, len(examples)), len(examples))
+    preds, extras = predict_in_batches(predict, examples, batch_size, on_batch=on_batch)
     elapsed = time.perf_counter() - start
+    rows = [{"id": example["id"], "input": example["text"], "prediction": pred, "reference": target_of(example, task),
+             **extra} for example, pred, extra in zip(examples, preds, extras)]
     latencies = []
     for example in examples[:latency_examples]:
         t0 = time.perf_counter()
@@ -133,6 +127,23 @@ def run_predictions(predict: Predictor, examples: list[dict], task: dict, *, bat
         cost["latency_p50_ms"] = round(statistics.median(latencies), 2)
         cost["latency_p95_ms"] = round(_percentile(latencies, 95), 2)
     return rows, cost
+
+
+def predict_in_batches(predict: Predictor, examples: list[dict], batch_size: int, on_batch=None):
+    """Predictions and extras for all examples, in their order, computed in batches of examples
+    of similar length (longest first), so a batch pads little; which examples share a batch does
+    not change a prediction (batched and one-at-a-time predictions are tested to agree)."""
+    order = sorted(range(len(examples)), key=lambda i: -len(str(examples[i].get("text", ""))))
+    preds: list = [None] * len(examples)
+    extras: list = [None] * len(examples)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch_preds, batch_extras = predict([examples[i] for i in chunk])
+        for i, pred, extra in zip(chunk, batch_preds, batch_extras):
+            preds[i], extras[i] = pred, extra
+        if on_batch:
+            on_batch(min(start + batch_size, len(examples)), len(examples))
+    return preds, extras
 
 
 def _percentile(values: list[float], q: float) -> float:
