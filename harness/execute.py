@@ -66,7 +66,8 @@ def execute_arm(arm, out_dir: Path):
         tokenizer=tokenizer)
     ctx = ArmContext(model_type=model.config.model_type, **ctx_args)
     t_general = time.perf_counter()  # the base's loss on a general text, for forgetting; not load time
-    general = Forgetting.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir))
+    general = Forgetting.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir),
+                                        trained=objective_name != "none")
     t0 += time.perf_counter() - t_general
     seed_everything(arm.seed)  # adapter and head initialisation: the same for every arm
     if objective_name == "none":

@@ -330,3 +330,41 @@ def test_length_sorted_batches_keep_the_original_order():
     assert [r["prediction"] for r in rows] == [e["text"].upper() for e in examples]
     assert seen == [["1", "3"], ["4", "0"], ["2"]]  # longest first: batches of similar length
     assert cost["eval_examples_per_s"] > 0 and "latency_p50_ms" not in cost
+
+
+def test_forgetting_is_the_change_of_general_loss(tiny_models, tmp_path):
+    from harness import models
+    from harness.errors import HarnessError
+    from harness.eval.forgetting import Forgetting, load_passages
+
+    text = tmp_path / "general.txt"
+    text.write_text("the music was great.\n\ni think the plot is dull.\n\nthe cast felt moving!\n")
+    tok = models.load_tokenizer(tiny_models["llama"])
+    model = models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval()
+    budget = {"forgetting_text": str(text)}
+    state = Forgetting.measure_before(model, tok, kind="causal_lm", budget=budget, base_dir=None)
+    same, _, detail = state.after(model, tok, trained=True, resamples=50, seed=0)
+    assert same == 0.0 and detail["passages"] == 3 and detail["loss_before"] > 0
+    with torch.no_grad():
+        model.lm_head.weight.mul_(3.0)  # sharper, wrong logits: the general loss must move
+    value, ci, detail = state.after(model, tok, trained=True, resamples=200, seed=0)
+    assert value == pytest.approx(detail["loss_after"] - detail["loss_before"], abs=1e-5) and value != 0
+    assert ci[0] <= value <= ci[1]
+    assert Forgetting.measure_before(model, tok, kind="encoder", budget=budget, base_dir=None) is None
+    assert Forgetting.measure_before(model, tok, kind="causal_lm", budget={"forgetting_text": None}, base_dir=None) is None
+    jsonl = tmp_path / "g.jsonl"
+    jsonl.write_text('{"text": "one"}\n{"text": "two"}\n')
+    assert load_passages(str(jsonl)) == ["one", "two"]
+    with pytest.raises(HarnessError, match="forgetting_text|not found"):
+        load_passages(str(tmp_path / "missing.txt"))
+
+
+def test_console_summary_names_only_significant_winners():
+    from harness.eval.compare import summary_lines
+
+    comparisons = [stats.compare("accuracy", "mcnemar", "lora", [1] * 20, "zero_shot", [0] * 20, higher_is_better=True),
+                   stats.compare("rouge1", "paired_bootstrap", "lora", [0.5, 0.4, 0.6], "zero_shot", [0.5, 0.4, 0.6],
+                                 higher_is_better=True)]
+    lines = summary_lines({"comparisons": comparisons, "seed_summary": []})
+    assert len(lines) == 1 and lines[0].startswith("lora beats zero_shot on accuracy")
+    assert "no significant" in summary_lines({"comparisons": comparisons[1:]})[0]

@@ -71,8 +71,9 @@ def test_generation_metrics_bertscore_perplexity_forgetting(write_experiment, tm
         assert m["perplexity"] > 1 and m["generation_tokens_per_s"] > 0
         assert arm["metrics_detail"]["bertscore"]["model"] == str(tiny_models["bert"])
         assert arm["metrics_detail"]["bertscore"]["layer"] == 1
-        assert arm["metrics_detail"]["forgetting"]["passages"] == 3
+    assert lora["metrics_detail"]["forgetting"]["passages"] == 3
     assert zero["metrics"]["forgetting"] == 0.0 and zero["metrics"]["saved_mb"] == 0.0
+    assert zero["metrics_detail"]["forgetting"]["measured"] is False
     assert lora["metrics"]["forgetting"] != 0.0 and "forgetting" in lora["ci"]
     detail = lora["metrics_detail"]["forgetting"]
     assert lora["metrics"]["forgetting"] == pytest.approx(detail["loss_after"] - detail["loss_before"], abs=1e-5)

@@ -72,3 +72,22 @@ def run_statistics(run_dir: Path, results: list, budget: dict) -> dict:
     resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
     return {"comparisons": comparisons(run_dir, results, resamples=resamples, seed=int(budget.get("seed", 0))),
             "seed_summary": seed_summary(results), "alpha": stats.ALPHA, "metric_info": metrics.describe()}
+
+
+def summary_lines(results: dict) -> list[str]:
+    """Plain sentences for the console: significant differences, and the spread over seeds."""
+    lines = []
+    for c in results.get("comparisons", []):
+        if c.get("significant") and c.get("better"):
+            worse = c["b"] if c["better"] == c["a"] else c["a"]
+            lines.append(f"{c['better']} beats {worse} on {c['metric']} "
+                         f"(difference {c['difference']:+.3f}, p = {c['p_value']:.3g}, {c.get('test', '')})")
+    tested = len(results.get("comparisons", []))
+    if tested and not lines:
+        lines.append(f"no significant difference at p < {results.get('alpha', stats.ALPHA)} in {tested} paired test(s)")
+    for entry in results.get("seed_summary", []):
+        parts = [f"{m} {v['mean']:.3f} ± {v['std']:.3f}" for m, v in entry["metrics"].items()
+                 if m in metrics.METRICS and metrics.METRICS[m].kind == "quality"]
+        if parts:
+            lines.append(f"{entry['arm']} over seeds {entry['seeds']}: " + ", ".join(parts))
+    return lines

@@ -73,26 +73,32 @@ class Forgetting:
     passages: list[str]
     before: np.ndarray
 
+    trained: bool = True
+
     @classmethod
-    def measure_before(cls, model, tokenizer, *, kind: str, budget: dict, base_dir: Path | None):
-        """The base model's losses; None for encoders or when the budget turns it off."""
+    def measure_before(cls, model, tokenizer, *, kind: str, budget: dict, base_dir: Path | None, trained: bool = True):
+        """The base model's losses; None for encoders or when the budget turns it off. An arm
+        that trains nothing keeps the base's weights: its forgetting is 0 without measuring."""
         source = budget.get("forgetting_text", DEFAULT_TEXT)
         if kind != "causal_lm" or not source:
             return None
+        if not trained:
+            return cls(source, [], np.zeros((0, 2)), trained=False)
         passages = load_passages(source, base_dir)
         return cls(source, passages, passage_losses(model, tokenizer, passages))
 
     def after(self, model, tokenizer, *, trained: bool, resamples: int, seed: int) -> tuple[float, list | None, dict]:
-        """(forgetting, its 95% bootstrap CI over passages, detail). An untrained arm has the
-        base's weights, so its loss is not measured twice."""
+        """(forgetting, its 95% bootstrap CI over passages, detail)."""
         from harness.eval.stats import bootstrap_ci
 
-        after = passage_losses(model, tokenizer, self.passages) if trained else self.before
+        if not (trained and self.trained):
+            return 0.0, None, {"text": self.source, "measured": False, "reason": "nothing trained: the base's weights"}
+        after = passage_losses(model, tokenizer, self.passages)
         # Per-passage rows (nll before, nll after, tokens): the CI resamples passages.
         rows = np.column_stack([self.before[:, 0], after[:, 0], self.before[:, 1]])
         value = mean_loss(after) - mean_loss(self.before)
-        ci = bootstrap_ci(rows, forgetting_from_rows, resamples=resamples, seed=seed) if trained else None
-        detail = {"text": self.source, "passages": len(self.passages), "tokens": int(self.before[:, 1].sum()),
+        ci = bootstrap_ci(rows, forgetting_from_rows, resamples=resamples, seed=seed)
+        detail = {"text": self.source, "measured": True, "passages": len(self.passages), "tokens": int(self.before[:, 1].sum()),
                   "max_tokens_per_passage": PASSAGE_TOKENS, "loss_before": round(mean_loss(self.before), 6),
                   "loss_after": round(mean_loss(after), 6), "unit": "nats/token"}
         return round(value, 6), ci, detail
