@@ -8,6 +8,8 @@ from typing import Callable
 
 import numpy as np
 
+from harness.eval.stats import item_mean
+
 Scorer = Callable[[list[str], list[str]], float]
 
 
@@ -124,7 +126,7 @@ class Items:
 
 
 def _mean(rows: np.ndarray) -> float:
-    return float(rows[:, 0].mean()) if len(rows) else 0.0
+    return item_mean(rows) if len(rows) else 0.0
 
 
 def per_item(fn: Callable[[str, str], float]) -> Callable[[Items], np.ndarray]:
@@ -132,7 +134,7 @@ def per_item(fn: Callable[[str, str], float]) -> Callable[[Items], np.ndarray]:
     return lambda items: np.array([fn(p, r) for p, r in zip(items.preds, items.refs)], dtype=float).reshape(-1, 1)
 
 
-def itemize(name: str, item_stats, reduce=_mean, paired_test: str | None = None) -> None:
+def itemize(name: str, item_stats, reduce=item_mean, paired_test: str | None = None) -> None:
     METRICS[name] = replace(METRICS[name], item_stats=item_stats, reduce=reduce, paired_test=paired_test)
 
 

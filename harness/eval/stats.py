@@ -13,11 +13,12 @@ ALPHA = 0.05
 DEFAULT_RESAMPLES = 1000
 
 
-def _mean_reduce(rows: np.ndarray) -> float:
+def item_mean(rows: np.ndarray) -> float:
+    """The metric of per-item scores: their mean (the first column)."""
     return float(rows[:, 0].mean())
 
 
-def bootstrap_ci(rows: np.ndarray, reduce: Callable[[np.ndarray], float] = _mean_reduce, *,
+def bootstrap_ci(rows: np.ndarray, reduce: Callable[[np.ndarray], float] = item_mean, *,
                  resamples: int = DEFAULT_RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> list[float] | None:
     """Percentile bootstrap interval of `reduce(rows)`: resample the test items (rows) with
     replacement `resamples` times; (alpha/2, 1-alpha/2) quantiles of the recomputed metric.
@@ -30,7 +31,7 @@ def bootstrap_ci(rows: np.ndarray, reduce: Callable[[np.ndarray], float] = _mean
         return None
     rng = np.random.default_rng(seed)
     indices = rng.integers(0, n, size=(resamples, n))
-    if reduce is _mean_reduce:
+    if reduce is item_mean:
         values = rows[:, 0][indices].mean(1)  # vectorised: the common case
     else:
         values = np.array([reduce(rows[i]) for i in indices], dtype=float)
@@ -55,7 +56,7 @@ def mcnemar_exact(a_correct, b_correct) -> dict:
     return {"a_only": a_only, "b_only": b_only, "p_value": min(p, 1.0)}
 
 
-def paired_bootstrap(a_rows, b_rows, reduce: Callable[[np.ndarray], float] = _mean_reduce, *,
+def paired_bootstrap(a_rows, b_rows, reduce: Callable[[np.ndarray], float] = item_mean, *,
                      resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
     """Two-sided paired bootstrap of metric(a) - metric(b) on the same items.
 
@@ -70,7 +71,7 @@ def paired_bootstrap(a_rows, b_rows, reduce: Callable[[np.ndarray], float] = _me
     observed = reduce(a) - reduce(b)
     rng = np.random.default_rng(seed)
     indices = rng.integers(0, len(a), size=(resamples, len(a)))
-    if reduce is _mean_reduce:
+    if reduce is item_mean:
         deltas = a[:, 0][indices].mean(1) - b[:, 0][indices].mean(1)
     else:
         deltas = np.array([reduce(a[i]) - reduce(b[i]) for i in indices])
