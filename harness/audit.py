@@ -10,7 +10,8 @@ def budget_audit(results) -> dict:
     flags: dict[str, list[str]] = {}
     by_task: dict[str, list] = {}
     for r in trained:
-        by_task.setdefault(r.arm["task_key"], []).append(r)
+        # Arms of different seeds see different example orders by design: compare within a seed.
+        by_task.setdefault(r.arm["task_key"] + ("" if r.arm.get("seed") is None else f", seed {r.arm['seed']}"), []).append(r)
         c = r.consumed
         if c.get("stopped_early"):
             flags.setdefault(r.arm["name"], []).append(f"stopped early: {c.get('stop_reason')}")

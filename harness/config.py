@@ -77,6 +77,14 @@ class Budget(Strict):
     eval_batch_size: int = Field(default=16, gt=0)
     latency_examples: int = Field(default=16, ge=0, description="test items timed one at a time")
     max_new_tokens: int = Field(default=16, gt=0)
+    seeds: list[int] | None = Field(default=None, min_length=1,
+                                    description="run every arm once per seed (mean, std and each seed reported)")
+    bootstrap_resamples: int = Field(default=1000, ge=0, description="resamples of the 95% bootstrap CIs (0: none)")
+    bertscore_model: str | None = Field(default="packaged:minilm-l6",
+                                        description="local scorer model of BERTScore (generation); null: off")
+    bertscore_layer: int | None = Field(default=None, gt=0, description="its layer; default: next to last")
+    forgetting_text: str | None = Field(default="prepared:topics",
+                                        description="general text for forgetting (decoders); null: off")
 
     @model_validator(mode="after")
     def _divisible(self):

@@ -35,7 +35,8 @@ def execute_arm(arm, out_dir: Path):
 
     from harness import models
     from harness.data.tasks import load_task
-    from harness.eval import metrics, predict, profile
+    from harness.eval import predict, profile, quality
+    from harness.eval.forgetting import Forgetting
     from harness.methods import ArmContext, get_method
     from harness.objectives import get_objective
     from harness.results import ArmResult, now
@@ -64,6 +65,10 @@ def execute_arm(arm, out_dir: Path):
         extra_kwargs=method.load_kwargs(arm.params, probe), trust_remote_code=arm.model.get("trust_remote_code", False),
         tokenizer=tokenizer)
     ctx = ArmContext(model_type=model.config.model_type, **ctx_args)
+    t_general = time.perf_counter()  # the base's loss on a general text, for forgetting; not load time
+    general = Forgetting.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir),
+                                        trained=objective_name != "none")
+    t0 += time.perf_counter() - t_general
     seed_everything(arm.seed)  # adapter and head initialisation: the same for every arm
     if objective_name == "none":
         for p in model.parameters():
@@ -88,7 +93,9 @@ def execute_arm(arm, out_dir: Path):
     rows, eval_cost = predict.run_predictions(
         predictor, test, task, batch_size=arm.budget["eval_batch_size"],
         latency_examples=arm.budget["latency_examples"], on_batch=lambda done, total: emit("eval", done=done, total=total))
-    quality = metrics.score(task["type"], [r["prediction"] for r in rows], [r["reference"] for r in rows])
+    peaks = memory.peaks_mb()  # before the scorers below (BERTScore loads a model of its own)
+    assessed = quality.assess_arm(rows, test, task, arm, model=model, tokenizer=tokenizer, kind=kind, shots=shots,
+                                  general=general, trained=objective_name != "none")
 
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
@@ -99,13 +106,15 @@ def execute_arm(arm, out_dir: Path):
     if saved:
         artifacts["adapter"] = saved.name
     cost = {
-        **memory.peaks_mb(), **counts, **eval_cost, "load_seconds": round(load_seconds, 3),
+        **peaks, **counts, **eval_cost, "load_seconds": round(load_seconds, 3),
+        "saved_mb": profile.saved_mb(model, out_dir / saved.name if saved else None, trained=objective_name != "none"),
         "train_seconds": consumed.seconds if consumed else None,
         "train_tokens_per_s": round(consumed.tokens / consumed.seconds, 2) if consumed and consumed.seconds else None,
     }
     return ArmResult(
         arm=arm_summary(arm), status="ok", consumed=consumed.to_dict() if consumed else None,
-        metrics={**quality, **cost}, curves={"train_loss": curve} if curve else {},
+        metrics={**assessed.metrics, **cost}, ci=assessed.ci, metrics_detail=assessed.detail,
+        curves={"train_loss": curve} if curve else {},
         provenance=provenance(model_dir, task), artifacts=artifacts, started_at=started, finished_at=now())
 
 
@@ -131,7 +140,8 @@ def provenance(model_dir: Path, task: dict) -> dict:
     from harness.eval.profile import device_name
 
     packages = {}
-    for name in ("harness", "torch", "transformers", "peft", "bitsandbytes", "trl", "scikit-learn", "rouge-score"):
+    for name in ("harness", "torch", "transformers", "peft", "bitsandbytes", "trl", "scikit-learn", "rouge-score",
+                 "sacrebleu", "bert-score", "scipy"):
         try:
             packages[name] = version(name)
         except PackageNotFoundError:

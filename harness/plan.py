@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.config import Experiment
+from harness.eval.compare import seed_name
 
 HASH_VERSION = 1  # bump when the meaning of a result changes, to invalidate old results
 
@@ -84,23 +85,35 @@ def plan(exp: Experiment) -> list[Arm]:
             model = {**model_spec.model_dump(), "kind": kind}
             for task_key in spec.tasks or list(exp.tasks):
                 task = _absolute_task(exp.tasks[task_key].model_dump(), base)
-                name = spec.name or f"{spec.method} · {model_key}"
-                if len(exp.tasks) > 1 and not spec.name:
-                    name += f" · {task_key}"
-                arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
-                          task_key=task_key, task=task, budget=exp.budget.model_dump(), seed=exp.budget.seed,
-                          base_dir=str(base))
-                identity = {
-                    "v": HASH_VERSION, "method": arm.method, "params": params,
-                    "model": models.model_fingerprint(model_spec.source, base_dir=base),
-                    "model_options": {k: model[k] for k in ("dtype", "kind", "trust_remote_code")},
-                    "task": {k: v for k, v in task.items() if k != "data"}, "data": data_identity(task),
-                    "columns": task["data"].get("columns"), "budget": arm.budget,
-                }
-                digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
-                arms.append(Arm(**{**asdict(arm), "hash": digest[:16]}))
+                # budget.seeds: one arm per seed, the seed in its name, budget (so its hash) and run.
+                for seed in exp.budget.seeds or [exp.budget.seed]:
+                    name = spec.name or f"{spec.method} · {model_key}"
+                    if len(exp.tasks) > 1 and not spec.name:
+                        name += f" · {task_key}"
+                    if exp.budget.seeds:
+                        name = seed_name(name, seed)
+                    arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
+                              task_key=task_key, task=task, budget=_arm_budget(exp, seed), seed=seed,
+                              base_dir=str(base))
+                    identity = {
+                        "v": HASH_VERSION, "method": arm.method, "params": params,
+                        "model": models.model_fingerprint(model_spec.source, base_dir=base),
+                        "model_options": {k: model[k] for k in ("dtype", "kind", "trust_remote_code")},
+                        "task": {k: v for k, v in task.items() if k != "data"}, "data": data_identity(task),
+                        "columns": task["data"].get("columns"), "budget": arm.budget,
+                    }
+                    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
+                    arms.append(Arm(**{**asdict(arm), "hash": digest[:16]}))
     _dedupe_names(arms)
     return arms
+
+
+def _arm_budget(exp: Experiment, seed: int) -> dict:
+    """The budget one arm runs under: its own seed; the list of seeds is the plan's business, so
+    adding a seed later keeps the arms of the others (and their hashes)."""
+    budget = exp.budget.model_dump()
+    budget.pop("seeds", None)
+    return {**budget, "seed": seed}
 
 
 def _dedupe_names(arms: list[Arm]) -> None:

@@ -23,6 +23,8 @@ class ArmResult(BaseModel):
     error: str | None = None
     consumed: dict[str, Any] | None = None  # harness.budget.Consumed as data
     metrics: dict[str, float | None] = Field(default_factory=dict)
+    ci: dict[str, list[float]] = Field(default_factory=dict)          # 95% bootstrap CI: {metric: [low, high]}
+    metrics_detail: dict[str, Any] = Field(default_factory=dict)      # per-class F1, confusion matrix, scorers
     curves: dict[str, list] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)
@@ -43,7 +45,18 @@ def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult],
     from harness.audit import budget_audit
 
     payload = {"experiment": experiment, "written_at": now(), "arms": [r.model_dump() for r in results],
-               "budget_audit": budget_audit(results), **(extra or {})}
+               "budget_audit": budget_audit(results), **_statistics(run_dir, experiment, results), **(extra or {})}
     path = run_dir / "results.json"
     atomic_write_text(path, json.dumps(payload, indent=2, default=str))
     return path
+
+
+def _statistics(run_dir: Path, experiment: dict, results: list[ArmResult]) -> dict:
+    """Pairwise comparisons and the seed summary (harness.eval.compare); a failure there is
+    recorded, never allowed to lose the arms' results."""
+    from harness.eval.compare import run_statistics
+
+    try:
+        return run_statistics(run_dir, results, (experiment or {}).get("budget") or {})
+    except Exception as err:  # noqa: BLE001 - the results must be written whatever happens here
+        return {"comparisons": [], "seed_summary": [], "statistics_error": f"{type(err).__name__}: {err}"}

@@ -3,8 +3,12 @@ results.json, the report, MLflow and the gate all read this declaration."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable
+
+import numpy as np
+
+from harness.eval.stats import item_mean
 
 Scorer = Callable[[list[str], list[str]], float]
 
@@ -18,6 +22,11 @@ class Metric:
     description: str
     task_types: tuple[str, ...] = ()
     compute: Scorer | None = None  # quality metrics: (predictions, references) -> value
+    # For confidence intervals and paired tests: statistics per test item (n rows) and the
+    # reduction that gives the metric's value from any subset of rows (a bootstrap resample).
+    item_stats: Callable[["Items"], "np.ndarray | None"] | None = None
+    reduce: Callable[["np.ndarray"], float] | None = None
+    paired_test: str | None = None  # how two arms are compared: "mcnemar" or "paired_bootstrap"
 
 
 METRICS: dict[str, Metric] = {}
@@ -93,8 +102,163 @@ def quality_metrics(task_type: str) -> list[Metric]:
 
 
 def score(task_type: str, preds: list[str], refs: list[str]) -> dict[str, float]:
-    return {m.name: round(m.compute(preds, refs), 6) for m in quality_metrics(task_type)}
+    return {m.name: round(m.compute(preds, refs), 6) for m in quality_metrics(task_type) if m.compute}
 
 
 def primary_metric(task_type: str) -> str:
     return quality_metrics(task_type)[0].name
+
+
+# ------------------------------------------------------------------ per-item statistics
+# Below: every quality metric as per-item rows plus a reduction, which is what the bootstrap
+# confidence intervals (harness.eval.stats) and the pairwise comparisons need.
+
+
+@dataclass
+class Items:
+    """Everything a metric may read about the scored test items of one arm."""
+
+    preds: list[str]
+    refs: list[str]
+    labels: list[str] | None = None                   # classification labels, in task order
+    rows: list[dict] = field(default_factory=list)    # prediction rows with their extras
+    bertscore: Callable | None = None                 # (preds, refs) -> per-item F1, or None
+
+
+def _mean(rows: np.ndarray) -> float:
+    return item_mean(rows) if len(rows) else 0.0
+
+
+def per_item(fn: Callable[[str, str], float]) -> Callable[[Items], np.ndarray]:
+    """Item statistics of a metric that is the mean of a per-item score."""
+    return lambda items: np.array([fn(p, r) for p, r in zip(items.preds, items.refs)], dtype=float).reshape(-1, 1)
+
+
+def itemize(name: str, item_stats, reduce=item_mean, paired_test: str | None = None) -> None:
+    METRICS[name] = replace(METRICS[name], item_stats=item_stats, reduce=reduce, paired_test=paired_test)
+
+
+def _rouge_items(kind: str):
+    def stats(items: Items) -> np.ndarray:
+        from rouge_score import rouge_scorer
+
+        scorer = rouge_scorer.RougeScorer([kind], use_stemmer=True)
+        return np.array([scorer.score(r, p)[kind].fmeasure for p, r in zip(items.preds, items.refs)],
+                        dtype=float).reshape(-1, 1)
+
+    return stats
+
+
+def _confusion_items(items: Items) -> np.ndarray:
+    from harness.eval.text_metrics import confusion_rows
+
+    return confusion_rows(items.preds, items.refs, items.labels or sorted(set(items.refs)))
+
+
+def _macro_f1_reduce(rows: np.ndarray) -> float:
+    from harness.eval.text_metrics import macro_f1_from_rows
+
+    # Rows hold label indices with "other" = the largest index in use or above; the count of
+    # classes only sizes the matrix, and unseen classes are left out of the mean anyway.
+    return macro_f1_from_rows(rows, int(rows.max()) if len(rows) else 0)
+
+
+def _same(p: str, r: str) -> float:
+    return float(p == r)
+
+
+def _exact(p: str, r: str) -> float:
+    return float(p.strip().lower() == r.strip().lower())
+
+
+def _token_f1(p: str, r: str) -> float:
+    from harness.eval.text_metrics import token_f1
+
+    return token_f1(p, r)
+
+
+def _bleu_items(items: Items) -> np.ndarray:
+    from harness.eval.text_metrics import bleu_stats
+
+    return bleu_stats(items.preds, items.refs)
+
+
+def _bleu_reduce(rows: np.ndarray) -> float:
+    from harness.eval.text_metrics import bleu_from_stats
+
+    return bleu_from_stats(rows)
+
+
+def _bleu(preds, refs):
+    return _bleu_reduce(_bleu_items(Items(preds, refs)))
+
+
+def _bertscore_items(items: Items) -> np.ndarray | None:
+    if items.bertscore is None:
+        return None
+    return np.asarray(items.bertscore(items.preds, items.refs), dtype=float).reshape(-1, 1)
+
+
+def _reference_nll_items(items: Items) -> np.ndarray | None:
+    """(summed negative log-likelihood, tokens) of each reference, when the arm computed them."""
+    if not items.rows or "reference_nll" not in items.rows[0]:
+        return None
+    return np.array([[r["reference_nll"], r["reference_tokens"]] for r in items.rows], dtype=float)
+
+
+def _perplexity_reduce(rows: np.ndarray) -> float:
+    # Token-weighted, like a corpus perplexity: exp(total NLL / total tokens).
+    tokens = rows[:, 1].sum()
+    return float(np.exp(rows[:, 0].sum() / tokens)) if tokens else float("nan")
+
+
+itemize("accuracy", per_item(_same), paired_test="mcnemar")
+itemize("macro_f1", _confusion_items, _macro_f1_reduce)
+for _kind in ("rouge1", "rouge2", "rougeL"):
+    itemize(_kind, _rouge_items(_kind), paired_test="paired_bootstrap")
+itemize("exact_match", per_item(_exact), paired_test="mcnemar")
+
+declare("token_f1", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN,
+        description="F1 of the bag of normalised tokens (SQuAD style: lower case, no punctuation or articles)",
+        compute=lambda p, r: _mean(per_item(_token_f1)(Items(p, r))))
+itemize("token_f1", per_item(_token_f1), paired_test="paired_bootstrap")
+declare("bleu", higher_is_better=True, unit="BLEU (0-100)", kind="quality", task_types=GEN,
+        description="corpus BLEU (sacrebleu defaults: 13a tokens, exponential smoothing, 4-grams)", compute=_bleu)
+itemize("bleu", _bleu_items, _bleu_reduce)
+declare("bertscore_f1", higher_is_better=True, unit="F-measure (cosine)", kind="quality", task_types=GEN,
+        description="BERTScore F1 against the reference; the scorer model and layer are in metrics_detail")
+itemize("bertscore_f1", _bertscore_items, paired_test="paired_bootstrap")
+declare("perplexity", higher_is_better=False, unit="perplexity (exp nats/token)", kind="quality", task_types=GEN,
+        description="perplexity of the reference completions given the prompt (decoders only)")
+itemize("perplexity", _reference_nll_items, _perplexity_reduce)
+
+# Not a function of predictions: measured on a general text before and after training, on
+# decoders (harness.eval.forgetting); no task_types, so score_items leaves it alone.
+declare("forgetting", higher_is_better=False, unit="nats/token", kind="quality",
+        description="loss on a general held-out text after training minus before (> 0: the base got worse)")
+for _name, _hib, _unit, _desc in [
+    ("generation_tokens_per_s", True, "tokens/s", "generated tokens per second of batched greedy generation"),
+    ("saved_mb", False, "MiB", "size of what the method saves: the adapter folder, or the trainable parameters' bytes"),
+]:
+    declare(_name, higher_is_better=_hib, unit=_unit, kind="cost", description=_desc)
+
+
+def score_items(task_type: str, items: Items) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """Every quality metric of the task type that can be computed on these items:
+    (values, per-item statistics by metric name)."""
+    values, stats = {}, {}
+    for metric in quality_metrics(task_type):
+        if metric.item_stats is None:
+            continue
+        rows = metric.item_stats(items)
+        if rows is None or len(rows) == 0:
+            continue
+        stats[metric.name] = rows
+        values[metric.name] = round(metric.reduce(rows), 6)
+    return values, stats
+
+
+def describe() -> dict[str, dict]:
+    """Direction, unit and kind of every metric, for results.json readers."""
+    return {m.name: {"higher_is_better": m.higher_is_better, "unit": m.unit, "kind": m.kind,
+                     "description": m.description} for m in METRICS.values()}

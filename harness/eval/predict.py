@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 
 from harness.data.formatting import PromptFormatter, target_of
+from harness.eval.likelihood import target_logprobs
 from harness.objectives.classification import encode_texts
 from harness.objectives.sft import pad_batch
 
@@ -40,13 +41,9 @@ def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels
         rows = [formatter.encode(e, label, max_len) for e in batch for label in labels]
         tensors, _ = pad_batch(rows, pad_id)
         tensors = {k: v.to(device) for k, v in tensors.items()}
-        logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits.float()
-        # Token t is predicted by position t-1: shift, then sum log-probs over completion tokens.
-        logprobs = logits[:, :-1].log_softmax(-1)
-        targets = tensors["labels"][:, 1:]
-        mask = targets != -100
-        picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        totals = (picked * mask).sum(-1).view(len(batch), len(labels))
+        # Summed log-probs over each label's completion tokens (right padding: no position shift).
+        sums, _ = target_logprobs(model, tensors["input_ids"], tensors["attention_mask"], tensors["labels"])
+        totals = sums.view(len(batch), len(labels))
         preds = [labels[i] for i in totals.argmax(-1).tolist()]
         return preds, [{"logprobs": dict(zip(labels, map(lambda x: round(x, 4), row)))} for row in totals.tolist()]
 
@@ -67,12 +64,23 @@ def generation_predictor(model, tokenizer, formatter: PromptFormatter, max_len: 
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
-        texts = [t.strip() for t in tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)]
+        new_tokens = out[:, width:]
+        texts = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+        counts = [{"generated_tokens": n} for n in generated_lengths(new_tokens, tokenizer.eos_token_id)]
         if labels is None:
-            return texts, [{} for _ in texts]
-        return [match_label(t, labels) for t in texts], [{"generated": t} for t in texts]
+            return texts, counts
+        return [match_label(t, labels) for t in texts], [{"generated": t, **c} for t, c in zip(texts, counts)]
 
     return predict
+
+
+def generated_lengths(new_tokens: torch.Tensor, eos_id) -> list[int]:
+    """Tokens each row really generated: up to and including its first eos (the rest is padding
+    a finished row gets while the others go on)."""
+    lengths = []
+    for row in new_tokens.tolist():
+        lengths.append(row.index(eos_id) + 1 if eos_id is not None and eos_id in row else len(row))
+    return lengths
 
 
 def match_label(text: str, labels: list[str]) -> str:
@@ -101,27 +109,41 @@ def _shot_room(shots: list[dict]) -> int:
 def run_predictions(predict: Predictor, examples: list[dict], task: dict, *, batch_size: int,
                     latency_examples: int, on_batch=None) -> tuple[list[dict], dict]:
     """All test items in batches (throughput), then the first few alone (batch-1 latency)."""
-    rows: list[dict] = []
     start = time.perf_counter()
-    for i in range(0, len(examples), batch_size):
-        batch = examples[i:i + batch_size]
-        preds, extras = predict(batch)
-        for example, pred, extra in zip(batch, preds, extras):
-            rows.append({"id": example["id"], "input": example["text"], "prediction": pred,
-                         "reference": target_of(example, task), **extra})
-        if on_batch:
-            on_batch(min(i + batch_size, len(examples)), len(examples))
+    preds, extras = predict_in_batches(predict, examples, batch_size, on_batch=on_batch)
     elapsed = time.perf_counter() - start
+    rows = [{"id": example["id"], "input": example["text"], "prediction": pred, "reference": target_of(example, task),
+             **extra} for example, pred, extra in zip(examples, preds, extras)]
     latencies = []
     for example in examples[:latency_examples]:
         t0 = time.perf_counter()
         predict([example])
         latencies.append((time.perf_counter() - t0) * 1000)
     cost = {"eval_examples_per_s": round(len(examples) / elapsed, 3) if elapsed else None}
+    generated = sum(r.get("generated_tokens", 0) for r in rows)
+    if generated and elapsed:
+        cost["generation_tokens_per_s"] = round(generated / elapsed, 2)
     if latencies:
         cost["latency_p50_ms"] = round(statistics.median(latencies), 2)
         cost["latency_p95_ms"] = round(_percentile(latencies, 95), 2)
     return rows, cost
+
+
+def predict_in_batches(predict: Predictor, examples: list[dict], batch_size: int, on_batch=None):
+    """Predictions and extras for all examples, in their order, computed in batches of examples
+    of similar length (longest first), so a batch pads little; which examples share a batch does
+    not change a prediction (batched and one-at-a-time predictions are tested to agree)."""
+    order = sorted(range(len(examples)), key=lambda i: -len(str(examples[i].get("text", ""))))
+    preds: list = [None] * len(examples)
+    extras: list = [None] * len(examples)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch_preds, batch_extras = predict([examples[i] for i in chunk])
+        for i, pred, extra in zip(chunk, batch_preds, batch_extras):
+            preds[i], extras[i] = pred, extra
+        if on_batch:
+            on_batch(min(start + batch_size, len(examples)), len(examples))
+    return preds, extras
 
 
 def _percentile(values: list[float], q: float) -> float:

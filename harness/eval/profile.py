@@ -32,6 +32,17 @@ class MemoryProfiler:
 
 
 def peak_rss_mb() -> float:
+    """Peak resident memory of this process since it started (exec), in MiB.
+
+    Linux: VmHWM of /proc/self/status, the kernel's high-water mark of this process image. Not
+    getrusage's ru_maxrss: Linux carries that over fork and exec, so an arm process started by a
+    big parent (a test runner with torch loaded) would report the parent's memory as its own.
+    """
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
@@ -53,3 +64,14 @@ def device_name() -> str:
 
 def dir_size_bytes(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
+
+
+def saved_mb(model, saved_dir: Path | None, *, trained: bool) -> float:
+    """MiB of what the method saves: the adapter folder when it wrote one; otherwise the bytes of
+    the trainable parameters (full fine-tuning must ship all of them); 0 when nothing is trained."""
+    if saved_dir is not None and Path(saved_dir).exists():
+        return round(dir_size_bytes(saved_dir) / 2**20, 3)
+    if not trained:
+        return 0.0
+    size = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return round(size / 2**20, 3)

@@ -67,3 +67,7 @@ def print_results(results: dict, console: Console | None = None) -> None:
     console.print(results_table(results))
     for name, reasons in results.get("budget_audit", {}).get("flags", {}).items():
         console.print(f"[yellow]⚑ budget[/] {name}: {'; '.join(reasons)}")
+    from harness.eval.compare import summary_lines
+
+    for line in summary_lines(results):
+        console.print(line, markup=False, highlight=False)

@@ -1,0 +1,93 @@
+"""Run-level statistics, written into results.json: pairwise comparisons of arms on the same
+test items (McNemar's exact test for correctness, paired bootstrap for per-item scores) and the
+mean/std over seeds of arms run once per seed."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+from pathlib import Path
+
+from harness.eval import metrics, stats
+
+SEED_SUFFIX = re.compile(r" · seed -?\d+$")
+
+
+def seed_name(name: str, seed: int) -> str:
+    """The display name of one seed's copy of an arm (plan adds it, seed_summary strips it)."""
+    return f"{name} · seed {seed}"
+
+
+def base_name(name: str) -> str:
+    return SEED_SUFFIX.sub("", name)
+
+
+def _item_scores(arm_dir: Path) -> dict[str, dict]:
+    path = arm_dir / "predictions.jsonl"
+    if not path.is_file():
+        return {}
+    out = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            out[str(row["id"])] = row.get("scores") or {}
+    return out
+
+
+def comparisons(run_dir: Path, results: list, *, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> list[dict]:
+    """Every pair of ok arms on the same task and seed, on every metric that declares a paired test."""
+    ok = [r for r in results if r.status == "ok"]
+    scores = {r.arm["name"]: _item_scores(Path(run_dir) / "arms" / r.arm["slug"]) for r in ok}
+    out = []
+    for a, b in itertools.combinations(ok, 2):
+        if a.arm.get("task_key") != b.arm.get("task_key") or a.arm.get("seed") != b.arm.get("seed"):
+            continue
+        sa, sb = scores[a.arm["name"]], scores[b.arm["name"]]
+        ids = sorted(set(sa) & set(sb))
+        if len(ids) < 2:
+            continue
+        for name, metric in metrics.METRICS.items():
+            if not metric.paired_test or not all(name in sa[i] and name in sb[i] for i in ids):
+                continue
+            out.append(stats.compare(name, metric.paired_test, a.arm["name"], [sa[i][name] for i in ids],
+                                     b.arm["name"], [sb[i][name] for i in ids],
+                                     higher_is_better=metric.higher_is_better, resamples=resamples, seed=seed))
+    return out
+
+
+def seed_summary(results: list) -> list[dict]:
+    """Arms that ran under several seeds: mean, std and each seed's value of every metric."""
+    groups: dict[str, list] = {}
+    for r in results:
+        if r.status == "ok":
+            groups.setdefault(base_name(r.arm["name"]), []).append((r.arm.get("seed"), r.metrics))
+    groups = {k: sorted(v, key=lambda x: (x[0] is None, x[0])) for k, v in groups.items() if len(v) > 1}
+    names = [n for n in metrics.METRICS if any(n in m for runs in groups.values() for _, m in runs)]
+    return stats.seed_summary(groups, names)
+
+
+def run_statistics(run_dir: Path, results: list, budget: dict) -> dict:
+    """What write_run_results adds to results.json."""
+    resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
+    return {"comparisons": comparisons(run_dir, results, resamples=resamples, seed=int(budget.get("seed", 0))),
+            "seed_summary": seed_summary(results), "alpha": stats.ALPHA, "metric_info": metrics.describe()}
+
+
+def summary_lines(results: dict) -> list[str]:
+    """Plain sentences for the console: significant differences, and the spread over seeds."""
+    lines = []
+    for c in results.get("comparisons", []):
+        if c.get("significant") and c.get("better"):
+            worse = c["b"] if c["better"] == c["a"] else c["a"]
+            lines.append(f"{c['better']} beats {worse} on {c['metric']} "
+                         f"(difference {c['difference']:+.3f}, p = {c['p_value']:.3g}, {c.get('test', '')})")
+    tested = len(results.get("comparisons", []))
+    if tested and not lines:
+        lines.append(f"no significant difference at p < {results.get('alpha', stats.ALPHA)} in {tested} paired test(s)")
+    for entry in results.get("seed_summary", []):
+        parts = [f"{m} {v['mean']:.3f} ± {v['std']:.3f}" for m, v in entry["metrics"].items()
+                 if m in metrics.METRICS and metrics.METRICS[m].kind == "quality"]
+        if parts:
+            lines.append(f"{entry['arm']} over seeds {entry['seeds']}: " + ", ".join(parts))
+    return lines
