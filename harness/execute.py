@@ -90,6 +90,11 @@ def execute_arm(arm, out_dir: Path):
         latency_examples=arm.budget["latency_examples"], on_batch=lambda done, total: emit("eval", done=done, total=total))
     quality = metrics.score(task["type"], [r["prediction"] for r in rows], [r["reference"] for r in rows])
 
+    from harness.eval.golden import score_arm_on_golden_sets
+
+    emit("phase", phase="golden")
+    golden = score_arm_on_golden_sets(arm, model, tokenizer, kind=kind, task=task)
+
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
         for row in rows:
@@ -106,7 +111,8 @@ def execute_arm(arm, out_dir: Path):
     return ArmResult(
         arm=arm_summary(arm), status="ok", consumed=consumed.to_dict() if consumed else None,
         metrics={**quality, **cost}, curves={"train_loss": curve} if curve else {},
-        provenance=provenance(model_dir, task), artifacts=artifacts, started_at=started, finished_at=now())
+        provenance=provenance(model_dir, task), artifacts=artifacts, started_at=started, finished_at=now(),
+        golden=golden)
 
 
 def _save_trained_part(model, out_dir: Path) -> Path | None:

@@ -29,6 +29,7 @@ class Arm:
     seed: int
     base_dir: str
     hash: str = field(default="")
+    golden_sets: list = field(default_factory=list)  # absolute paths; every arm is scored on them
 
     @property
     def slug(self) -> str:
@@ -89,7 +90,7 @@ def plan(exp: Experiment) -> list[Arm]:
                     name += f" · {task_key}"
                 arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
                           task_key=task_key, task=task, budget=exp.budget.model_dump(), seed=exp.budget.seed,
-                          base_dir=str(base))
+                          base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets])
                 identity = {
                     "v": HASH_VERSION, "method": arm.method, "params": params,
                     "model": models.model_fingerprint(model_spec.source, base_dir=base),
@@ -97,6 +98,8 @@ def plan(exp: Experiment) -> list[Arm]:
                     "task": {k: v for k, v in task.items() if k != "data"}, "data": data_identity(task),
                     "columns": task["data"].get("columns"), "budget": arm.budget,
                 }
+                if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
+                    identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
                 digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
                 arms.append(Arm(**{**asdict(arm), "hash": digest[:16]}))
     _dedupe_names(arms)
