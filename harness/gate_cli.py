@@ -30,6 +30,10 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
         side = gate.resolve_side(candidate, golden_set, arm=arm, role="candidate")
         path = gate.record_baseline(golden_set, golden, side)
         out.print(f"recorded baseline {path} (first baseline of {golden_set.name}@{golden_set.version}; nothing to compare)")
+        must_failed = [i.id for i in golden_set.items if i.must and not _passed(side, i.id)]
+        if must_failed:
+            err.print(f"[yellow]note[/]: the recorded candidate fails must item(s) {', '.join(must_failed)}; "
+                      "every later gate fails until they pass")
         return PASS
     base_spec = baseline or str(recorded)
     base_side = gate.resolve_side(base_spec, golden_set, arm=baseline_arm or arm, role="baseline")
@@ -56,3 +60,7 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
         else:
             err.print("[yellow]not recorded[/]: a candidate that regresses does not become the baseline")
     return PASS if verdict["passed"] else REGRESSION
+
+
+def _passed(side, item_id: str) -> bool:
+    return any(r["id"] == item_id and r["passed"] for r in side.items)
