@@ -152,6 +152,7 @@ def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
          alpha: Annotated[float, typer.Option(help="significance level of the McNemar test on flipped items")] = 0.05,
          junit: Annotated[Optional[Path], typer.Option(help="write JUnit XML here")] = None,
          markdown: Annotated[Optional[Path], typer.Option(help="write a Markdown summary (PR comment) here")] = None,
+         json_out: Annotated[Optional[Path], typer.Option("--json", help="write the verdict with every item here")] = None,
          record: Annotated[bool, typer.Option(help="store the candidate's results as the set's baseline when it passes")] = False,
          mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="log the verdict to this MLflow tracking URI")] = None):
     """Fail the build when a candidate regresses on a golden set: exit 0 pass, 1 regression, 2 usage error."""
@@ -159,7 +160,7 @@ def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
 
     code = user_errors(run_gate)(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
                                  baseline_arm=baseline_arm, max_drop=max_drop, alpha=alpha, junit=junit,
-                                 markdown=markdown, record=record, mlflow_uri=mlflow_uri)
+                                 markdown=markdown, json_out=json_out, record=record, mlflow_uri=mlflow_uri)
     raise typer.Exit(code)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -12,7 +13,7 @@ PASS, REGRESSION = 0, 1
 
 def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, arm: str | None,
              baseline_arm: str | None, max_drop: float, alpha: float, junit: Path | None,
-             markdown: Path | None, record: bool, mlflow_uri: str | None) -> int:
+             markdown: Path | None, record: bool, mlflow_uri: str | None, json_out: Path | None = None) -> int:
     from harness import gate
     from harness.eval.golden import load_golden
     from harness.paths import atomic_write_text
@@ -49,6 +50,9 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
     if markdown:
         atomic_write_text(markdown, gate.to_markdown(verdict))
         out.print(f"markdown: {markdown}")
+    if json_out:
+        atomic_write_text(json_out, json.dumps(verdict, indent=2, ensure_ascii=False) + "\n")
+        out.print(f"verdict: {json_out}")
     uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         run_id = gate.log_verdict_to_mlflow(verdict, uri)

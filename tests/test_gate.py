@@ -98,6 +98,7 @@ BAD_SETS = [
     ("rouge out of range", lambda d: d["items"][0].update(reference="r", expect={"rouge_l": 2}),
      ["items[0].expect.rouge_l", "less than or equal to 1"]),
     ("bad task", lambda d: d.update(task="summarize"), ["task", "'summarize'"]),
+    ("prompt field", lambda d: d.update(prompt="{title}: {text}"), ["prompt", "not {title}"]),
 ]
 
 
@@ -204,8 +205,10 @@ def test_outputs_junit_markdown_and_per_item_diff(tmp_path):
     baseline = write_baseline(tmp_path / "base.json", set(IDS) - {"h"})
     run = write_run(tmp_path / "run", {"lora": set(IDS) - {"b", "d", "e"} | {"h"}})
     junit, md = tmp_path / "junit.xml", tmp_path / "gate.md"
-    result = gate_cli(golden, run, baseline, "--junit", str(junit), "--markdown", str(md))
+    result = gate_cli(golden, run, baseline, "--junit", str(junit), "--markdown", str(md), "--json", str(tmp_path / "v.json"))
     assert result.exit_code == 1, result.output
+    verdict = json.loads((tmp_path / "v.json").read_text())
+    assert verdict["pass_to_fail"] == ["b", "d", "e"] and verdict["fail_to_pass"] == ["h"] and not verdict["passed"]
     from junitparser import Failure, JUnitXml
 
     xml = JUnitXml.fromfile(str(junit))

@@ -102,6 +102,17 @@ class GoldenSet(_Strict):
     def _version_text(cls, value):
         return str(value) if isinstance(value, (int, float)) else value
 
+    @field_validator("prompt")
+    @classmethod
+    def _prompt_fields(cls, value):
+        import string
+
+        if value is not None:
+            fields = {f for _, f, _, _ in string.Formatter().parse(value) if f}
+            if fields - {"text", "id"}:
+                raise ValueError(f"prompt may use only {{text}} (and {{id}}), not {{{sorted(fields - {'text', 'id'})[0]}}}")
+        return value
+
     @model_validator(mode="after")
     def _items_agree(self):
         seen: set[str] = set()
