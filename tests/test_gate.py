@@ -361,3 +361,13 @@ def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp
     gated = gate_cli(golden, run_dir, run_dir)
     must_ok = entry["items"][0]["passed"]
     assert gated.exit_code == (0 if must_ok else 1), gated.output
+
+
+def test_an_experiment_naming_a_broken_golden_set_fails_validation(write_experiment, tmp_path):
+    bad = write_golden(tmp_path, _edited(lambda d: d["items"][0]["expect"].update(label="neutral")))
+    path = write_experiment([{"method": "zero_shot", "model": "llama"}], edit=lambda d: d.update(golden_sets=[bad.name]))
+    result = cli("validate", str(path))
+    assert result.exit_code == 2 and str(bad) in result.output.replace("\n", "") and "neutral" in result.output
+    path = write_experiment([{"method": "zero_shot", "model": "llama"}], edit=lambda d: d.update(golden_sets=["no.yaml"]))
+    result = cli("validate", str(path))
+    assert result.exit_code == 2 and "golden_sets[0]: golden set not found: no.yaml" in result.output.replace("\n", "")
