@@ -29,6 +29,9 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
         if not (exp.base_dir / golden).is_file():
             fail(("golden_sets", i), f"golden set not found: {golden}",
                  "paths are relative to the experiment file")
+        from harness.eval.golden import load_golden
+
+        load_golden(exp.base_dir / golden)  # its own schema errors name the golden file
 
 
 def _model_kind(exp, key, spec, fail) -> str:

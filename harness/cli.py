@@ -39,9 +39,16 @@ def user_errors(fn):
 @app.command()
 @user_errors
 def validate(file: Path, set_: SetOption = None):
-    """Check an experiment file: schema, methods, models, data files and columns."""
+    """Check an experiment file (schema, methods, models, data files and columns) or a golden set."""
     from harness.config import load_experiment
+    from harness.eval.golden import is_golden_file, load_golden
     from harness.plan import plan
+
+    if is_golden_file(file):
+        golden = load_golden(file)
+        must = sum(i.must for i in golden.items)
+        out.print(f"[green]ok[/] {file}: golden set {golden.name}@{golden.version}, {len(golden.items)} item(s), {must} must")
+        return
 
     experiment = load_experiment(file, set_)
     arms = plan(experiment)
@@ -74,6 +81,9 @@ def run(file: Path, set_: SetOption = None,
         raise typer.Exit(130) from None
     results = json.loads((run_dir / "results.json").read_text())
     print_results(results, out)
+    from harness.eval.golden import print_golden_summary
+
+    print_golden_summary(results, out)
     out.print(f"results: {run_dir / 'results.json'}")
     failed = [a for a in results["arms"] if a["status"] == "failed"]
     if failed:
@@ -163,6 +173,28 @@ def prepare(force: Annotated[bool, typer.Option(help="rebuild even when cached")
 
         for name, path in model_sources.prepare_packaged_models().items():
             out.print(f"model {name}: {path}")
+
+
+@app.command()
+def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
+         candidate: Annotated[str, typer.Option(help="run folder, arm folder, baseline .json, or model/adapter folder")],
+         baseline: Annotated[Optional[str], typer.Option(help="as --candidate; default: the recorded baseline of the set")] = None,
+         arm: Annotated[Optional[str], typer.Option(help="the candidate's arm, when its run has several")] = None,
+         baseline_arm: Annotated[Optional[str], typer.Option(help="the baseline's arm (default: --arm)")] = None,
+         max_drop: Annotated[float, typer.Option(help="largest allowed drop of the pass rate")] = 0.02,
+         alpha: Annotated[float, typer.Option(help="significance level of the McNemar test on flipped items")] = 0.05,
+         junit: Annotated[Optional[Path], typer.Option(help="write JUnit XML here")] = None,
+         markdown: Annotated[Optional[Path], typer.Option(help="write a Markdown summary (PR comment) here")] = None,
+         json_out: Annotated[Optional[Path], typer.Option("--json", help="write the verdict with every item here")] = None,
+         record: Annotated[bool, typer.Option(help="store the candidate's results as the set's baseline when it passes")] = False,
+         mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="log the verdict to this MLflow tracking URI")] = None):
+    """Fail the build when a candidate regresses on a golden set: exit 0 pass, 1 regression, 2 usage error."""
+    from harness.gate_cli import run_gate
+
+    code = user_errors(run_gate)(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
+                                 baseline_arm=baseline_arm, max_drop=max_drop, alpha=alpha, junit=junit,
+                                 markdown=markdown, json_out=json_out, record=record, mlflow_uri=mlflow_uri)
+    raise typer.Exit(code)
 
 
 def main():  # pragma: no cover - console entry point

@@ -201,8 +201,9 @@ def apply_override(raw: dict, item: str, *, file: str) -> None:
             node = node[part]
 
 
-def schema_error(err: ValidationError, text: str, file: str) -> HarnessError:
-    """The first pydantic error as one sentence with line, key path and fix."""
+def schema_error(err: ValidationError, text: str, file: str, root: type[BaseModel] | None = None) -> HarnessError:
+    """The first pydantic error as one sentence with line, key path and fix. `root` is the
+    schema that was validated (Experiment unless said), for did-you-mean on unknown keys."""
     first = err.errors()[0]
     loc = [p for p in first["loc"] if p not in ("function-after", "function-before")]
     key = dotted(loc)
@@ -210,7 +211,7 @@ def schema_error(err: ValidationError, text: str, file: str) -> HarnessError:
     kind = first["type"]
     if kind == "extra_forbidden":
         parent = loc[:-1]
-        allowed = _allowed_keys(parent)
+        allowed = _allowed_keys(parent, root or Experiment)
         from harness.errors import did_you_mean
 
         fix = ("remove it, or " + did_you_mean(str(loc[-1]), allowed)) if allowed else "remove it"
@@ -232,9 +233,9 @@ def dotted(loc) -> str:
     return out
 
 
-def _allowed_keys(parent_loc) -> list[str]:
+def _allowed_keys(parent_loc, root: Any = None) -> list[str]:
     """Field names of the schema model found at a location, for did-you-mean on unknown keys."""
-    model: Any = Experiment
+    model: Any = root or Experiment
     for part in parent_loc:
         if isinstance(part, int):
             continue

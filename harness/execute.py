@@ -97,6 +97,11 @@ def execute_arm(arm, out_dir: Path):
     assessed = quality.assess_arm(rows, test, task, arm, model=model, tokenizer=tokenizer, kind=kind, shots=shots,
                                   general=general, trained=objective_name != "none")
 
+    from harness.eval.golden import score_arm_on_golden_sets
+
+    emit("phase", phase="golden")
+    golden = score_arm_on_golden_sets(arm, model, tokenizer, kind=kind, task=task)
+
     out_dir.mkdir(parents=True, exist_ok=True)
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
         for row in rows:
@@ -115,7 +120,8 @@ def execute_arm(arm, out_dir: Path):
         arm=arm_summary(arm), status="ok", consumed=consumed.to_dict() if consumed else None,
         metrics={**assessed.metrics, **cost}, ci=assessed.ci, metrics_detail=assessed.detail,
         curves={"train_loss": curve} if curve else {},
-        provenance=provenance(model_dir, task), artifacts=artifacts, started_at=started, finished_at=now())
+        provenance=provenance(model_dir, task), artifacts=artifacts, started_at=started, finished_at=now(),
+        golden=golden)
 
 
 def _save_trained_part(model, out_dir: Path) -> Path | None:

@@ -30,6 +30,7 @@ class Arm:
     seed: int
     base_dir: str
     hash: str = field(default="")
+    golden_sets: list = field(default_factory=list)  # absolute paths; every arm is scored on them
 
     @property
     def slug(self) -> str:
@@ -94,16 +95,8 @@ def plan(exp: Experiment) -> list[Arm]:
                         name = seed_name(name, seed)
                     arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
                               task_key=task_key, task=task, budget=_arm_budget(exp, seed), seed=seed,
-                              base_dir=str(base))
-                    identity = {
-                        "v": HASH_VERSION, "method": arm.method, "params": params,
-                        "model": models.model_fingerprint(model_spec.source, base_dir=base),
-                        "model_options": {k: model[k] for k in ("dtype", "kind", "trust_remote_code")},
-                        "task": {k: v for k, v in task.items() if k != "data"}, "data": data_identity(task),
-                        "columns": task["data"].get("columns"), "budget": arm.budget,
-                    }
-                    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()
-                    arms.append(Arm(**{**asdict(arm), "hash": digest[:16]}))
+                              base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets])
+                    arms.append(Arm(**{**asdict(arm), "hash": _content_hash(arm, model_spec.source, base)}))
     _dedupe_names(arms)
     return arms
 
@@ -114,6 +107,21 @@ def _arm_budget(exp: Experiment, seed: int) -> dict:
     budget = exp.budget.model_dump()
     budget.pop("seeds", None)
     return {**budget, "seed": seed}
+
+
+def _content_hash(arm: Arm, source: str, base: Path) -> str:
+    from harness import models
+
+    identity = {
+        "v": HASH_VERSION, "method": arm.method, "params": arm.params,
+        "model": models.model_fingerprint(source, base_dir=base),
+        "model_options": {k: arm.model[k] for k in ("dtype", "kind", "trust_remote_code")},
+        "task": {k: v for k, v in arm.task.items() if k != "data"}, "data": data_identity(arm.task),
+        "columns": arm.task["data"].get("columns"), "budget": arm.budget,
+    }
+    if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
+        identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def _dedupe_names(arms: list[Arm]) -> None:

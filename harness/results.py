@@ -31,6 +31,7 @@ class ArmResult(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     reused_from: str | None = None          # the run a completed result was taken from on resume
+    golden: dict[str, Any] = Field(default_factory=dict)  # {set name: harness.eval.golden.set_result}
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, self.model_dump_json(indent=2))
