@@ -264,7 +264,7 @@ def examples(predictions: dict[str, list[dict]], task_type: str) -> dict | None:
 
 def golden(results: dict) -> dict | None:
     """Golden-set results in either shape: {arm: [{item_id, passed, ...}]} or [{arm, item_id, passed, ...}]."""
-    data = results.get("golden")
+    data = results.get("golden") or _golden_rows_from_arms(results)
     if not data:
         return None
     rows = [{"arm": arm, **r} for arm, items in data.items() for r in items] if isinstance(data, dict) else list(data)
@@ -284,6 +284,18 @@ def golden(results: dict) -> dict | None:
         mine = [r for r in rows if str(r.get("arm")) == arm]
         rates.append(f"{sum(bool(r.get('passed')) for r in mine)}/{len(mine)}")
     return {"arms": arms, "rows": cells, "rates": rates}
+
+
+def _golden_rows_from_arms(results: dict) -> list[dict]:
+    """Per-arm golden results (arms[i].golden[set].items, see harness/eval/golden.py) as flat rows."""
+    rows = []
+    for arm in results["arms"]:
+        for set_name, outcome in (arm.get("golden") or {}).items():
+            for item in outcome.get("items") or []:
+                rows.append({"arm": arm["arm"]["name"], "item_id": f"{set_name}/{item.get('id')}",
+                             "passed": item.get("passed"), "must": item.get("must"),
+                             "failures": "; ".join(map(str, item.get("failures") or [])) or None})
+    return rows
 
 
 def provenance(results: dict) -> dict:
