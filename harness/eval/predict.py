@@ -41,6 +41,9 @@ def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels
         tensors, _ = pad_batch(rows, pad_id)
         tensors = {k: v.to(device) for k, v in tensors.items()}
         logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits.float()
+        # Prompt tuning / P-tuning prepend virtual tokens and return their logits too: keep the
+        # positions of the real input only, so logits line up with the labels.
+        logits = logits[:, -tensors["input_ids"].shape[1]:]
         # Token t is predicted by position t-1: shift, then sum log-probs over completion tokens.
         logprobs = logits[:, :-1].log_softmax(-1)
         targets = tensors["labels"][:, 1:]
