@@ -4,6 +4,7 @@ predictions, and (LoRA, IA3) merges into the base with the same logits."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -99,6 +100,10 @@ def reload(method: str, model_dir: Path, adapter: Path, kind: str = "causal_lm")
                               id2label={0: "negative", 1: "positive"} if head else None, extra_kwargs=extra)
     if method == "bottleneck":
         return load_adapters(model, adapter).eval()
+    if method == "qlora":  # what the method does after loading (STACK_NOTES: bnb on AVX512-BF16)
+        from harness.methods.qlora import disable_avx512_bf16_repack
+
+        disable_avx512_bf16_repack(model)
     from peft import PeftModel
 
     return PeftModel.from_pretrained(model, adapter).eval()
@@ -138,20 +143,24 @@ def test_adapter_saves_and_reloads_to_identical_predictions(case, write_experime
     score_key = "probs" if kind == "encoder" else "logprobs"
     assert [r["prediction"] for r in again] == [r["prediction"] for r in saved]
     assert [r[score_key] for r in again] == [r[score_key] for r in saved]
-    base = reload(arm["method"], tiny_models[arm["model"]], out / "adapter", kind)
-    # The trained adapter changed something: it is not the untouched base.
-    assert any(r[score_key] != b for r, b in zip(saved, [s[score_key] for s in predict_again(
-        _base(base, arm["method"]), tiny_models[arm["model"]], planned, tiny_data, kind)]))
+    # The trained adapter changed something: the base without it predicts differently.
+    with without_adapter(model, arm["method"]):
+        base = predict_again(model, tiny_models[arm["model"]], planned, tiny_data, kind)
+    assert [r[score_key] for r in base] != [r[score_key] for r in saved]
 
 
-def _base(model, method):
-    if method == "bottleneck":
-        for adapter in model.bottleneck_adapters.values():
-            torch.nn.init.zeros_(adapter.up.weight)
-            torch.nn.init.zeros_(adapter.up.bias)
-        return model
-    model.base_model.disable_adapter_layers() if hasattr(model.base_model, "disable_adapter_layers") else None
-    return model
+@contextlib.contextmanager
+def without_adapter(model, method):
+    if method != "bottleneck":
+        with model.disable_adapter():
+            yield
+        return
+    saved = {k: v.clone() for k, v in model.bottleneck_adapters.state_dict().items()}
+    for adapter in model.bottleneck_adapters.values():  # a zero up-projection is the identity
+        torch.nn.init.zeros_(adapter.up.weight)
+        torch.nn.init.zeros_(adapter.up.bias)
+    yield
+    model.bottleneck_adapters.load_state_dict(saved)
 
 
 @pytest.mark.parametrize("case", ["lora", "dora", "ia3", "lora_bert", "ia3_bert"])
@@ -167,3 +176,45 @@ def test_merge_and_unload_gives_the_same_logits(case, write_experiment, tmp_path
         after = merged(input_ids=ids).logits
     assert not hasattr(merged, "peft_config")
     torch.testing.assert_close(after, before, atol=1e-4, rtol=1e-4)
+
+
+# ------------------------------------------------------------------ virtual tokens in evaluation
+
+@pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "p_tuning"])
+def test_label_scoring_and_generation_line_up_with_virtual_tokens(method, tiny_models, tiny_data):
+    """peft prepends virtual tokens (and returns their logits for prompt/P-tuning): a label's score
+    must equal the model's own loss on the completion, and batching with padding changes nothing."""
+    from harness import models
+    from harness.data.formatting import PromptFormatter
+    from harness.data.loaders import load_examples
+    from harness.eval import predict
+    from harness.methods import ArmContext, get_method
+    from harness.objectives.sft import pad_batch
+
+    folder = tiny_models["llama"]
+    tok = models.load_tokenizer(folder)
+    m = get_method(method)
+    ctx = ArmContext(kind="causal_lm", task_type="classification", model_type="llama", device="cpu", seed=0,
+                     model_dir=str(folder))
+    torch.manual_seed(0)
+    model = m.wrap(models.load_model(folder, "causal_lm"), {**m.defaults, "num_virtual_tokens": 4}, ctx).eval()
+    with torch.no_grad():  # make the virtual tokens matter
+        for p in model.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p))
+    task = {"type": "classification", "labels": ["negative", "positive"], "instruction": "Say positive or negative.",
+            "prompt": "Review: {text}"}
+    examples = load_examples(tiny_data / "test.jsonl", {"id": "uid", "text": "review", "label": "sentiment"})[:4]
+    examples[1] = {**examples[1], "text": examples[1]["text"] + " and long, long, long"}  # uneven lengths: padding
+    formatter = PromptFormatter(tok, task)
+    score = predict.label_scoring_predictor(model, tok, formatter, task["labels"], 64)
+    _, batched = score(examples)
+    singles = [score([e])[1][0] for e in examples]
+    for b, s in zip(batched, singles):
+        assert b["logprobs"] == pytest.approx(s["logprobs"], abs=1e-3)
+    tensors, n = pad_batch([formatter.encode(examples[0], "positive", 64)], tok.pad_token_id)
+    with torch.no_grad():
+        loss = model(**tensors).loss  # mean over the completion tokens, virtual tokens masked by peft
+    assert -loss.item() * n == pytest.approx(singles[0]["logprobs"]["positive"], abs=1e-2)
+    generate = predict.generation_predictor(model, tok, formatter, 64, 5)
+    assert generate(examples)[0] == [generate([e])[0][0] for e in examples]
