@@ -117,18 +117,22 @@ def wrapped_meta_model(method, params: dict, config, *, kind: str, task_type: st
         model.requires_grad_(False)
     ctx = ArmContext(kind=kind, task_type=task_type, model_type=config.model_type, device="meta", seed=seed,
                      num_labels=num_labels)
-    return method.wrap(model, params, ctx)
+    # The Linear weights bitsandbytes would quantize (not heads): a 4-bit base cannot train them.
+    quantized = {id(m.weight) for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and not any(part in HEAD_NAMES for part in n.split("."))}
+    wrapped = method.wrap(model, params, ctx)
+    wrapped.harness_trains_base = any(p.requires_grad and id(p) in quantized for p in wrapped.parameters())
+    return wrapped
 
 
 def memory_gib(model, config, budget: dict, kind: str, trained: bool) -> dict[str, float | None]:
-    body_linear, other, trainable, trainable_linear = 0, 0, 0, 0
+    body_linear, other, trainable = 0, 0, 0
     for name, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
             in_head = any(part in HEAD_NAMES for part in name.split("."))  # peft copies heads deeper
             linear = isinstance(module, torch.nn.Linear) and pname == "weight" and not in_head
             if p.requires_grad:
                 trainable += p.numel()
-                trainable_linear += p.numel() if linear and "lora_" not in name else 0
             elif linear:
                 body_linear += p.numel()
             else:
@@ -142,7 +146,7 @@ def memory_gib(model, config, budget: dict, kind: str, trained: bool) -> dict[st
     logits = micro * s * config.vocab_size * 4 * 2 if kind == "causal_lm" else 0
     out: dict[str, float | None] = {}
     for name, b in PRECISIONS.items():
-        if name == "4bit" and trained and trainable_linear:
+        if name == "4bit" and trained and getattr(model, "harness_trains_base", False):
             out[name] = None  # 4-bit weights cannot be trained: full/partial FT needs a float base
             continue
         weights = body_linear * b["linear"] + other * b["other"] + trainable * b["trainable"]

@@ -61,6 +61,7 @@ METHOD_ARMS = [
     {"method": "zero_shot", "model": "llama"},
     {"method": "lora", "model": "bert"}, {"method": "ia3", "model": "bert"}, {"method": "bottleneck", "model": "bert"},
     {"method": "full_ft", "model": "bert"}, {"method": "partial_ft", "model": "bert"},
+    {"method": "partial_ft", "model": "bert", "params": {"top_layers": 0}},
 ]
 
 
@@ -88,6 +89,13 @@ def test_plan_counts_equal_the_counts_of_real_loaded_models(write_experiment):
         assert (est.trainable, est.total) == (counts["trainable_params"], counts["total_params"]), arm.name
 
 
+def test_4bit_column_is_na_only_where_quantized_base_weights_would_train(write_experiment):
+    experiment = load_experiment(write_experiment(METHOD_ARMS))
+    na = {e.arm for e in estimate_arms(experiment) if e.memory_gib["4bit"] is None}
+    assert na == {"partial_ft · llama", "full_ft · llama", "full_ft · bert",
+                  "partial_ft · bert (lr=5e-05, top_layers=2, train_head=True)"}, na
+
+
 def test_memory_estimates_order_as_expected(write_experiment):
     experiment = load_experiment(write_experiment(
         [{"method": "full_ft", "model": "llama"}, {"method": "lora", "model": "llama"},
@@ -97,6 +105,7 @@ def test_memory_estimates_order_as_expected(write_experiment):
     assert zero.memory_gib["fp32"] > zero.memory_gib["bf16"] > zero.memory_gib["4bit"]
     assert lora_.memory_gib["fp32"] > lora_.memory_gib["bf16"]
     assert full.memory_gib["4bit"] is None  # 4-bit weights cannot be fully fine-tuned
+    assert lora_.memory_gib["4bit"] is not None
     bigger = estimate_arms(load_experiment(write_experiment([{"method": "lora", "model": "llama"}],
                                                             budget={"batch_size": 16, "max_seq_len": 64})))[0]
     assert bigger.memory_gib["fp32"] > lora_.memory_gib["fp32"]  # activations grow with the batch

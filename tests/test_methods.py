@@ -59,6 +59,18 @@ CASES = {
 }
 
 
+def test_every_method_is_registered_and_listed():
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+    from harness.methods import method_names
+
+    new = {"partial_ft", "qlora", "ia3", "bottleneck", "prompt_tuning", "prefix_tuning", "p_tuning"}
+    assert new <= set(method_names())
+    listed = CliRunner().invoke(app, ["methods"], env={"COLUMNS": "300"}).output
+    assert all(name in listed for name in new)
+
+
 def run_arm(write_experiment, tmp_path: Path, arm: dict, budget: dict | None = None, **task):
     def edit(data):
         data["tasks"]["sentiment"].update(task)
