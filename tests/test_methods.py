@@ -230,3 +230,12 @@ def test_label_scoring_and_generation_line_up_with_virtual_tokens(method, tiny_m
     assert -loss.item() * n == pytest.approx(singles[0]["logprobs"]["positive"], abs=1e-2)
     generate = predict.generation_predictor(model, tok, formatter, 64, 5)
     assert generate(examples)[0] == [generate([e])[0][0] for e in examples]
+
+
+def test_default_learning_rates_follow_what_each_family_needs():
+    from harness.methods import get_method
+
+    lr = {name: get_method(name).defaults["lr"] for name in
+          ("full_ft", "partial_ft", "lora", "qlora", "bottleneck", "ia3", "prefix_tuning", "p_tuning", "prompt_tuning")}
+    assert lr["full_ft"] < lr["partial_ft"] < lr["lora"] == lr["qlora"] < lr["bottleneck"]
+    assert min(lr["ia3"], lr["prefix_tuning"], lr["p_tuning"], lr["prompt_tuning"]) >= 10 * lr["lora"]
