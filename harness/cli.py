@@ -55,6 +55,21 @@ def validate(file: Path, set_: SetOption = None):
     out.print(f"[green]ok[/] {file}: {len(arms)} arm(s) — " + ", ".join(a.name for a in arms))
 
 
+@app.command("plan")
+@user_errors
+def plan_command(file: Path, set_: SetOption = None):
+    """Per arm, before spending: trainable/total parameters and a training-memory estimate
+    (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded."""
+    from harness.config import load_experiment
+    from harness.estimate import config_notes, estimate_arms, plan_table
+
+    experiment = load_experiment(file, set_)
+    estimates = estimate_arms(experiment)
+    out.print(plan_table(estimates, experiment.budget.model_dump()))
+    for note in config_notes(estimates):
+        out.print(note, highlight=False)
+
+
 @app.command()
 @user_errors
 def run(file: Path, set_: SetOption = None,

@@ -64,7 +64,7 @@ def execute_arm(arm, out_dir: Path):
         id2label=dict(enumerate(labels)) if head else None, dtype=arm.model.get("dtype", "auto"),
         extra_kwargs=method.load_kwargs(arm.params, probe), trust_remote_code=arm.model.get("trust_remote_code", False),
         tokenizer=tokenizer)
-    ctx = ArmContext(model_type=model.config.model_type, **ctx_args)
+    ctx = ArmContext(model_type=model.config.model_type, model_dir=str(model_dir), **ctx_args)
     t_general = time.perf_counter()  # the base's loss on a general text, for forgetting; not load time
     general = Forgetting.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir),
                                         trained=objective_name != "none")
@@ -107,7 +107,7 @@ def execute_arm(arm, out_dir: Path):
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     artifacts = {"predictions": "predictions.jsonl"}
-    saved = _save_trained_part(model, out_dir) if objective_name != "none" else None
+    saved = _save_trained_part(model, out_dir, method) if objective_name != "none" else None
     if saved:
         artifacts["adapter"] = saved.name
     cost = {
@@ -124,13 +124,10 @@ def execute_arm(arm, out_dir: Path):
         golden=golden)
 
 
-def _save_trained_part(model, out_dir: Path) -> Path | None:
+def _save_trained_part(model, out_dir: Path, method) -> Path | None:
     """Adapters are small and worth keeping; a fully fine-tuned base is not saved by default."""
-    if not hasattr(model, "peft_config"):
-        return None
     path = out_dir / "adapter"
-    model.save_pretrained(path)
-    return path
+    return path if method.save(model, path) else None
 
 
 def arm_summary(arm) -> dict:

@@ -47,9 +47,17 @@ def peak_rss_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
 
 
+def param_count(p) -> int:
+    """Parameters a tensor stands for. bitsandbytes packs two 4-bit weights per byte of its
+    storage dtype, so a Params4bit's numel is smaller than the weight it holds."""
+    if type(p).__name__ == "Params4bit":
+        return p.numel() * 2 * p.element_size()
+    return p.numel()
+
+
 def parameter_counts(model) -> dict[str, float]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(param_count(p) for p in model.parameters() if p.requires_grad)
+    total = sum(param_count(p) for p in model.parameters())
     return {"trainable_params": trainable, "total_params": total,
             "trainable_pct": round(100 * trainable / total, 4) if total else 0.0}
 

@@ -14,6 +14,13 @@ BUILTIN_MODULES = [
     "harness.methods.prompting",
     "harness.methods.lora",
     "harness.methods.full_ft",
+    "harness.methods.partial_ft",
+    "harness.methods.prompt_tuning",
+    "harness.methods.prefix_tuning",
+    "harness.methods.p_tuning",
+    "harness.methods.qlora",
+    "harness.methods.ia3",
+    "harness.methods.bottleneck",
 ]
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -24,9 +31,12 @@ class ArmContext:
     """What a method may know about the arm it wraps: plain facts, no behaviour."""
 
     def __init__(self, *, kind: str, task_type: str, model_type: str, device: str, seed: int,
-                 num_labels: int | None = None):
+                 num_labels: int | None = None, model_dir: str | None = None):
         self.kind, self.task_type, self.model_type = kind, task_type, model_type
         self.device, self.seed, self.num_labels = device, seed, num_labels
+        # device "meta": `harness plan` wraps a weightless model to count parameters; a method
+        # must then skip anything that reads weights or files (it may still build adapters).
+        self.model_dir = model_dir
 
 
 class Method:
@@ -52,6 +62,14 @@ class Method:
     def wrap(self, model, params: dict, ctx: ArmContext):
         """Return the model to train/evaluate (freeze, add adapters, ...)."""
         return model
+
+    def save(self, model, path) -> bool:
+        """Save what was trained (an adapter) to the folder `path`; False when nothing is kept.
+        peft models save their adapter; methods with their own modules override this."""
+        if not hasattr(model, "peft_config"):
+            return False
+        model.save_pretrained(path)
+        return True
 
     def shots(self, params: dict, train: list[dict], ctx: ArmContext) -> list[dict]:
         """In-context examples shown before each test input (few-shot prompting)."""

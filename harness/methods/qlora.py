@@ -1,0 +1,49 @@
+"""QLoRA (Dettmers et al.): the frozen base loaded in 4-bit NF4 with double quantization
+(bitsandbytes), prepared for k-bit training, then LoRA adapters in higher precision.
+bitsandbytes runs NF4 on CPU too, so this trains for real without a GPU (fp32 compute there,
+bf16 on CUDA)."""
+
+from __future__ import annotations
+
+from harness.methods.lora import LoRA, lora_config
+from harness.methods.registry import register
+
+
+def disable_avx512_bf16_repack(model) -> int:
+    """STACK_NOTES trap: on CPUs with AVX512-BF16 an eval-mode forward repacks 4-bit weights, and
+    later training goes through a kernel without autograd (silently wrong gradients). Turning the
+    fast path off on every Linear4bit keeps gradients right. Returns how many layers were set."""
+    import bitsandbytes as bnb
+
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)
+
+
+@register("qlora")
+class QLoRA(LoRA):
+    description = "LoRA on a 4-bit NF4 double-quantized frozen base (bitsandbytes); bf16 compute on CUDA"
+    defaults = {**LoRA.defaults, "quant_type": "nf4", "double_quant": True}
+
+    def load_kwargs(self, params, ctx):
+        import torch
+        from transformers import BitsAndBytesConfig
+
+        cuda = ctx.device == "cuda"
+        config = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=params["quant_type"],
+            bnb_4bit_use_double_quant=bool(params["double_quant"]),
+            bnb_4bit_compute_dtype=torch.bfloat16 if cuda else torch.float32)
+        return {"quantization_config": config, "device_map": {"": 0} if cuda else "cpu",
+                "dtype": torch.bfloat16 if cuda else torch.float32}
+
+    def wrap(self, model, params, ctx):
+        from peft import get_peft_model, prepare_model_for_kbit_training
+
+        if ctx.device != "meta":  # `harness plan` counts on an unquantized weightless model
+            disable_avx512_bf16_repack(model)
+            # Gradient checkpointing would trade compute for memory; keep the shared loop's cost
+            # comparable to LoRA's and leave it off.
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        return get_peft_model(model, lora_config(params, ctx))
