@@ -30,12 +30,16 @@ def test_two_methods_consume_the_same_examples_in_the_same_order(write_experimen
     assert ia3["order_hash"] == lora["order_hash"] == expected
     assert ia3["tokens"] > 0 and lora["tokens"] > 0
     assert budget_audit(results) == {"identical": True, "flags": {}}
-    # Another seed is another order, and the audit says so.
-    other = plan(load_experiment(path, ["budget.seed=1"]))[0]
-    results.append(execute_arm(other, tmp_path / "seed1"))
-    results[-1].arm["name"] = "ia3 seed 1"
-    audit = budget_audit(results)
-    assert not audit["identical"] and "order" in audit["flags"]["ia3 seed 1"][0]
+    # Another seed is another order: compared only with arms of its own seed, it is not flagged...
+    other = execute_arm(plan(load_experiment(path, ["budget.seed=1"]))[0], tmp_path / "seed1")
+    other.arm["name"] = "ia3 seed 1"
+    assert other.consumed["order_hash"] != expected
+    assert budget_audit(results + [other]) == {"identical": True, "flags": {}}
+    # ...but an arm that claims seed 0 and saw that other order is.
+    impostor = other.model_copy(deep=True)
+    impostor.arm["seed"], impostor.arm["name"] = 0, "ia3 other order"
+    audit = budget_audit(results + [impostor])
+    assert not audit["identical"] and "order" in audit["flags"]["ia3 other order"][0]
 
 
 def test_an_arm_stopped_by_time_limit_is_flagged(write_experiment, tmp_path):

@@ -154,7 +154,10 @@ def test_adapter_saves_and_reloads_to_identical_predictions(case, write_experime
     again = predict_again(model, tiny_models[arm["model"]], planned, tiny_data, kind)
     score_key = "probs" if kind == "encoder" else "logprobs"
     assert [r["prediction"] for r in again] == [r["prediction"] for r in saved]
-    assert [r[score_key] for r in again] == [r[score_key] for r in saved]
+    # Scores to 3 decimals (what predictions.jsonl rounds to, give or take a last digit): the
+    # 4-bit CPU kernels of QLoRA may pick another summation order when called again.
+    for new, old in zip(again, saved):
+        assert new[score_key] == pytest.approx(old[score_key], abs=2e-3)
     # The trained adapter changed something: the base without it predicts differently.
     with without_adapter(model, arm["method"]):
         base = predict_again(model, tiny_models[arm["model"]], planned, tiny_data, kind)

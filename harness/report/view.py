@@ -289,7 +289,7 @@ def golden(results: dict) -> dict | None:
 def _golden_rows_from_arms(results: dict) -> list[dict]:
     """Per-arm golden results (arms[i].golden[set].items, see harness/eval/golden.py) as flat rows."""
     rows = []
-    for arm in results["arms"]:
+    for arm in results.get("arms", []):
         for set_name, outcome in (arm.get("golden") or {}).items():
             for item in outcome.get("items") or []:
                 rows.append({"arm": arm["arm"]["name"], "item_id": f"{set_name}/{item.get('id')}",
