@@ -150,11 +150,11 @@ class Experiment(Strict):
 
 # ---------------------------------------------------------------- loading with clear errors
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None, *, check: bool = True) -> Experiment:
-    """Read, override (--set), validate and check an experiment file. Raises HarnessError."""
+def read_yaml_mapping(path: str | Path, *, what: str, keys: str) -> tuple[dict, str]:
+    """(parsed mapping, its text) of a YAML file, or one HarnessError naming the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise HarnessError(f"experiment file not found: {path}", fix="check the path")
+        raise HarnessError(f"{what} not found: {path}", fix="check the path")
     text = path.read_text(encoding="utf-8")
     try:
         raw = yaml.safe_load(text)
@@ -163,7 +163,14 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None, *, che
         raise HarnessError(f"is not valid YAML ({getattr(err, 'problem', err)})", file=str(path),
                            line=mark.line + 1 if mark else None, fix="fix the YAML syntax") from None
     if not isinstance(raw, dict):
-        raise HarnessError("must be a mapping with name, tasks, models, budget and arms", file=str(path))
+        raise HarnessError(f"must be a mapping with {keys}", file=str(path))
+    return raw, text
+
+
+def load_experiment(path: str | Path, overrides: list[str] | None = None, *, check: bool = True) -> Experiment:
+    """Read, override (--set), validate and check an experiment file. Raises HarnessError."""
+    path = Path(path)
+    raw, text = read_yaml_mapping(path, what="experiment file", keys="name, tasks, models, budget and arms")
     for item in overrides or []:
         apply_override(raw, item, file=str(path))
     try:

@@ -81,7 +81,7 @@ def summary_lines(results: dict) -> list[str]:
         if c.get("significant") and c.get("better"):
             worse = c["b"] if c["better"] == c["a"] else c["a"]
             lines.append(f"{c['better']} beats {worse} on {c['metric']} "
-                         f"(difference {c['difference']:+.3f}, p = {c['p_value']:.3g}, {c.get('test', '')})")
+                         f"(by {abs(c['difference']):.3f}, p = {c['p_value']:.3g}, {c.get('test', '')})")
     tested = len(results.get("comparisons", []))
     if tested and not lines:
         lines.append(f"no significant difference at p < {results.get('alpha', stats.ALPHA)} in {tested} paired test(s)")

@@ -145,20 +145,10 @@ def is_golden_file(path: str | Path) -> bool:
 
 
 def load_golden(path: str | Path) -> GoldenSet:
-    from harness.config import schema_error
+    from harness.config import read_yaml_mapping, schema_error
 
     path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"golden set not found: {path}", fix="check the path")
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise HarnessError(f"is not valid YAML ({getattr(err, 'problem', err)})", file=str(path),
-                           line=mark.line + 1 if mark else None, fix="fix the YAML syntax") from None
-    if not isinstance(raw, dict):
-        raise HarnessError("must be a mapping with name, task, version and items", file=str(path))
+    raw, text = read_yaml_mapping(path, what="golden set", keys="name, task, version and items")
     try:
         return GoldenSet.model_validate(raw)
     except ValidationError as err:
