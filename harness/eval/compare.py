@@ -74,6 +74,11 @@ def run_statistics(run_dir: Path, results: list, budget: dict) -> dict:
             "seed_summary": seed_summary(results), "alpha": stats.ALPHA, "metric_info": metrics.describe()}
 
 
+def _p_text(p: float) -> str:
+    # results.json rounds p to 6 decimals: a 0 there means smaller than that, never zero.
+    return "< 1e-06" if p == 0 else f"= {p:.3g}"
+
+
 def summary_lines(results: dict) -> list[str]:
     """Plain sentences for the console: significant differences, and the spread over seeds."""
     lines = []
@@ -81,7 +86,7 @@ def summary_lines(results: dict) -> list[str]:
         if c.get("significant") and c.get("better"):
             worse = c["b"] if c["better"] == c["a"] else c["a"]
             lines.append(f"{c['better']} beats {worse} on {c['metric']} "
-                         f"(by {abs(c['difference']):.3f}, p = {c['p_value']:.3g}, {c.get('test', '')})")
+                         f"(by {abs(c['difference']):.3f}, p {_p_text(c['p_value'])}, {c.get('test', '')})")
     tested = len(results.get("comparisons", []))
     if tested and not lines:
         lines.append(f"no significant difference at p < {results.get('alpha', stats.ALPHA)} in {tested} paired test(s)")
