@@ -192,7 +192,7 @@ def prepare(force: Annotated[bool, typer.Option(help="rebuild even when cached")
 
 @app.command()
 def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
-         candidate: Annotated[str, typer.Option(help="run folder, arm folder, baseline .json, or model/adapter folder")],
+         candidate: Annotated[str, typer.Option(help="run folder, arm folder, baseline .json, mlflow:<run id>, or model/adapter folder")],
          baseline: Annotated[Optional[str], typer.Option(help="as --candidate; default: the recorded baseline of the set")] = None,
          arm: Annotated[Optional[str], typer.Option(help="the candidate's arm, when its run has several")] = None,
          baseline_arm: Annotated[Optional[str], typer.Option(help="the baseline's arm (default: --arm)")] = None,

@@ -43,6 +43,8 @@ def resolve_side(spec: str, golden: GoldenSet, *, arm: str | None = None, role: 
     path = Path(spec)
     if spec.startswith("packaged:"):
         return _score_now(spec, golden, label=spec)
+    if spec.startswith(MLFLOW_PREFIXES):
+        path = _download_mlflow_run(spec, role)
     if not path.exists():
         raise HarnessError(f"{role} '{spec}' does not exist",
                            fix="pass a run folder, an arm folder, a baseline .json file, or a model/adapter folder")
@@ -57,6 +59,31 @@ def resolve_side(spec: str, golden: GoldenSet, *, arm: str | None = None, role: 
         return _score_now(str(path), golden, label=str(path))
     raise HarnessError(f"{role} folder '{spec}' has no results.json, result.json, adapter_config.json or config.json",
                        fix="pass a reports/<experiment>/<run-id> folder, a baseline file, or a model/adapter folder")
+
+
+MLFLOW_PREFIXES = ("mlflow:", "runs:/")
+
+
+def _download_mlflow_run(spec: str, role: str) -> Path:
+    """`mlflow:<run id>` (or runs:/<run id>): the run's results.json (a parent run of `harness run`)
+    or result.json (an arm's child run), fetched from the tracking store into a temp folder."""
+    import tempfile
+
+    from harness.tracking import import_mlflow, resolve_store
+
+    run_id = spec.split(":", 1)[1].strip("/").split("/")[0]
+    uri, _ = resolve_store(None)
+    mlflow = import_mlflow()
+    folder = Path(tempfile.mkdtemp(prefix="harness-gate-"))
+    for name in ("results.json", "result.json"):
+        try:
+            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=str(folder),
+                                                tracking_uri=uri)
+            return folder
+        except Exception:  # noqa: BLE001 - absent artifact or unknown run: try the other, then explain
+            continue
+    raise HarnessError(f"{role} MLflow run '{run_id}' was not found in {uri}, or has no results.json/result.json",
+                       fix="check the run id in `harness ui`, and MLFLOW_TRACKING_URI")
 
 
 def _from_json_file(path: Path, golden: GoldenSet, *, arm, role) -> Side:

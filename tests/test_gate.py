@@ -361,6 +361,21 @@ def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp
     gated = gate_cli(golden, run_dir, run_dir)
     must_ok = entry["items"][0]["passed"]
     assert gated.exit_code == (0 if must_ok else 1), gated.output
+    # The arm's MLflow run is a gate side too (the run logged to ./mlflow.db in tmp_path).
+    from harness.tracking import import_mlflow, resolve_store
+
+    os.chdir(tmp_path)
+    try:
+        client = import_mlflow().tracking.MlflowClient(resolve_store(None)[0])
+        child = next(r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+                     if r.data.tags.get("arm.hash"))
+        by_id = gate_cli(golden, f"mlflow:{child.info.run_id}", run_dir, "--json", str(tmp_path / "v.json"))
+        unknown = gate_cli(golden, "mlflow:0123456789abcdef", run_dir)
+    finally:
+        os.chdir(old)
+    assert by_id.exit_code == gated.exit_code, by_id.output
+    assert json.loads((tmp_path / "v.json").read_text())["candidate_passed"] == entry["passed"]
+    assert unknown.exit_code == 2 and "was not found" in unknown.output
 
 
 def test_an_experiment_naming_a_broken_golden_set_fails_validation(write_experiment, tmp_path):
