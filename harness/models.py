@@ -497,6 +497,9 @@ def load_model(path: Path, kind: ModelKind, *, num_labels: int | None = None,
                            fix="the folder needs config.json and *.safetensors weights "
                                "(harness loads safetensors only)") from exc
 
+    if "quantization_config" in kwargs:
+        # Right after loading, before anything (forgetting, golden sets) runs an eval forward.
+        disable_avx512_bf16_repack(model)
     if tokenizer is not None and getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tokenizer.pad_token_id
         if getattr(model, "generation_config", None) is not None:
@@ -505,3 +508,18 @@ def load_model(path: Path, kind: ModelKind, *, num_labels: int | None = None,
             and "quantization_config" not in kwargs):
         model = model.to("cuda")
     return model
+
+
+def disable_avx512_bf16_repack(model) -> int:
+    """STACK_NOTES trap: on CPUs with AVX512-BF16 ANY eval-mode forward repacks 4-bit weights, and
+    later training goes through a kernel without autograd (silently wrong gradients). Turning the
+    fast path off on every Linear4bit, as soon as the model is loaded, keeps gradients right.
+    Returns how many layers were set."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return 0
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    for layer in layers:
+        layer.support_avx512bf16_for_cpu = False
+    return len(layers)

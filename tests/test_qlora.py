@@ -70,6 +70,32 @@ def test_qlora_gradients_after_an_eval_pass_match_a_dequantized_reference(tiny_m
         assert rel < 1e-3, f"{name}: relative gradient error {rel:.3g}"
 
 
+def test_an_eval_pass_before_wrapping_leaves_gradients_right(tiny_models):
+    """execute.py measures forgetting (an eval forward) between loading and wrapping: the repack
+    must already be off then, so the fix belongs to loading, not to QLoRA's wrap."""
+    import bitsandbytes as bnb
+
+    torch.manual_seed(0)
+    method = get_method("qlora")
+    base = models.load_model(tiny_models["llama"], "causal_lm", extra_kwargs=method.load_kwargs(PARAMS, ctx()))
+    layers = [m for m in base.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert layers and not any(m.support_avx512bf16_for_cpu for m in layers)
+    ids = torch.randint(4, 300, (2, 12))
+    base.eval()
+    with torch.no_grad():
+        base(input_ids=ids)  # before wrap, as the forgetting measurement does
+    qmodel = method.wrap(base, PARAMS, ctx())
+    with torch.no_grad():
+        for name, p in qmodel.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)
+    ref = dequantized_reference(tiny_models["llama"], qmodel)
+    got, want = lora_grads(qmodel, ids), lora_grads(ref, ids)
+    for name in want:
+        rel = (got[name] - want[name]).norm() / want[name].norm()
+        assert rel < 1e-3, f"{name}: relative gradient error {rel:.3g}"
+
+
 def test_qlora_loads_on_cuda_in_bf16_compute_and_on_cpu_in_fp32():
     cpu = get_method("qlora").load_kwargs(PARAMS, ctx("cpu"))
     cuda = get_method("qlora").load_kwargs(PARAMS, ctx("cuda"))

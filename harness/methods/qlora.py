@@ -6,19 +6,8 @@ bf16 on CUDA)."""
 from __future__ import annotations
 
 from harness.methods.lora import LoRA, lora_config
+from harness.models import disable_avx512_bf16_repack
 from harness.methods.registry import register
-
-
-def disable_avx512_bf16_repack(model) -> int:
-    """STACK_NOTES trap: on CPUs with AVX512-BF16 an eval-mode forward repacks 4-bit weights, and
-    later training goes through a kernel without autograd (silently wrong gradients). Turning the
-    fast path off on every Linear4bit keeps gradients right. Returns how many layers were set."""
-    import bitsandbytes as bnb
-
-    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    for layer in layers:
-        layer.support_avx512bf16_for_cpu = False
-    return len(layers)
 
 
 @register("qlora")
@@ -42,7 +31,7 @@ class QLoRA(LoRA):
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         if ctx.device != "meta":  # `harness plan` counts on an unquantized weightless model
-            disable_avx512_bf16_repack(model)
+            disable_avx512_bf16_repack(model)  # also done at load; kept for models loaded elsewhere
             # Gradient checkpointing would trade compute for memory; keep the shared loop's cost
             # comparable to LoRA's and leave it off.
             model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
