@@ -73,16 +73,17 @@ def _download_mlflow_run(spec: str, role: str) -> Path:
 
     run_id = spec.split(":", 1)[1].strip("/").split("/")[0]
     uri, _ = resolve_store(None)
-    mlflow = import_mlflow()
+    # A client bound to this store: MLflow's module-level tracking URI is process-wide state.
+    client = import_mlflow().tracking.MlflowClient(tracking_uri=uri)
     folder = Path(tempfile.mkdtemp(prefix="harness-gate-"))
+    reason = ""
     for name in ("results.json", "result.json"):
         try:
-            mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name, dst_path=str(folder),
-                                                tracking_uri=uri)
+            client.download_artifacts(run_id, name, str(folder))
             return folder
-        except Exception:  # noqa: BLE001 - absent artifact or unknown run: try the other, then explain
-            continue
-    raise HarnessError(f"{role} MLflow run '{run_id}' was not found in {uri}, or has no results.json/result.json",
+        except Exception as err:  # noqa: BLE001 - absent artifact or unknown run: try the other, then explain
+            reason = f" ({type(err).__name__}: {str(err).splitlines()[0][:200]})" if str(err) else ""
+    raise HarnessError(f"{role} MLflow run '{run_id}' was not found in {uri}, or has no results.json/result.json{reason}",
                        fix="check the run id in `harness ui`, and MLFLOW_TRACKING_URI")
 
 
@@ -327,13 +328,15 @@ def to_junit(verdict: dict) -> str:
 def log_verdict_to_mlflow(verdict: dict, uri: str | None) -> str | None:
     """Best effort: one MLflow run with the verdict's figures and the verdict as an artifact.
     Returns the run id, or None; never raises, so tracking trouble cannot fail the gate."""
+    previous = None
     try:
         import tempfile
 
         import mlflow
 
+        previous = mlflow.get_tracking_uri()
         if uri:
-            mlflow.set_tracking_uri(uri)
+            mlflow.set_tracking_uri(uri)  # process-wide in MLflow: restored below
         mlflow.set_experiment("harness-gate")
         with mlflow.start_run(run_name=f"gate {verdict['set']}@{verdict['version']}") as run:
             mlflow.set_tags({"harness.gate": "passed" if verdict["passed"] else "regression",
@@ -351,3 +354,8 @@ def log_verdict_to_mlflow(verdict: dict, uri: str | None) -> str | None:
             return run.info.run_id
     except Exception:  # noqa: BLE001 - tracking is a convenience, the verdict stands without it
         return None
+    finally:
+        if previous is not None:
+            import mlflow
+
+            mlflow.set_tracking_uri(previous)

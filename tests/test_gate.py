@@ -342,10 +342,11 @@ def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp
     golden = write_golden(tmp_path)
     path = write_experiment([{"method": "zero_shot", "model": "llama"}],
                             edit=lambda d: d.update(golden_sets=[golden.name]))
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     old = os.getcwd()
     os.chdir(tmp_path)
     try:
-        result = CliRunner().invoke(app, ["run", str(path)], env={"COLUMNS": "250"})
+        result = CliRunner().invoke(app, ["run", str(path)], env={"COLUMNS": "250", "MLFLOW_TRACKING_URI": store})
     finally:
         os.chdir(old)
     assert result.exit_code == 0, result.output
@@ -361,21 +362,28 @@ def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp
     gated = gate_cli(golden, run_dir, run_dir)
     must_ok = entry["items"][0]["passed"]
     assert gated.exit_code == (0 if must_ok else 1), gated.output
-    # The arm's MLflow run is a gate side too (the run logged to ./mlflow.db in tmp_path).
-    from harness.tracking import import_mlflow, resolve_store
+    # The arm's MLflow run is a gate side too (the run logged to ./mlflow.db in tmp_path). The gate
+    # runs as a user runs it, in a process of its own: MLflow keeps process-wide state that other
+    # tests in this process have changed.
+    import subprocess
+    import sys
 
-    os.chdir(tmp_path)
-    try:
-        client = import_mlflow().tracking.MlflowClient(resolve_store(None)[0])
-        child = next(r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
-                     if r.data.tags.get("arm.hash"))
-        by_id = gate_cli(golden, f"mlflow:{child.info.run_id}", run_dir, "--json", str(tmp_path / "v.json"))
-        unknown = gate_cli(golden, "mlflow:0123456789abcdef", run_dir)
-    finally:
-        os.chdir(old)
-    assert by_id.exit_code == gated.exit_code, by_id.output
+    from harness.tracking import import_mlflow
+
+    client = import_mlflow().tracking.MlflowClient(store)
+    child = next(r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+                 if r.data.tags.get("arm.hash"))
+
+    def gate_process(candidate, *extra):
+        env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+        return subprocess.run([sys.executable, "-m", "harness", "gate", "--golden", str(golden), "--candidate", candidate,
+                               "--baseline", str(run_dir), *extra], cwd=tmp_path, env=env, capture_output=True, text=True)
+
+    by_id = gate_process(f"mlflow:{child.info.run_id}", "--json", str(tmp_path / "v.json"))
+    unknown = gate_process("mlflow:0123456789abcdef")
+    assert by_id.returncode == gated.exit_code, by_id.stdout + by_id.stderr
     assert json.loads((tmp_path / "v.json").read_text())["candidate_passed"] == entry["passed"]
-    assert unknown.exit_code == 2 and "was not found" in unknown.output
+    assert unknown.returncode == 2 and "was not found" in unknown.stdout + unknown.stderr
 
 
 def test_an_experiment_naming_a_broken_golden_set_fails_validation(write_experiment, tmp_path):
