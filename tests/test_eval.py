@@ -147,6 +147,27 @@ def test_target_logprobs_matches_the_models_own_loss(tiny_models):
     assert -total.item() / count.item() == pytest.approx(hf_loss, rel=1e-5)
 
 
+def test_shared_prompt_scoring_equals_scoring_each_prompt_with_each_completion(tiny_models):
+    """Prompts of different lengths (left padding), completions of 1 to 3 tokens (padding in the
+    second pass): the cached path must give what prompt+completion in one sequence gives."""
+    from harness import models
+    from harness.eval.likelihood import completion_logprobs
+
+    tok = models.load_tokenizer(tiny_models["llama"])
+    model = models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval()
+    prompts = [tok(t)["input_ids"] for t in ("the movie was good and", "bad", "a long and boring film that I did")]
+    completions = [tok(t, add_special_tokens=False)["input_ids"] for t in (" fun", " not fun at all", " ok then")]
+    assert sorted({len(c) for c in completions}) != [1]
+    with torch.no_grad():
+        shared = completion_logprobs(model, prompts, completions, tok.pad_token_id)
+        for i, p in enumerate(prompts):
+            for j, c in enumerate(completions):
+                ids = torch.tensor([p + c])
+                labels = torch.tensor([[IGNORE] * len(p) + c])
+                alone, _ = target_logprobs(model, ids, torch.ones_like(ids), labels)
+                assert shared[i, j].item() == pytest.approx(alone.item(), abs=1e-4)
+
+
 # ------------------------------------------------------------------ statistics
 
 def test_bootstrap_ci_covers_the_true_value_about_95_percent_of_the_time():

@@ -46,11 +46,14 @@ class PromptFormatter:
         """The text a model should produce after the prompt, ending with its end-of-turn token."""
         return (target if self.chat else " " + target) + self.eos
 
+    def completion_ids(self, target: str) -> list[int]:
+        return self.tokenizer(self.completion(target), add_special_tokens=False)["input_ids"]
+
     def encode(self, example: dict, target: str | None, max_len: int) -> tuple[list[int], list[int]]:
         """Token ids of prompt and completion; the prompt is cut from the left to fit max_len."""
         tok = self.tokenizer
         # A chat template already writes any BOS it wants; plain prompts get the tokenizer's.
         prompt_ids = tok(self.prompt(example), add_special_tokens=not self.chat)["input_ids"]
-        completion_ids = tok(self.completion(target), add_special_tokens=False)["input_ids"] if target is not None else []
+        completion_ids = self.completion_ids(target) if target is not None else []
         room = max(max_len - len(completion_ids), 1)
         return prompt_ids[-room:], completion_ids

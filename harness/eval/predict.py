@@ -10,9 +10,8 @@ from typing import Callable
 import torch
 
 from harness.data.formatting import PromptFormatter, target_of
-from harness.eval.likelihood import target_logprobs
+from harness.eval.likelihood import completion_logprobs
 from harness.objectives.classification import encode_texts
-from harness.objectives.sft import pad_batch
 
 # A predictor maps a batch of examples to (predictions, per-example extra info).
 Predictor = Callable[[list[dict]], tuple[list[str], list[dict]]]
@@ -32,18 +31,15 @@ def encoder_predictor(model, tokenizer, labels: list[str], max_len: int) -> Pred
 
 
 def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels: list[str], max_len: int) -> Predictor:
-    """Pick the label whose completion has the highest summed log-probability after the prompt."""
-    device = next(model.parameters()).device
-    pad_id = tokenizer.pad_token_id
+    """Pick the label whose completion has the highest summed log-probability after the prompt.
+    Every label is scored after the same prompt, cut to leave room for the longest label."""
+    completions = [formatter.completion_ids(label) for label in labels]
+    room = max_len - max(map(len, completions))
 
     @torch.inference_mode()
     def predict(batch):
-        rows = [formatter.encode(e, label, max_len) for e in batch for label in labels]
-        tensors, _ = pad_batch(rows, pad_id)
-        tensors = {k: v.to(device) for k, v in tensors.items()}
-        # Summed log-probs over each label's completion tokens (right padding: no position shift).
-        sums, _ = target_logprobs(model, tensors["input_ids"], tensors["attention_mask"], tensors["labels"])
-        totals = sums.view(len(batch), len(labels))
+        prompts = [formatter.encode(e, None, room)[0] for e in batch]
+        totals = completion_logprobs(model, prompts, completions, tokenizer.pad_token_id)
         preds = [labels[i] for i in totals.argmax(-1).tolist()]
         return preds, [{"logprobs": dict(zip(labels, map(lambda x: round(x, 4), row)))} for row in totals.tolist()]
 
