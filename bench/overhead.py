@@ -2,9 +2,12 @@
 does the same work (load SmolLM2-135M, the same LoRA, the same steps on the same examples,
 then label-scoring the same test items), side by side in one run, alternating, on this machine.
 
-    python bench/overhead.py [--steps 20] [--batch 8] [--eval 64] [--repeats 2]
+    python bench/overhead.py [--steps 20] [--batch 8] [--eval 64] [--repeats 2] [--forgetting]
 
 Prints each wall time and the ratio harness / plain (target: <= 1.10). Not a test.
+The harness arm is configured to measure what the script measures: forgetting (two extra
+forward passes over general text, which the script does not do) is off unless --forgetting,
+which shows what that measurement adds on top.
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ PLAIN_SCRIPT = textwrap.dedent('''
 ''')
 
 
-def experiment(steps: int, batch: int, n_eval: int, max_len: int) -> dict:
+def experiment(steps: int, batch: int, n_eval: int, max_len: int, forgetting: bool) -> dict:
     return {
         "name": "overhead_bench",
         "tasks": {"sentiment": {
@@ -89,7 +92,8 @@ def experiment(steps: int, batch: int, n_eval: int, max_len: int) -> dict:
             "prompt": "Review: {text}"}},
         "models": {"smollm2": {"source": "packaged:smollm2-135m-instruct"}},
         "budget": {"max_steps": steps, "batch_size": batch, "max_seq_len": max_len, "eval_examples": n_eval,
-                   "eval_batch_size": 16, "latency_examples": 0, "warmup_ratio": 0.1},
+                   "eval_batch_size": 16, "latency_examples": 0, "warmup_ratio": 0.1,
+                   **({} if forgetting else {"forgetting_text": None})},
         "arms": [{"method": "lora", "model": "smollm2", "lr": 3e-4}],
         "tracking": {"enabled": False},
     }
@@ -111,6 +115,7 @@ def main() -> None:
     ap.add_argument("--eval", type=int, default=64)
     ap.add_argument("--max-len", type=int, default=96)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--forgetting", action="store_true", help="let the harness arm also measure forgetting")
     args = ap.parse_args()
 
     from harness import models
@@ -119,7 +124,7 @@ def main() -> None:
     model_dir = models.resolve_model_dir("packaged:smollm2-135m-instruct")
     data_dir = prepared.prepared_dir("sentiment")
     work = Path(tempfile.mkdtemp(prefix="harness-overhead-"))
-    (work / "exp.yaml").write_text(yaml.safe_dump(experiment(args.steps, args.batch, args.eval, args.max_len)))
+    (work / "exp.yaml").write_text(yaml.safe_dump(experiment(args.steps, args.batch, args.eval, args.max_len, args.forgetting)))
     (work / "plain.py").write_text(PLAIN_SCRIPT)
     harness_cmd = [sys.executable, "-m", "harness", "run", "exp.yaml", "--force"]
     plain_cmd = [sys.executable, "plain.py", str(model_dir), str(data_dir), str(args.steps), str(args.batch),
