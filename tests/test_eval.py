@@ -151,15 +151,24 @@ def test_shared_prompt_scoring_equals_scoring_each_prompt_with_each_completion(t
     """Prompts of different lengths (left padding), completions of 1 to 3 tokens (padding in the
     second pass): the cached path must give what prompt+completion in one sequence gives."""
     from harness import models
-    from harness.eval.likelihood import completion_logprobs
+    from harness.eval.likelihood import SharedPrefix, completion_logprobs
 
     tok = models.load_tokenizer(tiny_models["llama"])
     model = models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval()
-    prompts = [tok(t)["input_ids"] for t in ("the movie was good and", "bad", "a long and boring film that I did")]
+    start = "the review says: the movie was a film of the year and"
+    prompts = [tok(start + t)["input_ids"] for t in (" good and", " bad", " a long and boring film that I did")]
     completions = [tok(t, add_special_tokens=False)["input_ids"] for t in (" fun", " not fun at all", " ok then")]
     assert sorted({len(c) for c in completions}) != [1]
+    prefix = SharedPrefix(model)
     with torch.no_grad():
-        shared = completion_logprobs(model, prompts, completions, tok.pad_token_id)
+        plain = completion_logprobs(model, prompts, completions, tok.pad_token_id)
+        shared = completion_logprobs(model, prompts, completions, tok.pad_token_id, prefix)
+        assert prefix.ids is not None and len(prefix.ids) >= SharedPrefix.MIN_TOKENS  # the common start was cached
+        assert torch.allclose(plain, shared, atol=1e-4)
+        # Batches that share less of the start shorten the cached prefix and still agree.
+        other = [tok("the review says nothing")["input_ids"] + [5, 6, 7]]
+        alone = completion_logprobs(model, other, completions, tok.pad_token_id)
+        assert torch.allclose(completion_logprobs(model, other, completions, tok.pad_token_id, prefix), alone, atol=1e-4)
         for i, p in enumerate(prompts):
             for j, c in enumerate(completions):
                 ids = torch.tensor([p + c])

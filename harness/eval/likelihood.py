@@ -43,48 +43,90 @@ def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     return (picked * mask).sum(-1), mask.sum(-1)
 
 
+class SharedPrefix:
+    """The KV cache of the tokens every prompt so far has begun with (the chat template's system
+    turn with the instruction, the few-shot examples): computed once, reused by every batch.
+
+    The prefix is the longest common start of the prompts seen, so it settles after the first
+    batches; each prompt keeps at least one token of its own, whose logits predict its answer.
+    """
+
+    MIN_TOKENS = 8  # shorter shared starts are not worth a cache
+
+    def __init__(self, model):
+        self.model, self.ids, self.cache = model, None, None
+
+    def _common_length(self, prompts: list[list[int]]) -> int:
+        ref = self.ids if self.ids is not None else prompts[0]
+        n = min(len(ref), min(map(len, prompts)) - 1)
+        for p in prompts:
+            k = 0
+            while k < n and p[k] == ref[k]:
+                k += 1
+            n = k
+        return n
+
+    def for_batch(self, prompts: list[list[int]]):
+        """(shared length, a fresh cache of it repeated for the batch) or (0, an empty cache)."""
+        import copy
+
+        from transformers import DynamicCache
+
+        n = self._common_length(prompts)
+        if n < self.MIN_TOKENS:
+            return 0, DynamicCache()
+        if self.ids is None or len(self.ids) != n:
+            self.ids, self.cache = prompts[0][:n], DynamicCache()
+            ids = torch.tensor([self.ids], device=next(self.model.parameters()).device)
+            self.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=self.cache,
+                       use_cache=True, logits_to_keep=1)
+        cache = copy.deepcopy(self.cache)
+        cache.batch_repeat_interleave(len(prompts))
+        return n, cache
+
+
 def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]],
-                        pad_id: int) -> torch.Tensor:
+                        pad_id: int, shared: SharedPrefix | None = None) -> torch.Tensor:
     """Summed log-probability of every completion after every prompt: a (prompts x completions)
     tensor, computing each prompt once.
 
     Label scoring asks the same question of one prompt for each label. Running prompt+label per
     label repeats the prompt's forward pass (nearly all the tokens); here the prompts run once
-    with the KV cache, the cache is repeated per completion, and only the completion tokens run
-    again. Prompts are left-padded, so every prompt's next-token logits sit at the last
-    position; explicit position ids keep each row's positions those of the unpadded text.
+    with the KV cache (after the prefix they all share, when `shared` holds one), the cache is
+    repeated per completion, and only the completion tokens run again. Prompts are left-padded
+    after the shared prefix, so every prompt's next-token logits sit at the last position;
+    explicit position ids give each token its position in the unpadded text.
     Prompt-learning wrappers (virtual tokens of their own in the cache) take the plain path.
     """
-    from transformers import DynamicCache
-
     if _prompt_learning(model):
         return _completion_logprobs_unshared(model, prompts, completions, pad_id)
+    from transformers import DynamicCache
+
     device = next(model.parameters()).device
     n, k = len(prompts), len(completions)
-    width = max(map(len, prompts))
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
-    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    cache = DynamicCache()
+    start, cache = shared.for_batch(prompts) if shared else (0, DynamicCache())
+    own = [p[start:] for p in prompts]
+    width = max(map(len, own))
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in own], device=device)
+    own_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in own], device=device)
+    mask = torch.cat([torch.ones(n, start, dtype=own_mask.dtype, device=device), own_mask], -1)
+    positions = start + (own_mask.cumsum(-1) - 1).clamp(min=0)
     first = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
                   use_cache=True, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)       # (n, vocab)
-    first_ids = torch.tensor([c[0] for c in completions], device=device)
-    total = first[:, first_ids]                                                                 # (n, k)
+    total = first[:, torch.tensor([c[0] for c in completions], device=device)]                  # (n, k)
     longest = max(map(len, completions))
     if longest == 1:
         return total
     # Every later completion token: one forward over the (prompt, completion) pairs, the cache
     # repeated k times (row i*k + j is prompt i with completion j).
     cache.batch_repeat_interleave(k)
-    comp = torch.tensor([c + [pad_id] * (longest - len(c)) for c in completions], device=device)
-    comp_mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in completions], device=device)
-    comp_ids, comp_mask = comp.repeat(n, 1), comp_mask.repeat(n, 1)
-    lengths = mask.sum(-1).repeat_interleave(k).unsqueeze(-1)
-    second = model(input_ids=comp_ids[:, :-1], attention_mask=torch.cat([mask.repeat_interleave(k, 0),
-                                                                         comp_mask[:, :-1]], -1),
-                   position_ids=lengths + torch.arange(longest - 1, device=device), past_key_values=cache,
+    comp = torch.tensor([c + [pad_id] * (longest - len(c)) for c in completions], device=device).repeat(n, 1)
+    comp_mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in completions], device=device).repeat(n, 1)
+    ends = (start + own_mask.sum(-1)).repeat_interleave(k).unsqueeze(-1)
+    second = model(input_ids=comp[:, :-1], attention_mask=torch.cat([mask.repeat_interleave(k, 0), comp_mask[:, :-1]], -1),
+                   position_ids=ends + torch.arange(longest - 1, device=device), past_key_values=cache,
                    use_cache=True).logits.float().log_softmax(-1)                          # (n*k, longest-1, vocab)
-    later = second.gather(-1, comp_ids[:, 1:].unsqueeze(-1)).squeeze(-1) * comp_mask[:, 1:]
+    later = second.gather(-1, comp[:, 1:].unsqueeze(-1)).squeeze(-1) * comp_mask[:, 1:]
     return total + later.sum(-1).view(n, k)
 
 

@@ -10,7 +10,7 @@ from typing import Callable
 import torch
 
 from harness.data.formatting import PromptFormatter, target_of
-from harness.eval.likelihood import completion_logprobs
+from harness.eval.likelihood import SharedPrefix, completion_logprobs
 from harness.objectives.classification import encode_texts
 
 # A predictor maps a batch of examples to (predictions, per-example extra info).
@@ -35,11 +35,12 @@ def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels
     Every label is scored after the same prompt, cut to leave room for the longest label."""
     completions = [formatter.completion_ids(label) for label in labels]
     room = max_len - max(map(len, completions))
+    shared = SharedPrefix(model)
 
     @torch.inference_mode()
     def predict(batch):
         prompts = [formatter.encode(e, None, room)[0] for e in batch]
-        totals = completion_logprobs(model, prompts, completions, tokenizer.pad_token_id)
+        totals = completion_logprobs(model, prompts, completions, tokenizer.pad_token_id, shared)
         preds = [labels[i] for i in totals.argmax(-1).tolist()]
         return preds, [{"logprobs": dict(zip(labels, map(lambda x: round(x, 4), row)))} for row in totals.tolist()]
 
