@@ -45,7 +45,9 @@ def execute_arm(arm, out_dir: Path):
     memory = profile.MemoryProfiler()
     method = get_method(arm.method)
     kind = arm.model["kind"]
-    objective_name = method.objective_for(kind)
+    from harness.objectives.heads import encoder_head, objective_name as objective_for_task
+
+    objective_name = objective_for_task(method, kind, arm.task["type"])
 
     emit("phase", phase="data")
     train, test, task = load_task(arm.task, arm.budget)
@@ -58,10 +60,11 @@ def execute_arm(arm, out_dir: Path):
     ctx_args = dict(kind=kind, task_type=task["type"], device="cuda" if torch.cuda.is_available() else "cpu",
                     seed=arm.seed, num_labels=len(labels) if labels else None)
     probe = ArmContext(model_type="", **ctx_args)
-    head = kind == "encoder" and task["type"] == "classification"
+    head = encoder_head(kind, task["type"])
+    labelled = bool(head and head.labelled)
     model = models.load_model(
-        model_dir, kind, num_labels=len(labels) if head else None,
-        id2label=dict(enumerate(labels)) if head else None, dtype=arm.model.get("dtype", "auto"),
+        model_dir, kind, num_labels=len(labels) if labelled else None, head_class=head.auto_class if head else None,
+        id2label=dict(enumerate(labels)) if labelled else None, dtype=arm.model.get("dtype", "auto"),
         extra_kwargs=method.load_kwargs(arm.params, probe), trust_remote_code=arm.model.get("trust_remote_code", False),
         tokenizer=tokenizer)
     ctx = ArmContext(model_type=model.config.model_type, model_dir=str(model_dir), **ctx_args)
