@@ -136,7 +136,7 @@ def _save_trained_part(model, out_dir: Path, method) -> Path | None:
 def arm_summary(arm) -> dict:
     return {"name": arm.name, "method": arm.method, "model_key": arm.model_key, "model": arm.model["source"],
             "kind": arm.model["kind"], "task_key": arm.task_key, "params": arm.params, "hash": arm.hash,
-            "slug": arm.slug, "seed": arm.seed}
+            "slug": arm.slug, "seed": arm.seed, **({"tasks": list(arm.tasks)} if getattr(arm, "tasks", None) else {})}
 
 
 def provenance(model_dir: Path, task: dict) -> dict:
@@ -185,7 +185,12 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(int(threads))
     try:
-        result = execute_arm(arm, out_dir)
+        if arm.tasks:  # a method spanning tasks (multi_task): one result per task under out_dir/tasks
+            from harness.execute_multi import execute_multi_task
+
+            result = execute_multi_task(arm, out_dir)
+        else:
+            result = execute_arm(arm, out_dir)
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # the arm fails; the runner goes on with the others

@@ -21,6 +21,7 @@ BUILTIN_MODULES = [
     "harness.methods.qlora",
     "harness.methods.ia3",
     "harness.methods.bottleneck",
+    "harness.methods.multi_task",
 ]
 
 _REGISTRY: dict[str, type[Method]] = {}
