@@ -265,3 +265,14 @@ def test_a_multi_task_arm_reports_per_task_metrics(tiny_models, tiny_data, tmp_p
     assert ner["consumed"]["order_hash"] == rows["full_ft · bert · ner", "ner"]["consumed"]["order_hash"]
     assert results["budget_audit"]["identical"], results["budget_audit"]
     assert any({c["a"], c["b"]} == {"full_ft · bert · ner", "mt adapters · ner"} for c in results["comparisons"])
+
+
+def test_bad_multi_task_params_are_clear_errors(tiny_models):
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="no head for the task"):
+        wrapped(tiny_models, tasks={"summary": {"type": "generation", "num_labels": None}})
+    with pytest.raises(HarnessError, match="loss_weights names tasks"):
+        wrapped(tiny_models, loss_weights={"nope": 2.0})
+    with pytest.raises(HarnessError, match="unknown adapters mode"):
+        wrapped(tiny_models, adapters="shared")

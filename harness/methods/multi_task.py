@@ -22,8 +22,12 @@ class MultiTask(Method):
                 "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "auto"}
 
     def wrap(self, model, params, ctx):
-        from harness.methods.multi_task_model import MultiTaskModel
+        from harness.methods.multi_task_model import HEADS, MultiTaskModel
 
+        headless = sorted(key for key, task in ctx.tasks.items() if task["type"] not in HEADS)
+        if headless:
+            raise HarnessError(f"multi_task: no head for the task(s) {headless}",
+                               fix=f"multi_task trains task types {', '.join(HEADS)}")
         if params["adapters"] not in ADAPTER_MODES:
             raise HarnessError(f"multi_task: unknown adapters mode '{params['adapters']}'",
                                fix=f"use one of: {', '.join(ADAPTER_MODES)}")
