@@ -118,7 +118,8 @@ def wrapped_meta_model(method, params: dict, config, *, kind: str, task_type: st
     from harness.objectives.heads import encoder_head
 
     head = encoder_head(kind, task_type) if method.objective_for(kind) == "classification" else None
-    model = meta_model(config, kind, num_labels, head.auto_class if head else None)
+    with_head = head is not None and (num_labels is not None or not head.labelled)  # no labels: no labelled head
+    model = meta_model(config, kind, num_labels, head.auto_class if with_head else None)
     if method.objective_for(kind) == "none":
         model.requires_grad_(False)
     ctx = ArmContext(kind=kind, task_type=task_type, model_type=config.model_type, device="meta", seed=seed,
