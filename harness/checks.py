@@ -8,7 +8,9 @@ from pathlib import Path
 from harness.config import Experiment, KeyLines
 from harness.errors import HarnessError, did_you_mean
 
-REQUIRED_FIELDS = {"classification": ("text", "label"), "generation": ("text", "reference")}
+REQUIRED_FIELDS = {"classification": ("text", "label"), "generation": ("text", "reference"),
+                   "token_classification": ("tokens", "tags"),
+                   "extractive_qa": ("question", "context", "answer", "answer_start")}
 
 
 def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:

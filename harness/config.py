@@ -40,10 +40,11 @@ class DataSpec(Strict):
 
 
 class TaskSpec(Strict):
-    type: Literal["classification", "generation"] = "classification"
+    type: Literal["classification", "generation", "token_classification", "extractive_qa"] = "classification"
     data: DataSpec
     labels: list[str] | None = Field(
-        default=None, description="classification labels; read from the train split when omitted")
+        default=None, description="classification labels (BIO tags for token_classification); "
+                                   "read from the train split when omitted")
     instruction: str | None = Field(
         default=None, description="what a decoder is asked to do (system turn of the chat template)")
     prompt: str = Field(default="{text}", description="template of a decoder's user turn; {field}s of an example")

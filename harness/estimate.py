@@ -46,7 +46,7 @@ PRECISIONS = {
     "bf16": {"linear": 2.0, "other": 2.0, "trainable": 2.0, "activation": 2},
     "4bit": {"linear": (4 + 0.127) / 8, "other": 2.0, "trainable": 4.0, "activation": 2},
 }
-HEAD_NAMES = ("lm_head", "classifier", "score")
+HEAD_NAMES = ("lm_head", "classifier", "score", "qa_outputs", "heads")
 
 
 @dataclass
@@ -96,11 +96,14 @@ def config_from_dict(values: dict):
     return AutoConfig.for_model(values.pop("model_type"), **values)
 
 
-def meta_model(config, kind: str, num_labels: int | None):
+def meta_model(config, kind: str, num_labels: int | None, head_class: str | None = None):
     """The architecture with shapes only (meta device): nothing is allocated or read."""
     import transformers
 
-    if num_labels:
+    if head_class:
+        config.num_labels = num_labels or config.num_labels
+        cls = getattr(transformers, head_class)
+    elif num_labels:
         config.num_labels = num_labels
         cls = transformers.AutoModelForSequenceClassification
     else:
@@ -109,14 +112,18 @@ def meta_model(config, kind: str, num_labels: int | None):
         return cls.from_config(config)
 
 
-def wrapped_meta_model(method, params: dict, config, *, kind: str, task_type: str, num_labels: int | None, seed=0):
+def wrapped_meta_model(method, params: dict, config, *, kind: str, task_type: str, num_labels: int | None, seed=0,
+                       tasks: dict | None = None):
     from harness.methods import ArmContext
+    from harness.objectives.heads import encoder_head
 
-    model = meta_model(config, kind, num_labels)
+    head = encoder_head(kind, task_type) if method.objective_for(kind) == "classification" else None
+    with_head = head is not None and (num_labels is not None or not head.labelled)  # no labels: no labelled head
+    model = meta_model(config, kind, num_labels, head.auto_class if with_head else None)
     if method.objective_for(kind) == "none":
         model.requires_grad_(False)
     ctx = ArmContext(kind=kind, task_type=task_type, model_type=config.model_type, device="meta", seed=seed,
-                     num_labels=num_labels)
+                     num_labels=num_labels, tasks=tasks)
     # The Linear weights bitsandbytes would quantize (not heads): a 4-bit base cannot train them.
     quantized = {id(m.weight) for n, m in model.named_modules()
                  if isinstance(m, torch.nn.Linear) and not any(part in HEAD_NAMES for part in n.split("."))}
@@ -157,7 +164,6 @@ def memory_gib(model, config, budget: dict, kind: str, trained: bool) -> dict[st
 
 
 def estimate_arms(experiment) -> list[Estimate]:
-    from harness.data.tasks import load_split
     from harness.eval.profile import parameter_counts
     from harness.methods import get_method
     from harness.plan import plan
@@ -170,18 +176,31 @@ def estimate_arms(experiment) -> list[Estimate]:
         if arm.model_key not in configs:
             configs[arm.model_key] = model_config(arm.model["source"], Path(arm.base_dir))
         config, where = configs[arm.model_key]
-        num_labels = None
-        if kind == "encoder" and arm.task["type"] == "classification":
-            labels = arm.task.get("labels") or sorted({e["label"] for e in load_split(arm.task, "train")})
-            num_labels = len(labels)
+        tasks = {key: {"type": t["type"], "num_labels": task_num_labels(kind, t)} for key, t in arm.tasks.items()}
+        num_labels = task_num_labels(kind, arm.task) if not arm.tasks else None
         model = wrapped_meta_model(method, arm.params, copy.deepcopy(config), kind=kind,
-                                   task_type=arm.task["type"], num_labels=num_labels, seed=arm.seed)
+                                   task_type=arm.task["type"], num_labels=num_labels, seed=arm.seed, tasks=tasks)
         counts = parameter_counts(model)
         trained = method.objective_for(kind) != "none"
         estimates.append(Estimate(arm=arm.name, method=arm.method, model=arm.model["source"], config_from=where,
                                   trainable=int(counts["trainable_params"]), total=int(counts["total_params"]),
                                   trained=trained, memory_gib=memory_gib(model, config, arm.budget, kind, trained)))
     return estimates
+
+
+def task_num_labels(kind: str, task: dict) -> int | None:
+    """Outputs of the encoder head the task needs (labels read from the train split when omitted)."""
+    from harness.data.tasks import load_split, tag_labels
+    from harness.objectives.heads import encoder_head, num_labels
+
+    head = encoder_head(kind, task["type"])
+    if not (head and head.labelled):
+        return None
+    if not task.get("labels"):
+        train = load_split(task, "train")
+        task = {**task, "labels": tag_labels(train) if task["type"] == "token_classification"
+                else sorted({e["label"] for e in train})}
+    return num_labels(kind, task)
 
 
 def plan_table(estimates: list[Estimate], budget: dict):

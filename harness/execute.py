@@ -45,7 +45,9 @@ def execute_arm(arm, out_dir: Path):
     memory = profile.MemoryProfiler()
     method = get_method(arm.method)
     kind = arm.model["kind"]
-    objective_name = method.objective_for(kind)
+    from harness.objectives.heads import encoder_head, objective_name as objective_for_task
+
+    objective_name = objective_for_task(method, kind, arm.task["type"])
 
     emit("phase", phase="data")
     train, test, task = load_task(arm.task, arm.budget)
@@ -58,10 +60,11 @@ def execute_arm(arm, out_dir: Path):
     ctx_args = dict(kind=kind, task_type=task["type"], device="cuda" if torch.cuda.is_available() else "cpu",
                     seed=arm.seed, num_labels=len(labels) if labels else None)
     probe = ArmContext(model_type="", **ctx_args)
-    head = kind == "encoder" and task["type"] == "classification"
+    head = encoder_head(kind, task["type"])
+    labelled = bool(head and head.labelled)
     model = models.load_model(
-        model_dir, kind, num_labels=len(labels) if head else None,
-        id2label=dict(enumerate(labels)) if head else None, dtype=arm.model.get("dtype", "auto"),
+        model_dir, kind, num_labels=len(labels) if labelled else None, head_class=head.auto_class if head else None,
+        id2label=dict(enumerate(labels)) if labelled else None, dtype=arm.model.get("dtype", "auto"),
         extra_kwargs=method.load_kwargs(arm.params, probe), trust_remote_code=arm.model.get("trust_remote_code", False),
         tokenizer=tokenizer)
     ctx = ArmContext(model_type=model.config.model_type, model_dir=str(model_dir), **ctx_args)
@@ -133,7 +136,7 @@ def _save_trained_part(model, out_dir: Path, method) -> Path | None:
 def arm_summary(arm) -> dict:
     return {"name": arm.name, "method": arm.method, "model_key": arm.model_key, "model": arm.model["source"],
             "kind": arm.model["kind"], "task_key": arm.task_key, "params": arm.params, "hash": arm.hash,
-            "slug": arm.slug, "seed": arm.seed}
+            "slug": arm.slug, "seed": arm.seed, **({"tasks": list(arm.tasks)} if getattr(arm, "tasks", None) else {})}
 
 
 def provenance(model_dir: Path, task: dict) -> dict:
@@ -182,7 +185,12 @@ def main(argv: list[str]) -> int:
 
         torch.set_num_threads(int(threads))
     try:
-        result = execute_arm(arm, out_dir)
+        if arm.tasks:  # a method spanning tasks (multi_task): one result per task under out_dir/tasks
+            from harness.execute_multi import execute_multi_task
+
+            result = execute_multi_task(arm, out_dir)
+        else:
+            result = execute_arm(arm, out_dir)
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # the arm fails; the runner goes on with the others

@@ -465,12 +465,14 @@ def _model_class(kind: ModelKind, head: bool):
 
 def load_model(path: Path, kind: ModelKind, *, num_labels: int | None = None,
                id2label: dict | None = None, dtype: str = "auto", extra_kwargs: dict | None = None,
-               trust_remote_code: bool = False, tokenizer=None):
+               trust_remote_code: bool = False, tokenizer=None, head_class: str | None = None):
     """Load a resolved folder: safetensors only, on CUDA when there is one.
 
     - causal_lm -> AutoModelForCausalLM; encoder -> AutoModel (bare encoder).
     - num_labels (or id2label) -> AutoModelForSequenceClassification with a new head and the label
       maps set, for either kind.
+    - head_class (a transformers Auto class name, e.g. AutoModelForTokenClassification) overrides
+      that choice: the encoder head a task type needs (harness.objectives.heads).
     - extra_kwargs go to from_pretrained last, so methods can add quantization_config or device_map
       (or override dtype). A model with a device_map or a quantization_config is not moved.
     - tokenizer (optional): fills config.pad_token_id (and the generation config's) when missing,
@@ -491,7 +493,10 @@ def load_model(path: Path, kind: ModelKind, *, num_labels: int | None = None,
             kwargs |= {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
     kwargs |= extra_kwargs or {}
     try:
-        model = _model_class(kind, head).from_pretrained(str(path), **kwargs)
+        import transformers
+
+        cls = getattr(transformers, head_class) if head_class else _model_class(kind, head)
+        model = cls.from_pretrained(str(path), **kwargs)
     except OSError as exc:  # typically: no safetensors weights, or a missing file
         raise HarnessError(f"cannot load a model from {path} ({str(exc).splitlines()[0][:200]})",
                            fix="the folder needs config.json and *.safetensors weights "

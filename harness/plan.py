@@ -31,6 +31,7 @@ class Arm:
     base_dir: str
     hash: str = field(default="")
     golden_sets: list = field(default_factory=list)  # absolute paths; every arm is scored on them
+    tasks: dict = field(default_factory=dict)  # an arm spanning tasks (multi_task): {task key: task}
 
     @property
     def slug(self) -> str:
@@ -84,8 +85,7 @@ def plan(exp: Experiment) -> list[Arm]:
             model_spec = exp.models[model_key]
             kind = model_spec.kind or models.infer_kind(model_spec.source, base_dir=base)
             model = {**model_spec.model_dump(), "kind": kind}
-            for task_key in spec.tasks or list(exp.tasks):
-                task = _absolute_task(exp.tasks[task_key].model_dump(), base)
+            for task_key, task, tasks in _task_groups(exp, spec, method, base):
                 # budget.seeds: one arm per seed, the seed in its name, budget (so its hash) and run.
                 for seed in exp.budget.seeds or [exp.budget.seed]:
                     name = spec.name or f"{spec.method} · {model_key}"
@@ -95,10 +95,21 @@ def plan(exp: Experiment) -> list[Arm]:
                         name = seed_name(name, seed)
                     arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
                               task_key=task_key, task=task, budget=_arm_budget(exp, seed), seed=seed,
-                              base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets])
+                              base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
+                              tasks=tasks)
                     arms.append(Arm(**{**asdict(arm), "hash": _content_hash(arm, model_spec.source, base)}))
     _dedupe_names(arms)
     return arms
+
+
+def _task_groups(exp: Experiment, spec, method, base: Path):
+    """(task key, task, tasks) per arm of a spec: one per task, or, for a method that spans tasks
+    (`spans_tasks = True`, e.g. multi_task), one arm over all its tasks, keyed "a+b+c"."""
+    keys = spec.tasks or list(exp.tasks)
+    tasks = {key: _absolute_task(exp.tasks[key].model_dump(), base) for key in keys}
+    if not getattr(method, "spans_tasks", False):
+        return [(key, task, {}) for key, task in tasks.items()]
+    return [("+".join(keys), {"type": "multi_task", "data": {}}, tasks)]
 
 
 def _arm_budget(exp: Experiment, seed: int) -> dict:
@@ -119,6 +130,9 @@ def _content_hash(arm: Arm, source: str, base: Path) -> str:
         "task": {k: v for k, v in arm.task.items() if k != "data"}, "data": data_identity(arm.task),
         "columns": arm.task["data"].get("columns"), "budget": arm.budget,
     }
+    if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
+        identity["tasks"] = {key: [{k: v for k, v in t.items() if k != "data"}, data_identity(t),
+                                   t["data"].get("columns")] for key, t in arm.tasks.items()}
     if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
         identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]

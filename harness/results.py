@@ -41,6 +41,20 @@ class ArmResult(BaseModel):
         return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
 
 
+def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
+    """The results a run records for one arm: the arm's own, or, for an arm that spans tasks
+    (multi_task), the one result per task it wrote under tasks/<task key> (ordinary arm results
+    whose task_key is that task, so reports, comparisons, the audit and the gate need no special case)."""
+    if result.status != "ok" or "tasks" not in result.artifacts:
+        return [result]
+    out = []
+    for key in result.arm.get("tasks", []):
+        one = ArmResult.read(Path(arm_dir) / result.artifacts["tasks"] / key / "result.json")
+        one.reused_from = result.reused_from
+        out.append(one)
+    return out
+
+
 def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult], extra: dict | None = None) -> Path:
     """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit."""
     from harness.audit import budget_audit

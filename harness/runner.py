@@ -17,7 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.execute import EVENT_PREFIX, arm_summary
 from harness.plan import Arm
-from harness.results import ArmResult, now, write_run_results
+from harness.results import ArmResult, now, task_results, write_run_results
 
 console = Console(stderr=True)
 
@@ -56,8 +56,8 @@ class Runner:
             overall = progress.add_task("arms", total=len(self.arms), info="")
             try:
                 for arm in self.arms:
-                    result = self._run_arm(arm, progress)
-                    self._record(result)
+                    for result in self._run_arm(arm, progress):  # several for an arm spanning tasks
+                        self._record(result)
                     progress.advance(overall)
             except KeyboardInterrupt:
                 self._save()
@@ -73,7 +73,7 @@ class Runner:
 
     # ------------------------------------------------------------------ one arm
 
-    def _run_arm(self, arm: Arm, progress: Progress) -> ArmResult:
+    def _run_arm(self, arm: Arm, progress: Progress) -> list[ArmResult]:
         arm_dir = self.run_dir / "arms" / arm.slug
         previous = None if self.force else find_completed(self.experiment_dir, arm.hash)
         if previous is not None and previous != arm_dir:
@@ -82,7 +82,7 @@ class Runner:
             result.reused_from = previous.parent.parent.name
             result.write(arm_dir / "result.json")
             console.print(f"[dim]reused[/] {arm.name} from run {result.reused_from}")
-            return result
+            return task_results(arm_dir, result)
         arm_dir.mkdir(parents=True, exist_ok=True)
         (arm_dir / "arm.json").write_text(arm.to_json())
         task = progress.add_task(arm.name, total=None, info="starting")
@@ -111,7 +111,7 @@ class Runner:
             result.write(result_path)
         colour = "green" if result.status == "ok" else "red"
         console.print(f"[{colour}]{result.status}[/] {arm.name}" + (f": {result.error}" if result.error else ""))
-        return result
+        return task_results(arm_dir, result)
 
     @staticmethod
     def _show(progress: Progress, task, event: dict) -> None:

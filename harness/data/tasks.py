@@ -19,7 +19,9 @@ def load_split(task: dict, split: str) -> list[dict]:
     if path is None:
         return []
     columns = {} if data.get("prepared") else data.get("columns", {})
-    return loaders.load_examples(path, columns, fmt=data.get("format"))
+    from harness.checks import REQUIRED_FIELDS
+
+    return loaders.load_examples(path, columns, fmt=data.get("format"), required=REQUIRED_FIELDS[task["type"]][:1])
 
 
 def load_task(task: dict, budget: dict) -> tuple[list[dict], list[dict], dict]:
@@ -32,4 +34,12 @@ def load_task(task: dict, budget: dict) -> tuple[list[dict], list[dict], dict]:
         test = test[: budget["eval_examples"]]
     if task["type"] == "classification" and not task.get("labels"):
         task = {**task, "labels": sorted({e["label"] for e in train})}
+    if task["type"] == "token_classification" and not task.get("labels"):
+        task = {**task, "labels": tag_labels(train)}
     return train, test, task
+
+
+def tag_labels(train: list[dict]) -> list[str]:
+    """BIO tags of a token-classification train split: "O" first, then by entity type, B before I."""
+    tags = {t for e in train for t in e["tags"]} - {"O"}
+    return ["O"] + sorted(tags, key=lambda t: (t[2:], t[:1]))

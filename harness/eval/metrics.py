@@ -67,7 +67,7 @@ def _exact_match(preds, refs):
     return sum(p.strip().lower() == r.strip().lower() for p, r in zip(preds, refs)) / max(len(refs), 1)
 
 
-CLS, GEN = ("classification",), ("generation",)
+CLS, GEN, QA = ("classification",), ("generation",), ("extractive_qa",)
 declare("accuracy", higher_is_better=True, unit="fraction", kind="quality", task_types=CLS,
         description="share of test items whose predicted label is the reference", compute=_accuracy)
 declare("macro_f1", higher_is_better=True, unit="fraction", kind="quality", task_types=CLS,
@@ -78,7 +78,7 @@ declare("rouge2", higher_is_better=True, unit="F-measure", kind="quality", task_
         description="bigram overlap with the reference (rouge-score, stemmed)", compute=_rouge("rouge2"))
 declare("rougeL", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN,
         description="longest common subsequence with the reference (rouge-score, stemmed)", compute=_rouge("rougeL"))
-declare("exact_match", higher_is_better=True, unit="fraction", kind="quality", task_types=GEN,
+declare("exact_match", higher_is_better=True, unit="fraction", kind="quality", task_types=GEN + QA,
         description="prediction equals the reference after trimming and lower-casing", compute=_exact_match)
 
 for _name, _hib, _unit, _desc in [
@@ -218,7 +218,7 @@ for _kind in ("rouge1", "rouge2", "rougeL"):
     itemize(_kind, _rouge_items(_kind), paired_test="paired_bootstrap")
 itemize("exact_match", per_item(_exact), paired_test="mcnemar")
 
-declare("token_f1", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN,
+declare("token_f1", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN + QA,
         description="F1 of the bag of normalised tokens (SQuAD style: lower case, no punctuation or articles)",
         compute=lambda p, r: _mean(per_item(_token_f1)(Items(p, r))))
 itemize("token_f1", per_item(_token_f1), paired_test="paired_bootstrap")
@@ -241,6 +241,27 @@ for _name, _hib, _unit, _desc in [
     ("saved_mb", False, "MiB", "size of what the method saves: the adapter folder, or the trainable parameters' bytes"),
 ]:
     declare(_name, higher_is_better=_hib, unit=_unit, kind="cost", description=_desc)
+
+
+# Token classification (NER): entity-level micro scores (seqeval), then a per-sentence tag accuracy.
+def _declare_ner() -> None:
+    from harness.eval import ner_metrics as ner
+
+    ner_type = ("token_classification",)
+    for name, reduce, desc in [
+        ("entity_f1", ner.f1_from_rows, "entity-level micro F1 (seqeval; an entity counts only with its exact span and type)"),
+        ("entity_precision", ner.precision_from_rows, "share of predicted entities that are right (span and type)"),
+        ("entity_recall", ner.recall_from_rows, "share of reference entities found (span and type)"),
+    ]:
+        declare(name, higher_is_better=True, unit="fraction", kind="quality", task_types=ner_type, description=desc,
+                compute=ner.seqeval_f1 if name == "entity_f1" else None)
+        itemize(name, ner.entity_rows, reduce)
+    declare("tag_accuracy", higher_is_better=True, unit="fraction", kind="quality", task_types=ner_type,
+            description="share of words with the right BIO tag, averaged over sentences")
+    itemize("tag_accuracy", per_item(ner.tag_accuracy), paired_test="paired_bootstrap")
+
+
+_declare_ner()
 
 
 def score_items(task_type: str, items: Items) -> tuple[dict[str, float], dict[str, np.ndarray]]:

@@ -90,7 +90,9 @@ def match_label(text: str, labels: list[str]) -> str:
 def make_predictor(model, tokenizer, *, kind: str, task: dict, budget: dict, shots: list[dict]) -> Predictor:
     max_len = budget["max_seq_len"]
     if kind == "encoder":
-        return encoder_predictor(model, tokenizer, task["labels"], max_len)
+        from harness.eval.predict_heads import encoder_predictor_for
+
+        return encoder_predictor_for(model, tokenizer, task, max_len)
     formatter = PromptFormatter(tokenizer, task, shots)
     if task["type"] == "classification" and task.get("decoder_eval", "score") == "score":
         return label_scoring_predictor(model, tokenizer, formatter, task["labels"], max_len + _shot_room(shots))
@@ -109,7 +111,7 @@ def run_predictions(predict: Predictor, examples: list[dict], task: dict, *, bat
     start = time.perf_counter()
     preds, extras = predict_in_batches(predict, examples, batch_size, on_batch=on_batch)
     elapsed = time.perf_counter() - start
-    rows = [{"id": example["id"], "input": example["text"], "prediction": pred, "reference": target_of(example, task),
+    rows = [{"id": example["id"], "input": example.get("text", example.get("question")), "prediction": pred, "reference": target_of(example, task),
              **extra} for example, pred, extra in zip(examples, preds, extras)]
     latencies = []
     for example in examples[:latency_examples]:

@@ -58,6 +58,10 @@ def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None 
     detail = {"bootstrap": {"resamples": resamples, "seed": seed, "confidence": 1 - stats.ALPHA}}
     if task_type == "classification" and "macro_f1" in item_stats:
         detail.update(classification_detail(item_stats["macro_f1"], task.get("labels") or sorted(set(items.refs))))
+    if task_type == "token_classification" and items.preds:
+        from harness.eval.ner_metrics import per_type_f1
+
+        detail["per_entity_type_f1"] = per_type_f1(items.preds, items.refs)
     if scorer is not None:
         detail["bertscore"] = scorer.detail()
     return Assessment(values, ci, detail)

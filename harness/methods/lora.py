@@ -34,7 +34,8 @@ def target_modules(spec, model_type: str):
 def lora_config(params: dict, ctx: ArmContext):
     from peft import LoraConfig, TaskType
 
-    task_type = TaskType.CAUSAL_LM if ctx.kind == "causal_lm" else TaskType.SEQ_CLS
+    by_task = {"token_classification": TaskType.TOKEN_CLS, "extractive_qa": TaskType.QUESTION_ANS}
+    task_type = TaskType.CAUSAL_LM if ctx.kind == "causal_lm" else by_task.get(ctx.task_type, TaskType.SEQ_CLS)
     return LoraConfig(
         task_type=task_type,
         r=int(params["r"]),

@@ -21,6 +21,7 @@ BUILTIN_MODULES = [
     "harness.methods.qlora",
     "harness.methods.ia3",
     "harness.methods.bottleneck",
+    "harness.methods.multi_task",
 ]
 
 _REGISTRY: dict[str, type[Method]] = {}
@@ -31,12 +32,14 @@ class ArmContext:
     """What a method may know about the arm it wraps: plain facts, no behaviour."""
 
     def __init__(self, *, kind: str, task_type: str, model_type: str, device: str, seed: int,
-                 num_labels: int | None = None, model_dir: str | None = None):
+                 num_labels: int | None = None, model_dir: str | None = None, tasks: dict | None = None):
         self.kind, self.task_type, self.model_type = kind, task_type, model_type
         self.device, self.seed, self.num_labels = device, seed, num_labels
         # device "meta": `harness plan` wraps a weightless model to count parameters; a method
         # must then skip anything that reads weights or files (it may still build adapters).
         self.model_dir = model_dir
+        # methods that span tasks (multi_task): {task key: {"type": ..., "num_labels": ...}}
+        self.tasks = tasks or {}
 
 
 class Method:

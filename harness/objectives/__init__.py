@@ -9,6 +9,9 @@ from harness.errors import HarnessError, did_you_mean
 OBJECTIVES = {
     "sft": "harness.objectives.sft:SFTObjective",
     "classification": "harness.objectives.classification:ClassificationObjective",
+    "token_classification": "harness.objectives.token_classification:TokenClassificationObjective",
+    "extractive_qa": "harness.objectives.extractive_qa:ExtractiveQAObjective",
+    "multi_task": "harness.objectives.multi_task:MultiTaskObjective",
 }
 
 

@@ -12,7 +12,7 @@ def encode_texts(tokenizer, texts: list[str], max_len: int) -> dict:
 
 
 class ClassificationObjective:
-    def train(self, model, tokenizer, train: list[dict], task: dict, budget: dict, lr: float, on_step=None):
+    def batcher(self, tokenizer, train: list[dict], task: dict, budget: dict):
         label_id = {label: i for i, label in enumerate(task["labels"])}
 
         def make_batch(indices):
@@ -22,5 +22,9 @@ class ClassificationObjective:
             batch["labels"] = torch.tensor([label_id[train[i]["label"]] for i in indices])
             return batch, tokens
 
-        return loop.train(model, n_examples=len(train), ids=[e["id"] for e in train], make_batch=make_batch,
-                          budget=budget, lr=lr, on_step=on_step)
+        return make_batch
+
+    def train(self, model, tokenizer, train: list[dict], task: dict, budget: dict, lr: float, on_step=None):
+        return loop.train(model, n_examples=len(train), ids=[e["id"] for e in train],
+                          make_batch=self.batcher(tokenizer, train, task, budget), budget=budget, lr=lr,
+                          on_step=on_step)
