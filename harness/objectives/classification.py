@@ -11,7 +11,7 @@ def encode_texts(tokenizer, texts: list[str], max_len: int) -> dict:
     return tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
 
 
-class ClassificationObjective:
+class ClassificationObjective(loop.BatcherObjective):
     def batcher(self, tokenizer, train: list[dict], task: dict, budget: dict):
         label_id = {label: i for i, label in enumerate(task["labels"])}
 
@@ -23,8 +23,3 @@ class ClassificationObjective:
             return batch, tokens
 
         return make_batch
-
-    def train(self, model, tokenizer, train: list[dict], task: dict, budget: dict, lr: float, on_step=None):
-        return loop.train(model, n_examples=len(train), ids=[e["id"] for e in train],
-                          make_batch=self.batcher(tokenizer, train, task, budget), budget=budget, lr=lr,
-                          on_step=on_step)

@@ -27,7 +27,7 @@ def answer_span(sequence_ids: list, offsets: list, start_char: int, end_char: in
     return (start, end) if start is not None and end is not None and end >= start else (0, 0)
 
 
-class ExtractiveQAObjective:
+class ExtractiveQAObjective(loop.BatcherObjective):
     def batcher(self, tokenizer, train: list[dict], task: dict, budget: dict):
         def make_batch(indices):
             examples = [train[i] for i in indices]
@@ -40,8 +40,3 @@ class ExtractiveQAObjective:
             return batch, int(enc["attention_mask"].sum())
 
         return make_batch
-
-    def train(self, model, tokenizer, train: list[dict], task: dict, budget: dict, lr: float, on_step=None):
-        return loop.train(model, n_examples=len(train), ids=[e["id"] for e in train],
-                          make_batch=self.batcher(tokenizer, train, task, budget), budget=budget, lr=lr,
-                          on_step=on_step)

@@ -64,6 +64,18 @@ def train(model, *, n_examples: int, ids: list[str], make_batch: MakeBatch, budg
     return consumed, curve
 
 
+class BatcherObjective:
+    """An objective that is only a way of making batches: `batcher(...)` returns make_batch, and
+    training is the shared loop over the task's examples."""
+
+    def batcher(self, tokenizer, train: list[dict], task: dict, budget: dict) -> MakeBatch:
+        raise NotImplementedError
+
+    def train(self, model, tokenizer, examples: list[dict], task: dict, budget: dict, lr: float, on_step=None):
+        return train(model, n_examples=len(examples), ids=[e["id"] for e in examples],
+                     make_batch=self.batcher(tokenizer, examples, task, budget), budget=budget, lr=lr, on_step=on_step)
+
+
 def _stop_reason(consumed: Consumed, budget: dict, elapsed: float) -> str | None:
     if budget.get("max_train_tokens") and consumed.tokens >= budget["max_train_tokens"]:
         return f"max_train_tokens {budget['max_train_tokens']} reached"

@@ -37,7 +37,7 @@ def first_subtoken_tags(word_ids: list[int | None], token_label_ids: list[int], 
     return tags
 
 
-class TokenClassificationObjective:
+class TokenClassificationObjective(loop.BatcherObjective):
     def batcher(self, tokenizer, train: list[dict], task: dict, budget: dict):
         label_id = {label: i for i, label in enumerate(task["labels"])}
 
@@ -49,8 +49,3 @@ class TokenClassificationObjective:
             return batch, int(enc["attention_mask"].sum())
 
         return make_batch
-
-    def train(self, model, tokenizer, train: list[dict], task: dict, budget: dict, lr: float, on_step=None):
-        return loop.train(model, n_examples=len(train), ids=[e["id"] for e in train],
-                          make_batch=self.batcher(tokenizer, train, task, budget), budget=budget, lr=lr,
-                          on_step=on_step)
