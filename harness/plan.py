@@ -31,6 +31,7 @@ class Arm:
     base_dir: str
     hash: str = field(default="")
     golden_sets: list = field(default_factory=list)  # absolute paths; every arm is scored on them
+    stages: list = field(default_factory=list)       # [{name, params}] resolved; empty: the method's objective
 
     @property
     def slug(self) -> str:
@@ -54,7 +55,7 @@ def resolved_params(method, arm_spec) -> dict:
 
 def _absolute_task(task: dict, base_dir: Path) -> dict:
     data = dict(task["data"])
-    for split in ("train", "validation", "test"):
+    for split in ("train", "validation", "test", "preference", "preference_test"):
         if data.get(split):
             data[split] = str((base_dir / data[split]).resolve())
     return {**task, "data": data}
@@ -68,7 +69,9 @@ def data_identity(task: dict) -> str:
     if data.get("prepared"):
         return f"prepared:{data['prepared']}"
     files = [Path(data[s]) for s in ("train", "validation", "test") if data.get(s)]
-    return loaders.fingerprint_files(files)
+    identity = loaders.fingerprint_files(files)
+    pairs = [Path(data[s]) for s in ("preference", "preference_test") if data.get(s)]
+    return identity + (":" + loaders.fingerprint_files(pairs) if pairs else "")
 
 
 def plan(exp: Experiment) -> list[Arm]:
@@ -80,6 +83,7 @@ def plan(exp: Experiment) -> list[Arm]:
     for spec in exp.arms:
         method = get_method(spec.method)
         params = resolved_params(method, spec)
+        stages = arm_stages(spec)
         for model_key in spec.models:
             model_spec = exp.models[model_key]
             kind = model_spec.kind or models.infer_kind(model_spec.source, base_dir=base)
@@ -88,25 +92,45 @@ def plan(exp: Experiment) -> list[Arm]:
                 task = _absolute_task(exp.tasks[task_key].model_dump(), base)
                 # budget.seeds: one arm per seed, the seed in its name, budget (so its hash) and run.
                 for seed in exp.budget.seeds or [exp.budget.seed]:
-                    name = spec.name or f"{spec.method} · {model_key}"
+                    name = spec.name or stage_prefix(stages) + f"{spec.method} · {model_key}"
                     if len(exp.tasks) > 1 and not spec.name:
                         name += f" · {task_key}"
                     if exp.budget.seeds:
                         name = seed_name(name, seed)
                     arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
-                              task_key=task_key, task=task, budget=_arm_budget(exp, seed), seed=seed,
-                              base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets])
+                              task_key=task_key, task=task, budget=_arm_budget(exp, seed, stages), seed=seed,
+                              base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
+                              stages=stages)
                     arms.append(Arm(**{**asdict(arm), "hash": _content_hash(arm, model_spec.source, base)}))
     _dedupe_names(arms)
     return arms
 
 
-def _arm_budget(exp: Experiment, seed: int) -> dict:
+def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> dict:
     """The budget one arm runs under: its own seed; the list of seeds is the plan's business, so
-    adding a seed later keeps the arms of the others (and their hashes)."""
+    adding a seed later keeps the arms of the others (and their hashes). The stage budgets only
+    concern (and only enter the hash of) arms with stages."""
     budget = exp.budget.model_dump()
     budget.pop("seeds", None)
+    if not stages:
+        budget.pop("stage_steps", None)
+        budget.pop("alignment", None)
+    else:
+        names = {s["name"] for s in stages}
+        budget["stage_steps"] = {k: v for k, v in budget["stage_steps"].items() if k in names}
     return {**budget, "seed": seed}
+
+
+def arm_stages(spec) -> list[dict]:
+    """The arm's stages resolved with each stage's defaults (harness.stages)."""
+    from harness.stages import normalize_stages
+
+    return normalize_stages(spec.stages)
+
+
+def stage_prefix(stages: list[dict]) -> str:
+    """'sft+dpo ' in front of an arm's display name; nothing for an arm without stages."""
+    return "+".join(s["name"] for s in stages) + " " if stages else ""
 
 
 def _content_hash(arm: Arm, source: str, base: Path) -> str:
@@ -119,6 +143,8 @@ def _content_hash(arm: Arm, source: str, base: Path) -> str:
         "task": {k: v for k, v in arm.task.items() if k != "data"}, "data": data_identity(arm.task),
         "columns": arm.task["data"].get("columns"), "budget": arm.budget,
     }
+    if arm.stages:  # only arms with stages: the hashes of all other arms stay as they were
+        identity["stages"] = arm.stages
     if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
         identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
