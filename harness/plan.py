@@ -35,7 +35,9 @@ class Arm:
 
     @property
     def slug(self) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{self.method}-{self.model_key}-{self.task_key}")
+        stages = "+".join(s["name"] for s in self.stages) + "-" if self.stages else ""
+        safe = "".join(c if c.isalnum() or c in "-_." else "-"
+                       for c in f"{stages}{self.method}-{self.model_key}-{self.task_key}")
         return f"{safe}-{self.hash[:8]}"
 
     def to_json(self) -> str:

@@ -39,12 +39,13 @@ def staged(write_experiment, tmp_path):
     from harness.data.tasks import load_task
     from harness.methods import ArmContext, get_method
 
-    def make(stages):
-        arm = planned_arm(write_experiment, stages)
+    def make(stages, method_name="lora"):
+        arm = planned_arm(write_experiment, stages, **({} if method_name == "lora" else {"method": method_name,
+                                                                                          "params": {}}))
         train, test, task = load_task(arm.task, arm.budget)
         tok = models.load_tokenizer(arm.model["source"])
         model = models.load_model(arm.model["source"], "causal_lm", tokenizer=tok)
-        method = get_method("lora")
+        method = get_method(method_name)
         ctx = ArmContext(kind="causal_lm", task_type="classification", model_type=model.config.model_type,
                          device="cpu", seed=0)
         torch.manual_seed(0)
@@ -102,17 +103,17 @@ def test_same_order_for_every_arm_sharing_a_stage(staged):
 # ------------------------------------------------------------------ DPO's reference
 
 
-def _sft_then_dpo_trainer(staged, **arm_overrides):
+def _sft_then_dpo_trainer(staged, method_name="lora"):
     from harness.data.preference import build_pairs
     from harness.stages import get_stage
     from harness.stages.run import stage_budget
     from harness.stages.registry import StageContext
 
-    model, tok, train, test, task, arm, method = staged(["sft", "dpo"])
+    model, tok, train, test, task, arm, method = staged(["sft", "dpo"], method_name)
     run(arm.stages[:1], model, tok, train, test, task, arm, method)   # the SFT stage
     pairs = build_pairs(train[:4], task, tok, seed=0, max_len=48)
     ctx = StageContext(model=model, tokenizer=tok, train=train, task=task, budget=stage_budget(arm.budget, "dpo"),
-                       method=method, kind="causal_lm", method_lr=1e-3, work_dir=None, pairs=lambda: pairs)
+                       method=method, kind="causal_lm", method_lr=1e-3, work_dir=None, pairs=lambda n: pairs[:n])
     import tempfile
 
     ctx.work_dir = tempfile.mkdtemp()
@@ -146,6 +147,17 @@ def test_dpo_reference_is_the_post_sft_model_and_stays_frozen(staged):
                           reference, atol=1e-4)
     model.eval()
     assert not torch.allclose(_sequence_logps(model, trainer, batch), post_sft, atol=1e-4)  # the policy moved
+
+
+def test_dpo_reference_of_a_full_fine_tune_is_a_frozen_copy_of_the_post_sft_model(staged):
+    trainer, model, _ = _sft_then_dpo_trainer(staged, "full_ft")
+    assert trainer.ref_model is not None and trainer.ref_model is not model
+    batch = next(iter(trainer.get_train_dataloader()))
+    model.eval()
+    post_sft = _sequence_logps(model, trainer, batch)
+    chosen, rejected = trainer.compute_ref_log_probs(trainer.ref_model, batch)
+    assert torch.allclose(torch.cat([chosen, rejected]), post_sft, atol=1e-4)
+    assert not any(p.requires_grad for p in trainer.ref_model.parameters())
 
 
 def test_dpo_loss_at_step_zero_is_log_2(staged):
@@ -206,6 +218,7 @@ def test_classification_pairs_are_honest_and_deterministic(tiny_models):
         assert pair["chosen"].startswith(ex["label"]) and pair["chosen"] != pair["rejected"]
         assert pair["rejected"][0] in "abc" and f"item {ex['id']}" in pair["prompt"]
     assert pairs == build_pairs(examples, task, tok, seed=0, max_len=48)
+    assert build_pairs(examples[5:9], task, tok, seed=0, max_len=48, pool=examples) == pairs[5:9]  # per example
     assert [p["rejected"] for p in pairs] != [p["rejected"] for p in build_pairs(examples, task, tok, seed=1, max_len=48)]
 
 

@@ -24,25 +24,30 @@ def fit_prompt(tokenizer, prompt: str, room: int) -> str:
     return prompt if len(ids) <= room else tokenizer.decode(ids[-max(room, 1):])
 
 
-def _rejected(i: int, examples: list[dict], task: dict, rng: random.Random) -> str:
-    target = target_of(examples[i], task)
+def _rejected(example: dict, pool: list[dict], task: dict, rng: random.Random) -> str:
+    target = target_of(example, task)
     if task["type"] == "classification":
         wrong = [label for label in task["labels"] if label != target]
         return rng.choice(wrong)
-    others = [j for j in range(len(examples)) if j != i and examples[j]["reference"] != target]
-    if not others:
-        raise ValueError("every example has the same reference: no other summary to reject")
-    return examples[rng.choice(others)]["reference"]
+    # Draw until another example's reference differs (bounded; a pool of one summary is an error).
+    for _ in range(100):
+        other = pool[rng.randrange(len(pool))]["reference"]
+        if other != target:
+            return other
+    raise ValueError("no other example with a different reference to reject")
 
 
-def build_pairs(examples: list[dict], task: dict, tokenizer, *, seed: int, max_len: int) -> list[dict]:
-    """One pair per example, deterministic in (examples, seed)."""
+def build_pairs(examples: list[dict], task: dict, tokenizer, *, seed: int, max_len: int,
+                pool: list[dict] | None = None) -> list[dict]:
+    """One pair per example. Each pair depends only on its example, the pool the rejected
+    summaries come from (default: the examples) and the seed, not on which others are built."""
     formatter = PromptFormatter(tokenizer, task)
-    rng = random.Random(seed)
+    pool = pool or examples
     pairs = []
-    for i, example in enumerate(examples):
+    for example in examples:
+        rng = random.Random(f"{seed}:{example['id']}")
         target = target_of(example, task)
-        rejected = _rejected(i, examples, task, rng)
+        rejected = _rejected(example, pool, task, rng)
         chosen_text, rejected_text = formatter.completion(target), formatter.completion(rejected)
         longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (chosen_text, rejected_text))
         pairs.append({"id": example["id"], "prompt": fit_prompt(tokenizer, formatter.prompt(example), max_len - longest),
@@ -72,11 +77,20 @@ def load_pairs(path: str | Path, task: dict, tokenizer, *, max_len: int) -> list
     return pairs
 
 
-def task_pairs(task: dict, examples: list[dict], split: str, tokenizer, *, seed: int, max_len: int) -> list[dict]:
-    """Pairs of a task's split: the user's file (data.preference / data.preference_test) when
-    given, else built from the split's examples."""
-    key = "preference" if split == "train" else "preference_test"
-    path = task["data"].get(key)
+def task_pairs(task: dict, examples: list[dict], split: str, tokenizer, *, seed: int, max_len: int,
+               count: int | None = None) -> list[dict]:
+    """`count` pairs of a task's split in the budget's seeded order (all, in file order, when
+    count is None): the user's file (data.preference / data.preference_test) when given, else
+    built from the split's examples (only those needed)."""
+    from harness.budget import example_order
+
+    path = task["data"].get("preference" if split == "train" else "preference_test")
     if path:
-        return load_pairs(path, task, tokenizer, max_len=max_len)
-    return build_pairs(examples, task, tokenizer, seed=seed, max_len=max_len)
+        pairs = load_pairs(path, task, tokenizer, max_len=max_len)
+        return pairs if count is None else [pairs[i] for i in example_order(len(pairs), count, seed)]
+    if count is None:
+        return build_pairs(examples, task, tokenizer, seed=seed, max_len=max_len)
+    order = example_order(len(examples), count, seed)
+    built = dict(zip(sorted(set(order)), build_pairs([examples[i] for i in sorted(set(order))], task, tokenizer,
+                                                      seed=seed, max_len=max_len, pool=examples)))
+    return [built[i] for i in order]

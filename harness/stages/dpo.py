@@ -33,7 +33,7 @@ class DPO(Stage):
                           processing_class=ctx.tokenizer, callbacks=list(callbacks))
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
-        items = common.ordered(ctx.pairs(), ctx.steps * ctx.budget["batch_size"], ctx.budget["seed"])
+        items = ctx.pairs(ctx.steps * ctx.budget["batch_size"])
         progress = common.Progress("dpo", ctx.on_step, {"loss": "dpo_loss", "rewards/margins": "dpo_train_margin"})
         trainer = self.trainer(ctx, params, items, [progress])
         try:

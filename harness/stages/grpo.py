@@ -30,7 +30,7 @@ class GRPO(Stage):
 
         knobs = ctx.budget["alignment"]
         group, per_step = int(params["group_size"]), knobs["prompts_per_step"]
-        items = common.ordered(ctx.pairs(), ctx.steps * per_step, ctx.budget["seed"])
+        items = ctx.pairs(ctx.steps * per_step)
         rewards = [as_trl(name) for name in params["rewards"]]
         keys = {"loss": "grpo_loss", "reward": "grpo_reward", "kl": "grpo_kl", "completions/mean_length": "grpo_len"}
         progress = common.Progress("grpo", ctx.on_step, keys)

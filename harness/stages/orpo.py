@@ -15,7 +15,7 @@ class ORPO(Stage):
         from datasets import Dataset
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        items = common.ordered(ctx.pairs(), ctx.steps * ctx.budget["batch_size"], ctx.budget["seed"])
+        items = ctx.pairs(ctx.steps * ctx.budget["batch_size"])
         progress = common.Progress("orpo", ctx.on_step, {"loss": "orpo_loss", "rewards/margins": "orpo_train_margin"})
         args = common.trl_args(ORPOConfig, ctx, float(params["lr"]), beta=float(params["beta"]),
                                max_length=ctx.budget["max_seq_len"], train_sampling_strategy="sequential")

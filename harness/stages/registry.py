@@ -35,7 +35,7 @@ class StageContext:
     kind: str
     method_lr: float
     work_dir: Path
-    pairs: Callable[[], list[dict]]   # training pairs / prompts, built on first use
+    pairs: Callable[[int], list[dict]]   # pairs(count): `count` training pairs in the budget's seeded order
     on_step: Callable[[int, int, float], None] | None = None
 
     @property

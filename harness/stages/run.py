@@ -38,21 +38,20 @@ def run_stages(stages: list[dict], *, model, tokenizer, train, test, task, budge
     from harness.eval.preference import PreferenceProbe
 
     max_len = budget["max_seq_len"]
-    cache: dict[str, list] = {}
 
-    def pairs():
-        if "train" not in cache:
-            cache["train"] = task_pairs(task, train, "train", tokenizer, seed=seed, max_len=max_len)
-        return cache["train"]
+    def pairs(count: int) -> list[dict]:
+        return task_pairs(task, train, "train", tokenizer, seed=seed, max_len=max_len, count=count)
 
-    held_out = task_pairs(task, test, "test", tokenizer, seed=seed + 1, max_len=max_len)
-    held_out = held_out[:budget["alignment"]["eval_pairs"]]
-    probe = PreferenceProbe(held_out, tokenizer, max_len=max_len, batch_size=budget["eval_batch_size"])
+    probe = None
+    if kind == "causal_lm":  # the preference metrics are log-probs of completions: decoders only
+        held_out = task_pairs(task, test, "test", tokenizer, seed=seed + 1, max_len=max_len)
+        probe = PreferenceProbe(held_out[:budget["alignment"]["eval_pairs"]], tokenizer, max_len=max_len,
+                                batch_size=budget["eval_batch_size"])
     parts, curves, metrics = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="harness-stage-") as tmp:
         for spec in stages:
             stage = get_stage(spec["name"])
-            if stage.preference and probe.snapshot is None:
+            if stage.preference and probe is not None and probe.snapshot is None:
                 probe.take_snapshot(model)   # the reference of the arm's preference metrics
             sb = stage_budget(budget, spec["name"])
             if emit:
@@ -66,6 +65,6 @@ def run_stages(stages: list[dict], *, model, tokenizer, train, test, task, budge
             curves.update({k: v for k, v in outcome.curves.items() if v})
             metrics.update(outcome.metrics)
     model.eval()
-    if kind == "causal_lm":
+    if probe is not None:
         metrics.update(probe.measure(model))
     return combine(parts), curves, metrics

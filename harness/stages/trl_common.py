@@ -11,7 +11,7 @@ import time
 
 from transformers import TrainerCallback
 
-from harness.budget import Consumed, example_order, order_digest
+from harness.budget import Consumed, order_digest
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}
@@ -30,12 +30,6 @@ def trl_args(config_cls, ctx, lr: float, *, per_device: int | None = None, accum
         weight_decay=b["weight_decay"], max_grad_norm=b["max_grad_norm"], seed=b["seed"], data_seed=b["seed"],
         bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no",
         logging_steps=1, disable_tqdm=True, dataloader_num_workers=0, **extra)
-
-
-def ordered(items: list[dict], count: int, seed: int) -> list[dict]:
-    """`count` items in the budget's seeded order (harness.budget.example_order): every arm that
-    runs this stage sees the same items in the same order; the trainer must read them in order."""
-    return [items[i] for i in example_order(len(items), count, seed)]
 
 
 class Progress(TrainerCallback):
