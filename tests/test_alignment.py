@@ -91,6 +91,34 @@ def test_each_stage_trains_a_few_steps(name, staged):
         assert 0 <= metrics["grpo_mean_reward"] <= 2  # two rewards of 0..1 each
 
 
+@pytest.mark.parametrize("method_name, stage", [("qlora", "dpo"), ("full_ft", "grpo"), ("full_ft", "orpo")])
+def test_preference_stages_on_other_methods(method_name, stage, staged):
+    model, tok, train, test, task, arm, method = staged(
+        ["sft", {"grpo": {"rewards": ["test_length"]}} if stage == "grpo" else stage], method_name)
+    consumed, curves, metrics = run(arm.stages, model, tok, train, test, task, arm, method)
+    assert [s["name"] for s in consumed.extra["stages"]] == ["sft", stage]
+    assert consumed.steps == 2 + BUDGET["stage_steps"][stage]
+    assert metrics["kl_to_reference"] is not None and metrics["kl_to_reference"] >= 0
+
+
+def test_frozen_copy_of_a_trl_patched_model_runs_its_own_weights(tiny_models):
+    from trl.trainer.utils import add_fused_lm_head
+
+    from harness import models
+    from harness.stages.trl_common import frozen_copy
+
+    model = models.load_model(tiny_models["llama"], "causal_lm")
+    add_fused_lm_head(model)   # what an earlier TRL stage leaves on the instance
+    ref = frozen_copy(model)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        before = ref(input_ids=ids).logits
+        model.lm_head.weight.mul_(0)   # the policy moves; the reference must not
+        assert torch.equal(ref(input_ids=ids).logits, before)
+        assert not torch.equal(model(input_ids=ids).logits, before)
+    assert "forward" in model.__dict__  # the policy keeps its patch
+
+
 def test_same_order_for_every_arm_sharing_a_stage(staged):
     hashes = []
     for _ in range(2):

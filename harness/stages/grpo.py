@@ -42,7 +42,11 @@ class GRPO(Stage):
         ref = None if common.is_peft(ctx.model) or not params["kl_coef"] else common.frozen_copy(ctx.model)
         trainer = GRPOTrainer(model=ctx.model, reward_funcs=rewards, args=args, train_dataset=data,
                               processing_class=ctx.tokenizer, callbacks=[progress])
-        if ref is not None:
+        if ref is not None:  # in place of the base TRL loaded from disk, prepared the way TRL prepares its own
+            from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
+
+            add_fused_lm_head(ref, temperature=args.temperature, cast_lm_head_to_fp32=args.cast_lm_head_to_fp32)
+            disable_dropout_in_model(ref)
             trainer.ref_model = ref
         try:
             consumed = common.run_trainer(trainer, progress, items, 0, ctx.steps)

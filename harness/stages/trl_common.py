@@ -57,8 +57,17 @@ def is_peft(model) -> bool:
 
 
 def frozen_copy(model):
-    """The model as it stands now, frozen: the reference of a non-peft arm (full or partial FT)."""
-    ref = copy.deepcopy(model).eval()
+    """The model as it stands now, frozen: the reference of a non-peft arm (full or partial FT).
+
+    An earlier TRL stage may have patched `forward` on the instance (add_fused_lm_head: a closure
+    over the ORIGINAL model's forward). deepcopy keeps closures as they are, so the copy would
+    silently run the policy; the patch is left out of the copy (the trainer patches it anew)."""
+    patched = {m: m.__dict__.pop("forward") for m in model.modules() if "forward" in m.__dict__}
+    try:
+        ref = copy.deepcopy(model).eval()
+    finally:
+        for module, forward in patched.items():
+            module.forward = forward
     for p in ref.parameters():
         p.requires_grad_(False)
     return ref
