@@ -305,11 +305,14 @@ def test_stages_enter_the_hash_and_the_name(write_experiment):
 def test_runner_staged_arm_writes_preference_metrics(write_experiment, tmp_path):
     from tests.test_runner import results_of, run_cli
 
+    store = f"sqlite:///{tmp_path / 'track.db'}"
     path = write_experiment([{**LORA, "stages": ["sft"]}, {**LORA, "stages": ["sft", "dpo"]}],
-                            budget={**BUDGET, "bootstrap_resamples": 0})
-    result = run_cli(path, "--no-track", cwd=tmp_path)
+                            budget={**BUDGET, "bootstrap_resamples": 0},
+                            edit=lambda d: d.update(tracking={"uri": store, "experiment_name": "tiny-aligned"}))
+    result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 0, result.output
-    _, results = results_of(tmp_path)
+    assert "tracking is off" not in result.output
+    run_dir, results = results_of(tmp_path)
     sft, dpo = results["arms"]
     assert sft["status"] == "ok" and dpo["status"] == "ok", (sft.get("error"), dpo.get("error"))
     for arm in (sft, dpo):
@@ -320,3 +323,15 @@ def test_runner_staged_arm_writes_preference_metrics(write_experiment, tmp_path)
     assert dpo["consumed"]["steps"] == 4 and "dpo_loss" in dpo["curves"]
     assert results["metric_info"]["kl_to_reference"]["higher_is_better"] is False
     assert results["budget_audit"]["identical"] is True
+    page = (run_dir / "index.html").read_text()
+    assert "kl_to_reference" in page and "preference_accuracy" in page
+
+    from harness.tracking import import_mlflow
+
+    client = import_mlflow().MlflowClient(tracking_uri=store)
+    experiment = client.get_experiment_by_name("tiny-aligned")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    logged = runs[dpo["arm"]["name"]].data
+    assert logged.metrics["kl_to_reference"] == pytest.approx(dpo["metrics"]["kl_to_reference"])
+    assert logged.params["stages"] == "sft+dpo" and logged.params["stage.dpo.beta"] == "0.1"
+    assert "kl_to_reference" not in runs[sft["arm"]["name"]].data.metrics   # None is not logged
