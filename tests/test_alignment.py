@@ -277,9 +277,15 @@ def test_generation_pairs_reject_another_examples_reference(tiny_models, tmp_pat
     (["sft"], {"stage_steps": {"sfft": 3}}, ["budget.stage_steps.sfft", "did you mean 'sft'"]),
     (["sft"], {"alignment": {"eval_pair": 3}}, ["budget.alignment.eval_pair", "did you mean 'eval_pairs'"]),
     ([{"sft": {}, "dpo": {}}], {}, ["arms[0].stages", "exactly one name"]),
+    ([{"grpo": {"rewards": "format"}}], {}, ["arms[0].stages[0].grpo", "non-empty list of reward names"]),
+    ([{"dpo": {}}], {}, []),   # replaced below: a preference stage on an encoder
 ])
 def test_stage_config_errors_are_one_sentence(stages, budget, expected, write_experiment):
-    path = write_experiment([{**LORA, "stages": stages}], budget=budget)
+    arm = {**LORA, "stages": stages}
+    if not expected:
+        arm["model"] = "bert"
+        expected = ["arms[0].stages[0]", "stage 'dpo' does not apply to 'bert'"]
+    path = write_experiment([arm], budget=budget)
     with pytest.raises(HarnessError) as err:
         load_experiment(path)
     message = str(err.value)
@@ -335,3 +341,13 @@ def test_runner_staged_arm_writes_preference_metrics(write_experiment, tmp_path)
     assert logged.metrics["kl_to_reference"] == pytest.approx(dpo["metrics"]["kl_to_reference"])
     assert logged.params["stages"] == "sft+dpo" and logged.params["stage.dpo.beta"] == "0.1"
     assert "kl_to_reference" not in runs[sft["arm"]["name"]].data.metrics   # None is not logged
+
+
+def test_stages_command_lists_stages_and_rewards():
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    listed = CliRunner().invoke(app, ["stages"], env={"COLUMNS": "300"}).output
+    for name in ("sft", "dpo", "orpo", "grpo", "label_correct", "rouge_l", "format", "kl_coef=0.04"):
+        assert name in listed

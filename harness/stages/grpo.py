@@ -17,8 +17,12 @@ class GRPO(Stage):
     defaults = {"lr": 5e-5, "group_size": 4, "kl_coef": 0.04, "rewards": ["label_correct", "format"]}
 
     def check(self, params: dict) -> None:
+        from harness.errors import HarnessError
         from harness.rewards import get_reward
 
+        if isinstance(params["rewards"], str) or not params["rewards"]:
+            raise HarnessError("`rewards` must be a non-empty list of reward names",
+                               fix="for example rewards: [label_correct, format]")
         for name in params["rewards"]:
             get_reward(name)  # unknown: HarnessError with did-you-mean
 
