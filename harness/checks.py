@@ -23,6 +23,7 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
     kinds = {key: _model_kind(exp, key, spec, fail) for key, spec in exp.models.items()}
     for key, task in exp.tasks.items():
         _check_task(exp, key, task, fail)
+        _check_preference_files(exp, key, task, fail)
     for i, arm in enumerate(exp.arms):
         _check_arm(exp, i, arm, kinds, fail)
         _check_stages(i, arm, kinds, fail)
@@ -142,3 +143,23 @@ def _check_stage_budget(exp, fail) -> None:
     for name in exp.budget.stage_steps:
         if name not in names:
             fail(("budget", "stage_steps", name), f"unknown stage '{name}'", did_you_mean(name, names))
+
+
+def _check_preference_files(exp, key, task, fail) -> None:
+    """data.preference / data.preference_test: JSONL files with prompt, chosen and rejected."""
+    from harness.data import loaders
+    from harness.data.preference import PAIR_FIELDS
+
+    for split in ("preference", "preference_test"):
+        rel = getattr(task.data, split)
+        if rel is None:
+            continue
+        path = exp.base_dir / rel
+        if not path.is_file():
+            fail(("tasks", key, "data", split), f"preference file not found: {path}",
+                 "paths are relative to the experiment file")
+        columns = loaders.peek_columns(path, fmt="jsonl")
+        for field in PAIR_FIELDS:
+            if field not in columns:
+                fail(("tasks", key, "data", split), f"field '{field}' is not in {path.name}, which has: "
+                     f"{', '.join(columns)}", "preference pairs need prompt, chosen and rejected")

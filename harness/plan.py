@@ -69,10 +69,10 @@ def data_identity(task: dict) -> str:
 
     data = task["data"]
     if data.get("prepared"):
-        return f"prepared:{data['prepared']}"
-    files = [Path(data[s]) for s in ("train", "validation", "test") if data.get(s)]
-    identity = loaders.fingerprint_files(files)
-    pairs = [Path(data[s]) for s in ("preference", "preference_test") if data.get(s)]
+        identity = f"prepared:{data['prepared']}"
+    else:
+        identity = loaders.fingerprint_files([Path(data[s]) for s in ("train", "validation", "test") if data.get(s)])
+    pairs = [Path(data[s]) for s in ("preference", "preference_test") if data.get(s)]  # a user's preference pairs
     return identity + (":" + loaders.fingerprint_files(pairs) if pairs else "")
 
 

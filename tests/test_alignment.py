@@ -278,6 +278,7 @@ def test_generation_pairs_reject_another_examples_reference(tiny_models, tmp_pat
     (["sft"], {"alignment": {"eval_pair": 3}}, ["budget.alignment.eval_pair", "did you mean 'eval_pairs'"]),
     ([{"sft": {}, "dpo": {}}], {}, ["arms[0].stages", "exactly one name"]),
     ([{"grpo": {"rewards": "format"}}], {}, ["arms[0].stages[0].grpo", "non-empty list of reward names"]),
+    (["sft", {"dpo": {"loss_type": "ipoo"}}], {}, ["unknown DPO loss_type 'ipoo'", "did you mean 'ipo'"]),
     ([{"dpo": {}}], {}, []),   # replaced below: a preference stage on an encoder
 ])
 def test_stage_config_errors_are_one_sentence(stages, budget, expected, write_experiment):
@@ -292,6 +293,30 @@ def test_stage_config_errors_are_one_sentence(stages, budget, expected, write_ex
     assert message.startswith(f"{path}:") and message.count("\n") == 0
     for part in expected:
         assert part in message
+
+
+def test_user_preference_file_is_checked_and_used(write_experiment, tmp_path, tiny_models):
+    from harness.data.preference import task_pairs
+
+    good = tmp_path / "pairs.jsonl"
+    good.write_text('{"prompt": "the film was great", "chosen": "positive", "rejected": "negative"}\n'
+                    '{"prompt": "the film was dull", "chosen": "negative", "rejected": "positive"}\n')
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "x", "chosen": "y", "reject": "z"}\n')
+
+    def with_file(name):
+        return lambda d: d["tasks"]["sentiment"]["data"].update(preference=str(name))
+
+    with pytest.raises(HarnessError, match=r"tasks.sentiment.data.preference: field 'rejected' is not in bad.jsonl"):
+        load_experiment(write_experiment([{**LORA, "stages": ["dpo"]}], edit=with_file(bad)))
+    with pytest.raises(HarnessError, match="preference file not found"):
+        load_experiment(write_experiment([{**LORA, "stages": ["dpo"]}], edit=with_file(tmp_path / "none.jsonl")))
+    arm = plan(load_experiment(write_experiment([{**LORA, "stages": ["dpo"]}], edit=with_file(good))))[0]
+    built = plan(load_experiment(write_experiment([{**LORA, "stages": ["dpo"]}])))[0]
+    assert arm.hash != built.hash   # the user's pairs are part of the arm's identity
+    pairs = task_pairs(arm.task, [], "train", _tok(tiny_models), seed=0, max_len=48, count=4)
+    assert len(pairs) == 4 and {p["target"] for p in pairs} == {"positive", "negative"}
+    assert all("the film was" in p["prompt"] and p["chosen"] != p["rejected"] for p in pairs)
 
 
 def test_stages_enter_the_hash_and_the_name(write_experiment):

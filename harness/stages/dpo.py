@@ -15,10 +15,22 @@ from harness.stages import trl_common as common
 from harness.stages.registry import Stage, StageContext, StageOutcome, register_stage
 
 
+# DPOConfig.loss_type's values in trl 1.16 (its docstring); checked at `harness validate`.
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+
+
 @register_stage("dpo")
 class DPO(Stage):
     description = "direct preference optimisation against the frozen model before this stage (TRL)"
     defaults = {"lr": 5e-5, "beta": 0.1, "loss_type": "sigmoid"}
+
+    def check(self, params: dict) -> None:
+        from harness.errors import HarnessError, did_you_mean
+
+        if params["loss_type"] not in LOSS_TYPES:
+            raise HarnessError(f"unknown DPO loss_type '{params['loss_type']}'", fix=did_you_mean(
+                str(params["loss_type"]), LOSS_TYPES))
 
     def trainer(self, ctx: StageContext, params: dict, items: list[dict], callbacks=()):
         from datasets import Dataset
