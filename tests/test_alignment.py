@@ -376,3 +376,63 @@ def test_stages_command_lists_stages_and_rewards():
     listed = CliRunner().invoke(app, ["stages"], env={"COLUMNS": "300"}).output
     for name in ("sft", "dpo", "orpo", "grpo", "label_correct", "rouge_l", "format", "kl_coef=0.04"):
         assert name in listed
+
+
+# ------------------------------------------------------------------ preference metrics
+
+
+def test_summarise_on_known_numbers():
+    from harness.eval.preference import summarise
+
+    # rows alternate chosen, rejected: (summed log-prob, tokens)
+    seq = [(-2.0, 2), (-6.0, 3), (-9.0, 3), (-2.0, 1)]   # pair 1: -1 > -2 yes; pair 2: -3 > -2 no
+    ref = [-3.0, -5.0, -8.0, -4.0]                     # margins: (1) - (-1) = 2; (-1) - (2) = -3
+    out = summarise(seq, ref, 0.25)
+    assert out == {"preference_accuracy": 0.5, "reward_accuracy": 0.5, "reward_margin": -0.5, "kl_to_reference": 0.25}
+    assert summarise(seq, None, None)["reward_margin"] is None
+
+
+def test_probe_matches_a_direct_computation(staged):
+    from harness.data.preference import build_pairs
+    from harness.eval.likelihood import target_logprobs
+    from harness.eval.preference import PreferenceProbe
+    from harness.objectives.sft import pad_batch
+
+    model, tok, train, test, task, arm, method = staged(["dpo"])
+    pairs = build_pairs(test[:6], task, tok, seed=0, max_len=48)
+    probe = PreferenceProbe(pairs, tok, max_len=48, batch_size=2)
+    probe.take_snapshot(model)
+    same = probe.measure(model)
+    assert same["kl_to_reference"] == pytest.approx(0, abs=1e-6) and same["reward_margin"] == pytest.approx(0, abs=1e-5)
+    reference = trainable(model)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    moved = probe.measure(model)
+
+    def direct():
+        tensors, _ = pad_batch(probe.rows, tok.pad_token_id)
+        with torch.no_grad():
+            sums, counts = target_logprobs(model.eval(), tensors["input_ids"], tensors["attention_mask"], tensors["labels"])
+        return sums, counts
+
+    sums, counts = direct()
+    norm = sums / counts
+    assert moved["preference_accuracy"] == pytest.approx(float((norm[0::2] > norm[1::2]).float().mean()))
+    policy_sums = sums
+    current = trainable(model)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in reference:
+                p.copy_(reference[n])
+    ref_sums, _ = direct()
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in current:
+                p.copy_(current[n])
+    margins = (policy_sums[0::2] - ref_sums[0::2]) - (policy_sums[1::2] - ref_sums[1::2])
+    assert moved["reward_margin"] == pytest.approx(float(margins.mean()), abs=1e-4)
+    assert moved["reward_accuracy"] == pytest.approx(float((margins > 0).float().mean()))
+    assert moved["kl_to_reference"] > 1e-4
+    assert all(torch.equal(current[n], p) for n, p in model.named_parameters() if n in current)  # restored

@@ -55,24 +55,34 @@ class PreferenceProbe:
             yield {k: v.to(device) for k, v in tensors.items()}
 
     @staticmethod
-    def _logprobs(model, batch) -> torch.Tensor:
-        """Per-position log-softmax over the vocabulary, aligned with labels[:, 1:]."""
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        return logits[:, -batch["input_ids"].shape[1]:][:, :-1].float().log_softmax(-1)
+    def _logprobs(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(log-softmax over the vocabulary, targets, target mask) at the positions that predict a
+        completion token in some row: only those get the LM head (logits_to_keep, as in
+        harness.eval.likelihood), so a 49k vocabulary costs memory for a few positions only."""
+        from harness.eval.likelihood import _prompt_learning
+
+        ids, targets = batch["input_ids"], batch["labels"][:, 1:]
+        mask = targets != IGNORE
+        needed = mask.any(0).nonzero().squeeze(-1)
+        if len(needed) and not _prompt_learning(model):
+            logits = model(input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=needed).logits
+            if logits.shape[1] == len(needed):
+                return logits.float().log_softmax(-1), targets[:, needed], mask[:, needed]
+        logits = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits
+        return logits[:, -ids.shape[1]:][:, :-1].float().log_softmax(-1), targets, mask
 
     def measure(self, model) -> dict[str, float | None]:
         model.eval()
         seq, ref_seq, kl_sum, kl_n = [], [], 0.0, 0
         with torch.inference_mode():
             for batch in self._batches(model):
-                targets = batch["labels"][:, 1:]
-                mask = (targets != IGNORE).float()
-                policy = self._logprobs(model, batch)
+                policy, targets, mask = self._logprobs(model, batch)
+                mask = mask.float()
                 picked = lambda lp: (lp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask)  # noqa: E731
                 seq += list(zip(picked(policy).sum(-1).tolist(), mask.sum(-1).tolist()))
                 if self.snapshot is not None:
                     with self._as_reference(model):
-                        ref = self._logprobs(model, batch)
+                        ref = self._logprobs(model, batch)[0]
                     ref_seq += picked(ref).sum(-1).tolist()
                     chosen = mask[0::2]   # rows alternate chosen, rejected: KL on the chosen ones
                     kl = (policy.exp() * (policy - ref)).sum(-1)[0::2]
