@@ -157,7 +157,19 @@ def _dedupe_names(arms: list[Arm]) -> None:
     seen: dict[str, int] = {}
     for arm in arms:
         seen[arm.name] = seen.get(arm.name, 0) + 1
+    stage_text = [_stage_params_text(arm, arms) for arm in arms]  # from the names before any renaming
     for i, arm in enumerate(arms):
         if seen[arm.name] > 1:
-            extra = ", ".join(f"{k}={v}" for k, v in sorted(arm.params.items()))
+            extra = ", ".join(f"{k}={v}" for k, v in sorted(arm.params.items())) + stage_text[i]
             object.__setattr__(arms[i], "name", f"{arm.name} ({extra})")
+
+
+def _stage_params_text(arm: Arm, arms: list[Arm]) -> str:
+    """The stage params in which arms of the same display name differ ('; dpo.beta=0.5')."""
+    def flat(a: Arm) -> dict:
+        return {f"{s['name']}.{k}": v for s in a.stages for k, v in s["params"].items()}
+
+    mine = flat(arm)
+    others = [flat(a) for a in arms if a.name == arm.name and a is not arm]
+    differing = [k for k in sorted(mine) if any(o.get(k) != mine[k] for o in others)]
+    return "".join(f"; {k}={mine[k]}" for k in differing)

@@ -319,6 +319,14 @@ def test_user_preference_file_is_checked_and_used(write_experiment, tmp_path, ti
     assert all("the film was" in p["prompt"] and p["chosen"] != p["rejected"] for p in pairs)
 
 
+def test_arms_differing_only_in_stage_params_get_distinct_names(write_experiment):
+    arms = plan(load_experiment(write_experiment(
+        [{**LORA, "stages": ["sft", {"dpo": {"beta": 0.1}}]}, {**LORA, "stages": ["sft", {"dpo": {"beta": 0.5}}]}],
+        budget=BUDGET)))
+    assert len({a.name for a in arms}) == 2
+    assert "dpo.beta=0.1" in arms[0].name and "dpo.beta=0.5" in arms[1].name
+
+
 def test_stages_enter_the_hash_and_the_name(write_experiment):
     arms = plan(load_experiment(write_experiment(
         [LORA, {**LORA, "stages": ["sft"]}, {**LORA, "stages": ["sft", "dpo"]},

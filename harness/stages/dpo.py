@@ -49,7 +49,7 @@ class DPO(Stage):
         progress = common.Progress("dpo", ctx.on_step, {"loss": "dpo_loss", "rewards/margins": "dpo_train_margin"})
         trainer = self.trainer(ctx, params, items, [progress])
         try:
-            consumed = common.run_trainer(trainer, progress, items, common.completion_tokens(ctx.tokenizer, items),
+            consumed = common.run_trainer(trainer, items, common.completion_tokens(ctx.tokenizer, items),
                                           ctx.steps)
         finally:
             common.drop_ref_adapter(ctx.model)

@@ -53,7 +53,7 @@ class GRPO(Stage):
             disable_dropout_in_model(ref)
             trainer.ref_model = ref
         try:
-            consumed = common.run_trainer(trainer, progress, items, 0, ctx.steps)
+            consumed = common.run_trainer(trainer, items, 0, ctx.steps)
         finally:
             common.drop_ref_adapter(ctx.model)
         consumed.examples = len(items) * group      # completions sampled and trained on

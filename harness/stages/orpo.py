@@ -22,6 +22,6 @@ class ORPO(Stage):
         data = Dataset.from_list([{k: i[k] for k in ("prompt", "chosen", "rejected")} for i in items])
         trainer = ORPOTrainer(model=ctx.model, args=args, train_dataset=data, processing_class=ctx.tokenizer,
                               callbacks=[progress])
-        consumed = common.run_trainer(trainer, progress, items, common.completion_tokens(ctx.tokenizer, items),
+        consumed = common.run_trainer(trainer, items, common.completion_tokens(ctx.tokenizer, items),
                                       ctx.steps)
         return StageOutcome(consumed, progress.curves)

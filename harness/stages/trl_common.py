@@ -80,7 +80,8 @@ def drop_ref_adapter(model) -> None:
         model.set_adapter("default")
 
 
-def run_trainer(trainer, progress: Progress, items: list[dict], tokens: int, planned: int) -> Consumed:
+def run_trainer(trainer, items: list[dict], tokens: int, planned: int) -> Consumed:
+    """Train and record what was consumed: the items in the order they were fed, their tokens."""
     start = time.perf_counter()
     trainer.train()
     consumed = Consumed(planned_steps=planned, steps=trainer.state.global_step, examples=len(items), tokens=tokens,
