@@ -11,7 +11,8 @@ def budget_audit(results) -> dict:
     by_task: dict[str, list] = {}
     for r in trained:
         # Arms of different seeds see different example orders by design: compare within a seed.
-        by_task.setdefault(r.arm["task_key"] + ("" if r.arm.get("seed") is None else f", seed {r.arm['seed']}"), []).append(r)
+        by_task.setdefault(r.arm["task_key"] + ("" if r.arm.get("seed") is None else f", seed {r.arm['seed']}")
+                           + _stages_of(r), []).append(r)
         c = r.consumed
         if c.get("stopped_early"):
             flags.setdefault(r.arm["name"], []).append(f"stopped early: {c.get('stop_reason')}")
@@ -28,3 +29,9 @@ def budget_audit(results) -> dict:
 
 def _most_common(items):
     return max(set(items), key=items.count)
+
+
+def _stages_of(result) -> str:
+    """Arms with different stage lists consume different budgets by design: compare within one."""
+    stages = result.arm.get("stages")
+    return f", stages {'+'.join(s['name'] for s in stages)}" if stages else ""

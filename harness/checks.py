@@ -25,8 +25,11 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
     kinds = {key: _model_kind(exp, key, spec, fail) for key, spec in exp.models.items()}
     for key, task in exp.tasks.items():
         _check_task(exp, key, task, fail)
+        _check_preference_files(exp, key, task, fail)
     for i, arm in enumerate(exp.arms):
         _check_arm(exp, i, arm, kinds, fail)
+        _check_stages(i, arm, kinds, fail)
+    _check_stage_budget(exp, fail)
     for i, golden in enumerate(exp.golden_sets):
         if not (exp.base_dir / golden).is_file():
             fail(("golden_sets", i), f"golden set not found: {golden}",
@@ -103,3 +106,62 @@ def _check_arm(exp, i, arm, kinds, fail) -> None:
     if arm.lr is not None and "lr" not in accepted:
         fail(("arms", i, "lr"), f"method '{arm.method}' trains nothing, so it takes no learning rate",
              "remove `lr:`")
+
+
+def _check_stages(i, arm, kinds, fail) -> None:
+    """Stage names (did you mean), their params, and the model kinds they apply to."""
+    from harness.methods import get_method
+    from harness.stages import get_stage
+
+    if not arm.stages:
+        return
+    if get_method(arm.method).objective_for(kinds[arm.models[0]]) == "none":
+        fail(("arms", i, "stages"), f"method '{arm.method}' trains nothing, so it cannot run stages",
+             "use a trainable method (lora, qlora, full_ft, ...)")
+    for j, item in enumerate(arm.stages):
+        name, params = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+        try:
+            stage = get_stage(name)
+        except HarnessError as err:
+            fail(("arms", i, "stages", j), err.bare, err.fix)
+        for param in params or {}:
+            if param not in stage.defaults:
+                fail(("arms", i, "stages", j, name, param), f"stage '{name}' has no parameter '{param}'",
+                     did_you_mean(param, stage.defaults))
+        for model in arm.models:
+            if kinds.get(model) not in stage.applies_to:
+                fail(("arms", i, "stages", j), f"stage '{name}' does not apply to '{model}' (a {kinds.get(model)})",
+                     f"it applies to: {', '.join(sorted(stage.applies_to))}")
+        try:
+            stage.check({**stage.defaults, **(params or {})})
+        except HarnessError as err:
+            fail(("arms", i, "stages", j, name), err.bare, err.fix)
+
+
+def _check_stage_budget(exp, fail) -> None:
+    from harness.stages import stage_names
+
+    names = stage_names() if exp.budget.stage_steps else []
+    for name in exp.budget.stage_steps:
+        if name not in names:
+            fail(("budget", "stage_steps", name), f"unknown stage '{name}'", did_you_mean(name, names))
+
+
+def _check_preference_files(exp, key, task, fail) -> None:
+    """data.preference / data.preference_test: JSONL files with prompt, chosen and rejected."""
+    from harness.data import loaders
+    from harness.data.preference import PAIR_FIELDS
+
+    for split in ("preference", "preference_test"):
+        rel = getattr(task.data, split)
+        if rel is None:
+            continue
+        path = exp.base_dir / rel
+        if not path.is_file():
+            fail(("tasks", key, "data", split), f"preference file not found: {path}",
+                 "paths are relative to the experiment file")
+        columns = loaders.peek_columns(path, fmt="jsonl")
+        for field in PAIR_FIELDS:
+            if field not in columns:
+                fail(("tasks", key, "data", split), f"field '{field}' is not in {path.name}, which has: "
+                     f"{', '.join(columns)}", "preference pairs need prompt, chosen and rejected")

@@ -155,6 +155,27 @@ def list_methods():
     out.print(table)
 
 
+@app.command("stages")
+@user_errors
+def list_stages():
+    """List the post-training stages (an arm's `stages:`) with their defaults, and the GRPO rewards."""
+    from rich.table import Table
+
+    from harness.rewards import get_reward, reward_names
+    from harness.stages import get_stage, stage_names
+
+    table = Table("stage", "applies to", "defaults", "description")
+    for name in stage_names():
+        s = get_stage(name)
+        table.add_row(name, ", ".join(sorted(s.applies_to)), ", ".join(f"{k}={v}" for k, v in s.defaults.items()),
+                      s.description)
+    out.print(table)
+    rewards = Table("reward (grpo rewards:)", "description")
+    for name in reward_names():
+        rewards.add_row(name, " ".join((get_reward(name).__doc__ or "").split()))
+    out.print(rewards)
+
+
 @app.command()
 @user_errors
 def report(run_dir: Path):

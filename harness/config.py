@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
 
 from harness.errors import HarnessError
 
@@ -29,6 +29,8 @@ class DataSpec(Strict):
     test: str | None = None
     format: Literal["jsonl", "csv", "parquet"] | None = None
     columns: dict[str, str] = Field(default_factory=dict)
+    preference: str | None = Field(default=None, description="JSONL of prompt/chosen/rejected for preference stages")
+    preference_test: str | None = Field(default=None, description="held-out pairs; default: built from the test split")
 
     @model_validator(mode="after")
     def _one_source(self):
@@ -60,6 +62,15 @@ class ModelSpec(Strict):
     trust_remote_code: bool = False
 
 
+class AlignmentBudget(Strict):
+    """Knobs of the preference stages that must be identical across arms."""
+
+    eval_pairs: int = Field(default=64, gt=0, description="held-out pairs of the preference metrics")
+    prompts_per_step: int = Field(default=2, gt=0, description="GRPO prompts per step (x group_size samples)")
+    max_completion_len: int = Field(default=8, gt=0, description="GRPO sampled completion length")
+    temperature: float = Field(default=1.0, gt=0, description="GRPO sampling temperature")
+
+
 class Budget(Strict):
     """What every training arm consumes, identically. Only lr and method params differ per arm."""
 
@@ -86,6 +97,9 @@ class Budget(Strict):
     bertscore_layer: int | None = Field(default=None, gt=0, description="its layer; default: next to last")
     forgetting_text: str | None = Field(default="prepared:topics",
                                         description="general text for forgetting (decoders); null: off")
+    stage_steps: dict[str, PositiveInt] = Field(default_factory=dict,
+                                        description="steps per stage of arms with `stages:` (default max_steps)")
+    alignment: AlignmentBudget = Field(default_factory=AlignmentBudget)
 
     @model_validator(mode="after")
     def _divisible(self):
@@ -101,6 +115,18 @@ class ArmSpec(Strict):
     name: str | None = None
     lr: float | None = Field(default=None, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
+    stages: list[str | dict[str, dict[str, Any] | None]] | None = Field(
+        default=None, description="post-training stages in order, e.g. [sft, {dpo: {beta: 0.1}}]")
+
+    @field_validator("stages")
+    @classmethod
+    def _one_name_per_stage(cls, value):
+        for item in value or []:
+            if isinstance(item, dict) and len(item) != 1:
+                raise ValueError("a stage is a name or {name: {params}} with exactly one name")
+        if value is not None and not value:
+            raise ValueError("give at least one stage, or leave `stages:` out")
+        return value
 
     @model_validator(mode="before")
     @classmethod

@@ -80,8 +80,11 @@ def execute_arm(arm, out_dir: Path):
     load_seconds = time.perf_counter() - t0
     counts = profile.parameter_counts(model)
 
-    consumed, curve = None, []
-    if objective_name != "none":
+    consumed, curve, stage_curves, stage_metrics = None, [], {}, {}
+    if getattr(arm, "stages", None):
+        seed_everything(arm.seed)
+        consumed, stage_curves, stage_metrics = _run_stages(arm, model, tokenizer, train, test, task, method, kind)
+    elif objective_name != "none":
         emit("phase", phase="train", total=arm.budget["max_steps"])
         seed_everything(arm.seed)  # dropout masks: the same stream for every arm
         objective = get_objective(objective_name)
@@ -121,10 +124,19 @@ def execute_arm(arm, out_dir: Path):
     }
     return ArmResult(
         arm=arm_summary(arm), status="ok", consumed=consumed.to_dict() if consumed else None,
-        metrics={**assessed.metrics, **cost}, ci=assessed.ci, metrics_detail=assessed.detail,
-        curves={"train_loss": curve} if curve else {},
+        metrics={**assessed.metrics, **stage_metrics, **cost}, ci=assessed.ci, metrics_detail=assessed.detail,
+        curves={**({"train_loss": curve} if curve else {}), **stage_curves},
         provenance=provenance(model_dir, task), artifacts=artifacts, started_at=started, finished_at=now(),
         golden=golden)
+
+
+def _run_stages(arm, model, tokenizer, train, test, task, method, kind):
+    """An arm with `stages:` trains them in order (harness.stages) instead of its objective."""
+    from harness.stages.run import run_stages
+
+    return run_stages(arm.stages, model=model, tokenizer=tokenizer, train=train, test=test, task=task,
+                      budget=arm.budget, method=method, kind=kind, method_lr=float(arm.params["lr"]),
+                      seed=arm.seed, emit=emit)
 
 
 def _save_trained_part(model, out_dir: Path, method) -> Path | None:
@@ -136,7 +148,8 @@ def _save_trained_part(model, out_dir: Path, method) -> Path | None:
 def arm_summary(arm) -> dict:
     return {"name": arm.name, "method": arm.method, "model_key": arm.model_key, "model": arm.model["source"],
             "kind": arm.model["kind"], "task_key": arm.task_key, "params": arm.params, "hash": arm.hash,
-            "slug": arm.slug, "seed": arm.seed, **({"tasks": list(arm.tasks)} if getattr(arm, "tasks", None) else {})}
+            "slug": arm.slug, "seed": arm.seed, **({"tasks": list(arm.tasks)} if getattr(arm, "tasks", None) else {}),
+            **({"stages": arm.stages} if getattr(arm, "stages", None) else {})}
 
 
 def provenance(model_dir: Path, task: dict) -> dict:

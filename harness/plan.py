@@ -31,11 +31,14 @@ class Arm:
     base_dir: str
     hash: str = field(default="")
     golden_sets: list = field(default_factory=list)  # absolute paths; every arm is scored on them
-    tasks: dict = field(default_factory=dict)  # an arm spanning tasks (multi_task): {task key: task}
+    tasks: dict = field(default_factory=dict)        # an arm spanning tasks (multi_task): {task key: task}
+    stages: list = field(default_factory=list)       # [{name, params}] resolved; empty: the method's objective
 
     @property
     def slug(self) -> str:
-        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in f"{self.method}-{self.model_key}-{self.task_key}")
+        stages = "+".join(s["name"] for s in self.stages) + "-" if self.stages else ""
+        safe = "".join(c if c.isalnum() or c in "-_." else "-"
+                       for c in f"{stages}{self.method}-{self.model_key}-{self.task_key}")
         return f"{safe}-{self.hash[:8]}"
 
     def to_json(self) -> str:
@@ -55,7 +58,7 @@ def resolved_params(method, arm_spec) -> dict:
 
 def _absolute_task(task: dict, base_dir: Path) -> dict:
     data = dict(task["data"])
-    for split in ("train", "validation", "test"):
+    for split in ("train", "validation", "test", "preference", "preference_test"):
         if data.get(split):
             data[split] = str((base_dir / data[split]).resolve())
     return {**task, "data": data}
@@ -67,9 +70,11 @@ def data_identity(task: dict) -> str:
 
     data = task["data"]
     if data.get("prepared"):
-        return f"prepared:{data['prepared']}"
-    files = [Path(data[s]) for s in ("train", "validation", "test") if data.get(s)]
-    return loaders.fingerprint_files(files)
+        identity = f"prepared:{data['prepared']}"
+    else:
+        identity = loaders.fingerprint_files([Path(data[s]) for s in ("train", "validation", "test") if data.get(s)])
+    pairs = [Path(data[s]) for s in ("preference", "preference_test") if data.get(s)]  # a user's preference pairs
+    return identity + (":" + loaders.fingerprint_files(pairs) if pairs else "")
 
 
 def plan(exp: Experiment) -> list[Arm]:
@@ -81,6 +86,7 @@ def plan(exp: Experiment) -> list[Arm]:
     for spec in exp.arms:
         method = get_method(spec.method)
         params = resolved_params(method, spec)
+        stages = arm_stages(spec)
         for model_key in spec.models:
             model_spec = exp.models[model_key]
             kind = model_spec.kind or models.infer_kind(model_spec.source, base_dir=base)
@@ -88,15 +94,15 @@ def plan(exp: Experiment) -> list[Arm]:
             for task_key, task, tasks in _task_groups(exp, spec, method, base):
                 # budget.seeds: one arm per seed, the seed in its name, budget (so its hash) and run.
                 for seed in exp.budget.seeds or [exp.budget.seed]:
-                    name = spec.name or f"{spec.method} · {model_key}"
+                    name = spec.name or stage_prefix(stages) + f"{spec.method} · {model_key}"
                     if len(exp.tasks) > 1 and not spec.name:
                         name += f" · {task_key}"
                     if exp.budget.seeds:
                         name = seed_name(name, seed)
                     arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
-                              task_key=task_key, task=task, budget=_arm_budget(exp, seed), seed=seed,
+                              task_key=task_key, task=task, budget=_arm_budget(exp, seed, stages), seed=seed,
                               base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
-                              tasks=tasks)
+                              tasks=tasks, stages=stages)
                     arms.append(Arm(**{**asdict(arm), "hash": _content_hash(arm, model_spec.source, base)}))
     _dedupe_names(arms)
     return arms
@@ -112,12 +118,31 @@ def _task_groups(exp: Experiment, spec, method, base: Path):
     return [("+".join(keys), {"type": "multi_task", "data": {}}, tasks)]
 
 
-def _arm_budget(exp: Experiment, seed: int) -> dict:
+def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> dict:
     """The budget one arm runs under: its own seed; the list of seeds is the plan's business, so
-    adding a seed later keeps the arms of the others (and their hashes)."""
+    adding a seed later keeps the arms of the others (and their hashes). The stage budgets only
+    concern (and only enter the hash of) arms with stages."""
     budget = exp.budget.model_dump()
     budget.pop("seeds", None)
+    if not stages:
+        budget.pop("stage_steps", None)
+        budget.pop("alignment", None)
+    else:
+        names = {s["name"] for s in stages}
+        budget["stage_steps"] = {k: v for k, v in budget["stage_steps"].items() if k in names}
     return {**budget, "seed": seed}
+
+
+def arm_stages(spec) -> list[dict]:
+    """The arm's stages resolved with each stage's defaults (harness.stages)."""
+    from harness.stages import normalize_stages
+
+    return normalize_stages(spec.stages)
+
+
+def stage_prefix(stages: list[dict]) -> str:
+    """'sft+dpo ' in front of an arm's display name; nothing for an arm without stages."""
+    return "+".join(s["name"] for s in stages) + " " if stages else ""
 
 
 def _content_hash(arm: Arm, source: str, base: Path) -> str:
@@ -133,6 +158,8 @@ def _content_hash(arm: Arm, source: str, base: Path) -> str:
     if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
         identity["tasks"] = {key: [{k: v for k, v in t.items() if k != "data"}, data_identity(t),
                                    t["data"].get("columns")] for key, t in arm.tasks.items()}
+    if arm.stages:  # only arms with stages: the hashes of all other arms stay as they were
+        identity["stages"] = arm.stages
     if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
         identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -143,7 +170,19 @@ def _dedupe_names(arms: list[Arm]) -> None:
     seen: dict[str, int] = {}
     for arm in arms:
         seen[arm.name] = seen.get(arm.name, 0) + 1
+    stage_text = [_stage_params_text(arm, arms) for arm in arms]  # from the names before any renaming
     for i, arm in enumerate(arms):
         if seen[arm.name] > 1:
-            extra = ", ".join(f"{k}={v}" for k, v in sorted(arm.params.items()))
+            extra = ", ".join(f"{k}={v}" for k, v in sorted(arm.params.items())) + stage_text[i]
             object.__setattr__(arms[i], "name", f"{arm.name} ({extra})")
+
+
+def _stage_params_text(arm: Arm, arms: list[Arm]) -> str:
+    """The stage params in which arms of the same display name differ ('; dpo.beta=0.5')."""
+    def flat(a: Arm) -> dict:
+        return {f"{s['name']}.{k}": v for s in a.stages for k, v in s["params"].items()}
+
+    mine = flat(arm)
+    others = [flat(a) for a in arms if a.name == arm.name and a is not arm]
+    differing = [k for k in sorted(mine) if any(o.get(k) != mine[k] for o in others)]
+    return "".join(f"; {k}={mine[k]}" for k in differing)

@@ -134,7 +134,7 @@ class MlflowTracker:
         run_id = run.info.run_id
         params = {"method": arm.get("method"), "model": arm.get("model"), "model_key": arm.get("model_key"),
                   "model_kind": arm.get("kind"), "task": arm.get("task_key"), "seed": arm.get("seed"),
-                  **{f"param.{k}": v for k, v in (arm.get("params") or {}).items()},
+                  **{f"param.{k}": v for k, v in (arm.get("params") or {}).items()}, **_stage_params(arm),
                   **{f"budget.{k}": v for k, v in self._arm_budget(arm_dir).items()}}
         stamp = _ms(result.finished_at) or int(time.time() * 1000)
         metrics = [Metric(k, float(v), stamp, 0) for k, v in result.metrics.items() if _number(v)]
@@ -309,3 +309,14 @@ def _version() -> str:
     from harness import __version__
 
     return __version__
+
+
+def _stage_params(arm: dict) -> dict:
+    """An arm with stages: `stages` = 'sft+dpo' and each stage's params as stage.<name>.<param>."""
+    stages = arm.get("stages") or []
+    if not stages:
+        return {}
+    out = {"stages": "+".join(s["name"] for s in stages)}
+    for s in stages:
+        out.update({f"stage.{s['name']}.{k}": v for k, v in s["params"].items()})
+    return out

@@ -283,3 +283,18 @@ def describe() -> dict[str, dict]:
     """Direction, unit and kind of every metric, for results.json readers."""
     return {m.name: {"higher_is_better": m.higher_is_better, "unit": m.unit, "kind": m.kind,
                      "description": m.description} for m in METRICS.values()}
+
+# Preference stages (harness.stages, harness.eval.preference): held-out pairs and GRPO samples.
+# No task_types: measured by the stage runner, not computed from predictions by score_items.
+for _name, _hib, _unit, _desc in [
+    ("preference_accuracy", True, "fraction",
+     "held-out pairs where the chosen completion gets the higher length-normalised log-prob"),
+    ("reward_accuracy", True, "fraction",
+     "held-out pairs with a positive DPO implicit reward margin against the model before preference training"),
+    ("reward_margin", True, "nats",
+     "mean DPO implicit reward margin (beta 1) on held-out pairs against the model before preference training"),
+    ("kl_to_reference", False, "nats/token",
+     "mean per-token KL(policy || model before preference training) on held-out chosen completions"),
+    ("grpo_mean_reward", True, "reward", "mean reward of the completions GRPO sampled in training"),
+]:
+    declare(_name, higher_is_better=_hib, unit=_unit, kind="quality", description=_desc)

@@ -1,0 +1,89 @@
+"""Reward functions for GRPO, as plugins: `@register_reward("name")` for built-ins, the
+`harness.rewards` entry-point group for third-party packages. A reward scores one completion
+against what the task knows about its prompt (the target and, for classification, the labels);
+`as_trl(name)` adapts it to TRL's `fn(completions, **columns) -> list[float]`."""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Callable
+
+from harness.errors import HarnessError, did_you_mean
+
+# reward(completion, target, labels) -> float
+Reward = Callable[[str, str, "list[str] | None"], float]
+_REWARDS: dict[str, Reward] = {}
+_loaded = False
+
+
+def register_reward(name: str):
+    def decorate(fn: Reward) -> Reward:
+        if name in _REWARDS and _REWARDS[name] is not fn:
+            raise ValueError(f"reward '{name}' is registered twice")
+        _REWARDS[name] = fn
+        return fn
+
+    return decorate
+
+
+def _answer(completion: str) -> str:
+    """The completion as an answer: first line, trimmed, lower-cased, end punctuation dropped."""
+    lines = completion.strip().splitlines()
+    return (lines[0] if lines else "").strip().strip(".!").strip().lower()
+
+
+@register_reward("label_correct")
+def label_correct(completion: str, target: str, labels=None) -> float:
+    """1 when the answer is the reference label (or reference text), else 0."""
+    return float(_answer(completion) == target.strip().lower())
+
+
+@register_reward("rouge_l")
+def rouge_l(completion: str, target: str, labels=None) -> float:
+    """ROUGE-L F-measure of the completion against the reference (rouge-score, stemmed)."""
+    from rouge_score import rouge_scorer
+
+    return float(rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(target, completion)["rougeL"].fmeasure)
+
+
+@register_reward("format")
+def format_ok(completion: str, target: str, labels=None) -> float:
+    """Classification: 1 when the answer is one of the labels. Generation: 1 when the
+    completion is non-empty and at most twice the reference's length in words."""
+    if labels:
+        return float(_answer(completion) in {label.lower() for label in labels})
+    words = len(completion.split())
+    return float(0 < words <= max(2 * len(target.split()), 1))
+
+
+def _load_all() -> None:
+    global _loaded
+    if not _loaded:
+        _loaded = True
+        for ep in entry_points(group="harness.rewards"):
+            _REWARDS.setdefault(ep.name, ep.load())
+
+
+def get_reward(name: str) -> Reward:
+    _load_all()
+    if name not in _REWARDS:
+        raise HarnessError(f"unknown reward '{name}'", fix=did_you_mean(name, _REWARDS))
+    return _REWARDS[name]
+
+
+def reward_names() -> list[str]:
+    _load_all()
+    return sorted(_REWARDS)
+
+
+def as_trl(name: str):
+    """TRL's reward signature: the dataset's `target` and `labels` columns arrive as lists."""
+    reward = get_reward(name)
+
+    def fn(completions, target, labels=None, **_):
+        texts = [c if isinstance(c, str) else c[-1]["content"] for c in completions]
+        labels = labels or [None] * len(texts)
+        return [reward(text, t, lab) for text, t, lab in zip(texts, target, labels)]
+
+    fn.__name__ = name  # TRL logs rewards/<name>/mean
+    return fn
