@@ -5,25 +5,17 @@ against what the task knows about its prompt (the target and, for classification
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import Callable
 
-from harness.errors import HarnessError, did_you_mean
+from harness.plugins import Registry
 
 # reward(completion, target, labels) -> float
 Reward = Callable[[str, str, "list[str] | None"], float]
-_REWARDS: dict[str, Reward] = {}
-_loaded = False
+REWARDS = Registry("reward", "harness.rewards")
 
 
 def register_reward(name: str):
-    def decorate(fn: Reward) -> Reward:
-        if name in _REWARDS and _REWARDS[name] is not fn:
-            raise ValueError(f"reward '{name}' is registered twice")
-        _REWARDS[name] = fn
-        return fn
-
-    return decorate
+    return REWARDS.register(name)
 
 
 def _answer(completion: str) -> str:
@@ -56,24 +48,12 @@ def format_ok(completion: str, target: str, labels=None) -> float:
     return float(0 < words <= max(2 * len(target.split()), 1))
 
 
-def _load_all() -> None:
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        for ep in entry_points(group="harness.rewards"):
-            _REWARDS.setdefault(ep.name, ep.load())
-
-
 def get_reward(name: str) -> Reward:
-    _load_all()
-    if name not in _REWARDS:
-        raise HarnessError(f"unknown reward '{name}'", fix=did_you_mean(name, _REWARDS))
-    return _REWARDS[name]
+    return REWARDS.get(name)
 
 
 def reward_names() -> list[str]:
-    _load_all()
-    return sorted(_REWARDS)
+    return REWARDS.names()
 
 
 def as_trl(name: str):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
+from harness import plugins
 from harness.budget import example_order
 from harness.cli import app
 from harness.config import load_experiment
@@ -44,9 +45,9 @@ def test_entry_point_methods_are_loaded(monkeypatch):
         def load(self):
             return Plugin
 
-    monkeypatch.setattr(registry, "_loaded", False)
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
-    monkeypatch.setattr(registry, "entry_points", lambda group: [FakeEntryPoint()] if group == "harness.methods" else [])
+    monkeypatch.setattr(registry.METHODS, "loaded", False)
+    monkeypatch.setattr(registry.METHODS, "entries", dict(registry.METHODS.entries))
+    monkeypatch.setattr(plugins, "entry_points", lambda group: [FakeEntryPoint()] if group == "harness.methods" else [])
     assert "my_plugin" in method_names()
     assert isinstance(get_method("my_plugin"), Plugin)
 

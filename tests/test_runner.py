@@ -108,8 +108,8 @@ def test_hard_crash_of_an_arm_process_is_recorded(write_experiment, tmp_path, mo
     monkeypatch.syspath_prepend(str(site))
     from harness.methods import registry
 
-    monkeypatch.setattr(registry, "_loaded", False)
-    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    monkeypatch.setattr(registry.METHODS, "loaded", False)
+    monkeypatch.setattr(registry.METHODS, "entries", dict(registry.METHODS.entries))
     path = write_experiment([{"method": "crash", "model": "llama"}, {"method": "zero_shot", "model": "llama"}])
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 1, result.output

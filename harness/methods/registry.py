@@ -3,11 +3,9 @@ for third-party packages. Unknown names fail with "did you mean"."""
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import entry_points
 from typing import Any, ClassVar
 
-from harness.errors import HarnessError, did_you_mean
+from harness.plugins import Registry
 
 # Built-in method modules, imported lazily so `harness methods` and `validate` stay fast.
 BUILTIN_MODULES = [
@@ -24,8 +22,7 @@ BUILTIN_MODULES = [
     "harness.methods.multi_task",
 ]
 
-_REGISTRY: dict[str, type[Method]] = {}
-_loaded = False
+METHODS = Registry("method", "harness.methods", BUILTIN_MODULES)
 
 
 class ArmContext:
@@ -80,36 +77,12 @@ class Method:
 
 
 def register(name: str):
-    def decorate(cls: type[Method]) -> type[Method]:
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"method '{name}' is registered twice ({_REGISTRY[name].__module__} and {cls.__module__})")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group="harness.methods"):
-        cls = ep.load()
-        if ep.name not in _REGISTRY:
-            register(ep.name)(cls)
+    return METHODS.register(name)
 
 
 def get_method(name: str) -> Method:
-    _load_all()
-    if name not in _REGISTRY:
-        raise HarnessError(f"unknown method '{name}'", fix=did_you_mean(name, _REGISTRY))
-    return _REGISTRY[name]()
+    return METHODS.get(name)()
 
 
 def method_names() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
+    return METHODS.names()

@@ -8,18 +8,15 @@ methods, a stage declares every parameter it accepts in `defaults` (its `lr` inc
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from harness.budget import Consumed
-from harness.errors import HarnessError, did_you_mean
+from harness.plugins import Registry
 
 BUILTIN_MODULES = ["harness.stages.sft", "harness.stages.dpo", "harness.stages.orpo", "harness.stages.grpo"]
-_REGISTRY: dict[str, type["Stage"]] = {}
-_loaded = False
+STAGES = Registry("stage", "harness.stages", BUILTIN_MODULES)
 
 
 @dataclass
@@ -65,38 +62,15 @@ class Stage:
 
 
 def register_stage(name: str):
-    def decorate(cls):
-        if name in _REGISTRY and _REGISTRY[name] is not cls:
-            raise ValueError(f"stage '{name}' is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return decorate
-
-
-def _load_all() -> None:
-    global _loaded
-    if _loaded:
-        return
-    _loaded = True
-    for module in BUILTIN_MODULES:
-        importlib.import_module(module)
-    for ep in entry_points(group="harness.stages"):
-        if ep.name not in _REGISTRY:
-            register_stage(ep.name)(ep.load())
+    return STAGES.register(name)
 
 
 def get_stage(name: str) -> Stage:
-    _load_all()
-    if name not in _REGISTRY:
-        raise HarnessError(f"unknown stage '{name}'", fix=did_you_mean(name, _REGISTRY))
-    return _REGISTRY[name]()
+    return STAGES.get(name)()
 
 
 def stage_names() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
+    return STAGES.names()
 
 
 def normalize_stages(spec: list | None) -> list[dict]:
