@@ -54,8 +54,18 @@ def _model_kind(exp, key, spec, fail) -> str:
     return kind
 
 
+def _existing_file_columns(exp, loc, rel: str, fmt, what: str, fail):
+    """(path, its columns) of a file named relative to the experiment; fails when it is missing."""
+    from harness.data import loaders
+
+    path = exp.base_dir / rel
+    if not path.is_file():
+        fail(loc, f"{what} file not found: {path}", "paths are relative to the experiment file")
+    return path, loaders.peek_columns(path, fmt=fmt)
+
+
 def _check_task(exp, key, task, fail) -> None:
-    from harness.data import loaders, prepared
+    from harness.data import prepared
 
     data = task.data
     required = REQUIRED_FIELDS[task.type]
@@ -68,11 +78,7 @@ def _check_task(exp, key, task, fail) -> None:
         rel = getattr(data, split)
         if rel is None:
             continue
-        path = exp.base_dir / rel
-        if not path.is_file():
-            fail(("tasks", key, "data", split), f"data file not found: {path}",
-                 "paths are relative to the experiment file")
-        columns = loaders.peek_columns(path, fmt=data.format)
+        path, columns = _existing_file_columns(exp, ("tasks", key, "data", split), rel, data.format, "data", fail)
         for field in required:
             column = data.columns.get(field, field)
             if column not in columns:
@@ -149,18 +155,13 @@ def _check_stage_budget(exp, fail) -> None:
 
 def _check_preference_files(exp, key, task, fail) -> None:
     """data.preference / data.preference_test: JSONL files with prompt, chosen and rejected."""
-    from harness.data import loaders
     from harness.data.preference import PAIR_FIELDS
 
     for split in ("preference", "preference_test"):
         rel = getattr(task.data, split)
         if rel is None:
             continue
-        path = exp.base_dir / rel
-        if not path.is_file():
-            fail(("tasks", key, "data", split), f"preference file not found: {path}",
-                 "paths are relative to the experiment file")
-        columns = loaders.peek_columns(path, fmt="jsonl")
+        path, columns = _existing_file_columns(exp, ("tasks", key, "data", split), rel, "jsonl", "preference", fail)
         for field in PAIR_FIELDS:
             if field not in columns:
                 fail(("tasks", key, "data", split), f"field '{field}' is not in {path.name}, which has: "
