@@ -60,6 +60,10 @@ def execute_arm(arm, out_dir: Path):
     ctx_args = dict(kind=kind, task_type=task["type"], device="cuda" if torch.cuda.is_available() else "cpu",
                     seed=arm.seed, num_labels=len(labels) if labels else None)
     probe = ArmContext(model_type="", **ctx_args)
+    # A new head (an encoder's classifier) is initialised inside from_pretrained, from torch's
+    # global generator, which torch seeds at random in every process: seed it, or the same arm
+    # (same hash) trains from a different head each run.
+    seed_everything(arm.seed)
     head = encoder_head(kind, task["type"])
     labelled = bool(head and head.labelled)
     model = models.load_model(

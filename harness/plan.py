@@ -14,7 +14,8 @@ from pathlib import Path
 from harness.config import Experiment
 from harness.eval.compare import seed_name
 
-HASH_VERSION = 1  # bump when the meaning of a result changes, to invalidate old results
+HASH_VERSION = 2  # bump when the meaning of a result changes, to invalidate old results
+# 2: encoder heads are initialised from the arm's seed (before, from a per-process random seed)
 
 
 @dataclass(frozen=True)

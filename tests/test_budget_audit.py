@@ -59,3 +59,19 @@ def test_an_arm_stopped_by_time_limit_is_flagged(write_experiment, tmp_path):
     text = console.export_text()
     flagged = [line for line in text.splitlines() if "⚑" in line]
     assert any("full_ft" in line for line in flagged) and not any("zero_shot" in line for line in flagged)
+
+
+def test_an_encoder_head_arm_gives_the_same_result_whatever_the_global_generator(write_experiment, tmp_path):
+    """The classifier head is created inside from_pretrained; torch seeds its global generator at
+    random per process, so without seeding before the load the same arm differed run to run."""
+    import torch
+
+    path = write_experiment([{"method": "full_ft", "model": "bert"}], budget={"max_steps": 2})
+    arm = plan(load_experiment(path))[0]
+    runs = []
+    for i, generator_seed in enumerate((1, 12345)):
+        torch.manual_seed(generator_seed)
+        result = execute_arm(arm, tmp_path / f"run{i}")
+        probs = [json.loads(line)["probs"] for line in (tmp_path / f"run{i}" / "predictions.jsonl").read_text().splitlines()]
+        runs.append((result.curves["train_loss"], probs))
+    assert runs[0] == runs[1]
