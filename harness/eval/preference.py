@@ -14,7 +14,7 @@ import contextlib
 
 import torch
 
-from harness.eval.likelihood import IGNORE
+from harness.eval.likelihood import shifted_logprobs
 
 
 class PreferenceProbe:
@@ -57,19 +57,8 @@ class PreferenceProbe:
     @staticmethod
     def _logprobs(model, batch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(log-softmax over the vocabulary, targets, target mask) at the positions that predict a
-        completion token in some row: only those get the LM head (logits_to_keep, as in
-        harness.eval.likelihood), so a 49k vocabulary costs memory for a few positions only."""
-        from harness.eval.likelihood import _prompt_learning
-
-        ids, targets = batch["input_ids"], batch["labels"][:, 1:]
-        mask = targets != IGNORE
-        needed = mask.any(0).nonzero().squeeze(-1)
-        if len(needed) and not _prompt_learning(model):
-            logits = model(input_ids=ids, attention_mask=batch["attention_mask"], logits_to_keep=needed).logits
-            if logits.shape[1] == len(needed):
-                return logits.float().log_softmax(-1), targets[:, needed], mask[:, needed]
-        logits = model(input_ids=ids, attention_mask=batch["attention_mask"]).logits
-        return logits[:, -ids.shape[1]:][:, :-1].float().log_softmax(-1), targets, mask
+        completion token in some row: only those get the LM head, as in all of harness.eval."""
+        return shifted_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["labels"])
 
     def measure(self, model) -> dict[str, float | None]:
         model.eval()
