@@ -13,6 +13,8 @@ from pathlib import Path
 
 from harness.config import Experiment
 from harness.eval.compare import seed_name
+from harness.eval import precision
+from harness.eval.scoring_rule import ScoringRule, decides_arm
 
 HASH_VERSION = 2  # bump when the meaning of a result changes, to invalidate old results
 # 2: encoder heads are initialised from the arm's seed (before, from a per-process random seed)
@@ -131,6 +133,7 @@ def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> dict:
     else:
         names = {s["name"] for s in stages}
         budget["stage_steps"] = {k: v for k, v in budget["stage_steps"].items() if k in names}
+    budget["eval_precision"] = precision.resolve(budget.get("eval_precision", "auto"))  # auto: this machine's
     return {**budget, "seed": seed}
 
 
@@ -153,17 +156,30 @@ def _content_hash(arm: Arm, source: str, base: Path) -> str:
         "v": HASH_VERSION, "method": arm.method, "params": arm.params,
         "model": models.model_fingerprint(source, base_dir=base),
         "model_options": {k: arm.model[k] for k in ("dtype", "kind", "trust_remote_code")},
-        "task": {k: v for k, v in arm.task.items() if k != "data"}, "data": data_identity(arm.task),
-        "columns": arm.task["data"].get("columns"), "budget": arm.budget,
+        "task": _task_identity(arm.task), "data": data_identity(arm.task),
+        "columns": arm.task["data"].get("columns"), "budget": _budget_identity(arm.budget),
     }
     if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
-        identity["tasks"] = {key: [{k: v for k, v in t.items() if k != "data"}, data_identity(t),
+        identity["tasks"] = {key: [_task_identity(t), data_identity(t),
                                    t["data"].get("columns")] for key, t in arm.tasks.items()}
+    if decides_arm(arm.model["kind"], arm.task, bool(arm.golden_sets)):  # decoder label scoring only
+        identity["label_scoring"] = ScoringRule.of_task(arm.task).as_dict()
     if arm.stages:  # only arms with stages: the hashes of all other arms stay as they were
         identity["stages"] = arm.stages
     if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
         identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _task_identity(task: dict) -> dict:
+    # The scoring rule enters only the hashes of arms it can change (decides_arm), so adding it
+    # to the schema kept every other arm's hash.
+    return {k: v for k, v in task.items() if k not in ("data", "label_scoring")}
+
+
+def _budget_identity(budget: dict) -> dict:
+    # fp32 evaluation is what every result before budget.eval_precision was: those keep their hash.
+    return {k: v for k, v in budget.items() if not (k == "eval_precision" and v == "fp32")}
 
 
 def _dedupe_names(arms: list[Arm]) -> None:
