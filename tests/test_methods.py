@@ -135,7 +135,7 @@ def predict_again(model, model_dir: Path, planned, tiny_data, kind: str) -> list
     tok = models.load_tokenizer(model_dir)
     _, test, task = load_task(planned.task, planned.budget)
     predictor = predict.make_predictor(model, tok, kind=kind, task=task, budget=planned.budget, shots=[])
-    rows, _ = predict.run_predictions(predictor, test, task, batch_size=4, latency_examples=0)
+    rows, _, _ = predict.run_predictions(predictor, test, task, batch_size=4, latency_examples=0)
     return rows
 
 
