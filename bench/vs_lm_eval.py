@@ -145,6 +145,11 @@ def main() -> int:
         worker(args.worker, args.items_file, args.out, args.threads, args.batch_size)
         return 0
 
+    try:
+        import lm_eval  # noqa: F401
+    except ImportError:
+        print("lm-eval is not installed: pip install -c constraints.txt \".[bench]\" (lm-eval[hf]==0.4.13)")
+        return 2
     items = Path(tempfile.mkdtemp()) / "items.json"
     payload = write_items(args.items, args.rule, items)
     runs: dict[str, list[dict]] = {"harness": [], "lm-eval": []}

@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from harness.paths import atomic_write_text, cache_dir
 
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "config.json")
+# The files a measurement of the folder's model depends on: weights, config, tokenizer.
+MODEL_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "config.json", "tokenizer*", "*.jinja", "vocab*", "merges.txt")
 
 
 def text_fingerprint(parts: list[str] | str) -> str:
@@ -30,16 +31,16 @@ def text_fingerprint(parts: list[str] | str) -> str:
 
 def model_identity(source: str, model_dir: Path, model, *, base_dir: Path | None, precision: str) -> dict:
     """What a base measurement depends on about the model: the source's fingerprint (package
-    version or config), the weight files (name, size, modification time: a model rewritten in
-    place measures again), how it was loaded (dtype, quantisation) and the evaluation precision."""
+    version or config), the weight and tokenizer files (name, size, modification time: a model
+    rewritten in place measures again), how it was loaded (dtype, quantisation) and the evaluation precision."""
     from harness import models
 
-    files = sorted({f for pattern in WEIGHT_PATTERNS for f in Path(model_dir).glob(pattern) if f.is_file()})
+    files = sorted({f for pattern in MODEL_FILE_PATTERNS for f in Path(model_dir).glob(pattern) if f.is_file()})
     quantization = getattr(model.config, "quantization_config", None)
     if quantization is not None and hasattr(quantization, "to_dict"):
         quantization = quantization.to_dict()
     return {"fingerprint": models.model_fingerprint(source, base_dir=base_dir),
-            "weights": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+            "files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files],
             "class": type(model).__name__, "dtype": str(next(model.parameters()).dtype),
             "quantization": quantization, "precision": precision}
 

@@ -94,9 +94,7 @@ class Forgetting:
             return cls(source, passages, passage_losses(model, tokenizer, passages))
         from harness.eval import base_cache
 
-        key = {"model": model_identity, "text": base_cache.text_fingerprint(passages), "max_tokens": PASSAGE_TOKENS,
-               "tokenizer": base_cache.text_fingerprint(tokenizer.backend_tokenizer.to_str())
-               if hasattr(tokenizer, "backend_tokenizer") else type(tokenizer).__name__}
+        key = {"model": model_identity, "text": base_cache.text_fingerprint(passages), "max_tokens": PASSAGE_TOKENS}
         rows, reused = base_cache.cached("forgetting_before", key,
                                          lambda: passage_losses(model, tokenizer, passages).tolist())
         return cls(source, passages, np.array(rows, dtype=float).reshape(-1, 2), before_reused=reused)
