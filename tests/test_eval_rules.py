@@ -212,3 +212,24 @@ def test_a_measurement_is_contended_when_the_load_or_other_processes_exceed_the_
     window = machine_load.LoadWindow()
     window.wall, window.others = 10.0, others * 10.0
     assert window.conditions()["contended"] is contended
+
+
+def test_report_and_mlflow_say_how_an_arm_was_evaluated_and_when_its_cost_was_contended():
+    from harness.report.view import evaluation_notes
+    from harness.results import ArmResult
+    from harness.tracking import _evaluation_params
+
+    rule = ScoringRule(end_of_turn=True, normalize="chars")
+    provenance = {"label_scoring": {**rule.as_dict(), "text": rule.describe()}, "eval_precision": "bf16"}
+    busy = {"load_avg_1m": 7.5, "cpu_count": 2, "other_cores_in_use": 1.4, "contended": True}
+    arm = {"provenance": provenance, "metrics_detail": {"cost_conditions": busy}}
+    notes = evaluation_notes(arm)
+    assert notes["evaluation"] == "label + end-of-turn, log-prob per character · bf16"
+    assert "load 7.5 on 2 CPUs" in notes["contended"]
+    quiet = evaluation_notes({"provenance": {"eval_precision": "fp32"},
+                              "metrics_detail": {"cost_conditions": {**busy, "contended": False}}})
+    assert quiet == {"evaluation": "fp32", "contended": None}
+    result = ArmResult(arm={}, status="ok", provenance=provenance, metrics_detail={"cost_conditions": busy})
+    params = _evaluation_params(result)
+    assert params == {"label_scoring.end_of_turn": True, "label_scoring.normalize": "chars", "eval_precision": "bf16",
+                      "cost.contended": True, "cost.load_avg_1m": 7.5}
