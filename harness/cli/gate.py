@@ -14,8 +14,8 @@ PASS, REGRESSION = 0, 1
 def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, arm: str | None,
              baseline_arm: str | None, max_drop: float, alpha: float, junit: Path | None,
              markdown: Path | None, record: bool, mlflow_uri: str | None, json_out: Path | None = None) -> int:
-    from harness import gate
-    from harness.eval.golden import load_golden
+    from harness.golden import gate, outputs
+    from harness.golden.schema import load_golden
     from harness.paths import atomic_write_text
 
     if not 0 <= max_drop <= 1:
@@ -41,21 +41,21 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
     cand_side = gate.resolve_side(candidate, golden_set, arm=arm, role="candidate")
     verdict = gate.compare(golden_set, cand_side, base_side, max_drop=max_drop, alpha=alpha)
 
-    for i, line in enumerate(gate.console_lines(verdict)):
+    for i, line in enumerate(outputs.console_lines(verdict)):
         colour = ("green" if verdict["passed"] else "red") if i == 0 else "default"
         out.print(f"[{colour}]{line}[/]", highlight=False, soft_wrap=True)
     if junit:
-        atomic_write_text(junit, gate.to_junit(verdict))
+        atomic_write_text(junit, outputs.to_junit(verdict))
         out.print(f"junit: {junit}")
     if markdown:
-        atomic_write_text(markdown, gate.to_markdown(verdict))
+        atomic_write_text(markdown, outputs.to_markdown(verdict))
         out.print(f"markdown: {markdown}")
     if json_out:
         atomic_write_text(json_out, json.dumps(verdict, indent=2, ensure_ascii=False) + "\n")
         out.print(f"verdict: {json_out}")
     uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
-        run_id = gate.log_verdict_to_mlflow(verdict, uri)
+        run_id = outputs.log_verdict_to_mlflow(verdict, uri)
         out.print(f"mlflow run: {run_id}" if run_id else "[yellow]could not log the verdict to MLflow[/] (the gate stands)")
     if record:
         if verdict["passed"]:

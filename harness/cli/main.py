@@ -40,9 +40,9 @@ def user_errors(fn):
 @user_errors
 def validate(file: Path, set_: SetOption = None):
     """Check an experiment file (schema, methods, models, data files and columns) or a golden set."""
-    from harness.config import load_experiment
-    from harness.eval.golden import is_golden_file, load_golden
-    from harness.plan import plan
+    from harness.config.load import load_experiment
+    from harness.golden.schema import is_golden_file, load_golden
+    from harness.planning.plan import plan
 
     if is_golden_file(file):
         golden = load_golden(file)
@@ -60,8 +60,8 @@ def validate(file: Path, set_: SetOption = None):
 def plan_command(file: Path, set_: SetOption = None):
     """Per arm, before spending: trainable/total parameters and a training-memory estimate
     (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded."""
-    from harness.config import load_experiment
-    from harness.estimate import config_notes, estimate_arms, plan_table
+    from harness.config.load import load_experiment
+    from harness.planning.estimate import config_notes, estimate_arms, plan_table
 
     experiment = load_experiment(file, set_)
     estimates = estimate_arms(experiment)
@@ -77,10 +77,10 @@ def run(file: Path, set_: SetOption = None,
         only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
         track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True):
     """Train and evaluate every arm of an experiment; write results.json and the report."""
-    from harness.config import load_experiment
-    from harness.plan import plan
+    from harness.config.load import load_experiment
+    from harness.planning.plan import plan
     from harness.report.console import print_results
-    from harness.runner import Runner
+    from harness.execution.runner import Runner
 
     experiment = load_experiment(file, set_)
     arms = plan(experiment)
@@ -96,7 +96,7 @@ def run(file: Path, set_: SetOption = None,
         raise typer.Exit(130) from None
     results = json.loads((run_dir / "results.json").read_text())
     print_results(results, out)
-    from harness.eval.golden import print_golden_summary
+    from harness.golden.summary import print_golden_summary
 
     print_golden_summary(results, out)
     out.print(f"results: {run_dir / 'results.json'}")
@@ -110,7 +110,7 @@ def _tracker(experiment, track: bool = True):
     """MLflow tracking unless `--no-track` or `tracking: {enabled: false}`; see harness/tracking.py."""
     if not track or not experiment.tracking.enabled:
         return None
-    from harness.tracking import MlflowTracker
+    from harness.tracking.mlflow_tracker import MlflowTracker
 
     return MlflowTracker(uri=experiment.tracking.uri, experiment_name=experiment.tracking.experiment_name)
 
@@ -122,7 +122,7 @@ def ui(port: Annotated[int, typer.Option(help="port to listen on")] = 5000,
        uri: Annotated[Optional[str], typer.Option(help="tracking store (default $MLFLOW_TRACKING_URI, "
                                                       "else ./mlflow.db)")] = None):
     """Open the MLflow UI on the tracking store `harness run` logs to; Ctrl-C stops it."""
-    from harness.mlflow_ui import serve
+    from harness.tracking.ui import serve
 
     serve(uri, host, port, echo=out.print)
 
@@ -141,18 +141,29 @@ def _write_html_report(run_dir: Path) -> None:
 @app.command("methods")
 @user_errors
 def list_methods():
-    """List the registered methods, what they apply to, and their defaults."""
-    from rich.table import Table
-
+    """List the registered methods, what they apply to, and every parameter (type, bounds,
+    default, description) from each method's Params model."""
     from harness.methods import get_method, method_names
 
-    table = Table("method", "applies to", "trained by", "defaults", "description")
-    for name in method_names():
-        m = get_method(name)
-        trained = ", ".join(f"{k}: {v}" for k, v in m.objective.items())
-        table.add_row(name, ", ".join(sorted(m.applies_to)), trained,
-                      ", ".join(f"{k}={v}" for k, v in m.defaults.items()) or "–", m.description)
-    out.print(table)
+    out.print(_plugin_table("method", [get_method(name) for name in method_names()],
+                            lambda m: ", ".join(f"{k}: {v}" for k, v in m.objective.items())))
+
+
+def _plugin_table(kind: str, plugins: list, trained_by):
+    """One row per plugin, then one indented row per parameter of its Params model. Every text
+    goes in as plain text (rich markup off), since plugins may come from other packages."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from harness.plugins import param_rows
+
+    table = Table(kind, "applies to", "trained by", "parameter", "type", "default", "description")
+    for plugin in plugins:
+        table.add_row(Text(plugin.name, style="bold"), Text(", ".join(sorted(plugin.applies_to))),
+                      Text(trained_by(plugin)), "", "", "", Text(plugin.description))
+        for name, kind_text, default, description in param_rows(plugin.Params):
+            table.add_row("", "", "", Text(name), Text(kind_text), Text(default), Text(description))
+    return table
 
 
 @app.command("stages")
@@ -160,19 +171,15 @@ def list_methods():
 def list_stages():
     """List the post-training stages (an arm's `stages:`) with their defaults, and the GRPO rewards."""
     from rich.table import Table
+    from rich.text import Text
 
-    from harness.rewards import get_reward, reward_names
     from harness.stages import get_stage, stage_names
+    from harness.stages.rewards import get_reward, reward_names
 
-    table = Table("stage", "applies to", "defaults", "description")
-    for name in stage_names():
-        s = get_stage(name)
-        table.add_row(name, ", ".join(sorted(s.applies_to)), ", ".join(f"{k}={v}" for k, v in s.defaults.items()),
-                      s.description)
-    out.print(table)
+    out.print(_plugin_table("stage", [get_stage(name) for name in stage_names()], lambda s: ""))
     rewards = Table("reward (grpo rewards:)", "description")
     for name in reward_names():
-        rewards.add_row(name, " ".join((get_reward(name).__doc__ or "").split()))
+        rewards.add_row(name, Text(get_reward(name).description))
     out.print(rewards)
 
 
@@ -225,7 +232,7 @@ def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
          record: Annotated[bool, typer.Option(help="store the candidate's results as the set's baseline when it passes")] = False,
          mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="log the verdict to this MLflow tracking URI")] = None):
     """Fail the build when a candidate regresses on a golden set: exit 0 pass, 1 regression, 2 usage error."""
-    from harness.gate_cli import run_gate
+    from harness.cli.gate import run_gate
 
     code = user_errors(run_gate)(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
                                  baseline_arm=baseline_arm, max_drop=max_drop, alpha=alpha, junit=junit,

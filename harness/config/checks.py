@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.config import Experiment, KeyLines
-from harness.errors import HarnessError, did_you_mean
+from pydantic import BaseModel, ValidationError
 
-REQUIRED_FIELDS = {"classification": ("text", "label"), "generation": ("text", "reference"),
-                   "token_classification": ("tokens", "tags"),
-                   "extractive_qa": ("question", "context", "answer", "answer_start")}
+from harness.config.schema import Experiment
+from harness.config.yamlfile import KeyLines, dotted, schema_error
+from harness.errors import HarnessError, did_you_mean
+from harness.tasks import task_type
+
 
 
 def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
@@ -18,8 +19,6 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
     lines = lines or KeyLines(Path(file).read_text() if file else "")
 
     def fail(loc: tuple, message: str, fix: str | None = None):
-        from harness.config import dotted
-
         raise HarnessError(message, file=file, line=lines.line(loc), key=dotted(loc), fix=fix)
 
     kinds = {key: _model_kind(exp, key, spec, fail) for key, spec in exp.models.items()}
@@ -27,14 +26,14 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
         _check_task(exp, key, task, fail)
         _check_preference_files(exp, key, task, fail)
     for i, arm in enumerate(exp.arms):
-        _check_arm(exp, i, arm, kinds, fail)
-        _check_stages(i, arm, kinds, fail)
+        _check_arm(exp, i, arm, kinds, fail, lines, file)
+        _check_stages(i, arm, kinds, fail, lines, file)
     _check_stage_budget(exp, fail)
     for i, golden in enumerate(exp.golden_sets):
         if not (exp.base_dir / golden).is_file():
             fail(("golden_sets", i), f"golden set not found: {golden}",
                  "paths are relative to the experiment file")
-        from harness.eval.golden import load_golden
+        from harness.golden.schema import load_golden
 
         load_golden(exp.base_dir / golden)  # its own schema errors name the golden file
 
@@ -68,7 +67,7 @@ def _check_task(exp, key, task, fail) -> None:
     from harness.data import prepared
 
     data = task.data
-    required = REQUIRED_FIELDS[task.type]
+    required = task_type(task.type).fields
     if data.prepared is not None:
         if data.prepared not in prepared.PREPARED:
             fail(("tasks", key, "data", "prepared"), f"unknown prepared dataset '{data.prepared}'",
@@ -87,7 +86,7 @@ def _check_task(exp, key, task, fail) -> None:
                      f"map it with `columns: {{{field}: <column>}}`; " + did_you_mean(column, columns))
 
 
-def _check_arm(exp, i, arm, kinds, fail) -> None:
+def _check_arm(exp, i, arm, kinds, fail, lines, file) -> None:
     from harness.methods import get_method
 
     try:
@@ -104,17 +103,17 @@ def _check_arm(exp, i, arm, kinds, fail) -> None:
     for task in arm.tasks or []:
         if task not in exp.tasks:
             fail(("arms", i, "task"), f"unknown task '{task}'", did_you_mean(task, exp.tasks))
-    accepted = set(method.defaults)
-    for param in arm.params:
-        if param not in accepted:
-            fail(("arms", i, "params", param), f"method '{arm.method}' has no parameter '{param}'",
-                 did_you_mean(param, accepted) if accepted else "it takes no parameters")
+    accepted = set(method.Params.model_fields)
     if arm.lr is not None and "lr" not in accepted:
         fail(("arms", i, "lr"), f"method '{arm.method}' trains nothing, so it takes no learning rate",
              "remove `lr:`")
+    if not accepted and arm.params:
+        fail(("arms", i, "params"), f"method '{arm.method}' takes no parameters", "remove `params:`")
+    check_params(method.Params, arm.params, ("arms", i, "params"), lines, file,
+                 context={"tasks": arm.tasks or list(exp.tasks), "kind": kinds.get(arm.models[0])})
 
 
-def _check_stages(i, arm, kinds, fail) -> None:
+def _check_stages(i, arm, kinds, fail, lines, file) -> None:
     """Stage names (did you mean), their params, and the model kinds they apply to."""
     from harness.methods import get_method
     from harness.stages import get_stage
@@ -130,18 +129,22 @@ def _check_stages(i, arm, kinds, fail) -> None:
             stage = get_stage(name)
         except HarnessError as err:
             fail(("arms", i, "stages", j), err.bare, err.fix)
-        for param in params or {}:
-            if param not in stage.defaults:
-                fail(("arms", i, "stages", j, name, param), f"stage '{name}' has no parameter '{param}'",
-                     did_you_mean(param, stage.defaults))
+        check_params(stage.Params, params, ("arms", i, "stages", j, name), lines, file, listing="harness stages")
         for model in arm.models:
             if kinds.get(model) not in stage.applies_to:
                 fail(("arms", i, "stages", j), f"stage '{name}' does not apply to '{model}' (a {kinds.get(model)})",
                      f"it applies to: {', '.join(sorted(stage.applies_to))}")
-        try:
-            stage.check({**stage.defaults, **(params or {})})
-        except HarnessError as err:
-            fail(("arms", i, "stages", j, name), err.bare, err.fix)
+
+
+def check_params(model: type[BaseModel], params: dict | None, loc: tuple, lines: KeyLines, file: str | None,
+                 context: dict | None = None, listing: str = "harness methods") -> None:
+    """A plugin's params against its Params model: unknown key (did you mean), wrong type, out of
+    range, a per-task key naming a task the arm doesn't have; one sentence with the YAML line."""
+    try:
+        model.model_validate(params or {}, context=context)
+    except ValidationError as err:
+        raise schema_error(err, lines, file, root=model, prefix=loc,
+                           fix=f"`{listing}` lists every parameter with its type and range") from None
 
 
 def _check_stage_budget(exp, fail) -> None:

@@ -1,8 +1,7 @@
-"""The experiment schema (pydantic) and load_experiment(path) -> Experiment.
+"""The experiment schema (pydantic): structure, types and bounds of every key.
 
-Structural checks live in the schema (unknown keys, wrong types); checks that need the outside
-world (method registry, files, columns, model kinds) live in `check_experiment`, so every error
-a user can cause comes out as one sentence naming the file, the line, the key path and the fix.
+Checks that need the outside world (method registry, files, columns, model kinds) live in
+harness.config.checks; reading YAML with line numbers in harness.config.yamlfile.
 """
 
 from __future__ import annotations
@@ -10,10 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
-from harness.errors import HarnessError
 
 
 class Strict(BaseModel):
@@ -173,151 +170,3 @@ class Experiment(Strict):
     @property
     def base_dir(self) -> Path:
         return Path(self.source_file).resolve().parent if self.source_file else Path.cwd()
-
-
-# ---------------------------------------------------------------- loading with clear errors
-
-def read_yaml_mapping(path: str | Path, *, what: str, keys: str) -> tuple[dict, str]:
-    """(parsed mapping, its text) of a YAML file, or one HarnessError naming the file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"{what} not found: {path}", fix="check the path")
-    text = path.read_text(encoding="utf-8")
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise HarnessError(f"is not valid YAML ({getattr(err, 'problem', err)})", file=str(path),
-                           line=mark.line + 1 if mark else None, fix="fix the YAML syntax") from None
-    if not isinstance(raw, dict):
-        raise HarnessError(f"must be a mapping with {keys}", file=str(path))
-    return raw, text
-
-
-def load_experiment(path: str | Path, overrides: list[str] | None = None, *, check: bool = True) -> Experiment:
-    """Read, override (--set), validate and check an experiment file. Raises HarnessError."""
-    path = Path(path)
-    raw, text = read_yaml_mapping(path, what="experiment file", keys="name, tasks, models, budget and arms")
-    for item in overrides or []:
-        apply_override(raw, item, file=str(path))
-    try:
-        experiment = Experiment.model_validate({**raw, "source_file": str(path)})
-    except ValidationError as err:
-        raise schema_error(err, text, str(path)) from None
-    if check:
-        from harness.checks import check_experiment  # the world-facing checks (registry, files)
-
-        check_experiment(experiment, lines=KeyLines(text))
-    return experiment
-
-
-def apply_override(raw: dict, item: str, *, file: str) -> None:
-    """--set budget.max_steps=10, --set arms.0.lr=1e-4: the value is parsed as YAML."""
-    if "=" not in item:
-        raise HarnessError(f"--set {item!r} has no '='", fix="write --set key.path=value")
-    key, value = item.split("=", 1)
-    parts = key.strip().split(".")
-    node: Any = raw
-    for i, part in enumerate(parts):
-        last = i == len(parts) - 1
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise HarnessError(f"--set {key}: '{part}' is not an index of a {len(node)}-item list",
-                                   file=file, fix="use a number from 0")
-            part = int(part)
-        elif not isinstance(node, dict):
-            raise HarnessError(f"--set {key}: '{'.'.join(parts[:i])}' is not a mapping", file=file)
-        if last:
-            node[part] = yaml.safe_load(value)
-        else:
-            if isinstance(node, dict) and part not in node:
-                node[part] = {}
-            node = node[part]
-
-
-def schema_error(err: ValidationError, text: str, file: str, root: type[BaseModel] | None = None) -> HarnessError:
-    """The first pydantic error as one sentence with line, key path and fix. `root` is the
-    schema that was validated (Experiment unless said), for did-you-mean on unknown keys."""
-    first = err.errors()[0]
-    loc = [p for p in first["loc"] if p not in ("function-after", "function-before")]
-    key = dotted(loc)
-    line = KeyLines(text).line(loc)
-    kind = first["type"]
-    if kind == "extra_forbidden":
-        parent = loc[:-1]
-        allowed = _allowed_keys(parent, root or Experiment)
-        from harness.errors import did_you_mean
-
-        fix = ("remove it, or " + did_you_mean(str(loc[-1]), allowed)) if allowed else "remove it"
-        return HarnessError(f"unknown key '{loc[-1]}'", file=file, line=line, key=key, fix=fix)
-    if kind == "missing":
-        return HarnessError("is required but missing", file=file, line=line, key=key,
-                            fix=f"add `{loc[-1]}:`")
-    message = first["msg"].removeprefix("Value error, ")
-    got = first.get("input")
-    got_text = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
-    return HarnessError(f"{message}{got_text}", file=file, line=line, key=key or None,
-                        fix="see the YAML format in README.md")
-
-
-def dotted(loc) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
-
-
-def _allowed_keys(parent_loc, root: Any = None) -> list[str]:
-    """Field names of the schema model found at a location, for did-you-mean on unknown keys."""
-    model: Any = root or Experiment
-    for part in parent_loc:
-        if isinstance(part, int):
-            continue
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            # inside a dict[str, Model]: the key is a user name, the model is the value type
-            continue
-        model = _model_of(field.annotation)
-    fields = getattr(model, "model_fields", {})
-    return [name for name in fields if name != "source_file"] + (["model", "task"] if model is ArmSpec else [])
-
-
-def _model_of(annotation):
-    from typing import get_args
-
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in get_args(annotation):
-        found = _model_of(arg)
-        if found is not None:
-            return found
-    return None
-
-
-class KeyLines:
-    """Maps a key path (('arms', 2, 'method')) to its line in the YAML text, via yaml.compose."""
-
-    def __init__(self, text: str):
-        try:
-            self.root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError:
-            self.root = None
-
-    def line(self, loc) -> int | None:
-        node, best = self.root, None
-        for part in loc:
-            if node is None:
-                break
-            best = node.start_mark.line + 1
-            if isinstance(node, yaml.MappingNode):
-                match = [(k, v) for k, v in node.value if k.value == str(part)]
-                if not match:
-                    return best
-                best = match[0][0].start_mark.line + 1
-                node = match[0][1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-                node = node.value[part]
-                best = node.start_mark.line + 1
-            else:
-                return best
-        return best

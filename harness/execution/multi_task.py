@@ -12,7 +12,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness.execute import arm_summary, emit, provenance, seed_everything
+from harness.tasks import task_type
+from harness.execution.arm_common import arm_summary, emit, seed_everything
+from harness.execution.provenance import provenance
 
 
 def execute_multi_task(arm, out_dir: Path):
@@ -23,10 +25,9 @@ def execute_multi_task(arm, out_dir: Path):
     from harness.eval import predict, profile, quality
     from harness.eval.predict_heads import encoder_predictor_for
     from harness.methods import ArmContext, get_method
-    from harness.objectives import get_objective
-    from harness.objectives.heads import ENCODER_HEADS
-    from harness.objectives.multi_task import TaskData, train
-    from harness.results import ArmResult, now
+    from harness.training import get_objective
+    from harness.training.multi_task import TaskData, train
+    from harness.results.arm_result import ArmResult, now
 
     started, memory, method = now(), profile.MemoryProfiler(), get_method(arm.method)
     emit("phase", phase="data")
@@ -49,7 +50,7 @@ def execute_multi_task(arm, out_dir: Path):
 
     emit("phase", phase="train", total=arm.budget["max_steps"] * len(loaded))
     seed_everything(arm.seed)
-    data = {key: TaskData(get_objective(ENCODER_HEADS[task["type"]].objective).batcher(tokenizer, tr, task, arm.budget),
+    data = {key: TaskData(get_objective(task_type(task["type"]).objective).batcher(tokenizer, tr, task, arm.budget),
                           [e["id"] for e in tr]) for key, (tr, _, task) in loaded.items()}
     consumed, curves = train(model, data, arm.budget, lr=float(arm.params["lr"]), head_lr=arm.params["head_lr"],
                              loss_weights=arm.params["loss_weights"],

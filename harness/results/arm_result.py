@@ -57,7 +57,7 @@ def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
 
 def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult], extra: dict | None = None) -> Path:
     """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit."""
-    from harness.audit import budget_audit
+    from harness.results.audit import budget_audit
 
     payload = {"experiment": experiment, "written_at": now(), "arms": [r.model_dump() for r in results],
                "budget_audit": budget_audit(results), **_statistics(run_dir, experiment, results), **(extra or {})}

@@ -96,7 +96,7 @@ class MlflowTracker:
     @_safely
     def start_run(self, experiment, run_dir: Path) -> None:
         from harness import __version__
-        from harness.execute import git_commit
+        from harness.execution.provenance import git_commit
 
         if is_server(self.uri):
             _probe(self.uri)  # MLflow retries an unreachable server for minutes; fail in seconds

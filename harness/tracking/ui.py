@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.tracking import is_server, resolve_store
+from harness.tracking.mlflow_tracker import is_server, resolve_store
 
 
 def ui_command(store: str, artifact_root: str | None, host: str, port: int) -> list[str]:

@@ -7,11 +7,11 @@ import importlib
 from harness.errors import HarnessError, did_you_mean
 
 OBJECTIVES = {
-    "sft": "harness.objectives.sft:SFTObjective",
-    "classification": "harness.objectives.classification:ClassificationObjective",
-    "token_classification": "harness.objectives.token_classification:TokenClassificationObjective",
-    "extractive_qa": "harness.objectives.extractive_qa:ExtractiveQAObjective",
-    "multi_task": "harness.objectives.multi_task:MultiTaskObjective",
+    "sft": "harness.training.sft:SFTObjective",
+    "classification": "harness.training.classification:ClassificationObjective",
+    "token_classification": "harness.training.token_classification:TokenClassificationObjective",
+    "extractive_qa": "harness.training.extractive_qa:ExtractiveQAObjective",
+    "multi_task": "harness.training.multi_task:MultiTaskObjective",
 }
 
 

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.objectives import loop
-
-
-def encode_texts(tokenizer, texts: list[str], max_len: int) -> dict:
-    return tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
+from harness.data.encoding import encode_texts
+from harness.training import loop
 
 
 class ClassificationObjective(loop.BatcherObjective):

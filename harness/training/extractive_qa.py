@@ -5,26 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from harness.objectives import loop
-
-
-def encode_pairs(tokenizer, batch: list[dict], max_len: int):
-    return tokenizer([e["question"] for e in batch], [e["context"] for e in batch], truncation="only_second",
-                     max_length=max_len, padding=True, return_offsets_mapping=True, return_tensors="pt")
-
-
-def answer_span(sequence_ids: list, offsets: list, start_char: int, end_char: int) -> tuple[int, int]:
-    """(start, end) token positions of the context characters [start_char, end_char); (0, 0) when
-    the answer is not (fully) inside the encoded context."""
-    start = end = None
-    for pos, (seq, (a, b)) in enumerate(zip(sequence_ids, offsets)):
-        if seq != 1 or a == b:
-            continue
-        if start is None and a <= start_char < b:
-            start = pos
-        if a < end_char <= b:
-            end = pos
-    return (start, end) if start is not None and end is not None and end >= start else (0, 0)
+from harness.data.encoding import answer_span, encode_pairs
+from harness.training import loop
 
 
 class ExtractiveQAObjective(loop.BatcherObjective):

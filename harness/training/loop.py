@@ -9,7 +9,8 @@ from typing import Callable
 
 import torch
 
-from harness.budget import Consumed, example_order, order_digest
+from harness.data.order import example_order, order_digest
+from harness.training.consumed import Consumed
 
 # make_batch(indices) -> (tensors for model(**batch) including labels, trained-on token count)
 MakeBatch = Callable[[list[int]], tuple[dict, int]]

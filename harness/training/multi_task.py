@@ -13,8 +13,9 @@ from typing import Callable
 
 import torch
 
-from harness.budget import Consumed, example_order, order_digest
-from harness.objectives.loop import _scheduler, _stop_reason
+from harness.data.order import example_order, order_digest
+from harness.training.consumed import Consumed
+from harness.training.loop import _scheduler, _stop_reason
 
 
 @dataclass

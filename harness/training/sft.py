@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import torch
 
 from harness.data.formatting import PromptFormatter, target_of
-from harness.objectives import loop
+from harness.data.encoding import pad_batch
+from harness.training import loop
 
-IGNORE = -100
-
-
-def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[dict, int]:
-    """Right-padded input_ids/attention_mask/labels; labels mask prompt and padding."""
-    width = max(len(p) + len(c) for p, c in rows)
-    ids, mask, labels = [], [], []
-    for prompt, completion in rows:
-        seq = prompt + completion
-        pad = width - len(seq)
-        ids.append(seq + [pad_id] * pad)
-        mask.append([1] * len(seq) + [0] * pad)
-        labels.append([IGNORE] * len(prompt) + completion + [IGNORE] * pad)
-    trained = sum(len(c) for _, c in rows)
-    tensors = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask), "labels": torch.tensor(labels)}
-    return tensors, trained
 
 
 class SFTObjective:

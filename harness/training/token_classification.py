@@ -5,36 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.objectives import loop
+from harness.data.encoding import align_labels, encode_words
+from harness.training import loop
 
-IGNORE = -100
-
-
-def encode_words(tokenizer, words: list[list[str]], max_len: int):
-    """A batch of pre-split sentences; the BatchEncoding keeps word_ids(i) (fast tokenizers)."""
-    return tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_len, padding=True,
-                     return_tensors="pt")
-
-
-def align_labels(word_ids: list[int | None], tags: list[str], label_id: dict[str, int]) -> list[int]:
-    """The tag id of each word on its first sub-token; IGNORE elsewhere."""
-    out, previous = [], None
-    for word in word_ids:
-        out.append(IGNORE if word is None or word == previous else label_id[tags[word]])
-        previous = word
-    return out
-
-
-def first_subtoken_tags(word_ids: list[int | None], token_label_ids: list[int], labels: list[str],
-                        n_words: int) -> list[str]:
-    """Per word, the label predicted at its first sub-token; words cut off by truncation get "O"."""
-    tags = ["O"] * n_words
-    previous = None
-    for word, label in zip(word_ids, token_label_ids):
-        if word is not None and word != previous:
-            tags[word] = labels[label]
-        previous = word
-    return tags
 
 
 class TokenClassificationObjective(loop.BatcherObjective):
