@@ -32,7 +32,7 @@ def main() -> int:
     import torch
 
     from harness import models
-    from harness.config import load_experiment
+    from harness.config.load import load_experiment
     from harness.data.tasks import load_task
     from harness.eval import precision, predict
 

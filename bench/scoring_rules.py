@@ -55,7 +55,7 @@ def main() -> int:
     from harness.data.tasks import load_task
     from harness.eval.predict import make_predictor, predict_in_batches
     from harness.eval.scoring_rule import ScoringRule
-    from harness.plan import Arm
+    from harness.planning.plan import Arm
 
     rules = [ScoringRule(e, n) for e in (False, True) for n in ("none", "tokens", "chars")]
     print("| arm | " + " | ".join(f"{'eot' if r.end_of_turn else 'label'}/{r.normalize}" for r in rules) + " |")

@@ -39,7 +39,7 @@ EXPERIMENT = ROOT / "experiments" / "encoder_vs_decoder.yaml"
 def write_items(n: int, rule: str, path: Path) -> dict:
     """The test items with their context strings and label continuations, as both sides see them."""
     from harness import models
-    from harness.config import load_experiment
+    from harness.config.load import load_experiment
     from harness.data.formatting import PromptFormatter
     from harness.data.tasks import load_task
 
@@ -161,7 +161,10 @@ def main() -> int:
 
     ours, theirs = runs["harness"][0]["scores"], runs["lm-eval"][0]["scores"]
     labels = payload["labels"]
-    pick = lambda row: labels[max(range(len(row)), key=row.__getitem__)]  # noqa: E731
+
+    def pick(row):
+        return labels[max(range(len(row)), key=row.__getitem__)]
+
     agree = sum(pick(a) == pick(b) for a, b in zip(ours, theirs))
     diff = max(abs(x - y) for a, b in zip(ours, theirs) for x, y in zip(a, b))
     gold = [item["label"] for item in payload["items"]]

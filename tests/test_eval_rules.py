@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from harness.eval.likelihood import IGNORE, target_logprobs
 from harness.eval.scoring_rule import ScoringRule
 
 TASK = {"type": "classification", "labels": ["negative", "positive", "so so"], "instruction": "Say positive or negative.",
@@ -78,15 +77,15 @@ def test_the_end_of_turn_token_changes_the_scores(llama):
 def test_the_default_rule_is_lm_evals_multiple_choice_acc():
     assert ScoringRule.of_task({}) == ScoringRule(end_of_turn=False, normalize="none")
     assert "lm-eval" in ScoringRule().describe()
-    from harness.config import TaskSpec
+    from harness.config.schema import TaskSpec
 
     spec = TaskSpec.model_validate({"data": {"prepared": "sentiment"}})
     assert ScoringRule.of_task(spec.model_dump()) == ScoringRule()
 
 
 def test_scoring_rule_enters_the_hash_of_decoder_scoring_arms_only(write_experiment):
-    from harness.config import load_experiment
-    from harness.plan import plan
+    from harness.config.load import load_experiment
+    from harness.planning.plan import plan
 
     path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "bert"}])
     before = {a.method: a.hash for a in plan(load_experiment(path))}
@@ -100,9 +99,9 @@ def test_scoring_rule_enters_the_hash_of_decoder_scoring_arms_only(write_experim
 
 
 def test_eval_precision_is_resolved_in_the_plan_and_fp32_keeps_old_hashes(write_experiment, monkeypatch):
-    from harness.config import load_experiment
+    from harness.config.load import load_experiment
     from harness.eval import precision
-    from harness.plan import plan
+    from harness.planning.plan import plan
 
     path = write_experiment([{"method": "lora", "model": "bert"}])
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
@@ -216,8 +215,8 @@ def test_a_measurement_is_contended_when_the_load_or_other_processes_exceed_the_
 
 def test_report_and_mlflow_say_how_an_arm_was_evaluated_and_when_its_cost_was_contended():
     from harness.report.view import evaluation_notes
-    from harness.results import ArmResult
-    from harness.tracking import _evaluation_params
+    from harness.results.arm_result import ArmResult
+    from harness.tracking.mlflow_tracker import _evaluation_params
 
     rule = ScoringRule(end_of_turn=True, normalize="chars")
     provenance = {"label_scoring": {**rule.as_dict(), "text": rule.describe()}, "eval_precision": "bf16"}

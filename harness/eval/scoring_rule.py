@@ -28,7 +28,7 @@ class ScoringRule:
     normalize: str = "none"
 
     @classmethod
-    def of_task(cls, task: dict | None) -> "ScoringRule":
+    def of_task(cls, task: dict | None) -> ScoringRule:
         """The rule a task declares (defaults for the rest; tasks without one: the default)."""
         return cls(**((task or {}).get("label_scoring") or {}))
 
