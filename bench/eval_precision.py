@@ -27,6 +27,7 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--max-new-tokens", type=int, default=8)
+    parser.add_argument("--modes", nargs="+", choices=["score", "generate"], default=["score", "generate"])
     args = parser.parse_args()
 
     import torch
@@ -45,7 +46,8 @@ def main() -> int:
     budget = {"max_seq_len": exp.budget.max_seq_len, "max_new_tokens": args.max_new_tokens}
     nets = {p: precision.for_evaluation(models.load_model(folder, "causal_lm", tokenizer=tok).eval(), p)
             for p in ("fp32", "bf16")}
-    modes = {"label scoring": task, "generation": {**task, "decoder_eval": "generate"}}
+    modes = {name: mode_task for name, mode_task, flag in (("label scoring", task, "score"),
+             ("generation", {**task, "decoder_eval": "generate"}, "generate")) if flag in args.modes}
     seconds = {(m, p): [] for m in modes for p in nets}
     outputs = {}
     for _ in range(args.repeats):

@@ -232,3 +232,37 @@ def test_report_and_mlflow_say_how_an_arm_was_evaluated_and_when_its_cost_was_co
     params = _evaluation_params(result)
     assert params == {"label_scoring.end_of_turn": True, "label_scoring.normalize": "chars", "eval_precision": "bf16",
                       "cost.contended": True, "cost.load_avg_1m": 7.5}
+
+
+def test_golden_results_of_an_untouched_base_are_reused_only_for_the_same_model_and_set(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from harness.golden import scoring
+
+    monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_score(golden, *args, **kwargs):
+        calls.append(golden.name)
+        return [{"id": item.id, "passed": True, "must": item.must} for item in golden.items]
+
+    monkeypatch.setattr(scoring, "score_golden", fake_score)
+    golden = tmp_path / "set.yaml"
+    golden.write_text("name: mini\ntask: classification\nversion: 1\nlabels: [negative, positive]\n"
+                      "items:\n  - {id: a, input: great film, expect: {label: positive}}\n")
+    arm = SimpleNamespace(golden_sets=[str(golden)], budget={"max_seq_len": 32}, base_dir=str(tmp_path))
+    base = {"fingerprint": "local:abc", "files": [["model.safetensors", 10, 1]], "precision": "fp32"}
+
+    def run(identity):
+        return scoring.score_arm_on_golden_sets(arm, None, None, kind="causal_lm", task=TASK, base_identity=identity)
+
+    first, second = run(base), run(base)
+    assert len(calls) == 1 and "reused_base_result" not in first["mini"] and second["mini"]["reused_base_result"]
+    assert second["mini"]["items"] == first["mini"]["items"]
+    run({**base, "files": [["model.safetensors", 10, 2]]})  # the weights were rewritten
+    assert len(calls) == 2
+    golden.write_text(golden.read_text().replace("great film", "a great film"))  # the set changed
+    run(base)
+    assert len(calls) == 3
+    run(None)  # a trained arm: always scored
+    assert len(calls) == 4

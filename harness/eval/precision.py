@@ -11,6 +11,7 @@ Only the evaluation casts: training keeps its own precision (budget.precision, i
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -18,6 +19,7 @@ import torch
 CHOICES = ("auto", "fp32", "bf16")
 
 
+@lru_cache(maxsize=1)  # the plan asks once per arm; the CPU does not change
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX-BF16 in the CPU flags (Linux); False where they cannot be read."""
     cpuinfo = Path("/proc/cpuinfo")
