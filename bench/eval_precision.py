@@ -40,10 +40,10 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     root = Path(__file__).resolve().parents[1]
     exp = load_experiment(root / "experiments" / "encoder_vs_decoder.yaml")
-    _, test, task = load_task(exp.tasks["sentiment"].model_dump(), {"eval_examples": args.items})
+    _, test, task = load_task(exp.tasks["sentiment"].model_dump(), exp.budget.model_copy(update={"eval_examples": args.items}))
     folder = models.resolve_model_dir("packaged:smollm2-135m-instruct")
     tok = models.load_tokenizer(folder)
-    budget = {"max_seq_len": exp.budget.max_seq_len, "max_new_tokens": args.max_new_tokens}
+    budget = exp.budget.model_copy(update={"max_new_tokens": args.max_new_tokens})
     nets = {p: precision.for_evaluation(models.load_model(folder, "causal_lm", tokenizer=tok).eval(), p)
             for p in ("fp32", "bf16")}
     modes = {name: mode_task for name, mode_task, flag in (("label scoring", task, "score"),
@@ -56,7 +56,7 @@ def main() -> int:
                 predictor = predict.make_predictor(net, tok, kind="causal_lm", task=mode_task, budget=budget, shots=[])
                 start = time.perf_counter()
                 with torch.inference_mode():
-                    outputs[mode, p] = predict.predict_in_batches(predictor, test, exp.budget.eval_batch_size)
+                    outputs[mode, p] = predict.predict_in_batches(predictor, test, budget.eval_batch_size)
                 seconds[mode, p].append(time.perf_counter() - start)
     print(f"CPU native bf16: {precision.cpu_has_native_bf16()}; eval_precision auto -> {precision.resolve('auto')}; "
           f"{args.items} items, {args.threads} threads, {args.repeats} alternating runs; load average "

@@ -70,13 +70,13 @@ def main() -> int:
             print(f"| {arm.name} | " + " | ".join("(no saved weights)" for _ in rules) + " |")
             continue
         model, tok, shots, task = built
-        _, test, _ = load_task(arm.task, {**arm.budget, "eval_examples": args.items or arm.budget["eval_examples"]})
+        _, test, _ = load_task(arm.task, arm.budget.model_copy(update={"eval_examples": args.items or arm.budget.eval_examples}))
         summed = {}
         for end_of_turn in (False, True):
             rule_task = {**task, "label_scoring": {"end_of_turn": end_of_turn, "normalize": "none"}}
             predictor = make_predictor(model, tok, kind="causal_lm", task=rule_task, budget=arm.budget, shots=shots)
             with torch.inference_mode():
-                _, extras = predict_in_batches(predictor, test, arm.budget["eval_batch_size"])
+                _, extras = predict_in_batches(predictor, test, arm.budget.eval_batch_size)
             summed[end_of_turn] = torch.tensor([[e["logprobs"][label] for label in task["labels"]] for e in extras])
         formatter = PromptFormatter(tok, task, shots)
         completions = {e: [formatter.completion_ids(label, e) for label in task["labels"]] for e in (False, True)}

@@ -40,13 +40,14 @@ def write_items(n: int, rule: str, path: Path) -> dict:
     """The test items with their context strings and label continuations, as both sides see them."""
     from harness import models
     from harness.config.load import load_experiment
+    from harness.config.schema import Budget
     from harness.data.formatting import PromptFormatter
     from harness.data.tasks import load_task
 
     exp = load_experiment(EXPERIMENT)
     task = exp.tasks["sentiment"].model_dump()
     task["data"] = {**task["data"]}
-    _, test, task = load_task(task, {"eval_examples": n})
+    _, test, task = load_task(task, Budget(eval_examples=n))
     folder = models.resolve_model_dir(MODEL)
     tokenizer = models.load_tokenizer(folder)
     formatter = PromptFormatter(tokenizer, task)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.config.schema import Budget
 from harness.eval.scoring_rule import ScoringRule
 
 TASK = {"type": "classification", "labels": ["negative", "positive", "so so"], "instruction": "Say positive or negative.",
@@ -57,7 +58,7 @@ def test_each_scoring_rule_equals_a_direct_computation(llama, end_of_turn, norma
     rule = ScoringRule(end_of_turn=end_of_turn, normalize=normalize)
     task = {**TASK, "label_scoring": rule.as_dict()}
     predictor = predict.make_predictor(model, tok, kind="causal_lm", task=task,
-                                       budget={"max_seq_len": 512, "max_new_tokens": 4}, shots=[])
+                                       budget=Budget(max_seq_len=512, max_new_tokens=4), shots=[])
     preds, extras = predictor(EXAMPLES)
     expected = _direct_scores(model, tok, rule)
     for pred, extra, row in zip(preds, extras, expected):
@@ -107,12 +108,12 @@ def test_eval_precision_is_resolved_in_the_plan_and_fp32_keeps_old_hashes(write_
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     fp32 = plan(load_experiment(path, ["budget.eval_precision=fp32"]))[0]
     auto = plan(load_experiment(path))[0]
-    assert fp32.budget["eval_precision"] == auto.budget["eval_precision"] == "fp32" and fp32.hash == auto.hash
+    assert fp32.budget.eval_precision == auto.budget.eval_precision == "fp32" and fp32.hash == auto.hash
     bf16 = plan(load_experiment(path, ["budget.eval_precision=bf16"]))[0]
     assert bf16.hash != fp32.hash
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     if not torch.cuda.is_available():
-        assert plan(load_experiment(path))[0].budget["eval_precision"] == "bf16"
+        assert plan(load_experiment(path))[0].budget.eval_precision == "bf16"
 
 
 # ------------------------------------------------------------------ bf16 against fp32
@@ -130,7 +131,7 @@ def test_bf16_label_scores_stay_within_the_stated_tolerance_of_fp32(tiny_models)
         model = precision.for_evaluation(models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval(), name)
         assert next(model.parameters()).dtype == (torch.bfloat16 if name == "bf16" else torch.float32)
         predictor = predict.make_predictor(model, tok, kind="causal_lm", task=TASK,
-                                           budget={"max_seq_len": 512, "max_new_tokens": 4}, shots=[])
+                                           budget=Budget(max_seq_len=512, max_new_tokens=4), shots=[])
         scores[name] = np.array([[e["logprobs"][label] for label in TASK["labels"]] for e in predictor(EXAMPLES)[1]])
     assert np.abs(scores["bf16"] - scores["fp32"]).max() < BF16_TOLERANCE
     assert not np.array_equal(scores["bf16"], scores["fp32"])  # the cast really happened
@@ -148,7 +149,7 @@ def test_base_forgetting_is_reused_only_when_model_and_text_fingerprints_match(l
     monkeypatch.setattr(forgetting, "passage_losses", lambda *a, **k: calls.append(1) or real(*a, **k))
     text = tmp_path / "general.txt"
     text.write_text("The council met on Monday.\n\nPrices rose in May.\n\nThe team won the cup.")
-    budget = {"forgetting_text": str(text)}
+    budget = Budget(forgetting_text=str(text))
     identity = base_cache.model_identity(str(tiny_models["llama"]), tiny_models["llama"], model, base_dir=None,
                                          precision="fp32")
 
@@ -250,7 +251,7 @@ def test_golden_results_of_an_untouched_base_are_reused_only_for_the_same_model_
     golden = tmp_path / "set.yaml"
     golden.write_text("name: mini\ntask: classification\nversion: 1\nlabels: [negative, positive]\n"
                       "items:\n  - {id: a, input: great film, expect: {label: positive}}\n")
-    arm = SimpleNamespace(golden_sets=[str(golden)], budget={"max_seq_len": 32}, base_dir=str(tmp_path))
+    arm = SimpleNamespace(golden_sets=[str(golden)], budget=Budget(max_seq_len=32), base_dir=str(tmp_path))
     base = {"fingerprint": "local:abc", "files": [["model.safetensors", 10, 1]], "precision": "fp32"}
 
     def run(identity):

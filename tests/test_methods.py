@@ -200,12 +200,12 @@ def test_label_scoring_and_generation_line_up_with_virtual_tokens(method, tiny_m
     """peft prepends virtual tokens (and returns their logits for prompt/P-tuning): a label's score
     must equal the model's own loss on the completion, and batching with padding changes nothing."""
     from harness import models
+    from harness.data.encoding import pad_batch
     from harness.data.formatting import PromptFormatter
     from harness.data.loaders import load_examples
     from harness.eval import predict
     from harness.eval.scoring_rule import ScoringRule
     from harness.methods import ArmContext, get_method
-    from harness.data.encoding import pad_batch
 
     folder = tiny_models["llama"]
     tok = models.load_tokenizer(folder)

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from harness.data.encoding import IGNORE  # noqa: E402 - the one ignore id
+from harness.data.encoding import (
+    IGNORE,  # noqa: E402 - the one ignore id
+    pad_batch,
+)
 
 
 def _prompt_learning(model) -> bool:
@@ -138,7 +141,6 @@ def _completion_logprobs_unshared(model, prompts, completions, pad_id) -> torch.
     """prompt+completion per pair in one right-padded batch (for models that cannot share a cache).
     One-token completions (a label alone) need only each prompt's next-token distribution: one
     sequence per prompt, whichever completion it carries, read at the completion's position."""
-    from harness.data.encoding import pad_batch
 
     device = next(model.parameters()).device
     if all(len(c) == 1 for c in completions):
