@@ -125,6 +125,7 @@ def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> dict:
     concern (and only enter the hash of) arms with stages."""
     budget = exp.budget.model_dump()
     budget.pop("seeds", None)
+    budget.pop("correction", None)  # run-level statistics: changing it re-tests, it does not retrain
     if not stages:
         budget.pop("stage_steps", None)
         budget.pop("alignment", None)

@@ -72,6 +72,6 @@ def _statistics(run_dir: Path, experiment: dict, results: list[ArmResult]) -> di
     from harness.eval.compare import run_statistics
 
     try:
-        return run_statistics(run_dir, results, (experiment or {}).get("budget") or {})
+        return run_statistics(run_dir, results, (experiment or {}).get("budget") or {}, (experiment or {}).get("tasks"))
     except Exception as err:  # noqa: BLE001 - the results must be written whatever happens here
         return {"comparisons": [], "seed_summary": [], "statistics_error": f"{type(err).__name__}: {err}"}
