@@ -59,15 +59,16 @@ def validate(file: Path, set_: SetOption = None):
 @user_errors
 def plan_command(file: Path, set_: SetOption = None):
     """Per arm, before spending: trainable/total parameters and a training-memory estimate
-    (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded."""
+    (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded.
+    Per task: the smallest difference its test set can detect (budget.eval_examples)."""
     from harness.config import load_experiment
-    from harness.estimate import config_notes, estimate_arms, plan_table
+    from harness.estimate import config_notes, estimate_arms, plan_table, sensitivity_notes
 
     experiment = load_experiment(file, set_)
     estimates = estimate_arms(experiment)
     out.print(plan_table(estimates, experiment.budget.model_dump()))
-    for note in config_notes(estimates):
-        out.print(note, highlight=False)
+    for note in config_notes(estimates) + sensitivity_notes(experiment):
+        out.print(note, highlight=False, soft_wrap=True)
 
 
 @app.command()
