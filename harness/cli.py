@@ -179,7 +179,12 @@ def list_stages():
 
 @app.command()
 @user_errors
-def report(run_dir: Path):
+def report(run_dir: Path,
+           recompute: Annotated[bool, typer.Option(
+               help="recompute the pairwise tests, their correction and the sensitivity from the arm folders "
+                    "(no retraining) and rewrite results.json")] = False,
+           correction: Annotated[Optional[str], typer.Option(
+               help="with --recompute: holm, bh or none (default: the run's budget.correction, else holm)")] = None):
     """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder) and
     rebuild its HTML report, index.html."""
     from harness.report.console import print_results
@@ -188,6 +193,12 @@ def report(run_dir: Path):
     path = run_dir / "results.json"
     if not path.is_file():
         raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
+    if correction is not None and not recompute:
+        raise HarnessError("--correction only applies with --recompute", fix=f"harness report {run_dir} --recompute --correction {correction}")
+    if recompute:
+        from harness.results import recompute_statistics
+
+        recompute_statistics(run_dir, correction)
     print_results(json.loads(path.read_text()), out)
     out.print(f"report: {write_html_report(run_dir)}", soft_wrap=True, highlight=False)
 

@@ -2,6 +2,7 @@
 tests of corpus metrics and the minimum detectable difference (harness.eval.stats/compare)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -217,3 +218,46 @@ def test_summary_says_when_nothing_survives_the_correction():
     assert not any("beats" in line for line in lines)
     assert lines[0].startswith("no significant difference at p < 0.005 (after Holm correction")
     assert "smallest adjusted p = 0.00781 (a vs b on accuracy)" in lines[0]
+
+
+def test_report_recompute_rewrites_an_older_runs_statistics(tmp_path):
+    """`harness report --recompute` on a run written before corrections: comparisons, their
+    correction and the sensitivity are rebuilt from the arm folders; --correction overrides."""
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    refs = ["pos", "neg"] * 32
+    results = _write_run(tmp_path, {("a", 0): refs, ("b", 0): ["pos"] * 64, ("c", 0): ["neg"] * 64}, refs)
+    old = {"experiment": {"name": "old", "tasks": {"t": {"type": "classification", "labels": ["neg", "pos"]}},
+                          "budget": {"bootstrap_resamples": 200}},
+           "arms": [r.model_dump() for r in results],
+           "comparisons": [{"metric": "accuracy", "a": "a · seed 0", "b": "b · seed 0", "difference": 0.5,
+                            "p_value": 1e-6, "significant": True, "test": "mcnemar"}]}
+    (tmp_path / "results.json").write_text(json.dumps(old))
+    shown = CliRunner().invoke(app, ["report", str(tmp_path)])  # an older run still renders as it was
+    assert shown.exit_code == 0, shown.output
+    assert "predates corrections" in shown.output
+    redone = CliRunner().invoke(app, ["report", str(tmp_path), "--recompute", "--correction", "bh"])
+    assert redone.exit_code == 0, redone.output
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert data["correction"] == "bh" and data["sensitivity"]["t"]["n"] == 64
+    accuracy = [c for c in data["comparisons"] if c["metric"] == "accuracy"]
+    assert len(accuracy) == 3 and all(c["correction"] == "bh" and c["family_size"] == 3 for c in accuracy)
+    assert "sensitivity on t: with 64 items" in redone.output
+    bad = CliRunner().invoke(app, ["report", str(tmp_path), "--recompute", "--correction", "bonferroni"])
+    assert bad.exit_code == 2 and "not one of holm, bh, none" in bad.output
+
+
+def test_budget_correction_is_checked_and_does_not_change_arm_hashes():
+    from harness.config import load_experiment
+    from harness.errors import HarnessError
+    from harness.plan import _arm_budget
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "peft_methods.yaml"
+    assert load_experiment(path, check=False).budget.correction == "holm"
+    bh = load_experiment(path, ["budget.correction=bh"], check=False)
+    assert bh.budget.correction == "bh"
+    assert _arm_budget(bh, 0) == _arm_budget(load_experiment(path, check=False), 0)  # re-test, never retrain
+    with pytest.raises(HarnessError, match="correction"):
+        load_experiment(path, ["budget.correction=bonferroni"], check=False)

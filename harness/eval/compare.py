@@ -166,9 +166,9 @@ def sensitivity(comparisons: list[dict], results: list, tasks: dict | None = Non
                  "family_size": family_size, "tests": tests}
         if tests == ["mcnemar"]:
             entry["discordant_rate"] = round(statistics.median(c["discordant"] / c["n"] for c in mine), 6)
-            entry["basis"] = f"observed discordant rate of the McNemar pairs (median over {len(mine)})"
+            entry["basis"] = f"observed discordant rate of the McNemar pairs, median over {len(mine)}"
         else:
-            entry["basis"] = f"bootstrap standard error of the difference (median over {len(mine)} pairs)"
+            entry["basis"] = f"bootstrap standard error of the difference, median over {len(mine)} pairs"
         out[key] = entry
     return out
 
