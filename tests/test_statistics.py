@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from harness.eval import compare, stats
-from harness.results import ArmResult
+from harness.naming import seed_name
+from harness.results.arm_result import ArmResult
 
 
 # ------------------------------------------------------------------ corrections
@@ -114,7 +115,7 @@ def _write_run(tmp_path, arms: dict[tuple[str, int], list[str]], refs: list[str]
                 for i, (p, r) in enumerate(zip(preds, refs))]
         folder.joinpath("predictions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
         accuracy = sum(p == r for p, r in zip(preds, refs)) / len(refs)
-        results.append(ArmResult(arm={"name": compare.seed_name(name, seed), "slug": slug, "task_key": "t", "seed": seed},
+        results.append(ArmResult(arm={"name": seed_name(name, seed), "slug": slug, "task_key": "t", "seed": seed},
                                  status="ok", metrics={"accuracy": accuracy, "macro_f1": 0.5}))
     return results
 
@@ -225,7 +226,7 @@ def test_report_recompute_rewrites_an_older_runs_statistics(tmp_path):
     correction and the sensitivity are rebuilt from the arm folders; --correction overrides."""
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from harness.cli.main import app
 
     refs = ["pos", "neg"] * 32
     results = _write_run(tmp_path, {("a", 0): refs, ("b", 0): ["pos"] * 64, ("c", 0): ["neg"] * 64}, refs)
@@ -250,9 +251,9 @@ def test_report_recompute_rewrites_an_older_runs_statistics(tmp_path):
 
 
 def test_budget_correction_is_checked_and_does_not_change_arm_hashes():
-    from harness.config import load_experiment
+    from harness.config.load import load_experiment
     from harness.errors import HarnessError
-    from harness.plan import _arm_budget
+    from harness.planning.plan import _arm_budget
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "peft_methods.yaml"
     assert load_experiment(path, check=False).budget.correction == "holm"

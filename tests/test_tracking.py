@@ -10,10 +10,10 @@ import urllib.request
 
 import pytest
 
-from harness.config import load_experiment
-from harness.mlflow_ui import healthy, port_is_free, start_ui, stop_ui
-from harness.results import ArmResult
-from harness.tracking import MlflowTracker, resolve_store
+from harness.config.load import load_experiment
+from harness.tracking.ui import healthy, port_is_free, start_ui, stop_ui
+from harness.results.arm_result import ArmResult
+from harness.tracking.mlflow_tracker import MlflowTracker, resolve_store
 from tests.test_runner import results_of, run_cli
 
 FAILING = {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}}
@@ -149,7 +149,7 @@ def test_tracker_turns_itself_off_on_any_mlflow_error(uri, write_experiment, tmp
 
 
 def test_tracking_can_be_switched_off(write_experiment, tmp_path):
-    from harness.cli import _tracker
+    from harness.cli.main import _tracker
 
     on = load_experiment(write_experiment([{"method": "zero_shot", "model": "llama"}]))
     assert isinstance(_tracker(on), MlflowTracker)

@@ -12,25 +12,13 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 import statistics
 from pathlib import Path
 
 import numpy as np
 
 from harness.eval import metrics, stats
-
-SEED_SUFFIX = re.compile(r" · seed -?\d+$")
-
-
-def seed_name(name: str, seed: int) -> str:
-    """The display name of one seed's copy of an arm (plan adds it, seed_summary strips it)."""
-    return f"{name} · seed {seed}"
-
-
-def base_name(name: str) -> str:
-    return SEED_SUFFIX.sub("", name)
-
+from harness.naming import base_name
 
 def _prediction_rows(arm_dir: Path) -> dict[str, dict]:
     path = arm_dir / "predictions.jsonl"
@@ -146,11 +134,9 @@ def sensitivity(comparisons: list[dict], results: list, tasks: dict | None = Non
     out = {}
     task_keys = list(dict.fromkeys(r.arm.get("task_key") for r in results if r.status == "ok"))
     for key in task_keys:
-        task_type = (tasks.get(key) or {}).get("type", "classification")
-        quality = metrics.quality_metrics(task_type)
-        if not quality:
+        primary = _primary(task_type=(tasks.get(key) or {}).get("type", "classification"))
+        if primary is None:
             continue
-        primary = quality[0].name
         mine = [c for c in comparisons if c.get("task") == key and c["metric"] == primary and c.get("se") is not None]
         if not mine:
             continue
@@ -171,6 +157,13 @@ def sensitivity(comparisons: list[dict], results: list, tasks: dict | None = Non
             entry["basis"] = f"bootstrap standard error of the difference, median over {len(mine)} pairs"
         out[key] = entry
     return out
+
+
+def _primary(task_type: str) -> str | None:
+    try:
+        return metrics.primary_metric(task_type)
+    except Exception:  # noqa: BLE001 - an unknown task type in an older results.json: no sensitivity
+        return None
 
 
 def planned_mdd(n: int, *, discordant_rate: float, alpha: float = stats.ALPHA, power: float = stats.POWER) -> float:

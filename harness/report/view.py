@@ -10,7 +10,8 @@ from pathlib import Path
 
 from markupsafe import Markup
 
-from harness.eval.compare import CORRECTION_NAMES, adjusted_p, base_name, difference_text
+from harness.eval.compare import CORRECTION_NAMES, adjusted_p, difference_text
+from harness.naming import base_name
 from harness.eval.metrics import METRICS
 from harness.report import charts
 

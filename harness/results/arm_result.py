@@ -1,0 +1,102 @@
+"""The result schema: one ArmResult per arm (json on disk, written atomically) and the
+results.json of a run that collects them."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from harness.paths import atomic_write_text
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ArmResult(BaseModel):
+    arm: dict[str, Any]                     # name, method, model_key, model, task_key, params, hash, slug
+    status: Literal["ok", "failed", "skipped"]
+    error: str | None = None
+    consumed: dict[str, Any] | None = None  # harness.budget.Consumed as data
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    ci: dict[str, list[float]] = Field(default_factory=dict)          # 95% bootstrap CI: {metric: [low, high]}
+    metrics_detail: dict[str, Any] = Field(default_factory=dict)      # per-class F1, confusion matrix, scorers
+    curves: dict[str, list] = Field(default_factory=dict)
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    reused_from: str | None = None          # the run a completed result was taken from on resume
+    golden: dict[str, Any] = Field(default_factory=dict)  # {set name: harness.eval.golden.set_result}
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, self.model_dump_json(indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> "ArmResult":
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
+    """The results a run records for one arm: the arm's own, or, for an arm that spans tasks
+    (multi_task), the one result per task it wrote under tasks/<task key> (ordinary arm results
+    whose task_key is that task, so reports, comparisons, the audit and the gate need no special case)."""
+    if result.status != "ok" or "tasks" not in result.artifacts:
+        return [result]
+    out = []
+    for key in result.arm.get("tasks", []):
+        one = ArmResult.read(Path(arm_dir) / result.artifacts["tasks"] / key / "result.json")
+        one.reused_from = result.reused_from
+        out.append(one)
+    return out
+
+
+def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult], extra: dict | None = None) -> Path:
+    """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit."""
+    from harness.results.audit import budget_audit
+
+    payload = {"experiment": experiment, "written_at": now(), "arms": [r.model_dump() for r in results],
+               "budget_audit": budget_audit(results), **_statistics(run_dir, experiment, results), **(extra or {})}
+    path = run_dir / "results.json"
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def _statistics(run_dir: Path, experiment: dict, results: list[ArmResult]) -> dict:
+    """Pairwise comparisons and the seed summary (harness.eval.compare); a failure there is
+    recorded, never allowed to lose the arms' results."""
+    from harness.eval.compare import run_statistics
+
+    try:
+        return run_statistics(run_dir, results, (experiment or {}).get("budget") or {}, (experiment or {}).get("tasks"))
+    except Exception as err:  # noqa: BLE001 - the results must be written whatever happens here
+        return {"comparisons": [], "seed_summary": [], "statistics_error": f"{type(err).__name__}: {err}"}
+
+
+def recompute_statistics(run_dir: Path, correction: str | None = None) -> Path:
+    """Rewrite the statistics of a finished run's results.json from its arm folders (no
+    retraining): comparisons, their correction, sensitivity and seed summary, with today's
+    tests. `correction` overrides the run's budget.correction (holm, bh or none)."""
+    from harness.errors import HarnessError
+    from harness.eval.compare import run_statistics
+    from harness.eval.stats import CORRECTIONS
+
+    if correction is not None and correction not in CORRECTIONS:
+        raise HarnessError(f"--correction {correction!r} is not one of {', '.join(CORRECTIONS)}",
+                           fix="use holm (family-wise error), bh (false discovery rate) or none")
+    path = Path(run_dir) / "results.json"
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    experiment = payload.get("experiment") or {}
+    budget = dict(experiment.get("budget") or {})
+    if correction is not None:
+        budget["correction"] = correction
+    arms = [ArmResult.model_validate(a) for a in payload.get("arms", [])]
+    payload.pop("statistics_error", None)
+    payload.update(run_statistics(Path(run_dir), arms, budget, experiment.get("tasks")))
+    payload["statistics_recomputed_at"] = now()
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+    return path
