@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import f1_score
 
 from harness.eval import compare, stats
 from harness.naming import seed_name
@@ -115,8 +116,9 @@ def _write_run(tmp_path, arms: dict[tuple[str, int], list[str]], refs: list[str]
                 for i, (p, r) in enumerate(zip(preds, refs))]
         folder.joinpath("predictions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
         accuracy = sum(p == r for p, r in zip(preds, refs)) / len(refs)
+        macro = f1_score(refs, preds, average="macro", labels=sorted(set(refs) | set(preds)), zero_division=0)
         results.append(ArmResult(arm={"name": seed_name(name, seed), "slug": slug, "task_key": "t", "seed": seed},
-                                 status="ok", metrics={"accuracy": accuracy, "macro_f1": 0.5}))
+                                 status="ok", metrics={"accuracy": accuracy, "macro_f1": float(macro)}))
     return results
 
 
@@ -166,6 +168,10 @@ def test_macro_f1_and_entity_f1_are_compared_from_the_predictions(tmp_path):
     assert macro["test"] == "paired_bootstrap" and macro["a"] == "good · seed 0"
     assert macro["difference"] == pytest.approx(1 - (2 * 20 / 80) / 3, abs=1e-6)  # bad: F1 of 'a' is 0.5, others 0
     assert macro["significant"]
+    # Rebuilt statistics that do not give an arm's recorded value are not tested at all.
+    results[1].metrics["macro_f1"] = 0.9
+    again = compare.comparisons(tmp_path, results, tasks={"t": {"labels": ["a", "b", "c"]}}, resamples=50)
+    assert {c["metric"] for c in again} == {"accuracy"}
 
 
 # ------------------------------------------------------------------ sensitivity

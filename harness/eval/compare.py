@@ -74,7 +74,14 @@ def comparisons(run_dir: Path, results: list, *, tasks: dict | None = None,
     def table(result, metric, ids, labels):
         key = (result.arm["name"], metric.name, tuple(ids))
         if key not in tables:
-            tables[key] = _metric_rows(metric, rows[result.arm["name"]], ids, labels)
+            found = _metric_rows(metric, rows[result.arm["name"]], ids, labels)
+            recorded = result.metrics.get(metric.name)
+            # Rebuilt statistics must give the arm's own value on all its items; if they do not
+            # (rows that changed meaning since the run), no test beats a wrong one.
+            if found is not None and len(ids) == len(rows[result.arm["name"]]) and recorded is not None \
+                    and not abs(metric.reduce(found) - recorded) <= 1e-4 * max(1.0, abs(recorded)):
+                found = None
+            tables[key] = found
         return tables[key]
 
     out = []
