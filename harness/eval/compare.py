@@ -20,6 +20,7 @@ import numpy as np
 from harness.eval import metrics, stats
 from harness.naming import base_name
 
+
 def _prediction_rows(arm_dir: Path) -> dict[str, dict]:
     path = arm_dir / "predictions.jsonl"
     if not path.is_file():
