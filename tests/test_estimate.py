@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from harness.cli.main import app
 from harness.config.load import load_experiment
-from harness.planning.estimate import KNOWN_CONFIGS, config_from_dict, estimate_arms, wrapped_meta_model
 from harness.methods import get_method
+from harness.planning.estimate import KNOWN_CONFIGS, config_from_dict, estimate_arms, wrapped_meta_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -139,8 +139,8 @@ def test_known_configs_are_valid_transformers_configs():
 def test_plan_prints_the_minimum_detectable_difference_from_eval_examples(write_experiment):
     """Before anything runs: the MDD of accuracy for budget.eval_examples items (the analytic
     paired-proportions figure), and the stricter one of the first Holm step over all pairs."""
-    from harness.planning.estimate import sensitivity_notes
     from harness.eval.compare import planned_mdd
+    from harness.planning.estimate import sensitivity_notes
 
     arms = [{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "llama"},
             {"method": "full_ft", "model": "llama"}]

@@ -66,7 +66,7 @@ def plan_command(file: Path, set_: SetOption = None):
 
     experiment = load_experiment(file, set_)
     estimates = estimate_arms(experiment)
-    out.print(plan_table(estimates, experiment.budget.model_dump()))
+    out.print(plan_table(estimates, experiment.budget))
     for note in config_notes(estimates) + sensitivity_notes(experiment):
         out.print(note, highlight=False, soft_wrap=True)
 
@@ -108,7 +108,7 @@ def run(file: Path, set_: SetOption = None,
 
 
 def _tracker(experiment, track: bool = True):
-    """MLflow tracking unless `--no-track` or `tracking: {enabled: false}`; see harness/tracking.py."""
+    """MLflow tracking unless `--no-track` or `tracking: {enabled: false}`; see harness/tracking/mlflow_tracker.py."""
     if not track or not experiment.tracking.enabled:
         return None
     from harness.tracking.mlflow_tracker import MlflowTracker
@@ -201,7 +201,8 @@ def report(run_dir: Path,
     if not path.is_file():
         raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
     if correction is not None and not recompute:
-        raise HarnessError("--correction only applies with --recompute", fix=f"harness report {run_dir} --recompute --correction {correction}")
+        raise HarnessError("--correction only applies with --recompute",
+                           fix=f"harness report {run_dir} --recompute --correction {correction}")
     if recompute:
         from harness.results.arm_result import recompute_statistics
 

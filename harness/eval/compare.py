@@ -103,8 +103,8 @@ def comparisons(run_dir: Path, results: list, *, tasks: dict | None = None,
             name_a, name_b = base_a, base_b
         for metric in metrics.METRICS.values():
             test = _test_of(metric, len(common))
-            if test is None or (test != "mcnemar" and resamples <= 0) or any(ga[s].metrics.get(metric.name) is None or gb[s].metrics.get(metric.name) is None
-                                   for s in common):
+            missing = any(g[s].metrics.get(metric.name) is None for g in (ga, gb) for s in common)
+            if test is None or (test != "mcnemar" and resamples <= 0) or missing:
                 continue
             a_tables = [table(ga[s], metric, ids, labels) for s in common]
             b_tables = [table(gb[s], metric, ids, labels) for s in common]
@@ -255,7 +255,8 @@ def summary_lines(results: dict) -> list[str]:
             worse = c["b"] if c["better"] == c["a"] else c["a"]
             p = (f"p {_p_text(c['p_value'])}, adjusted {_p_text(c['p_adjusted'])}" if c.get("p_adjusted") is not None
                  else f"p {_p_text(c['p_value'])}")
-            lines.append(f"{c['better']} beats {worse} on {c['metric']} (by {abs(c['difference']):.3f}, {p}, {_test_text(c)})")
+            lines.append(f"{c['better']} beats {worse} on {c['metric']} "
+                         f"(by {abs(c['difference']):.3f}, {p}, {_test_text(c)})")
     counts = significance_counts(results)
     if found:
         how = (f"after {CORRECTION_NAMES.get(correction, correction)} correction per task and metric"

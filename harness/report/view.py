@@ -11,8 +11,8 @@ from pathlib import Path
 from markupsafe import Markup
 
 from harness.eval.compare import CORRECTION_NAMES, adjusted_p, difference_text
-from harness.naming import base_name
 from harness.eval.metrics import METRICS
+from harness.naming import base_name
 from harness.report import charts
 
 CONSUMED = ["steps", "examples", "tokens", "seconds"]
@@ -336,7 +336,7 @@ def golden(results: dict) -> dict | None:
 
 
 def _golden_rows_from_arms(results: dict) -> list[dict]:
-    """Per-arm golden results (arms[i].golden[set].items, see harness/eval/golden.py) as flat rows."""
+    """Per-arm golden results (arms[i].golden[set].items, see harness/golden/scoring.py) as flat rows."""
     rows = []
     for arm in results.get("arms", []):
         for set_name, outcome in (arm.get("golden") or {}).items():
