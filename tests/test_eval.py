@@ -358,7 +358,7 @@ def test_length_sorted_batches_keep_the_original_order():
         return [e["text"].upper() for e in batch], [{"n": len(e["text"])} for e in batch]
 
     examples = [{"id": str(i), "text": "x" * n, "label": "a"} for i, n in enumerate([3, 9, 1, 7, 5])]
-    rows, cost = run_predictions(fake, examples, {"type": "classification"}, batch_size=2, latency_examples=0)
+    rows, cost, _ = run_predictions(fake, examples, {"type": "classification"}, batch_size=2, latency_examples=0)
     assert [r["id"] for r in rows] == ["0", "1", "2", "3", "4"]
     assert [r["prediction"] for r in rows] == [e["text"].upper() for e in examples]
     assert seen == [["1", "3"], ["4", "0"], ["2"]]  # longest first: batches of similar length

@@ -14,6 +14,8 @@ from pathlib import Path
 from harness import models
 from harness.config.schema import Budget, Experiment
 from harness.data import loaders
+from harness.eval import precision
+from harness.eval.scoring_rule import ScoringRule, decides_arm
 from harness.methods import get_method
 from harness.naming import seed_name
 from harness.stages import normalize_stages
@@ -130,7 +132,8 @@ def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> Budge
     stages keep their stage_steps."""
     names = {s["name"] for s in stages or []}
     return exp.budget.model_copy(update={"seeds": None, "seed": seed, "stage_steps": {
-        k: v for k, v in exp.budget.stage_steps.items() if k in names}})
+        k: v for k, v in exp.budget.stage_steps.items() if k in names},
+        "eval_precision": precision.resolve(exp.budget.eval_precision)})  # auto: this machine's choice
 
 
 def budget_identity(budget: Budget, stages: list | None) -> dict:
@@ -140,6 +143,8 @@ def budget_identity(budget: Budget, stages: list | None) -> dict:
     if not stages:
         identity.pop("stage_steps")
         identity.pop("alignment")
+    if identity.get("eval_precision") == "fp32":
+        identity.pop("eval_precision")  # what every result before this setting was: those keep their hash
     return identity
 
 
@@ -159,17 +164,25 @@ def _content_hash(arm: Arm, source: str, base: Path) -> str:
         "v": HASH_VERSION, "method": arm.method, "params": arm.params,
         "model": models.model_fingerprint(source, base_dir=base),
         "model_options": {k: arm.model[k] for k in ("dtype", "kind", "trust_remote_code")},
-        "task": {k: v for k, v in arm.task.items() if k != "data"}, "data": data_identity(arm.task),
+        "task": _task_identity(arm.task), "data": data_identity(arm.task),
         "columns": arm.task["data"].get("columns"), "budget": budget_identity(arm.budget, arm.stages),
     }
     if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
-        identity["tasks"] = {key: [{k: v for k, v in t.items() if k != "data"}, data_identity(t),
+        identity["tasks"] = {key: [_task_identity(t), data_identity(t),
                                    t["data"].get("columns")] for key, t in arm.tasks.items()}
+    if decides_arm(arm.model["kind"], arm.task, bool(arm.golden_sets)):  # decoder label scoring only
+        identity["label_scoring"] = ScoringRule.of_task(arm.task).as_dict()
     if arm.stages:  # only arms with stages: the hashes of all other arms stay as they were
         identity["stages"] = arm.stages
     if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
         identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _task_identity(task: dict) -> dict:
+    # The scoring rule enters only the hashes of arms it can change (decides_arm), so adding it
+    # to the schema kept every other arm's hash.
+    return {k: v for k, v in task.items() if k not in ("data", "label_scoring")}
 
 
 def _dedupe_names(arms: list[Arm]) -> None:

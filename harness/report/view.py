@@ -200,7 +200,7 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
     best = best_values(arms, names)
     columns = [{"name": arm_name(a), "method": a["arm"].get("method"), "model": a["arm"].get("model_key"),
                 "status": a["status"], "error": a.get("error"), "flags": flags.get(arm_name(a), []),
-                "reused_from": a.get("reused_from")} for a in arms]
+                "reused_from": a.get("reused_from"), **evaluation_notes(a)} for a in arms]
     groups: dict[str, list] = {"quality": [], "cost": [], "other": []}
     for n in names:
         metric = METRICS.get(n)
@@ -212,7 +212,21 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
         "name": k, "unit": "", "arrow": "", "description": f"{k} this arm consumed in training",
         "cells": [{"text": format_value((a.get("consumed") or {}).get(k)), "best": False} for a in arms]}
         for k in CONSUMED]
-    return {"columns": columns, "groups": [{"title": t, "rows": r} for t, r in groups.items() if r]}
+    return {"columns": columns, "groups": [{"title": t, "rows": r} for t, r in groups.items() if r],
+            "contended": [c["name"] for c in columns if c.get("contended")]}
+
+
+def evaluation_notes(arm: dict) -> dict:
+    """How an arm was evaluated (a decoder's scoring rule, the precision) and whether its cost
+    metrics were measured on a busy machine (load above the CPUs, or other processes using CPU)."""
+    provenance, detail = arm.get("provenance") or {}, arm.get("metrics_detail") or {}
+    parts = [(provenance.get("label_scoring") or {}).get("text"), provenance.get("eval_precision")]
+    conditions = detail.get("cost_conditions") or {}
+    busy = None
+    if conditions.get("contended"):
+        busy = (f"cost measured on a busy machine: load {conditions.get('load_avg_1m')} on {conditions.get('cpu_count')} "
+                f"CPUs, other processes used {conditions.get('other_cores_in_use')} cores on average")
+    return {"evaluation": " · ".join(p for p in parts if p), "contended": busy}
 
 
 # ----------------------------------------------------------------------------- charts

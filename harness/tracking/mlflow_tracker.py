@@ -136,7 +136,7 @@ class MlflowTracker:
         params = {"method": arm.get("method"), "model": arm.get("model"), "model_key": arm.get("model_key"),
                   "model_kind": arm.get("kind"), "task": arm.get("task_key"), "seed": arm.get("seed"),
                   **{f"param.{k}": v for k, v in (arm.get("params") or {}).items()}, **_stage_params(arm),
-                  **{f"budget.{k}": v for k, v in self._arm_budget(arm_dir).items()}}
+                  **{f"budget.{k}": v for k, v in self._arm_budget(arm_dir).items()}, **_evaluation_params(result)}
         stamp = _ms(result.finished_at) or int(time.time() * 1000)
         metrics = [Metric(k, float(v), stamp, 0) for k, v in result.metrics.items() if _number(v)]
         for name, points in result.curves.items():  # [[step, value], ...]; train_loss today
@@ -339,6 +339,21 @@ def _user() -> str | None:
 
 def _version() -> str:
     return __version__
+
+
+def _evaluation_params(result) -> dict:
+    """How the arm was evaluated: a decoder's label scoring rule, the precision, and whether its
+    cost metrics were measured on a busy machine (harness.eval.machine_load)."""
+    provenance, detail = result.provenance or {}, result.metrics_detail or {}
+    rule = provenance.get("label_scoring") or {}
+    out = {f"label_scoring.{k}": rule[k] for k in ("end_of_turn", "normalize") if k in rule}
+    if provenance.get("eval_precision"):
+        out["eval_precision"] = provenance["eval_precision"]
+    conditions = detail.get("cost_conditions") or {}
+    if "contended" in conditions:
+        out["cost.contended"] = conditions["contended"]
+        out["cost.load_avg_1m"] = conditions.get("load_avg_1m")
+    return out
 
 
 def _stage_params(arm: dict) -> dict:
