@@ -77,42 +77,31 @@ def run(file: Path, set_: SetOption = None,
         only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
         track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True):
     """Train and evaluate every arm of an experiment; write results.json and the report."""
-    from harness.config import load_experiment
-    from harness.plan import plan
+    from harness import api
     from harness.report.console import print_results
-    from harness.runner import Runner
 
-    experiment = load_experiment(file, set_)
-    arms = plan(experiment)
-    if only:
-        arms = [a for a in arms if any(o in a.name for o in only)]
-        if not arms:
-            raise HarnessError(f"--only {only} matches no arm", fix="see `harness validate` for the arm names")
-    runner = Runner(experiment, arms, output_root=Path(experiment.output_dir), force=force,
-                    tracker=_tracker(experiment, track), reporter=_write_html_report)
     try:
-        run_dir = runner.run()
+        finished = api.run(file, set_, track=track, force=force, only=only, reporter=_write_html_report)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    results = json.loads((run_dir / "results.json").read_text())
+    results, run_dir = finished.results, finished.run_dir
     print_results(results, out)
     from harness.eval.golden import print_golden_summary
 
     print_golden_summary(results, out)
-    out.print(f"results: {run_dir / 'results.json'}")
+    out.print(f"results: {_shown(run_dir / 'results.json')}")
     failed = [a for a in results["arms"] if a["status"] == "failed"]
     if failed:
         err.print(f"[yellow]{len(failed)} arm(s) failed[/]; the others completed (see results.json for the errors)")
         raise typer.Exit(1)
 
 
-def _tracker(experiment, track: bool = True):
-    """MLflow tracking unless `--no-track` or `tracking: {enabled: false}`; see harness/tracking.py."""
-    if not track or not experiment.tracking.enabled:
-        return None
-    from harness.tracking import MlflowTracker
-
-    return MlflowTracker(uri=experiment.tracking.uri, experiment_name=experiment.tracking.experiment_name)
+def _shown(path: Path) -> Path:
+    """A path under the working directory as a relative one (as the runner names it), else as is."""
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 @app.command()
@@ -178,17 +167,36 @@ def list_stages():
 
 @app.command()
 @user_errors
-def report(run_dir: Path):
-    """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder) and
-    rebuild its HTML report, index.html."""
-    from harness.report.console import print_results
-    from harness.report.html import write_html_report
+def report(run_dir: Path,
+           format_: Annotated[str, typer.Option("--format", help="html (index.html and the console table), md "
+                                                                 "(PR comments, READMEs), csv (spreadsheets) or latex "
+                                                                 "(booktabs, for papers)")] = "html",
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write md/csv/latex here "
+                                                                                "instead of printing it")] = None):
+    """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder, or
+    reports/<experiment>/latest) and rebuild its HTML report, index.html; or export the table."""
+    from harness.api import load_run
+    from harness.report import exports
 
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
-    print_results(json.loads(path.read_text()), out)
-    out.print(f"report: {write_html_report(run_dir)}", soft_wrap=True, highlight=False)
+    if format_ not in exports.FORMATS:
+        raise HarnessError(f"--format {format_!r} is not one of {', '.join(exports.FORMATS)}",
+                           fix="pass --format md for a PR comment, csv for a spreadsheet, latex for a paper")
+    finished = load_run(run_dir)
+    if format_ == "html":
+        from harness.report.console import print_results
+        from harness.report.html import write_html_report
+
+        print_results(finished.results, out)
+        out.print(f"report: {write_html_report(finished.run_dir)}", soft_wrap=True, highlight=False)
+        return
+    text = {"md": exports.to_markdown, "csv": exports.to_csv, "latex": exports.to_latex}[format_](finished.results)
+    if output is None:
+        sys.stdout.write(text)  # not through rich: the text must reach a pipe byte for byte
+        return
+    from harness.paths import atomic_write_text
+
+    atomic_write_text(output, text)
+    err.print(f"{format_}: {output}", highlight=False)
 
 
 @app.command()

@@ -4,6 +4,7 @@ results.json of a run that collects them."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -11,6 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from harness.paths import atomic_write_text
+
+
+LATEST = "latest"  # reports/<experiment>/latest names the newest run of an experiment
 
 
 def now() -> str:
@@ -75,3 +79,19 @@ def _statistics(run_dir: Path, experiment: dict, results: list[ArmResult]) -> di
         return run_statistics(run_dir, results, (experiment or {}).get("budget") or {})
     except Exception as err:  # noqa: BLE001 - the results must be written whatever happens here
         return {"comparisons": [], "seed_summary": [], "statistics_error": f"{type(err).__name__}: {err}"}
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make reports/<experiment>/latest name run_dir: a relative symlink, replaced atomically; a
+    one-line file with the run id where the file system refuses links (load_run reads both)."""
+    run_dir = Path(run_dir)
+    link, tmp = run_dir.parent / LATEST, run_dir.parent / f".{LATEST}.{os.getpid()}.tmp"
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(run_dir.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        if link.is_symlink():
+            link.unlink()
+        atomic_write_text(link, run_dir.name + "\n")
