@@ -231,13 +231,17 @@ def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
          markdown: Annotated[Optional[Path], typer.Option(help="write a Markdown summary (PR comment) here")] = None,
          json_out: Annotated[Optional[Path], typer.Option("--json", help="write the verdict with every item here")] = None,
          record: Annotated[bool, typer.Option(help="store the candidate's results as the set's baseline when it passes")] = False,
-         mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="log the verdict to this MLflow tracking URI")] = None):
+         mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="log the verdict to this MLflow tracking URI")] = None,
+         register: Annotated[Optional[str], typer.Option(help="when the gate passes, register the candidate's adapter "
+                                                              "(or model) as a new version of this name in the MLflow "
+                                                              "Model Registry (--mlflow, $MLFLOW_TRACKING_URI or ./mlflow.db)")] = None):
     """Fail the build when a candidate regresses on a golden set: exit 0 pass, 1 regression, 2 usage error."""
     from harness.gate_cli import run_gate
 
     code = user_errors(run_gate)(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
                                  baseline_arm=baseline_arm, max_drop=max_drop, alpha=alpha, junit=junit,
-                                 markdown=markdown, json_out=json_out, record=record, mlflow_uri=mlflow_uri)
+                                 markdown=markdown, json_out=json_out, record=record, mlflow_uri=mlflow_uri,
+                                 register=register)
     raise typer.Exit(code)
 
 

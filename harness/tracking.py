@@ -29,6 +29,10 @@ ARTIFACT_DIR = "mlruns"
 MAX_TAG_CHARS = 5000     # MLflow keeps up to 8000 characters in a tag value
 MAX_PARAM_CHARS = 6000   # and up to 6000 in a param value
 BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # log_batch's per-call limits
+# MLflow 3 opens an experiment on the page its kind calls for; without this tag it guesses GenAI
+# and lands on traces and token usage. "finetuning" is one of the machine-learning kinds the UI
+# knows (it then opens the runs table).
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "finetuning"
 
 
 def resolve_store(uri: str | None = None) -> tuple[str, str | None]:
@@ -181,13 +185,15 @@ class MlflowTracker:
         found = self.client.get_experiment_by_name(name)
         if found is None:
             try:
-                return self.client.create_experiment(name, artifact_location=self.artifact_root)
+                return self.client.create_experiment(name, artifact_location=self.artifact_root,
+                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except Exception:  # another `harness run` created it a moment ago
                 found = self.client.get_experiment_by_name(name)
                 if found is None:
                     raise
         if found.lifecycle_stage == "deleted":  # deleted in the UI; runs would be refused
             self.client.restore_experiment(found.experiment_id)
+        mark_experiment_kind(self.client, found.experiment_id, found.tags)
         return found.experiment_id
 
     def _log_batch(self, run_id: str, *, params: dict | None = None, metrics: list | None = None) -> None:
@@ -228,6 +234,15 @@ class MlflowTracker:
                 self.client.log_artifact(run_id, str(path))
         if result.error:
             self.client.log_text(run_id, result.error + "\n", "error.txt")
+
+
+def mark_experiment_kind(client, experiment_id: str, tags: dict | None = None) -> None:
+    """Tag a harness experiment as model training, so the UI opens on its runs table; an
+    experiment the user already gave a kind keeps it."""
+    if tags is None:
+        tags = client.get_experiment(experiment_id).tags
+    if not tags.get(EXPERIMENT_KIND_TAG):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 def _datasets_of(task_key: str, data: dict, prepared_fingerprint: str | None) -> list:
