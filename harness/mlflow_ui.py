@@ -85,6 +85,8 @@ def serve(uri: str | None, host: str, port: int, echo) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _interrupt)
         echo(f"MLflow UI on {resolve_store(uri)[0]}: [bold]{url}[/] (Ctrl-C stops it)")
+        for line in link_lines(resolve_store(uri)[0], url):
+            echo(line, soft_wrap=True, highlight=False)  # a wrapped URL is a broken link
         code = proc.wait()
     except KeyboardInterrupt:
         stop_ui(proc)
@@ -94,6 +96,23 @@ def serve(uri: str | None, host: str, port: int, echo) -> None:
         stop_ui(proc)  # whatever happened, never leave the server behind
     raise HarnessError(f"the MLflow UI stopped by itself with code {code}: {_tail(proc.log_path)}",
                        fix=f"see {proc.log_path}")
+
+
+def link_lines(store: str, url: str) -> list[str]:
+    """Where to click: each harness experiment's runs table (its arms with their metrics) and the
+    compare view of its latest run's arms. Best effort: the UI is useful without them."""
+    from harness.mlflow_views import experiment_links
+
+    try:
+        links = experiment_links(store, url)
+    except Exception as error:  # noqa: BLE001 - a store MLflow cannot read still opens in the UI
+        return [f"[yellow]could not list the experiments[/] ({type(error).__name__})"]
+    lines = []
+    for name, runs, compare in links:
+        lines.append(f"  {name}: runs {runs}")
+        if compare:
+            lines.append(f"  {name}: compare the arms of the latest run {compare}")
+    return lines
 
 
 def _interrupt(signum, frame):

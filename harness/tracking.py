@@ -22,6 +22,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness.mlflow_views import VIEW_TAG, arm_note, view_state
+
 console = Console(stderr=True)
 
 DB_FILE = "mlflow.db"
@@ -132,7 +134,8 @@ class MlflowTracker:
                 "arm.task_key": arm.get("task_key"), "arm.reused_from": result.reused_from,
                 "harness.version": (provenance.get("packages") or {}).get("harness") or _version(),
                 "harness.git_commit": provenance.get("git_commit") or self.commit,
-                "harness.device": provenance.get("device"), "error": result.error, "mlflow.user": _user()}
+                "harness.device": provenance.get("device"), "error": result.error, "mlflow.user": _user(),
+                "mlflow.note.content": arm_note(result)}  # the run's description: arm and headline metrics
         run = self.client.create_run(self.experiment_id, start_time=_ms(result.started_at) or _ms(result.finished_at),
                                      run_name=arm.get("name"), tags=_clean(tags))
         run_id = run.info.run_id
@@ -163,6 +166,10 @@ class MlflowTracker:
         for name in ("results.json", "index.html"):  # the HTML report, when one was written by now
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.parent_id, str(run_dir / name))
+        # The runs table `harness ui` links to: this run's arms with their metrics (mlflow_views.py).
+        state = json.dumps(view_state(results, self.parent_id))
+        if len(state) <= MAX_TAG_CHARS:
+            self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, state)
         self.client.set_terminated(self.parent_id, "FINISHED")
         self.parent_id = None
 
