@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 import harness
 from harness.cli import app
 from harness.errors import HarnessError
-from tests.conftest import experiment_dict
+from tests.conftest import experiment_dict, run_in
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "analysis.md"
 NAME = "encoder_vs_decoder"  # the experiment name docs/analysis.md reads; here it is the tiny one
@@ -40,13 +40,8 @@ def workdir(tiny_models, tiny_data, tmp_path_factory):
     data["tracking"] = {"uri": f"sqlite:///{folder / 'track.db'}"}
     path = folder / "experiment.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    old = os.getcwd()
-    os.chdir(folder)
-    try:
-        first = harness.run(path)
-        second = harness.run(str(path), overrides=["tracking.experiment_name=tiny-again"])  # same arm hashes
-    finally:
-        os.chdir(old)
+    first = run_in(folder, path)
+    second = run_in(folder, str(path), overrides=["tracking.experiment_name=tiny-again"])  # same arm hashes
     return folder, first, second
 
 

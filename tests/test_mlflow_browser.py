@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import harness
 from harness.mlflow_ui import link_lines, start_ui, stop_ui
 from harness.mlflow_views import VIEW_TAG
 from harness.tracking import import_mlflow
-from tests.conftest import experiment_dict
+from tests.conftest import experiment_dict, run_in
 from tests.test_report_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_tracking import free_port
 
@@ -31,12 +30,7 @@ def tracked(tiny_models, tiny_data, tmp_path_factory):
                                                     {"method": "zero_shot", "model": "llama"}])
     data["tracking"] = {"uri": store}
     (folder / "e.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
-    old = os.getcwd()
-    os.chdir(folder)
-    try:
-        run = harness.run(folder / "e.yaml")
-    finally:
-        os.chdir(old)
+    run = run_in(folder, folder / "e.yaml")
     return store, run
 
 

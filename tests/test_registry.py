@@ -4,19 +4,17 @@ nothing; the registered folder, loaded back, gives the candidate's golden-set pr
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-import harness
 from harness import gate
 from harness.cli import app
 from harness.eval.golden import load_golden
 from harness.tracking import import_mlflow
-from tests.conftest import experiment_dict
+from tests.conftest import experiment_dict, run_in
 
 NAME = "tiny-sentiment"
 GOLDEN = {
@@ -45,12 +43,7 @@ def tracked_run(tiny_models, tiny_data, tmp_path_factory):
     data.update(golden_sets=[str(golden)], tracking={"uri": store})
     path = folder / "experiment.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
-    old = os.getcwd()
-    os.chdir(folder)
-    try:
-        run = harness.run(path)
-    finally:
-        os.chdir(old)
+    run = run_in(folder, path)
     assert [a["status"] for a in run.arms] == ["ok", "ok"]
     return folder, store, golden, run
 
