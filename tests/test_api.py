@@ -225,3 +225,21 @@ def _same(a, b) -> bool:
         return (a is None or (isinstance(a, float) and math.isnan(a))) and (
             b is None or (isinstance(b, float) and math.isnan(b)))
     return float(a) == pytest.approx(float(b), rel=1e-9, abs=1e-12)
+
+
+def test_latest_is_a_file_where_links_are_refused(workdir, tmp_path, monkeypatch):
+    from harness.results import point_latest
+
+    _, _, run = workdir
+    copy = tmp_path / "reports" / NAME / run.run_id
+    shutil.copytree(run.run_dir, copy)
+
+    def refuse(*args, **kwargs):
+        raise OSError("symlinks not supported")
+
+    monkeypatch.setattr(os, "symlink", refuse)
+    point_latest(copy)
+    latest = copy.parent / "latest"
+    assert latest.is_file() and not latest.is_symlink() and latest.read_text().strip() == run.run_id
+    assert harness.load_run(latest).table()["arm"].tolist() == run.table()["arm"].tolist()
+    assert [r.run_id for r in harness.load_runs(str(copy.parent / "*"))] == [run.run_id]  # counted once
