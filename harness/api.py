@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from harness.errors import HarnessError
-from harness.results import LATEST
+from harness.results.arm_result import LATEST
 
 if TYPE_CHECKING:  # pandas loads in ~0.5 s: only when a table is asked for
     import pandas as pd
@@ -42,8 +42,8 @@ def run(path_or_experiment, overrides: list[str] | None = None, jobs: int | None
     track: log to MLflow as the YAML's `tracking:` says (False: never).
     reporter: called with the run folder to write the HTML page (default: write it, warn on failure).
     A failed arm does not raise: it is a row with status "failed". Bad input raises HarnessError."""
-    from harness.plan import plan
-    from harness.runner import Runner
+    from harness.execution.runner import Runner
+    from harness.planning.plan import plan
 
     if jobs not in (None, 1):
         raise HarnessError(f"jobs={jobs}: arms run one at a time in this version", fix="leave jobs unset")
@@ -59,7 +59,8 @@ def run(path_or_experiment, overrides: list[str] | None = None, jobs: int | None
 
 
 def _experiment(path_or_experiment, overrides):
-    from harness.config import Experiment, load_experiment
+    from harness.config.load import load_experiment
+    from harness.config.schema import Experiment
 
     if isinstance(path_or_experiment, Experiment):
         if overrides:
@@ -70,10 +71,10 @@ def _experiment(path_or_experiment, overrides):
 
 
 def tracker_for(experiment, track: bool = True):
-    """MLflow tracking unless track=False or `tracking: {enabled: false}`; see harness/tracking.py."""
+    """MLflow tracking unless track=False or `tracking: {enabled: false}`; see harness/tracking/mlflow_tracker.py."""
     if not track or not experiment.tracking.enabled:
         return None
-    from harness.tracking import MlflowTracker
+    from harness.tracking.mlflow_tracker import MlflowTracker
 
     return MlflowTracker(uri=experiment.tracking.uri, experiment_name=experiment.tracking.experiment_name)
 

@@ -31,6 +31,8 @@ def did_you_mean(name: str, choices) -> str:
 
     choices = sorted(choices)
     close = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
+    # A short name the user spelled out ("rank" for "r") is no close match by edit distance.
+    close = close or [c for c in choices if len(c) >= 1 and name.lower().startswith(c.lower())][:1]
     if close:
         return f"did you mean '{close[0]}'?"
     return "choose one of: " + ", ".join(choices)

@@ -127,7 +127,7 @@ def test_the_analysis_notebook_runs(workdir, capsys):
 
 
 def test_jobs_other_than_one_and_overrides_on_a_loaded_experiment_are_refused(workdir):
-    from harness.config import load_experiment
+    from harness.config.load import load_experiment
 
     folder, _, _ = workdir
     with pytest.raises(HarnessError, match="one at a time"):
@@ -228,7 +228,7 @@ def _same(a, b) -> bool:
 
 
 def test_latest_is_a_file_where_links_are_refused(workdir, tmp_path, monkeypatch):
-    from harness.results import point_latest
+    from harness.results.arm_result import point_latest
 
     _, _, run = workdir
     copy = tmp_path / "reports" / NAME / run.run_id

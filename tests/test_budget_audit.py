@@ -7,12 +7,12 @@ import json
 
 from rich.console import Console
 
-from harness.audit import budget_audit
-from harness.budget import example_order, order_digest
-from harness.config import load_experiment
+from harness.results.audit import budget_audit
+from harness.data.order import example_order, order_digest
+from harness.config.load import load_experiment
 from harness.data.tasks import load_task
-from harness.execute import execute_arm
-from harness.plan import plan
+from harness.execution.single_task import execute_arm
+from harness.planning.plan import plan
 from harness.report.console import print_results
 from tests.test_runner import results_of, run_cli
 

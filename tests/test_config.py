@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.config import load_experiment
+from harness.cli.main import app
+from harness.config.load import load_experiment
 
 ARMS = [{"method": "lora", "model": "llama"}, {"method": "full_ft", "model": "bert"}]
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
-from harness.config import load_experiment
-from harness.estimate import KNOWN_CONFIGS, config_from_dict, estimate_arms, wrapped_meta_model
+from harness.cli.main import app
+from harness.config.load import load_experiment
+from harness.planning.estimate import KNOWN_CONFIGS, config_from_dict, estimate_arms, wrapped_meta_model
 from harness.methods import get_method
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +69,7 @@ def test_plan_counts_equal_the_counts_of_real_loaded_models(write_experiment):
     from harness import models
     from harness.eval.profile import parameter_counts
     from harness.methods import ArmContext
-    from harness.plan import plan
+    from harness.planning.plan import plan
 
     experiment = load_experiment(write_experiment(METHOD_ARMS))
     estimates = estimate_arms(experiment)

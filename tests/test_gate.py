@@ -12,10 +12,12 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from harness.cli import app
+from harness.cli.main import app
 from harness.errors import HarnessError
-from harness.eval import golden as G
-from harness import gate
+from harness.golden import gate, outputs, summary
+from harness.golden.assertions import check_item
+from harness.golden.schema import GoldenItem, GoldenSet, load_golden
+from harness.golden.scoring import golden_task, score_golden, summarize
 
 GOLDEN = {
     "name": "mini", "task": "classification", "version": "1", "labels": ["negative", "positive"],
@@ -52,7 +54,7 @@ def write_run(folder: Path, arms: dict[str, set[str]], version: str = "1") -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     payload = {"experiment": {"name": "x"}, "arms": [
         {"arm": {"name": name, "slug": name.replace(" ", "-")}, "status": "ok",
-         "golden": {"mini": {"set": "mini", "version": version, **G.summarize(rows(p)), "items": rows(p)}}}
+         "golden": {"mini": {"set": "mini", "version": version, **summarize(rows(p)), "items": rows(p)}}}
         for name, p in arms.items()]}
     (folder / "results.json").write_text(json.dumps(payload))
     return folder
@@ -106,7 +108,7 @@ BAD_SETS = [
 def test_golden_schema_errors_are_one_clear_sentence(tmp_path, change, expected):
     path = write_golden(tmp_path, _edited(change))
     with pytest.raises(HarnessError) as info:
-        G.load_golden(path)
+        load_golden(path)
     message = str(info.value)
     assert message.startswith(str(path)), message
     for part in expected:
@@ -120,7 +122,7 @@ def test_validate_accepts_golden_sets_and_the_shipped_ones(tmp_path):
     assert result.exit_code == 0 and "golden set mini@1, 8 item(s), 1 must" in result.output
     shipped = Path(__file__).resolve().parent.parent / "golden_sets"
     for name in ("sentiment", "topics", "summarization"):
-        golden = G.load_golden(shipped / f"{name}.yaml")
+        golden = load_golden(shipped / f"{name}.yaml")
         assert len(golden.items) >= 30, name
         tags = {t for i in golden.items for t in i.tags}
         expected = {"sentiment": {"negation", "sarcasm", "mixed"}, "topics": {"short", "long"},
@@ -129,20 +131,24 @@ def test_validate_accepts_golden_sets_and_the_shipped_ones(tmp_path):
 
 
 def test_every_assertion_kind_reports_expected_and_actual():
-    item = G.GoldenItem.model_validate({"id": "x", "input": "t", "reference": "the cat sat on the mat", "expect": {
+    item = GoldenItem.model_validate({"id": "x", "input": "t", "reference": "the cat sat on the mat", "expect": {
         "equals": "no", "contains": ["cat", "dog"], "not_contains": "mat", "regex": r"^\{", "label": "positive",
         "json_valid": True, "rouge_l": 0.9, "bertscore": 0.5, "max_tokens": 3, "max_latency_ms": 10}})
-    failures, notes = G.check_item(item, text="the cat sat on a mat", label="negative", n_tokens=6, latency_ms=50.0)
+    failures, notes = check_item(item, text="the cat sat on a mat", label="negative", n_tokens=6, latency_ms=50.0)
     text = "\n".join(failures)
     for part in ["equals: expected 'no', got 'the cat sat on a mat'", "contains: 'dog' not in output",
                  "not_contains: 'mat' is in output", "regex: /^\\{/ does not match", "label: expected 'positive', got 'negative'",
                  "json_valid: output is not JSON", "rouge_l: 0.", "max_tokens: 6 > 3", "max_latency_ms: 50 > 10"]:
         assert part in text, (part, text)
     assert "contains: 'cat'" not in text
-    assert notes == ["bertscore skipped: set HARNESS_BERTSCORE_MODEL to a local encoder folder"]
-    ok = G.GoldenItem.model_validate({"id": "y", "input": "t", "reference": "the cat sat", "expect": {
+    assert notes == ["bertscore skipped: budget.bertscore_model is null (BERTScore off)"]
+    # with the experiment's scorer (any (predictions, references) -> per-item F1 callable)
+    failures, notes = check_item(item, text="the cat", label=None, n_tokens=2, latency_ms=1.0,
+                                 bertscore=lambda preds, refs: [0.4 for _ in preds])
+    assert "bertscore: 0.400 < 0.5" in failures and not notes
+    ok = GoldenItem.model_validate({"id": "y", "input": "t", "reference": "the cat sat", "expect": {
         "equals": '{"a": 1}', "contains": "a", "regex": r"^\{", "json_valid": True, "rouge_l": 0.0, "max_tokens": 9}})
-    assert G.check_item(ok, text='{"a": 1}', label=None, n_tokens=5, latency_ms=1.0) == ([], [])
+    assert check_item(ok, text='{"a": 1}', label=None, n_tokens=5, latency_ms=1.0) == ([], [])
 
 
 # ---------------------------------------------------------------- the verdict rules
@@ -181,7 +187,7 @@ def test_a_candidate_that_flips_one_must_item_fails(tmp_path):
 
 
 def test_noise_alone_passes_a_significant_drop_fails():
-    golden = G.GoldenSet.model_validate({**GOLDEN, "items": [
+    golden = GoldenSet.model_validate({**GOLDEN, "items": [
         {"id": f"i{n}", "input": "x", "expect": {"label": "positive"}} for n in range(40)]})
 
     def side(failing: set[int]) -> gate.Side:
@@ -277,8 +283,8 @@ def test_mlflow_logging_is_best_effort(tmp_path):
                "alpha": 0.05, "candidate_pass_rate": 1.0, "baseline_pass_rate": 1.0, "p_value": 1.0,
                "pass_to_fail": [], "fail_to_pass": []}
     # An unusable tracking URI or a malformed verdict: None, never an exception.
-    assert gate.log_verdict_to_mlflow(verdict, "nosuchscheme://x") is None
-    assert gate.log_verdict_to_mlflow({}, "nosuchscheme://x") is None
+    assert outputs.log_verdict_to_mlflow(verdict, "nosuchscheme://x") is None
+    assert outputs.log_verdict_to_mlflow({}, "nosuchscheme://x") is None
 
 
 # ---------------------------------------------------------------- real models
@@ -292,18 +298,18 @@ def learned(tiny_models, tmp_path_factory):
     import torch
 
     from harness import models
-    from harness.config import Budget
+    from harness.config.schema import Budget
     from harness.methods import ArmContext, get_method
-    from harness.objectives import get_objective
+    from harness.training import get_objective
 
     tok = models.load_tokenizer(tiny_models["llama"])
     model = models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok)
-    probe = G.score_golden(G.GoldenSet.model_validate(GOLDEN), model, tok, kind="causal_lm")
+    probe = score_golden(GoldenSet.model_validate(GOLDEN), model, tok, kind="causal_lm")
     base_labels = {r["id"]: r["actual"] for r in probe}
     counts = {label: list(base_labels.values()).count(label) for label in ("negative", "positive")}
     target = min(counts, key=counts.get)
     data = {**GOLDEN, "items": [{**i, "expect": {"label": target}} for i in GOLDEN["items"]]}
-    golden = G.GoldenSet.model_validate(data)
+    golden = GoldenSet.model_validate(data)
 
     torch.manual_seed(0)
     lora = get_method("lora")
@@ -313,7 +319,7 @@ def learned(tiny_models, tmp_path_factory):
                                                 device="cpu", seed=0))
     train = [{"id": i.id, "text": i.input, "label": i.expect.label} for i in golden.items]
     budget = Budget(max_steps=12, batch_size=8, max_seq_len=48, warmup_ratio=0.0, lr_schedule="constant").model_dump()
-    get_objective("sft").train(model, tok, train, G.golden_task(golden), budget, 2e-2)
+    get_objective("sft").train(model, tok, train, golden_task(golden), budget, 2e-2)
     out = tmp_path_factory.mktemp("adapter") / "adapter"
     model.save_pretrained(out)
     return data, out, {i: label != target for i, label in base_labels.items()}
@@ -323,7 +329,7 @@ def test_a_base_model_against_the_adapter_that_learned_the_set_fails_with_the_ri
         tmp_path, tiny_models, learned):
     data, adapter, base_fails = learned
     golden = write_golden(tmp_path, data)
-    gset = G.load_golden(golden)
+    gset = load_golden(golden)
     tuned = gate.resolve_side(str(adapter), gset, role="baseline")  # a peft folder naming its base
     assert all(r["passed"] for r in tuned.items), [(r["id"], r["actual"]) for r in tuned.items]
     broken = sorted(i for i, failed in base_fails.items() if failed)
@@ -356,7 +362,7 @@ def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp
     assert [r["id"] for r in entry["items"]] == IDS and entry["version"] == "1"
     assert all({"passed", "must", "expected", "actual", "failures", "latency_ms"} <= set(r) for r in entry["items"])
     assert f"golden mini@1 zero_shot · llama: {entry['passed']}/8 items pass" in result.output
-    flat = G.golden_rows(results)
+    flat = summary.golden_rows(results)
     assert len(flat) == 8 and flat[0]["arm"] == "zero_shot · llama" and flat[0]["item_id"] == "a"
     # The run folder is a gate side; against itself it passes, unless a must item fails.
     gated = gate_cli(golden, run_dir, run_dir)
@@ -368,7 +374,7 @@ def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp
     import subprocess
     import sys
 
-    from harness.tracking import import_mlflow
+    from harness.tracking.mlflow_tracker import import_mlflow
 
     client = import_mlflow().tracking.MlflowClient(store)
     child = next(r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])

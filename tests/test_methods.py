@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import load_experiment
-from harness.execute import execute_arm
-from harness.plan import plan
+from harness.config.load import load_experiment
+from harness.execution.single_task import execute_arm
+from harness.planning.plan import plan
 
 # Tiny Llama: hidden 64, MLP 128, 2 layers, 4 heads of 16, 2 key/value heads (kv width 32).
 H, FF, L, KV = 64, 128, 2, 32
@@ -62,7 +62,7 @@ CASES = {
 def test_every_method_is_registered_and_listed():
     from typer.testing import CliRunner
 
-    from harness.cli import app
+    from harness.cli.main import app
     from harness.methods import method_names
 
     new = {"partial_ft", "qlora", "ia3", "bottleneck", "prompt_tuning", "prefix_tuning", "p_tuning"}
@@ -204,7 +204,7 @@ def test_label_scoring_and_generation_line_up_with_virtual_tokens(method, tiny_m
     from harness.data.loaders import load_examples
     from harness.eval import predict
     from harness.methods import ArmContext, get_method
-    from harness.objectives.sft import pad_batch
+    from harness.data.encoding import pad_batch
 
     folder = tiny_models["llama"]
     tok = models.load_tokenizer(folder)

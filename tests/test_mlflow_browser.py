@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.mlflow_ui import link_lines, start_ui, stop_ui
-from harness.mlflow_views import VIEW_TAG
-from harness.tracking import import_mlflow
+from harness.tracking.mlflow_tracker import import_mlflow
+from harness.tracking.ui import link_lines, start_ui, stop_ui
+from harness.tracking.views import VIEW_TAG
 from tests.conftest import experiment_dict, run_in
 from tests.test_report_browser import CHROMIUM, CHROMIUM_ARGS
 from tests.test_tracking import free_port

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from harness import models
+from harness.models import packaged
 from harness.errors import HarnessError
 from tests.tiny_models import CHAT_TEMPLATE, build_tiny_models, write_tiny_gguf
 
@@ -193,7 +194,7 @@ def test_convert_gguf_round_trips_a_tiny_llama(tiny, tmp_path):
     gguf_path = write_tiny_gguf(tiny["llama"], tmp_path / "tiny.gguf")
     out = models.convert_gguf(gguf_path, tmp_path / "converted", marker={"x": 1},
                               require_chat_template=True)
-    assert json.loads((out / models.MARKER).read_text()) == {"x": 1}
+    assert json.loads((out / packaged.MARKER).read_text()) == {"x": 1}
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
     assert (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
@@ -233,28 +234,28 @@ def fake_package(tiny, tmp_path, monkeypatch):
 def test_packaged_gguf_converts_once_then_reuses(fake_package, monkeypatch, tmp_path):
     out = models.resolve_model_dir("packaged:tiny-gguf")
     assert out == tmp_path / "harness-cache" / "models" / "tiny-gguf"
-    marker = json.loads((out / models.MARKER).read_text())
+    marker = json.loads((out / packaged.MARKER).read_text())
     assert marker["version"] == "0.3" and len(marker["gguf_sha256"]) == 16
     assert models.model_fingerprint("packaged:tiny-gguf") == "packaged:tiny-gguf@0.3"
     assert models.infer_kind(str(out)) == "causal_lm"
 
     calls = []
-    real_convert = models.convert_gguf
-    monkeypatch.setattr(models, "convert_gguf", lambda *a, **k: calls.append(1) or real_convert(*a, **k))
+    real_convert = packaged.convert_gguf
+    monkeypatch.setattr(packaged, "convert_gguf", lambda *a, **k: calls.append(1) or real_convert(*a, **k))
     assert models.resolve_model_dir("packaged:tiny-gguf") == out
     assert calls == []  # reused: the marker matches the installed version
     # A new package version invalidates the cached folder.
-    monkeypatch.setattr(models, "_package_version", lambda entry: "0.4")
+    monkeypatch.setattr(packaged, "_package_version", lambda entry: "0.4")
     assert models.resolve_model_dir("packaged:tiny-gguf") == out
     assert calls == [1]
-    assert json.loads((out / models.MARKER).read_text())["version"] == "0.4"
+    assert json.loads((out / packaged.MARKER).read_text())["version"] == "0.4"
 
 
 def test_a_crash_mid_conversion_leaves_no_half_model(fake_package, monkeypatch, tmp_path):
     def crash(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(models, "atomic_write_text", crash)  # the marker is written last
+    monkeypatch.setattr(packaged, "atomic_write_text", crash)  # the marker is written last
     with pytest.raises(HarnessError, match="converting packaged model 'tiny-gguf' failed"):
         models.resolve_model_dir("packaged:tiny-gguf")
     models_dir = tmp_path / "harness-cache" / "models"

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from harness import gate
+from harness.golden import gate
 from harness.cli import app
-from harness.eval.golden import load_golden
-from harness.tracking import import_mlflow
+from harness.golden.schema import load_golden
+from harness.tracking.mlflow_tracker import import_mlflow
 from tests.conftest import experiment_dict, run_in
 
 NAME = "tiny-sentiment"

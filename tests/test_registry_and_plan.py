@@ -6,13 +6,13 @@ import pytest
 from typer.testing import CliRunner
 
 from harness import plugins
-from harness.budget import example_order
-from harness.cli import app
-from harness.config import load_experiment
+from harness.data.order import example_order
+from harness.cli.main import app
+from harness.config.load import load_experiment
 from harness.errors import HarnessError
 from harness.methods import Method, get_method, method_names, register
 from harness.methods import registry
-from harness.plan import plan
+from harness.planning.plan import plan
 
 
 def test_builtin_methods_are_registered():

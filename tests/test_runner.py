@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from harness.cli import app
+from harness.cli.main import app
 
 ALL_METHODS = [
     {"method": "full_ft", "model": "bert", "lr": 1e-3},

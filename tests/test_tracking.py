@@ -10,10 +10,10 @@ import urllib.request
 
 import pytest
 
-from harness.config import load_experiment
-from harness.mlflow_ui import healthy, port_is_free, start_ui, stop_ui
-from harness.results import ArmResult
-from harness.tracking import MlflowTracker, resolve_store
+from harness.config.load import load_experiment
+from harness.tracking.ui import healthy, port_is_free, start_ui, stop_ui
+from harness.results.arm_result import ArmResult
+from harness.tracking.mlflow_tracker import MlflowTracker, resolve_store
 from tests.test_runner import results_of, run_cli
 
 FAILING = {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}}

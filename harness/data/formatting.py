@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import string
 
+from harness.tasks import task_type
+
 
 def render(template: str, example: dict) -> str:
     """str.format over an example's fields, with an error that names the missing field."""
@@ -18,12 +20,9 @@ def render(template: str, example: dict) -> str:
     return template.format_map(example)
 
 
-# The field holding what a model should predict, per task type (generation: "reference").
-TARGET_FIELD = {"classification": "label", "token_classification": "tags", "extractive_qa": "answer"}
-
-
 def target_of(example: dict, task: dict):
-    return example[TARGET_FIELD.get(task["type"], "reference")]
+    """What a model should produce for this example: its task type's target field."""
+    return example[task_type(task["type"]).target]
 
 
 class PromptFormatter:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.data import loaders, prepared
+from harness.tasks import task_type
 
 
 def split_path(data: dict, split: str) -> Path | None:
@@ -19,9 +20,7 @@ def load_split(task: dict, split: str) -> list[dict]:
     if path is None:
         return []
     columns = {} if data.get("prepared") else data.get("columns", {})
-    from harness.checks import REQUIRED_FIELDS
-
-    return loaders.load_examples(path, columns, fmt=data.get("format"), required=REQUIRED_FIELDS[task["type"]][:1])
+    return loaders.load_examples(path, columns, fmt=data.get("format"), required=task_type(task["type"]).fields[:1])
 
 
 def load_task(task: dict, budget: dict) -> tuple[list[dict], list[dict], dict]:

@@ -6,22 +6,10 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from pathlib import Path
 
 from harness.eval import metrics, stats
-
-SEED_SUFFIX = re.compile(r" · seed -?\d+$")
-
-
-def seed_name(name: str, seed: int) -> str:
-    """The display name of one seed's copy of an arm (plan adds it, seed_summary strips it)."""
-    return f"{name} · seed {seed}"
-
-
-def base_name(name: str) -> str:
-    return SEED_SUFFIX.sub("", name)
-
+from harness.naming import base_name
 
 def _item_scores(arm_dir: Path) -> dict[str, dict]:
     path = arm_dir / "predictions.jsonl"

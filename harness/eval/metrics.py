@@ -10,9 +10,6 @@ import numpy as np
 
 from harness.eval.stats import item_mean
 
-Scorer = Callable[[list[str], list[str]], float]
-
-
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -21,7 +18,6 @@ class Metric:
     kind: str                      # "quality" or "cost"
     description: str
     task_types: tuple[str, ...] = ()
-    compute: Scorer | None = None  # quality metrics: (predictions, references) -> value
     # For confidence intervals and paired tests: statistics per test item (n rows) and the
     # reduction that gives the metric's value from any subset of rows (a bootstrap resample).
     item_stats: Callable[["Items"], "np.ndarray | None"] | None = None
@@ -32,54 +28,26 @@ class Metric:
 METRICS: dict[str, Metric] = {}
 
 
-def declare(name, *, higher_is_better, unit, kind, description, task_types=(), compute=None) -> Metric:
+def declare(name, *, higher_is_better, unit, kind, description, task_types=()) -> Metric:
     if name in METRICS:
         raise ValueError(f"metric '{name}' declared twice")
-    METRICS[name] = Metric(name, higher_is_better, unit, kind, description, tuple(task_types), compute)
+    METRICS[name] = Metric(name, higher_is_better, unit, kind, description, tuple(task_types))
     return METRICS[name]
-
-
-def _accuracy(preds, refs):
-    from sklearn.metrics import accuracy_score
-
-    return float(accuracy_score(refs, preds))
-
-
-def _macro_f1(preds, refs):
-    from sklearn.metrics import f1_score
-
-    # Labels from the references and predictions both, so a never-predicted class counts as 0 F1.
-    return float(f1_score(refs, preds, average="macro", labels=sorted(set(refs) | set(preds)), zero_division=0))
-
-
-def _rouge(kind: str) -> Scorer:
-    def score(preds, refs):
-        from rouge_score import rouge_scorer
-
-        scorer = rouge_scorer.RougeScorer([kind], use_stemmer=True)
-        values = [scorer.score(r, p)[kind].fmeasure for p, r in zip(preds, refs)]
-        return sum(values) / len(values) if values else 0.0
-
-    return score
-
-
-def _exact_match(preds, refs):
-    return sum(p.strip().lower() == r.strip().lower() for p, r in zip(preds, refs)) / max(len(refs), 1)
 
 
 CLS, GEN, QA = ("classification",), ("generation",), ("extractive_qa",)
 declare("accuracy", higher_is_better=True, unit="fraction", kind="quality", task_types=CLS,
-        description="share of test items whose predicted label is the reference", compute=_accuracy)
+        description="share of test items whose predicted label is the reference")
 declare("macro_f1", higher_is_better=True, unit="fraction", kind="quality", task_types=CLS,
-        description="F1 averaged over classes with equal weight", compute=_macro_f1)
+        description="F1 averaged over classes with equal weight")
 declare("rouge1", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN,
-        description="unigram overlap with the reference (rouge-score, stemmed)", compute=_rouge("rouge1"))
+        description="unigram overlap with the reference (rouge-score, stemmed)")
 declare("rouge2", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN,
-        description="bigram overlap with the reference (rouge-score, stemmed)", compute=_rouge("rouge2"))
+        description="bigram overlap with the reference (rouge-score, stemmed)")
 declare("rougeL", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN,
-        description="longest common subsequence with the reference (rouge-score, stemmed)", compute=_rouge("rougeL"))
+        description="longest common subsequence with the reference (rouge-score, stemmed)")
 declare("exact_match", higher_is_better=True, unit="fraction", kind="quality", task_types=GEN + QA,
-        description="prediction equals the reference after trimming and lower-casing", compute=_exact_match)
+        description="prediction equals the reference after trimming and lower-casing")
 
 for _name, _hib, _unit, _desc in [
     ("peak_memory_mb", False, "MiB", "peak resident memory of the arm's process (CPU) or peak CUDA memory allocated minus the start"),
@@ -101,12 +69,11 @@ def quality_metrics(task_type: str) -> list[Metric]:
     return [m for m in METRICS.values() if m.kind == "quality" and task_type in m.task_types]
 
 
-def score(task_type: str, preds: list[str], refs: list[str]) -> dict[str, float]:
-    return {m.name: round(m.compute(preds, refs), 6) for m in quality_metrics(task_type) if m.compute}
-
-
 def primary_metric(task_type: str) -> str:
-    return quality_metrics(task_type)[0].name
+    """The task type's primary metric (harness.tasks): the headline of comparisons and reports."""
+    from harness.tasks import task_type as row
+
+    return row(task_type).primary_metric
 
 
 # ------------------------------------------------------------------ per-item statistics
@@ -125,10 +92,6 @@ class Items:
     bertscore: Callable | None = None                 # (preds, refs) -> per-item F1, or None
 
 
-def _mean(rows: np.ndarray) -> float:
-    return item_mean(rows) if len(rows) else 0.0
-
-
 def per_item(fn: Callable[[str, str], float]) -> Callable[[Items], np.ndarray]:
     """Item statistics of a metric that is the mean of a per-item score."""
     return lambda items: np.array([fn(p, r) for p, r in zip(items.preds, items.refs)], dtype=float).reshape(-1, 1)
@@ -140,11 +103,9 @@ def itemize(name: str, item_stats, reduce=item_mean, paired_test: str | None = N
 
 def _rouge_items(kind: str):
     def stats(items: Items) -> np.ndarray:
-        from rouge_score import rouge_scorer
+        from harness.eval.text_metrics import rouge
 
-        scorer = rouge_scorer.RougeScorer([kind], use_stemmer=True)
-        return np.array([scorer.score(r, p)[kind].fmeasure for p, r in zip(items.preds, items.refs)],
-                        dtype=float).reshape(-1, 1)
+        return np.array([rouge(kind, p, r) for p, r in zip(items.preds, items.refs)], dtype=float).reshape(-1, 1)
 
     return stats
 
@@ -189,10 +150,6 @@ def _bleu_reduce(rows: np.ndarray) -> float:
     return bleu_from_stats(rows)
 
 
-def _bleu(preds, refs):
-    return _bleu_reduce(_bleu_items(Items(preds, refs)))
-
-
 def _bertscore_items(items: Items) -> np.ndarray | None:
     if items.bertscore is None:
         return None
@@ -219,11 +176,10 @@ for _kind in ("rouge1", "rouge2", "rougeL"):
 itemize("exact_match", per_item(_exact), paired_test="mcnemar")
 
 declare("token_f1", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN + QA,
-        description="F1 of the bag of normalised tokens (SQuAD style: lower case, no punctuation or articles)",
-        compute=lambda p, r: _mean(per_item(_token_f1)(Items(p, r))))
+        description="F1 of the bag of normalised tokens (SQuAD style: lower case, no punctuation or articles)")
 itemize("token_f1", per_item(_token_f1), paired_test="paired_bootstrap")
 declare("bleu", higher_is_better=True, unit="BLEU (0-100)", kind="quality", task_types=GEN,
-        description="corpus BLEU (sacrebleu defaults: 13a tokens, exponential smoothing, 4-grams)", compute=_bleu)
+        description="corpus BLEU (sacrebleu defaults: 13a tokens, exponential smoothing, 4-grams)")
 itemize("bleu", _bleu_items, _bleu_reduce)
 declare("bertscore_f1", higher_is_better=True, unit="F-measure (cosine)", kind="quality", task_types=GEN,
         description="BERTScore F1 against the reference; the scorer model and layer are in metrics_detail")
@@ -253,8 +209,7 @@ def _declare_ner() -> None:
         ("entity_precision", ner.precision_from_rows, "share of predicted entities that are right (span and type)"),
         ("entity_recall", ner.recall_from_rows, "share of reference entities found (span and type)"),
     ]:
-        declare(name, higher_is_better=True, unit="fraction", kind="quality", task_types=ner_type, description=desc,
-                compute=ner.seqeval_f1 if name == "entity_f1" else None)
+        declare(name, higher_is_better=True, unit="fraction", kind="quality", task_types=ner_type, description=desc)
         itemize(name, ner.entity_rows, reduce)
     declare("tag_accuracy", higher_is_better=True, unit="fraction", kind="quality", task_types=ner_type,
             description="share of words with the right BIO tag, averaged over sentences")
@@ -262,6 +217,13 @@ def _declare_ner() -> None:
 
 
 _declare_ner()
+
+
+def value(name: str, preds: list, refs: list, **extra) -> float:
+    """One metric over predictions and references: the same per-item statistics and reduction
+    that every run, bootstrap and paired test uses (there is no second way to compute it)."""
+    metric = METRICS[name]
+    return float(metric.reduce(metric.item_stats(Items(preds, refs, **extra))))
 
 
 def score_items(task_type: str, items: Items) -> tuple[dict[str, float], dict[str, np.ndarray]]:

@@ -5,30 +5,12 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
 
 import torch
 
 from harness.data.formatting import PromptFormatter, target_of
 from harness.eval.likelihood import SharedPrefix, completion_logprobs
-from harness.objectives.classification import encode_texts
-
-# A predictor maps a batch of examples to (predictions, per-example extra info).
-Predictor = Callable[[list[dict]], tuple[list[str], list[dict]]]
-
-
-def encoder_predictor(model, tokenizer, labels: list[str], max_len: int) -> Predictor:
-    device = next(model.parameters()).device
-
-    @torch.inference_mode()
-    def predict(batch):
-        inputs = encode_texts(tokenizer, [e["text"] for e in batch], max_len).to(device)
-        probs = model(**inputs).logits.float().softmax(-1)
-        preds = [labels[i] for i in probs.argmax(-1).tolist()]
-        return preds, [{"probs": dict(zip(labels, map(lambda p: round(p, 5), row)))} for row in probs.tolist()]
-
-    return predict
-
+from harness.eval.predict_heads import Predictor, encoder_predictor_for
 
 def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels: list[str], max_len: int) -> Predictor:
     """Pick the label whose completion has the highest summed log-probability after the prompt.
@@ -90,8 +72,6 @@ def match_label(text: str, labels: list[str]) -> str:
 def make_predictor(model, tokenizer, *, kind: str, task: dict, budget: dict, shots: list[dict]) -> Predictor:
     max_len = budget["max_seq_len"]
     if kind == "encoder":
-        from harness.eval.predict_heads import encoder_predictor_for
-
         return encoder_predictor_for(model, tokenizer, task, max_len)
     formatter = PromptFormatter(tokenizer, task, shots)
     if task["type"] == "classification" and task.get("decoder_eval", "score") == "score":

@@ -3,12 +3,30 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
-from harness.objectives.extractive_qa import encode_pairs
-from harness.objectives.token_classification import encode_words, first_subtoken_tags
+from harness.data.encoding import encode_pairs, encode_texts, encode_words, first_subtoken_tags
+from harness.tasks import task_type
 
 MAX_ANSWER_TOKENS = 30
+
+# A predictor maps a batch of examples to (predictions, per-example extra info).
+Predictor = Callable[[list[dict]], tuple[list[str], list[dict]]]
+
+
+def encoder_predictor(model, tokenizer, labels: list[str], max_len: int) -> Predictor:
+    device = next(model.parameters()).device
+
+    @torch.inference_mode()
+    def predict(batch):
+        inputs = encode_texts(tokenizer, [e["text"] for e in batch], max_len).to(device)
+        probs = model(**inputs).logits.float().softmax(-1)
+        preds = [labels[i] for i in probs.argmax(-1).tolist()]
+        return preds, [{"probs": dict(zip(labels, map(lambda p: round(p, 5), row)))} for row in probs.tolist()]
+
+    return predict
 
 
 def token_predictor(model, tokenizer, labels: list[str], max_len: int):
@@ -55,10 +73,13 @@ def qa_predictor(model, tokenizer, max_len: int):
     return predict
 
 
-def encoder_predictor_for(model, tokenizer, task: dict, max_len: int):
-    from harness.eval.predict import encoder_predictor
+ENCODER_PREDICTORS = {  # harness.tasks.TaskType.predictor -> (model, tokenizer, task, max_len) -> Predictor
+    "sequence": lambda model, tokenizer, task, max_len: encoder_predictor(model, tokenizer, task["labels"], max_len),
+    "token": lambda model, tokenizer, task, max_len: token_predictor(model, tokenizer, task["labels"], max_len),
+    "span": lambda model, tokenizer, task, max_len: qa_predictor(model, tokenizer, max_len),
+}
 
-    makers = {"classification": lambda: encoder_predictor(model, tokenizer, task["labels"], max_len),
-              "token_classification": lambda: token_predictor(model, tokenizer, task["labels"], max_len),
-              "extractive_qa": lambda: qa_predictor(model, tokenizer, max_len)}
-    return makers[task["type"]]()
+
+def encoder_predictor_for(model, tokenizer, task: dict, max_len: int) -> Predictor:
+    """The predictor of the encoder head the task type has (harness.tasks)."""
+    return ENCODER_PREDICTORS[task_type(task["type"]).predictor](model, tokenizer, task, max_len)

@@ -47,7 +47,7 @@ class PreferenceProbe:
                     params[n].copy_(value)
 
     def _batches(self, model):
-        from harness.objectives.sft import pad_batch
+        from harness.data.encoding import pad_batch
 
         device = next(model.parameters()).device
         for i in range(0, len(self.rows), self.batch_size * 2):

@@ -23,7 +23,7 @@ class Assessment:
 def add_reference_nll(rows: list[dict], examples: list[dict], model, tokenizer, formatter, *, max_len: int,
                       batch_size: int) -> None:
     """Summed NLL and token count of each reference completion given its prompt (perplexity)."""
-    from harness.objectives.sft import pad_batch
+    from harness.data.encoding import pad_batch
 
     device = next(model.parameters()).device
     with torch.inference_mode():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import string
 from collections import Counter
+from functools import lru_cache
 
 import numpy as np
 
@@ -21,6 +22,19 @@ def normalize_answer(text: str) -> str:
     """SQuAD's normalisation: lower case, no punctuation, no articles, single spaces."""
     text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
     return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+@lru_cache(maxsize=None)
+def _rouge_scorer(kind: str):
+    from rouge_score import rouge_scorer
+
+    return rouge_scorer.RougeScorer([kind], use_stemmer=True)
+
+
+def rouge(kind: str, prediction: str, reference: str) -> float:
+    """ROUGE F-measure of one prediction (rouge-score, stemmed): the one ROUGE scorer that the
+    metrics, the golden-set assertions and the GRPO reward share. kind: rouge1, rouge2, rougeL."""
+    return float(_rouge_scorer(kind).score(reference, prediction)[kind].fmeasure)
 
 
 def token_f1(prediction: str, reference: str) -> float:

@@ -12,10 +12,12 @@ import json
 import re
 from pathlib import Path
 
-import torch
+from typing import Literal
+
+from pydantic import Field
 from torch import nn
 
-from harness.methods.registry import Method, register
+from harness.methods.registry import Method, TrainedParams, register
 
 # Module-name patterns per placement: the FFN block's output, and the attention output projection.
 FFN = {"llama": r"layers\.\d+\.mlp", "mistral": r"layers\.\d+\.mlp", "qwen2": r"layers\.\d+\.mlp",
@@ -106,13 +108,17 @@ def load_adapters(model, path: Path):
 @register("bottleneck")
 class BottleneckAdapters(Method):
     description = "bottleneck adapters after the feed-forward (pfeiffer) and attention (houlsby) blocks"
-    defaults = {"placement": "pfeiffer", "reduction_factor": 16, "activation": "relu", "lr": 1e-3}
+
+    class Params(TrainedParams):
+        lr: float = Field(1e-3, gt=0, description="learning rate (AdamW)")
+        placement: Literal["pfeiffer", "houlsby"] = Field(
+            "pfeiffer", description="pfeiffer: after the feed-forward block; houlsby: after attention too")
+        reduction_factor: int = Field(16, gt=0, description="hidden size / bottleneck size")
+        activation: Literal["relu", "gelu", "silu", "tanh"] = Field("relu", description="bottleneck non-linearity")
 
     def wrap(self, model, params, ctx):
-        if params["activation"] not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, not {params['activation']!r}")
         config = {"model_type": ctx.model_type, "placement": params["placement"],
-                  "reduction_factor": int(params["reduction_factor"]), "activation": params["activation"],
+                  "reduction_factor": params["reduction_factor"], "activation": params["activation"],
                   "train_head": ctx.kind == "encoder"}
         add_adapters(model, config)
         model.bottleneck_config = config

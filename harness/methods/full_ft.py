@@ -3,13 +3,17 @@ fine-tune (the head comes from the classification objective, the body trains wit
 
 from __future__ import annotations
 
-from harness.methods.registry import Method, register
+from pydantic import Field
+
+from harness.methods.registry import TrainedParams, Method, register
 
 
 @register("full_ft")
 class FullFineTuning(Method):
     description = "all weights trainable (encoder + new head, or the whole decoder)"
-    defaults = {"lr": 2e-5}
+
+    class Params(TrainedParams):
+        lr: float = Field(2e-5, gt=0, description="learning rate (AdamW)")
 
     def wrap(self, model, params, ctx):
         for p in model.parameters():

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from harness.methods.registry import ArmContext, Method, register
+from typing import Literal
+
+from pydantic import Field
+
+from harness.methods.registry import TrainedParams, ArmContext, Method, register
+from harness.tasks import peft_task_type
 
 # `target_modules: auto` = the attention projections of the architecture (LoRA paper's choice).
 ATTENTION_PROJECTIONS = {
@@ -31,19 +36,29 @@ def target_modules(spec, model_type: str):
     return spec
 
 
-def lora_config(params: dict, ctx: ArmContext):
-    from peft import LoraConfig, TaskType
+class LoRAParams(TrainedParams):
+    lr: float = Field(2e-4, gt=0, description="learning rate (AdamW)")
+    r: int = Field(16, gt=0, description="rank of the low-rank update")
+    alpha: int | float = Field(32, gt=0, description="scaling numerator (scale = alpha / r, or / sqrt(r) with rsLoRA)")
+    dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input")
+    target_modules: str | list[str] = Field("auto", description="auto: the attention projections; all-linear; "
+                                            "or a list of module names")
+    use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
+    use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
+    bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases train")
 
-    by_task = {"token_classification": TaskType.TOKEN_CLS, "extractive_qa": TaskType.QUESTION_ANS}
-    task_type = TaskType.CAUSAL_LM if ctx.kind == "causal_lm" else by_task.get(ctx.task_type, TaskType.SEQ_CLS)
+
+def lora_config(params: dict, ctx: ArmContext):
+    from peft import LoraConfig
+
     return LoraConfig(
-        task_type=task_type,
-        r=int(params["r"]),
+        task_type=peft_task_type(ctx.kind, ctx.task_type),
+        r=params["r"],
         lora_alpha=params["alpha"],
         lora_dropout=params["dropout"],
         target_modules=target_modules(params["target_modules"], ctx.model_type),
-        use_rslora=bool(params["use_rslora"]),
-        use_dora=bool(params["use_dora"]),
+        use_rslora=params["use_rslora"],
+        use_dora=params["use_dora"],
         bias=params["bias"],
         fan_in_fan_out=ctx.model_type in FAN_IN_FAN_OUT,
     )
@@ -52,8 +67,7 @@ def lora_config(params: dict, ctx: ArmContext):
 @register("lora")
 class LoRA(Method):
     description = "low-rank adapters (peft); rsLoRA and DoRA as params; the encoder head trains too"
-    defaults = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "auto",
-                "use_rslora": False, "use_dora": False, "bias": "none", "lr": 2e-4}
+    Params = LoRAParams
 
     def wrap(self, model, params, ctx):
         from peft import get_peft_model

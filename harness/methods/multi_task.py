@@ -5,10 +5,13 @@ a LoRA adapter of its own (peft multi-adapter), so tasks cannot interfere."""
 
 from __future__ import annotations
 
-from harness.errors import HarnessError
-from harness.methods.registry import Method, register
+from typing import Literal
 
-ADAPTER_MODES = ("none", "per_task")
+from pydantic import Field, NonNegativeFloat, PositiveFloat, ValidationInfo, field_validator
+
+from harness.errors import HarnessError, did_you_mean
+from harness.methods.registry import Method, TrainedParams, register
+from harness.tasks import TASK_TYPES, task_type
 
 
 @register("multi_task")
@@ -18,23 +21,40 @@ class MultiTask(Method):
     applies_to = frozenset({"encoder"})
     objective = {"encoder": "multi_task"}
     spans_tasks = True
-    defaults = {"lr": 5e-5, "head_lr": 1e-3, "loss_weights": {}, "adapters": "none",
-                "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": "auto"}
+
+    class Params(TrainedParams):
+        lr: float = Field(5e-5, gt=0, description="learning rate of the shared encoder (or its adapters)")
+        head_lr: PositiveFloat | dict[str, PositiveFloat] = Field(
+            1e-3, description="learning rate of the heads: one number, or {task: number} (others: lr)")
+        loss_weights: dict[str, NonNegativeFloat] = Field(
+            default_factory=dict, description="{task: weight} of each task's loss (others: 1)")
+        adapters: Literal["none", "per_task"] = Field(
+            "none", description="per_task: a LoRA adapter per task on a frozen encoder")
+        r: int = Field(8, gt=0, description="LoRA rank (adapters: per_task)")
+        alpha: int | float = Field(16, gt=0, description="LoRA alpha (adapters: per_task)")
+        dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout (adapters: per_task)")
+        target_modules: str | list[str] = Field("auto", description="LoRA targets (adapters: per_task)")
+
+        @field_validator("head_lr", "loss_weights")
+        @classmethod
+        def _tasks_of_the_arm(cls, value, info: ValidationInfo):
+            """Per-task keys must name tasks the arm trains (known at validate from the arm's tasks)."""
+            tasks = (info.context or {}).get("tasks")
+            if isinstance(value, dict) and tasks is not None:
+                for key in value:
+                    if key not in tasks:
+                        raise ValueError(f"'{key}' is not a task of this arm; {did_you_mean(key, tasks)}")
+            return value
 
     def wrap(self, model, params, ctx):
-        from harness.methods.multi_task_model import HEADS, MultiTaskModel
+        from harness.methods.multi_task_model import MultiTaskModel
 
-        headless = sorted(key for key, task in ctx.tasks.items() if task["type"] not in HEADS)
+        headless = sorted(key for key, task in ctx.tasks.items() if not task_type(task["type"]).has_head)
         if headless:
+            with_heads = [t.name for t in TASK_TYPES.values() if t.has_head]
             raise HarnessError(f"multi_task: no head for the task(s) {headless}",
-                               fix=f"multi_task trains task types {', '.join(HEADS)}")
-        if params["adapters"] not in ADAPTER_MODES:
-            raise HarnessError(f"multi_task: unknown adapters mode '{params['adapters']}'",
-                               fix=f"use one of: {', '.join(ADAPTER_MODES)}")
-        unknown = set(params["loss_weights"]) - set(ctx.tasks)
-        if unknown:
-            raise HarnessError(f"multi_task: loss_weights names tasks the arm does not train: {sorted(unknown)}",
-                               fix=f"use the arm's tasks: {', '.join(ctx.tasks)}")
+                               fix=f"multi_task trains task types {', '.join(with_heads)}")
+        self.Params.model_validate(params, context={"tasks": list(ctx.tasks)})  # arms built outside a plan
         if getattr(model, "pooler", None) is not None:
             model.pooler = None  # each sequence head has a pooler of its own; a shared one would be unused
         per_task = params["adapters"] == "per_task"
@@ -47,7 +67,7 @@ class MultiTask(Method):
 
         from harness.methods.lora import target_modules
 
-        config = LoraConfig(r=int(params["r"]), lora_alpha=params["alpha"], lora_dropout=params["dropout"],
+        config = LoraConfig(r=params["r"], lora_alpha=params["alpha"], lora_dropout=params["dropout"],
                             target_modules=target_modules(params["target_modules"], ctx.model_type))
         keys = list(ctx.tasks)
         model = get_peft_model(model, config, adapter_name=keys[0])

@@ -11,6 +11,8 @@ from torch.nn import functional as F
 from transformers.modeling_outputs import (QuestionAnsweringModelOutput, SequenceClassifierOutput,
                                            TokenClassifierOutput)
 
+from harness.tasks import task_type
+
 
 def _init(linear: nn.Linear, std: float) -> nn.Linear:
     # As transformers initialises a new head: normal(0, initializer_range), zero bias.
@@ -63,7 +65,8 @@ class SpanHead(nn.Module):
         return QuestionAnsweringModelOutput(loss=loss, start_logits=start, end_logits=end)
 
 
-HEADS = {"classification": SequenceHead, "token_classification": TokenHead, "extractive_qa": SpanHead}
+# One head module per kind of encoder head (harness.tasks.TaskType.predictor).
+HEADS = {"sequence": SequenceHead, "token": TokenHead, "span": SpanHead}
 TARGETS = ("labels", "start_positions", "end_positions")
 
 
@@ -75,7 +78,7 @@ class MultiTaskModel(nn.Module):
         std = getattr(config, "initializer_range", 0.02)
         device = next(encoder.parameters()).device
         self.encoder, self.adapters, self.config = encoder, adapters, config
-        self.heads = nn.ModuleDict({key: HEADS[t["type"]](config.hidden_size, t.get("num_labels"), dropout, std, device)
+        self.heads = nn.ModuleDict({key: HEADS[task_type(t["type"]).predictor](config.hidden_size, t.get("num_labels"), dropout, std, device)
                                     for key, t in tasks.items()})
 
     def forward(self, task: str, **batch):

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import torch
 
-from harness.methods.registry import Method, register
+from pydantic import Field
+
+from harness.methods.registry import TrainedParams, Method, register
 
 HEAD_NAMES = ("classifier", "score", "lm_head")  # what transformers calls the output head
 FINAL_NORMS = ("norm", "final_layer_norm", "ln_f")  # decoders normalise after the last layer
@@ -34,13 +36,17 @@ def top_modules(model, top_layers: int, train_head: bool) -> list[torch.nn.Modul
 @register("partial_ft")
 class PartialFineTuning(Method):
     description = "train only the top N layers and/or the head; everything below stays frozen"
-    defaults = {"top_layers": 2, "train_head": True, "lr": 5e-5}
+
+    class Params(TrainedParams):
+        lr: float = Field(5e-5, gt=0, description="learning rate (AdamW)")
+        top_layers: int = Field(2, ge=0, description="transformer layers that train, counted from the top")
+        train_head: bool = Field(True, description="the head (LM head or classifier) trains too")
 
     def wrap(self, model, params, ctx):
         for p in model.parameters():
             p.requires_grad_(False)
         # A decoder whose LM head is tied to the input embeddings trains the embeddings with it.
-        for module in top_modules(model, int(params["top_layers"]), bool(params["train_head"])):
+        for module in top_modules(model, params["top_layers"], params["train_head"]):
             for p in module.parameters():
                 p.requires_grad_(True)
         return model

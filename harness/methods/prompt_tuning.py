@@ -3,11 +3,15 @@ input; the model itself stays frozen. Initialised from a text's embeddings or at
 
 from __future__ import annotations
 
-from harness.methods.registry import Method, register
+from typing import Literal
+
+from pydantic import Field
+
+from harness.methods.registry import TrainedParams, Method, register
 
 
 def virtual_tokens(params: dict) -> int:
-    return int(params["num_virtual_tokens"])
+    return params["num_virtual_tokens"]
 
 
 @register("prompt_tuning")
@@ -15,14 +19,16 @@ class PromptTuning(Method):
     description = "trainable soft-prompt embeddings before the input (peft); init from text or random"
     applies_to = frozenset({"causal_lm"})
     objective = {"causal_lm": "sft"}
-    defaults = {"num_virtual_tokens": 16, "init": "text",
-                "init_text": "Read the task and answer it correctly:", "lr": 3e-2}
+
+    class Params(TrainedParams):
+        lr: float = Field(3e-2, gt=0, description="learning rate (AdamW)")
+        num_virtual_tokens: int = Field(16, gt=0, description="soft-prompt length")
+        init: Literal["text", "random"] = Field("text", description="initialise from init_text's embeddings or at random")
+        init_text: str = Field("Read the task and answer it correctly:", description="text whose embeddings start the prompt")
 
     def wrap(self, model, params, ctx):
         from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
-        if params["init"] not in ("text", "random"):
-            raise ValueError(f"prompt_tuning init must be 'text' or 'random', not {params['init']!r}")
         # A weightless (meta) model in `harness plan` cannot embed the text: same count either way.
         from_text = params["init"] == "text" and ctx.device != "meta"
         config = PromptTuningConfig(

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import random
 
+from pydantic import Field
+
+from harness.plugins import Params
 from harness.methods.registry import ArmContext, Method, register
 
 
@@ -12,7 +15,6 @@ class ZeroShot(Method):
     description = "the base decoder prompted with the task instruction; nothing is trained"
     applies_to = frozenset({"causal_lm"})
     objective = {"causal_lm": "none"}
-    defaults: dict = {}
 
 
 @register("few_shot")
@@ -20,11 +22,14 @@ class FewShot(Method):
     description = "k seeded training examples shown in the prompt before each test input"
     applies_to = frozenset({"causal_lm"})
     objective = {"causal_lm": "none"}
-    defaults = {"k": 4, "balanced": True}
+
+    class Params(Params):
+        k: int = Field(4, ge=1, description="in-context examples shown before each test input")
+        balanced: bool = Field(True, description="classification: round-robin over labels")
 
     def shots(self, params: dict, train: list[dict], ctx: ArmContext) -> list[dict]:
         rng = random.Random(ctx.seed)
-        k = int(params["k"])
+        k = params["k"]
         if not (params["balanced"] and ctx.task_type == "classification"):
             return rng.sample(train, min(k, len(train)))
         # Round-robin over labels so a 4-shot prompt never shows one label only.

@@ -5,7 +5,11 @@ bf16 on CUDA)."""
 
 from __future__ import annotations
 
-from harness.methods.lora import LoRA, lora_config
+from typing import Literal
+
+from pydantic import Field
+
+from harness.methods.lora import LoRA, LoRAParams, lora_config
 from harness.models import disable_avx512_bf16_repack
 from harness.methods.registry import register
 
@@ -13,7 +17,10 @@ from harness.methods.registry import register
 @register("qlora")
 class QLoRA(LoRA):
     description = "LoRA on a 4-bit NF4 double-quantized frozen base (bitsandbytes); bf16 compute on CUDA"
-    defaults = {**LoRA.defaults, "quant_type": "nf4", "double_quant": True}
+
+    class Params(LoRAParams):
+        quant_type: Literal["nf4", "fp4"] = Field("nf4", description="4-bit data type of the frozen base")
+        double_quant: bool = Field(True, description="quantize the quantization constants too")
 
     def load_kwargs(self, params, ctx):
         import torch
@@ -22,7 +29,7 @@ class QLoRA(LoRA):
         cuda = ctx.device == "cuda"
         config = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=params["quant_type"],
-            bnb_4bit_use_double_quant=bool(params["double_quant"]),
+            bnb_4bit_use_double_quant=params["double_quant"],
             bnb_4bit_compute_dtype=torch.bfloat16 if cuda else torch.float32)
         return {"quantization_config": config, "device_map": {"": 0} if cuda else "cpu",
                 "dtype": torch.bfloat16 if cuda else torch.float32}

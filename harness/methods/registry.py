@@ -3,9 +3,11 @@ for third-party packages. Unknown names fail with "did you mean"."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from harness.plugins import Registry
+from pydantic import Field
+
+from harness.plugins import Params, Plugin, Registry
 
 # Built-in method modules, imported lazily so `harness methods` and `validate` stay fast.
 BUILTIN_MODULES = [
@@ -22,7 +24,6 @@ BUILTIN_MODULES = [
     "harness.methods.multi_task",
 ]
 
-METHODS = Registry("method", "harness.methods", BUILTIN_MODULES)
 
 
 class ArmContext:
@@ -39,18 +40,22 @@ class ArmContext:
         self.tasks = tasks or {}
 
 
-class Method:
+class TrainedParams(Params):
+    """Params of every method that trains: its learning rate."""
+
+    lr: float = Field(2e-4, gt=0, description="learning rate (AdamW)")
+
+
+class Method(Plugin):
     """The plugin contract. A method wraps a model; it never owns a training loop.
 
     `objective` names the shared loop that trains it per model kind ("none" = no training);
-    `defaults` lists every hyperparameter it accepts (`lr` included), so unknown ones are errors.
+    `Params` declares every hyperparameter it accepts (`lr` included, via TrainedParams), so
+    unknown keys, wrong types and out-of-range values are errors at `harness validate`.
     """
 
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
     applies_to: ClassVar[frozenset[str]] = frozenset({"causal_lm", "encoder"})
     objective: ClassVar[dict[str, str]] = {"causal_lm": "sft", "encoder": "classification"}
-    defaults: ClassVar[dict[str, Any]] = {}
 
     def objective_for(self, kind: str) -> str:
         return self.objective[kind]
@@ -74,6 +79,9 @@ class Method:
     def shots(self, params: dict, train: list[dict], ctx: ArmContext) -> list[dict]:
         """In-context examples shown before each test input (few-shot prompting)."""
         return []
+
+
+METHODS = Registry("method", "harness.methods", BUILTIN_MODULES, base=Method)
 
 
 def register(name: str):

@@ -11,8 +11,11 @@ tests/test_alignment.py checks that the reference log-probs equal the post-SFT m
 
 from __future__ import annotations
 
+from pydantic import Field, field_validator
+
+from harness.errors import did_you_mean
 from harness.stages import trl_common as common
-from harness.stages.registry import Stage, StageContext, StageOutcome, register_stage
+from harness.stages.registry import Stage, StageContext, StageOutcome, StageParams, register_stage
 
 
 # DPOConfig.loss_type's values in trl 1.16 (its docstring); checked at `harness validate`.
@@ -23,20 +26,22 @@ LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_
 @register_stage("dpo")
 class DPO(Stage):
     description = "direct preference optimisation against the frozen model before this stage (TRL)"
-    defaults = {"lr": 5e-5, "beta": 0.1, "loss_type": "sigmoid"}
 
-    def check(self, params: dict) -> None:
-        from harness.errors import HarnessError, did_you_mean
+    class Params(StageParams):
+        loss_type: str = Field("sigmoid", description="DPOConfig.loss_type: " + ", ".join(LOSS_TYPES))
 
-        if params["loss_type"] not in LOSS_TYPES:
-            raise HarnessError(f"unknown DPO loss_type '{params['loss_type']}'", fix=did_you_mean(
-                str(params["loss_type"]), LOSS_TYPES))
+        @field_validator("loss_type")
+        @classmethod
+        def _known(cls, value: str) -> str:
+            if value not in LOSS_TYPES:
+                raise ValueError(f"unknown DPO loss_type '{value}'; {did_you_mean(value, LOSS_TYPES)}")
+            return value
 
     def trainer(self, ctx: StageContext, params: dict, items: list[dict], callbacks=()):
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
-        args = common.trl_args(DPOConfig, ctx, float(params["lr"]), beta=float(params["beta"]),
+        args = common.trl_args(DPOConfig, ctx, params["lr"], beta=params["beta"],
                                loss_type=[params["loss_type"]], max_length=ctx.budget["max_seq_len"],
                                train_sampling_strategy="sequential", precompute_ref_log_probs=False)
         data = Dataset.from_list([{k: i[k] for k in ("prompt", "chosen", "rejected")} for i in items])

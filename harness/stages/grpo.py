@@ -7,6 +7,10 @@ they are identical across arms; group size and KL coefficient are the stage's pa
 
 from __future__ import annotations
 
+from pydantic import Field, field_validator
+
+from harness.errors import did_you_mean
+from harness.plugins import Params
 from harness.stages import trl_common as common
 from harness.stages.registry import Stage, StageContext, StageOutcome, register_stage
 
@@ -14,33 +18,48 @@ from harness.stages.registry import Stage, StageContext, StageOutcome, register_
 @register_stage("grpo")
 class GRPO(Stage):
     description = "group relative policy optimisation with reward plugins (TRL)"
-    defaults = {"lr": 5e-5, "group_size": 4, "kl_coef": 0.04, "rewards": ["label_correct", "format"]}
 
-    def check(self, params: dict) -> None:
-        from harness.errors import HarnessError
-        from harness.rewards import get_reward
+    class Params(Params):
+        lr: float = Field(5e-5, gt=0, description="learning rate of this stage")
+        group_size: int = Field(4, ge=2, description="completions sampled per prompt (the group)")
+        kl_coef: float = Field(0.04, ge=0, description="KL penalty to the model before this stage (0: none)")
+        rewards: list[str] = Field(["label_correct", "format"], min_length=1,
+                                   description="reward plugins summed per completion (harness stages lists them)")
 
-        if isinstance(params["rewards"], str) or not params["rewards"]:
-            raise HarnessError("`rewards` must be a non-empty list of reward names",
-                               fix="for example rewards: [label_correct, format]")
-        for name in params["rewards"]:
-            get_reward(name)  # unknown: HarnessError with did-you-mean
+        @field_validator("rewards", mode="before")
+        @classmethod
+        def _a_list(cls, value):
+            if isinstance(value, str) or not value:
+                raise ValueError("`rewards` must be a non-empty list of reward names, for example "
+                                 "[label_correct, format]")
+            return value
+
+        @field_validator("rewards")
+        @classmethod
+        def _registered(cls, names: list[str]) -> list[str]:
+            from harness.stages.rewards import reward_names
+
+            known = reward_names()
+            for name in names:
+                if name not in known:
+                    raise ValueError(f"unknown reward '{name}'; {did_you_mean(name, known)}")
+            return names
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
 
-        from harness.rewards import as_trl
+        from harness.stages.rewards import as_trl
 
         knobs = ctx.budget["alignment"]
-        group, per_step = int(params["group_size"]), knobs["prompts_per_step"]
+        group, per_step = params["group_size"], knobs["prompts_per_step"]
         items = ctx.pairs(ctx.steps * per_step)
         rewards = [as_trl(name) for name in params["rewards"]]
         keys = {"loss": "grpo_loss", "reward": "grpo_reward", "kl": "grpo_kl", "completions/mean_length": "grpo_len"}
         progress = common.Progress("grpo", ctx.on_step, keys)
         args = common.trl_args(
-            GRPOConfig, ctx, float(params["lr"]), per_device=group * per_step, accum=1, num_generations=group,
-            beta=float(params["kl_coef"]), max_completion_length=knobs["max_completion_len"],
+            GRPOConfig, ctx, params["lr"], per_device=group * per_step, accum=1, num_generations=group,
+            beta=params["kl_coef"], max_completion_length=knobs["max_completion_len"],
             temperature=knobs["temperature"], shuffle_dataset=False, log_completions=False)
         data = Dataset.from_list([{"prompt": i["prompt"], "target": i["target"], "labels": i["labels"]} for i in items])
         ref = None if common.is_peft(ctx.model) or not params["kl_coef"] else common.frozen_copy(ctx.model)

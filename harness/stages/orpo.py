@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from harness.stages import trl_common as common
-from harness.stages.registry import Stage, StageContext, StageOutcome, register_stage
+from harness.stages.registry import Stage, StageContext, StageOutcome, StageParams, register_stage
 
 
 @register_stage("orpo")
 class ORPO(Stage):
     description = "odds-ratio preference optimisation, no reference model (TRL experimental)"
-    defaults = {"lr": 5e-5, "beta": 0.1}
+    Params = StageParams
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
         from datasets import Dataset
@@ -17,7 +17,7 @@ class ORPO(Stage):
 
         items = ctx.pairs(ctx.steps * ctx.budget["batch_size"])
         progress = common.Progress("orpo", ctx.on_step, {"loss": "orpo_loss", "rewards/margins": "orpo_train_margin"})
-        args = common.trl_args(ORPOConfig, ctx, float(params["lr"]), beta=float(params["beta"]),
+        args = common.trl_args(ORPOConfig, ctx, params["lr"], beta=params["beta"],
                                max_length=ctx.budget["max_seq_len"], train_sampling_strategy="sequential")
         data = Dataset.from_list([{k: i[k] for k in ("prompt", "chosen", "rejected")} for i in items])
         trainer = ORPOTrainer(model=ctx.model, args=args, train_dataset=data, processing_class=ctx.tokenizer,

@@ -3,7 +3,7 @@ group for third-party packages, "did you mean" on unknown names.
 
 A stage trains the arm's already wrapped model for its own step budget (budget.stage_steps,
 default max_steps) and returns what it consumed, its curves and any metrics it measured. Like
-methods, a stage declares every parameter it accepts in `defaults` (its `lr` included).
+methods, a stage declares every parameter it accepts in a pydantic `Params` (its `lr` included).
 """
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
-from harness.budget import Consumed
-from harness.plugins import Registry
+from pydantic import Field
+
+from harness.training.consumed import Consumed
+from harness.plugins import Params, Plugin, Registry
 
 BUILTIN_MODULES = ["harness.stages.sft", "harness.stages.dpo", "harness.stages.orpo", "harness.stages.grpo"]
-STAGES = Registry("stage", "harness.stages", BUILTIN_MODULES)
 
 
 @dataclass
@@ -47,18 +48,20 @@ class StageOutcome:
     metrics: dict[str, float | None] = field(default_factory=dict)
 
 
-class Stage:
-    name: ClassVar[str] = ""
-    description: ClassVar[str] = ""
+class StageParams(Params):
+    lr: float = Field(5e-5, gt=0, description="learning rate of this stage")
+    beta: float = Field(0.1, gt=0, description="strength of the preference term")
+
+
+class Stage(Plugin):
     applies_to: ClassVar[frozenset[str]] = frozenset({"causal_lm"})
     preference: ClassVar[bool] = True    # a preference stage: its reference is the model before it
-    defaults: ClassVar[dict[str, Any]] = {}
-
-    def check(self, params: dict) -> None:
-        """Raise HarnessError for params that cannot work (called by `harness validate`)."""
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
         raise NotImplementedError
+
+
+STAGES = Registry("stage", "harness.stages", BUILTIN_MODULES, base=Stage)
 
 
 def register_stage(name: str):
@@ -79,5 +82,5 @@ def normalize_stages(spec: list | None) -> list[dict]:
     out = []
     for item in spec or []:
         name, given = (item, {}) if isinstance(item, str) else next(iter(item.items()))
-        out.append({"name": name, "params": {**get_stage(name).defaults, **(given or {})}})
+        out.append({"name": name, "params": get_stage(name).Params.model_validate(given or {}).model_dump(mode="json")})
     return out

@@ -7,7 +7,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from harness.budget import Consumed, order_digest
+from harness.data.order import order_digest
+from harness.training.consumed import Consumed
 from harness.stages.registry import StageContext, get_stage
 
 

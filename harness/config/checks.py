@@ -1,0 +1,171 @@
+"""Checks of an experiment against the world: method registry, model sources, data files and
+columns. Each failure is one HarnessError naming file, line, key path and fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ValidationError
+
+from harness.config.schema import Experiment
+from harness.config.yamlfile import KeyLines, dotted, schema_error
+from harness.errors import HarnessError, did_you_mean
+from harness.tasks import task_type
+
+
+
+def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
+    file = exp.source_file
+    lines = lines or KeyLines(Path(file).read_text() if file else "")
+
+    def fail(loc: tuple, message: str, fix: str | None = None):
+        raise HarnessError(message, file=file, line=lines.line(loc), key=dotted(loc), fix=fix)
+
+    kinds = {key: _model_kind(exp, key, spec, fail) for key, spec in exp.models.items()}
+    for key, task in exp.tasks.items():
+        _check_task(exp, key, task, fail)
+        _check_preference_files(exp, key, task, fail)
+    for i, arm in enumerate(exp.arms):
+        _check_arm(exp, i, arm, kinds, fail, lines, file)
+        _check_stages(i, arm, kinds, fail, lines, file)
+    _check_stage_budget(exp, fail)
+    for i, golden in enumerate(exp.golden_sets):
+        if not (exp.base_dir / golden).is_file():
+            fail(("golden_sets", i), f"golden set not found: {golden}",
+                 "paths are relative to the experiment file")
+        from harness.golden.schema import load_golden
+
+        load_golden(exp.base_dir / golden)  # its own schema errors name the golden file
+
+
+def _model_kind(exp, key, spec, fail) -> str:
+    from harness import models
+
+    if spec.source.startswith("packaged:"):
+        name = spec.source.split(":", 1)[1]
+        if name not in models.PACKAGED:
+            fail(("models", key, "source"), f"unknown packaged model '{name}'",
+                 did_you_mean(name, models.PACKAGED))
+    kind = spec.kind or models.infer_kind(spec.source, base_dir=exp.base_dir)
+    if kind is None:
+        fail(("models", key, "kind"), f"cannot tell whether '{spec.source}' is a decoder or an encoder",
+             "add `kind: causal_lm` or `kind: encoder`")
+    return kind
+
+
+def _existing_file_columns(exp, loc, rel: str, fmt, what: str, fail):
+    """(path, its columns) of a file named relative to the experiment; fails when it is missing."""
+    from harness.data import loaders
+
+    path = exp.base_dir / rel
+    if not path.is_file():
+        fail(loc, f"{what} file not found: {path}", "paths are relative to the experiment file")
+    return path, loaders.peek_columns(path, fmt=fmt)
+
+
+def _check_task(exp, key, task, fail) -> None:
+    from harness.data import prepared
+
+    data = task.data
+    required = task_type(task.type).fields
+    if data.prepared is not None:
+        if data.prepared not in prepared.PREPARED:
+            fail(("tasks", key, "data", "prepared"), f"unknown prepared dataset '{data.prepared}'",
+                 did_you_mean(data.prepared, prepared.PREPARED))
+        return
+    for split in ("train", "validation", "test"):
+        rel = getattr(data, split)
+        if rel is None:
+            continue
+        path, columns = _existing_file_columns(exp, ("tasks", key, "data", split), rel, data.format, "data", fail)
+        for field in required:
+            column = data.columns.get(field, field)
+            if column not in columns:
+                loc = ("tasks", key, "data", "columns", field) if field in data.columns else ("tasks", key, "data")
+                fail(loc, f"column '{column}' (the {field}) is not in {path.name}, which has: {', '.join(columns)}",
+                     f"map it with `columns: {{{field}: <column>}}`; " + did_you_mean(column, columns))
+
+
+def _check_arm(exp, i, arm, kinds, fail, lines, file) -> None:
+    from harness.methods import get_method
+
+    try:
+        method = get_method(arm.method)
+    except HarnessError as err:
+        fail(("arms", i, "method"), err.bare, err.fix)
+    for j, model in enumerate(arm.models):
+        if model not in exp.models:
+            fail(("arms", i, "model"), f"unknown model '{model}'", did_you_mean(model, exp.models))
+        if kinds[model] not in method.applies_to:
+            fail(("arms", i, "method"),
+                 f"method '{arm.method}' does not apply to '{model}' (a {kinds[model]})",
+                 f"it applies to: {', '.join(sorted(method.applies_to))}")
+    for task in arm.tasks or []:
+        if task not in exp.tasks:
+            fail(("arms", i, "task"), f"unknown task '{task}'", did_you_mean(task, exp.tasks))
+    accepted = set(method.Params.model_fields)
+    if arm.lr is not None and "lr" not in accepted:
+        fail(("arms", i, "lr"), f"method '{arm.method}' trains nothing, so it takes no learning rate",
+             "remove `lr:`")
+    if not accepted and arm.params:
+        fail(("arms", i, "params"), f"method '{arm.method}' takes no parameters", "remove `params:`")
+    check_params(method.Params, arm.params, ("arms", i, "params"), lines, file,
+                 context={"tasks": arm.tasks or list(exp.tasks), "kind": kinds.get(arm.models[0])})
+
+
+def _check_stages(i, arm, kinds, fail, lines, file) -> None:
+    """Stage names (did you mean), their params, and the model kinds they apply to."""
+    from harness.methods import get_method
+    from harness.stages import get_stage
+
+    if not arm.stages:
+        return
+    if get_method(arm.method).objective_for(kinds[arm.models[0]]) == "none":
+        fail(("arms", i, "stages"), f"method '{arm.method}' trains nothing, so it cannot run stages",
+             "use a trainable method (lora, qlora, full_ft, ...)")
+    for j, item in enumerate(arm.stages):
+        name, params = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+        try:
+            stage = get_stage(name)
+        except HarnessError as err:
+            fail(("arms", i, "stages", j), err.bare, err.fix)
+        check_params(stage.Params, params, ("arms", i, "stages", j, name), lines, file, listing="harness stages")
+        for model in arm.models:
+            if kinds.get(model) not in stage.applies_to:
+                fail(("arms", i, "stages", j), f"stage '{name}' does not apply to '{model}' (a {kinds.get(model)})",
+                     f"it applies to: {', '.join(sorted(stage.applies_to))}")
+
+
+def check_params(model: type[BaseModel], params: dict | None, loc: tuple, lines: KeyLines, file: str | None,
+                 context: dict | None = None, listing: str = "harness methods") -> None:
+    """A plugin's params against its Params model: unknown key (did you mean), wrong type, out of
+    range, a per-task key naming a task the arm doesn't have; one sentence with the YAML line."""
+    try:
+        model.model_validate(params or {}, context=context)
+    except ValidationError as err:
+        raise schema_error(err, lines, file, root=model, prefix=loc,
+                           fix=f"`{listing}` lists every parameter with its type and range") from None
+
+
+def _check_stage_budget(exp, fail) -> None:
+    from harness.stages import stage_names
+
+    names = stage_names() if exp.budget.stage_steps else []
+    for name in exp.budget.stage_steps:
+        if name not in names:
+            fail(("budget", "stage_steps", name), f"unknown stage '{name}'", did_you_mean(name, names))
+
+
+def _check_preference_files(exp, key, task, fail) -> None:
+    """data.preference / data.preference_test: JSONL files with prompt, chosen and rejected."""
+    from harness.data.preference import PAIR_FIELDS
+
+    for split in ("preference", "preference_test"):
+        rel = getattr(task.data, split)
+        if rel is None:
+            continue
+        path, columns = _existing_file_columns(exp, ("tasks", key, "data", split), rel, "jsonl", "preference", fail)
+        for field in PAIR_FIELDS:
+            if field not in columns:
+                fail(("tasks", key, "data", split), f"field '{field}' is not in {path.name}, which has: "
+                     f"{', '.join(columns)}", "preference pairs need prompt, chosen and rejected")

@@ -1,0 +1,172 @@
+"""The experiment schema (pydantic): structure, types and bounds of every key.
+
+Checks that need the outside world (method registry, files, columns, model kinds) live in
+harness.config.checks; reading YAML with line numbers in harness.config.yamlfile.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
+
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataSpec(Strict):
+    """Either a prepared dataset shipped with harness (`prepared: sentiment`) or files."""
+
+    prepared: str | None = None
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    format: Literal["jsonl", "csv", "parquet"] | None = None
+    columns: dict[str, str] = Field(default_factory=dict)
+    preference: str | None = Field(default=None, description="JSONL of prompt/chosen/rejected for preference stages")
+    preference_test: str | None = Field(default=None, description="held-out pairs; default: built from the test split")
+
+    @model_validator(mode="after")
+    def _one_source(self):
+        if self.prepared is None and (self.train is None or self.test is None):
+            raise ValueError("give either `prepared: <name>` or both `train:` and `test:` files")
+        if self.prepared is not None and (self.train or self.test or self.validation):
+            raise ValueError("give either `prepared:` or files (`train:`/`test:`), not both")
+        return self
+
+
+class TaskSpec(Strict):
+    type: Literal["classification", "generation", "token_classification", "extractive_qa"] = "classification"
+    data: DataSpec
+    labels: list[str] | None = Field(
+        default=None, description="classification labels (BIO tags for token_classification); "
+                                   "read from the train split when omitted")
+    instruction: str | None = Field(
+        default=None, description="what a decoder is asked to do (system turn of the chat template)")
+    prompt: str = Field(default="{text}", description="template of a decoder's user turn; {field}s of an example")
+    decoder_eval: Literal["score", "generate"] = Field(
+        default="score", description="classification by a decoder: label log-likelihood or free generation")
+    max_train_examples: int | None = Field(default=None, gt=0)
+
+
+class ModelSpec(Strict):
+    source: str = Field(description="packaged:<name>, a local Hugging Face folder, or a hub id")
+    kind: Literal["causal_lm", "encoder"] | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+
+
+class AlignmentBudget(Strict):
+    """Knobs of the preference stages that must be identical across arms."""
+
+    eval_pairs: int = Field(default=64, gt=0, description="held-out pairs of the preference metrics")
+    prompts_per_step: int = Field(default=2, gt=0, description="GRPO prompts per step (x group_size samples)")
+    max_completion_len: int = Field(default=8, gt=0, description="GRPO sampled completion length")
+    temperature: float = Field(default=1.0, gt=0, description="GRPO sampling temperature")
+
+
+class Budget(Strict):
+    """What every training arm consumes, identically. Only lr and method params differ per arm."""
+
+    max_steps: int = Field(default=50, gt=0)
+    batch_size: int = Field(default=8, gt=0, description="effective batch, after accumulation")
+    grad_accum: int = Field(default=1, gt=0)
+    max_seq_len: int = Field(default=128, gt=8)
+    seed: int = 0
+    lr_schedule: Literal["linear", "cosine", "constant"] = "linear"
+    warmup_ratio: float = Field(default=0.1, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    max_grad_norm: float = Field(default=1.0, gt=0)
+    max_train_tokens: int | None = Field(default=None, gt=0)
+    time_limit_s: float | None = Field(default=None, gt=0)
+    eval_examples: int | None = Field(default=200, gt=0, description="test items scored per arm")
+    eval_batch_size: int = Field(default=16, gt=0)
+    latency_examples: int = Field(default=16, ge=0, description="test items timed one at a time")
+    max_new_tokens: int = Field(default=16, gt=0)
+    seeds: list[int] | None = Field(default=None, min_length=1,
+                                    description="run every arm once per seed (mean, std and each seed reported)")
+    bootstrap_resamples: int = Field(default=1000, ge=0, description="resamples of the 95% bootstrap CIs (0: none)")
+    bertscore_model: str | None = Field(default="packaged:minilm-l6",
+                                        description="local scorer model of BERTScore (generation); null: off")
+    bertscore_layer: int | None = Field(default=None, gt=0, description="its layer; default: next to last")
+    forgetting_text: str | None = Field(default="prepared:topics",
+                                        description="general text for forgetting (decoders); null: off")
+    stage_steps: dict[str, PositiveInt] = Field(default_factory=dict,
+                                        description="steps per stage of arms with `stages:` (default max_steps)")
+    alignment: AlignmentBudget = Field(default_factory=AlignmentBudget)
+
+    @model_validator(mode="after")
+    def _divisible(self):
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        return self
+
+
+class ArmSpec(Strict):
+    method: str
+    models: list[str] = Field(description="keys of `models:`; `model: x` is accepted too")
+    tasks: list[str] | None = Field(default=None, description="keys of `tasks:`; all tasks when omitted")
+    name: str | None = None
+    lr: float | None = Field(default=None, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+    stages: list[str | dict[str, dict[str, Any] | None]] | None = Field(
+        default=None, description="post-training stages in order, e.g. [sft, {dpo: {beta: 0.1}}]")
+
+    @field_validator("stages")
+    @classmethod
+    def _one_name_per_stage(cls, value):
+        for item in value or []:
+            if isinstance(item, dict) and len(item) != 1:
+                raise ValueError("a stage is a name or {name: {params}} with exactly one name")
+        if value is not None and not value:
+            raise ValueError("give at least one stage, or leave `stages:` out")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _singular_aliases(cls, data):
+        # `model: x` / `task: y` read better in YAML for the common one-model arm.
+        if isinstance(data, dict):
+            data = dict(data)
+            for one, many in (("model", "models"), ("task", "tasks")):
+                if one in data:
+                    if many in data:
+                        raise ValueError(f"give `{one}` or `{many}`, not both")
+                    value = data.pop(one)
+                    data[many] = value if isinstance(value, list) else [value]
+        return data
+
+
+class TrackingSpec(Strict):
+    enabled: bool = True
+    uri: str | None = Field(default=None, description="MLflow tracking URI; default sqlite:///mlflow.db")
+    experiment_name: str | None = None
+
+
+class Experiment(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    question: str | None = None
+    description: str | None = None
+    tasks: dict[str, TaskSpec]
+    models: dict[str, ModelSpec]
+    budget: Budget = Field(default_factory=Budget)
+    arms: list[ArmSpec] = Field(min_length=1)
+    golden_sets: list[str] = Field(default_factory=list)
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    output_dir: str = "reports"
+    # Set by load_experiment, not by the user: where relative paths are resolved from.
+    source_file: str | None = Field(default=None, exclude=True)
+
+    @field_validator("tasks", "models")
+    @classmethod
+    def _not_empty(cls, value):
+        if not value:
+            raise ValueError("must name at least one entry")
+        return value
+
+    @property
+    def base_dir(self) -> Path:
+        return Path(self.source_file).resolve().parent if self.source_file else Path.cwd()

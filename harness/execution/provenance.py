@@ -1,0 +1,40 @@
+"""Where a result came from: package versions, Python, device, model folder, data fingerprint and
+git commit. Written into every arm's result and onto the parent MLflow run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+def provenance(model_dir: Path, task: dict) -> dict:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    from harness.eval.profile import device_name
+
+    packages = {}
+    for name in ("harness", "torch", "transformers", "peft", "bitsandbytes", "trl", "scikit-learn", "rouge-score",
+                 "sacrebleu", "bert-score", "scipy"):
+        try:
+            packages[name] = version(name)
+        except PackageNotFoundError:
+            packages[name] = None
+    fingerprint = None
+    if task["data"].get("prepared"):
+        from harness.data import prepared
+
+        info = prepared.prepared_dir(task["data"]["prepared"]) / "fingerprint.json"
+        fingerprint = json.loads(info.read_text()).get("sha256") if info.is_file() else None
+    return {"packages": packages, "python": platform.python_version(), "device": device_name(),
+            "model_dir": str(model_dir), "data_fingerprint": fingerprint, "git_commit": git_commit()}
+
+
+def git_commit() -> str | None:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None

@@ -1,0 +1,131 @@
+"""One single-task arm, inside its own process: models.load -> method.wrap -> objective.train
+(or its stages) -> eval -> an ArmResult. harness.execution.arm_process calls it."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from harness.execution.arm_common import arm_summary, emit, seed_everything
+from harness.execution.provenance import provenance
+from harness.tasks import encoder_head
+from harness.tasks import objective_name as objective_for_task
+
+def execute_arm(arm, out_dir: Path):
+    import torch
+
+    from harness import models
+    from harness.data.tasks import load_task
+    from harness.eval import predict, profile, quality
+    from harness.eval.forgetting import Forgetting
+    from harness.methods import ArmContext, get_method
+    from harness.training import get_objective
+    from harness.results.arm_result import ArmResult, now
+
+    started = now()
+    memory = profile.MemoryProfiler()
+    method = get_method(arm.method)
+    kind = arm.model["kind"]
+    objective_name = objective_for_task(method, kind, arm.task["type"])
+
+    emit("phase", phase="data")
+    train, test, task = load_task(arm.task, arm.budget)
+    labels = task.get("labels")
+
+    emit("phase", phase="load")
+    t0 = time.perf_counter()
+    model_dir = models.resolve_model_dir(arm.model["source"], base_dir=Path(arm.base_dir))
+    tokenizer = models.load_tokenizer(model_dir)
+    ctx_args = dict(kind=kind, task_type=task["type"], device="cuda" if torch.cuda.is_available() else "cpu",
+                    seed=arm.seed, num_labels=len(labels) if labels else None)
+    probe = ArmContext(model_type="", **ctx_args)
+    # A new head (an encoder's classifier) is initialised inside from_pretrained, from torch's
+    # global generator, which torch seeds at random in every process: seed it, or the same arm
+    # (same hash) trains from a different head each run.
+    seed_everything(arm.seed)
+    head = encoder_head(kind, task["type"])
+    labelled = bool(head and head.labelled_head)
+    model = models.load_model(
+        model_dir, kind, num_labels=len(labels) if labelled else None, head_class=head.head if head else None,
+        id2label=dict(enumerate(labels)) if labelled else None, dtype=arm.model.get("dtype", "auto"),
+        extra_kwargs=method.load_kwargs(arm.params, probe), trust_remote_code=arm.model.get("trust_remote_code", False),
+        tokenizer=tokenizer)
+    ctx = ArmContext(model_type=model.config.model_type, model_dir=str(model_dir), **ctx_args)
+    t_general = time.perf_counter()  # the base's loss on a general text, for forgetting; not load time
+    general = Forgetting.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir),
+                                        trained=objective_name != "none")
+    t0 += time.perf_counter() - t_general
+    seed_everything(arm.seed)  # adapter and head initialisation: the same for every arm
+    if objective_name == "none":
+        for p in model.parameters():
+            p.requires_grad_(False)
+    model = method.wrap(model, arm.params, ctx)
+    load_seconds = time.perf_counter() - t0
+    counts = profile.parameter_counts(model)
+
+    consumed, curve, stage_curves, stage_metrics = None, [], {}, {}
+    if getattr(arm, "stages", None):
+        seed_everything(arm.seed)
+        consumed, stage_curves, stage_metrics = _run_stages(arm, model, tokenizer, train, test, task, method, kind)
+    elif objective_name != "none":
+        emit("phase", phase="train", total=arm.budget["max_steps"])
+        seed_everything(arm.seed)  # dropout masks: the same stream for every arm
+        objective = get_objective(objective_name)
+        consumed, curve = objective.train(
+            model, tokenizer, train, task, arm.budget, float(arm.params["lr"]),
+            on_step=lambda step, total, loss: emit("step", step=step, total=total, loss=round(loss, 4)))
+    model.eval()
+
+    emit("phase", phase="eval", total=len(test))
+    shots = method.shots(arm.params, train, ctx)
+    predictor = predict.make_predictor(model, tokenizer, kind=kind, task=task, budget=arm.budget, shots=shots)
+    rows, eval_cost = predict.run_predictions(
+        predictor, test, task, batch_size=arm.budget["eval_batch_size"],
+        latency_examples=arm.budget["latency_examples"], on_batch=lambda done, total: emit("eval", done=done, total=total))
+    peaks = memory.peaks_mb()  # before the scorers below (BERTScore loads a model of its own)
+    assessed = quality.assess_arm(rows, test, task, arm, model=model, tokenizer=tokenizer, kind=kind, shots=shots,
+                                  general=general, trained=objective_name != "none")
+
+    from harness.golden.scoring import score_arm_on_golden_sets
+
+    emit("phase", phase="golden")
+    golden = score_arm_on_golden_sets(arm, model, tokenizer, kind=kind, task=task)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    artifacts = {"predictions": "predictions.jsonl"}
+    saved = _save_trained_part(model, out_dir, method) if objective_name != "none" else None
+    if saved:
+        artifacts["adapter"] = saved.name
+    cost = {
+        **peaks, **counts, **eval_cost, "load_seconds": round(load_seconds, 3),
+        "saved_mb": profile.saved_mb(model, out_dir / saved.name if saved else None, trained=objective_name != "none"),
+        "train_seconds": consumed.seconds if consumed else None,
+        "train_tokens_per_s": round(consumed.tokens / consumed.seconds, 2) if consumed and consumed.seconds else None,
+    }
+    return ArmResult(
+        arm=arm_summary(arm), status="ok", consumed=consumed.to_dict() if consumed else None,
+        metrics={**assessed.metrics, **stage_metrics, **cost}, ci=assessed.ci, metrics_detail=assessed.detail,
+        curves={**({"train_loss": curve} if curve else {}), **stage_curves},
+        provenance=provenance(model_dir, task), artifacts=artifacts, started_at=started, finished_at=now(),
+        golden=golden)
+
+
+def _run_stages(arm, model, tokenizer, train, test, task, method, kind):
+    """An arm with `stages:` trains them in order (harness.stages) instead of its objective."""
+    from harness.stages.run import run_stages
+
+    return run_stages(arm.stages, model=model, tokenizer=tokenizer, train=train, test=test, task=task,
+                      budget=arm.budget, method=method, kind=kind, method_lr=float(arm.params["lr"]),
+                      seed=arm.seed, emit=emit)
+
+
+def _save_trained_part(model, out_dir: Path, method) -> Path | None:
+    """Adapters are small and worth keeping; a fully fine-tuned base is not saved by default."""
+    path = out_dir / "adapter"
+    return path if method.save(model, path) else None
+
+

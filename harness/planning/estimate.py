@@ -1,0 +1,220 @@
+"""`harness plan`: what each arm will train and roughly how much memory training needs, before
+anything is downloaded or loaded. The architecture is built on the meta device (shapes, no
+weights) from its config and wrapped by the arm's method, so parameter counts are exact.
+
+Memory is an estimate: weights + gradients + AdamW states + activations at the budget's
+micro-batch and max_seq_len, for an fp32, a bf16 and a 4-bit (NF4, double-quantized) base.
+Activations follow Korthikanti et al. (2022) per layer, every layer kept for the backward pass
+(no gradient checkpointing), plus the fp32 logits a causal-LM loss needs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from harness.errors import HarnessError
+from harness.tasks import encoder_head, num_labels
+
+# Public config values of known hub checkpoints, so `plan` works offline for them when the HF
+# cache has no config.json (values as published on their model cards' config.json).
+_ROBERTA = {"model_type": "roberta", "vocab_size": 50265, "max_position_embeddings": 514,
+            "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1, "bos_token_id": 0,
+            "eos_token_id": 2}
+KNOWN_CONFIGS = {
+    "roberta-base": {**_ROBERTA, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
+                     "intermediate_size": 3072},
+    "roberta-large": {**_ROBERTA, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                      "intermediate_size": 4096},
+    "mistralai/Mistral-7B-v0.1": {
+        "model_type": "mistral", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
+        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
+        "max_position_embeddings": 32768, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "sliding_window": 4096, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2},
+}
+KNOWN_CONFIGS["FacebookAI/roberta-base"] = KNOWN_CONFIGS["roberta-base"]
+KNOWN_CONFIGS["FacebookAI/roberta-large"] = KNOWN_CONFIGS["roberta-large"]
+
+# Bytes per parameter by base precision: frozen Linear weights of the body (what bitsandbytes
+# quantizes), other frozen weights (embeddings, norms, heads), trainable ones (and their grads
+# and each of AdamW's two states). NF4 + double quant: 4 bits + ~0.127 bits of scales.
+PRECISIONS = {
+    "fp32": {"linear": 4.0, "other": 4.0, "trainable": 4.0, "activation": 4},
+    "bf16": {"linear": 2.0, "other": 2.0, "trainable": 2.0, "activation": 2},
+    "4bit": {"linear": (4 + 0.127) / 8, "other": 2.0, "trainable": 4.0, "activation": 2},
+}
+HEAD_NAMES = ("lm_head", "classifier", "score", "qa_outputs", "heads")
+
+
+@dataclass
+class Estimate:
+    arm: str
+    method: str
+    model: str
+    config_from: str
+    trainable: int
+    total: int
+    trained: bool
+    memory_gib: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def trainable_pct(self) -> float:
+        return 100 * self.trainable / self.total if self.total else 0.0
+
+
+def model_config(source: str, base_dir: Path | None):
+    """(transformers config, where it came from) without weights or network."""
+    from transformers import AutoConfig
+
+    from harness import models
+
+    if source.startswith(models.PACKAGED_PREFIX):
+        folder = models.resolve_model_dir(source, base_dir=base_dir)  # converted once at set-up
+        return AutoConfig.from_pretrained(str(folder)), "packaged"
+    local = models.find_local(source, base_dir)
+    if local is not None and (local / "config.json").is_file():
+        return AutoConfig.from_pretrained(str(local)), "local folder"
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache(source, "config.json")
+    if isinstance(cached, str):
+        return config_from_dict(json.loads(Path(cached).read_text())), "HF cache"
+    if source in KNOWN_CONFIGS:
+        return config_from_dict(KNOWN_CONFIGS[source]), "built-in public config (not downloaded)"
+    raise HarnessError(f"no config for model '{source}': not a local folder, not in the HF cache, "
+                       "and not among the built-in public configs", key="models",
+                       fix=f"download its config.json once, or use one of: {', '.join(sorted(KNOWN_CONFIGS))}")
+
+
+def config_from_dict(values: dict):
+    from transformers import AutoConfig
+
+    values = dict(values)
+    return AutoConfig.for_model(values.pop("model_type"), **values)
+
+
+def meta_model(config, kind: str, num_labels: int | None, head_class: str | None = None):
+    """The architecture with shapes only (meta device): nothing is allocated or read."""
+    import transformers
+
+    if head_class:
+        config.num_labels = num_labels or config.num_labels
+        cls = getattr(transformers, head_class)
+    elif num_labels:
+        config.num_labels = num_labels
+        cls = transformers.AutoModelForSequenceClassification
+    else:
+        cls = transformers.AutoModelForCausalLM if kind == "causal_lm" else transformers.AutoModel
+    with torch.device("meta"):
+        return cls.from_config(config)
+
+
+def wrapped_meta_model(method, params: dict, config, *, kind: str, task_type: str, num_labels: int | None, seed=0,
+                       tasks: dict | None = None):
+    from harness.methods import ArmContext
+    head = encoder_head(kind, task_type) if method.objective_for(kind) == "classification" else None
+    with_head = head is not None and (num_labels is not None or not head.labelled_head)  # no labels: no labelled head
+    model = meta_model(config, kind, num_labels, head.head if with_head else None)
+    if method.objective_for(kind) == "none":
+        model.requires_grad_(False)
+    ctx = ArmContext(kind=kind, task_type=task_type, model_type=config.model_type, device="meta", seed=seed,
+                     num_labels=num_labels, tasks=tasks)
+    # The Linear weights bitsandbytes would quantize (not heads): a 4-bit base cannot train them.
+    quantized = {id(m.weight) for n, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and not any(part in HEAD_NAMES for part in n.split("."))}
+    wrapped = method.wrap(model, params, ctx)
+    wrapped.harness_trains_base = any(p.requires_grad and id(p) in quantized for p in wrapped.parameters())
+    return wrapped
+
+
+def memory_gib(model, config, budget: dict, kind: str, trained: bool) -> dict[str, float | None]:
+    body_linear, other, trainable = 0, 0, 0
+    for name, module in model.named_modules():
+        for pname, p in module.named_parameters(recurse=False):
+            in_head = any(part in HEAD_NAMES for part in name.split("."))  # peft copies heads deeper
+            linear = isinstance(module, torch.nn.Linear) and pname == "weight" and not in_head
+            if p.requires_grad:
+                trainable += p.numel()
+            elif linear:
+                body_linear += p.numel()
+            else:
+                other += p.numel()
+    micro = budget["batch_size"] // budget.get("grad_accum", 1)
+    s, h = budget["max_seq_len"], config.hidden_size
+    layers, heads = config.num_hidden_layers, config.num_attention_heads
+    ffn_ratio = getattr(config, "intermediate_size", 4 * h) / (4 * h)
+    # Korthikanti et al.: 34·s·b·h + 5·a·s²·b bytes per layer in 16-bit; 19 of the 34 are the MLP's.
+    per_layer_16bit = s * micro * h * (15 + 19 * ffn_ratio) + 5 * heads * s * s * micro
+    logits = micro * s * config.vocab_size * 4 * 2 if kind == "causal_lm" else 0
+    out: dict[str, float | None] = {}
+    for name, b in PRECISIONS.items():
+        if name == "4bit" and trained and getattr(model, "harness_trains_base", False):
+            out[name] = None  # 4-bit weights cannot be trained: full/partial FT needs a float base
+            continue
+        weights = body_linear * b["linear"] + other * b["other"] + trainable * b["trainable"]
+        train = trainable * b["trainable"] * 3  # gradients + AdamW exp_avg + exp_avg_sq
+        activations = per_layer_16bit * layers * b["activation"] / 2 + logits
+        out[name] = round((weights + (train + activations if trained else 0)) / 2**30, 6)
+    return out
+
+
+def estimate_arms(experiment) -> list[Estimate]:
+    from harness.eval.profile import parameter_counts
+    from harness.methods import get_method
+    from harness.planning.plan import plan
+
+    estimates = []
+    configs: dict[str, tuple] = {}
+    for arm in plan(experiment):
+        method = get_method(arm.method)
+        kind = arm.model["kind"]
+        if arm.model_key not in configs:
+            configs[arm.model_key] = model_config(arm.model["source"], Path(arm.base_dir))
+        config, where = configs[arm.model_key]
+        tasks = {key: {"type": t["type"], "num_labels": task_num_labels(kind, t)} for key, t in arm.tasks.items()}
+        num_labels = task_num_labels(kind, arm.task) if not arm.tasks else None
+        model = wrapped_meta_model(method, arm.params, copy.deepcopy(config), kind=kind,
+                                   task_type=arm.task["type"], num_labels=num_labels, seed=arm.seed, tasks=tasks)
+        counts = parameter_counts(model)
+        trained = method.objective_for(kind) != "none"
+        estimates.append(Estimate(arm=arm.name, method=arm.method, model=arm.model["source"], config_from=where,
+                                  trainable=int(counts["trainable_params"]), total=int(counts["total_params"]),
+                                  trained=trained, memory_gib=memory_gib(model, config, arm.budget, kind, trained)))
+    return estimates
+
+
+def task_num_labels(kind: str, task: dict) -> int | None:
+    """Outputs of the encoder head the task needs (labels read from the train split when omitted)."""
+    from harness.data.tasks import load_split, tag_labels
+
+    head = encoder_head(kind, task["type"])
+    if not (head and head.labelled_head):
+        return None
+    if not task.get("labels"):
+        train = load_split(task, "train")
+        task = {**task, "labels": tag_labels(train) if task["type"] == "token_classification"
+                else sorted({e["label"] for e in train})}
+    return num_labels(kind, task)
+
+
+def plan_table(estimates: list[Estimate], budget: dict):
+    from rich.table import Table
+
+    micro = budget["batch_size"] // budget.get("grad_accum", 1)
+    table = Table(title=f"plan: training memory at micro-batch {micro} x {budget['max_seq_len']} tokens (estimate)")
+    for col in ("arm", "model", "trainable", "total", "trainable %", "fp32 GiB", "bf16 GiB", "4-bit GiB"):
+        table.add_column(col, justify="left" if col in ("arm", "model") else "right")
+    for e in estimates:
+        mem = ["n/a" if e.memory_gib[p] is None else f"{e.memory_gib[p]:.2f}" for p in PRECISIONS]
+        table.add_row(e.arm, e.model, f"{e.trainable:,}", f"{e.total:,}", f"{e.trainable_pct:.4f}",
+                      *(mem if e.trained else [m + " (inference)" for m in mem]))
+    return table
+
+
+def config_notes(estimates: list[Estimate]) -> list[str]:
+    seen = {e.model: e.config_from for e in estimates}
+    return [f"{model}: config from {where}" for model, where in seen.items()]

@@ -1,0 +1,189 @@
+"""Experiment -> [Arm]: one arm per method x model x task, each with a content hash.
+
+The hash covers everything that changes the result (method, resolved params, model identity,
+task and data identity, budget, seed), so a rerun can reuse a completed arm with the same hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.config.schema import Experiment
+from harness.naming import seed_name
+
+HASH_VERSION = 2  # bump when the meaning of a result changes, to invalidate old results
+# 2: encoder heads are initialised from the arm's seed (before, from a per-process random seed)
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str
+    method: str
+    params: dict
+    model_key: str
+    model: dict          # ModelSpec as data, plus "kind" resolved
+    task_key: str
+    task: dict           # TaskSpec as data, file paths made absolute
+    budget: dict
+    seed: int
+    base_dir: str
+    hash: str = field(default="")
+    golden_sets: list = field(default_factory=list)  # absolute paths; every arm is scored on them
+    tasks: dict = field(default_factory=dict)        # an arm spanning tasks (multi_task): {task key: task}
+    stages: list = field(default_factory=list)       # [{name, params}] resolved; empty: the method's objective
+
+    @property
+    def slug(self) -> str:
+        stages = "+".join(s["name"] for s in self.stages) + "-" if self.stages else ""
+        safe = "".join(c if c.isalnum() or c in "-_." else "-"
+                       for c in f"{stages}{self.method}-{self.model_key}-{self.task_key}")
+        return f"{safe}-{self.hash[:8]}"
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Arm":
+        return cls(**json.loads(text))
+
+
+def resolved_params(method, arm_spec, tasks: list[str] | None = None) -> dict:
+    """The arm's params validated by the method's Params model, defaults filled in (typed values:
+    what the method reads and what enters the arm's hash)."""
+    given = {**arm_spec.params, **({"lr": arm_spec.lr} if arm_spec.lr is not None else {})}
+    return method.Params.model_validate(given, context={"tasks": tasks}).model_dump(mode="json")
+
+
+def _absolute_task(task: dict, base_dir: Path) -> dict:
+    data = dict(task["data"])
+    for split in ("train", "validation", "test", "preference", "preference_test"):
+        if data.get(split):
+            data[split] = str((base_dir / data[split]).resolve())
+    return {**task, "data": data}
+
+
+def data_identity(task: dict) -> str:
+    """Identity of the task's data: the prepared name, or a hash of the files' contents."""
+    from harness.data import loaders
+
+    data = task["data"]
+    if data.get("prepared"):
+        identity = f"prepared:{data['prepared']}"
+    else:
+        identity = loaders.fingerprint_files([Path(data[s]) for s in ("train", "validation", "test") if data.get(s)])
+    pairs = [Path(data[s]) for s in ("preference", "preference_test") if data.get(s)]  # a user's preference pairs
+    return identity + (":" + loaders.fingerprint_files(pairs) if pairs else "")
+
+
+def plan(exp: Experiment) -> list[Arm]:
+    from harness import models
+    from harness.methods import get_method
+
+    arms: list[Arm] = []
+    base = exp.base_dir
+    for spec in exp.arms:
+        method = get_method(spec.method)
+        params = resolved_params(method, spec, spec.tasks or list(exp.tasks))
+        stages = arm_stages(spec)
+        for model_key in spec.models:
+            model_spec = exp.models[model_key]
+            kind = model_spec.kind or models.infer_kind(model_spec.source, base_dir=base)
+            model = {**model_spec.model_dump(), "kind": kind}
+            for task_key, task, tasks in _task_groups(exp, spec, method, base):
+                # budget.seeds: one arm per seed, the seed in its name, budget (so its hash) and run.
+                for seed in exp.budget.seeds or [exp.budget.seed]:
+                    name = spec.name or stage_prefix(stages) + f"{spec.method} · {model_key}"
+                    if len(exp.tasks) > 1 and not spec.name:
+                        name += f" · {task_key}"
+                    if exp.budget.seeds:
+                        name = seed_name(name, seed)
+                    arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
+                              task_key=task_key, task=task, budget=_arm_budget(exp, seed, stages), seed=seed,
+                              base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
+                              tasks=tasks, stages=stages)
+                    arms.append(Arm(**{**asdict(arm), "hash": _content_hash(arm, model_spec.source, base)}))
+    _dedupe_names(arms)
+    return arms
+
+
+def _task_groups(exp: Experiment, spec, method, base: Path):
+    """(task key, task, tasks) per arm of a spec: one per task, or, for a method that spans tasks
+    (`spans_tasks = True`, e.g. multi_task), one arm over all its tasks, keyed "a+b+c"."""
+    keys = spec.tasks or list(exp.tasks)
+    tasks = {key: _absolute_task(exp.tasks[key].model_dump(), base) for key in keys}
+    if not getattr(method, "spans_tasks", False):
+        return [(key, task, {}) for key, task in tasks.items()]
+    return [("+".join(keys), {"type": "multi_task", "data": {}}, tasks)]
+
+
+def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> dict:
+    """The budget one arm runs under: its own seed; the list of seeds is the plan's business, so
+    adding a seed later keeps the arms of the others (and their hashes). The stage budgets only
+    concern (and only enter the hash of) arms with stages."""
+    budget = exp.budget.model_dump()
+    budget.pop("seeds", None)
+    if not stages:
+        budget.pop("stage_steps", None)
+        budget.pop("alignment", None)
+    else:
+        names = {s["name"] for s in stages}
+        budget["stage_steps"] = {k: v for k, v in budget["stage_steps"].items() if k in names}
+    return {**budget, "seed": seed}
+
+
+def arm_stages(spec) -> list[dict]:
+    """The arm's stages resolved with each stage's defaults (harness.stages)."""
+    from harness.stages import normalize_stages
+
+    return normalize_stages(spec.stages)
+
+
+def stage_prefix(stages: list[dict]) -> str:
+    """'sft+dpo ' in front of an arm's display name; nothing for an arm without stages."""
+    return "+".join(s["name"] for s in stages) + " " if stages else ""
+
+
+def _content_hash(arm: Arm, source: str, base: Path) -> str:
+    from harness import models
+
+    identity = {
+        "v": HASH_VERSION, "method": arm.method, "params": arm.params,
+        "model": models.model_fingerprint(source, base_dir=base),
+        "model_options": {k: arm.model[k] for k in ("dtype", "kind", "trust_remote_code")},
+        "task": {k: v for k, v in arm.task.items() if k != "data"}, "data": data_identity(arm.task),
+        "columns": arm.task["data"].get("columns"), "budget": arm.budget,
+    }
+    if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
+        identity["tasks"] = {key: [{k: v for k, v in t.items() if k != "data"}, data_identity(t),
+                                   t["data"].get("columns")] for key, t in arm.tasks.items()}
+    if arm.stages:  # only arms with stages: the hashes of all other arms stay as they were
+        identity["stages"] = arm.stages
+    if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
+        identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _dedupe_names(arms: list[Arm]) -> None:
+    """Two arms with the same display name (say two LoRA ranks) get their params appended."""
+    seen: dict[str, int] = {}
+    for arm in arms:
+        seen[arm.name] = seen.get(arm.name, 0) + 1
+    stage_text = [_stage_params_text(arm, arms) for arm in arms]  # from the names before any renaming
+    for i, arm in enumerate(arms):
+        if seen[arm.name] > 1:
+            extra = ", ".join(f"{k}={v}" for k, v in sorted(arm.params.items())) + stage_text[i]
+            object.__setattr__(arms[i], "name", f"{arm.name} ({extra})")
+
+
+def _stage_params_text(arm: Arm, arms: list[Arm]) -> str:
+    """The stage params in which arms of the same display name differ ('; dpo.beta=0.5')."""
+    def flat(a: Arm) -> dict:
+        return {f"{s['name']}.{k}": v for s in a.stages for k, v in s["params"].items()}
+
+    mine = flat(arm)
+    others = [flat(a) for a in arms if a.name == arm.name and a is not arm]
+    differing = [k for k in sorted(mine) if any(o.get(k) != mine[k] for o in others)]
+    return "".join(f"; {k}={mine[k]}" for k in differing)

@@ -1,0 +1,1 @@
+"""ArmResult and results.json (arm_result), and the audit of what arms consumed (audit)."""

@@ -1,0 +1,97 @@
+"""The result schema: one ArmResult per arm (json on disk, written atomically) and the
+results.json of a run that collects them."""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from harness.paths import atomic_write_text
+
+
+LATEST = "latest"  # reports/<experiment>/latest names the newest run of an experiment
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class ArmResult(BaseModel):
+    arm: dict[str, Any]                     # name, method, model_key, model, task_key, params, hash, slug
+    status: Literal["ok", "failed", "skipped"]
+    error: str | None = None
+    consumed: dict[str, Any] | None = None  # harness.budget.Consumed as data
+    metrics: dict[str, float | None] = Field(default_factory=dict)
+    ci: dict[str, list[float]] = Field(default_factory=dict)          # 95% bootstrap CI: {metric: [low, high]}
+    metrics_detail: dict[str, Any] = Field(default_factory=dict)      # per-class F1, confusion matrix, scorers
+    curves: dict[str, list] = Field(default_factory=dict)
+    provenance: dict[str, Any] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict)
+    started_at: str | None = None
+    finished_at: str | None = None
+    reused_from: str | None = None          # the run a completed result was taken from on resume
+    golden: dict[str, Any] = Field(default_factory=dict)  # {set name: harness.eval.golden.set_result}
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, self.model_dump_json(indent=2))
+
+    @classmethod
+    def read(cls, path: Path) -> "ArmResult":
+        return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
+    """The results a run records for one arm: the arm's own, or, for an arm that spans tasks
+    (multi_task), the one result per task it wrote under tasks/<task key> (ordinary arm results
+    whose task_key is that task, so reports, comparisons, the audit and the gate need no special case)."""
+    if result.status != "ok" or "tasks" not in result.artifacts:
+        return [result]
+    out = []
+    for key in result.arm.get("tasks", []):
+        one = ArmResult.read(Path(arm_dir) / result.artifacts["tasks"] / key / "result.json")
+        one.reused_from = result.reused_from
+        out.append(one)
+    return out
+
+
+def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult], extra: dict | None = None) -> Path:
+    """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit."""
+    from harness.results.audit import budget_audit
+
+    payload = {"experiment": experiment, "written_at": now(), "arms": [r.model_dump() for r in results],
+               "budget_audit": budget_audit(results), **_statistics(run_dir, experiment, results), **(extra or {})}
+    path = run_dir / "results.json"
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+    return path
+
+
+def _statistics(run_dir: Path, experiment: dict, results: list[ArmResult]) -> dict:
+    """Pairwise comparisons and the seed summary (harness.eval.compare); a failure there is
+    recorded, never allowed to lose the arms' results."""
+    from harness.eval.compare import run_statistics
+
+    try:
+        return run_statistics(run_dir, results, (experiment or {}).get("budget") or {})
+    except Exception as err:  # noqa: BLE001 - the results must be written whatever happens here
+        return {"comparisons": [], "seed_summary": [], "statistics_error": f"{type(err).__name__}: {err}"}
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make reports/<experiment>/latest name run_dir: a relative symlink, replaced atomically; a
+    one-line file with the run id where the file system refuses links (load_run reads both)."""
+    run_dir = Path(run_dir)
+    link, tmp = run_dir.parent / LATEST, run_dir.parent / f".{LATEST}.{os.getpid()}.tmp"
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(run_dir.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        if link.is_symlink():
+            link.unlink()
+        atomic_write_text(link, run_dir.name + "\n")

@@ -1,0 +1,340 @@
+"""MLflow tracking: one parent run per `harness run`, one nested child run per arm.
+
+It lives in the runner's process only (the arm processes never import mlflow) and is a side
+channel: results.json stays the record. Any MLflow failure (a bad URI, a server that is down)
+prints one warning line and turns tracking off for the rest of the run; it never fails a run.
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import json
+import logging
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+import warnings
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from harness.tracking.views import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_TAG, arm_note, view_state
+
+console = Console(stderr=True)
+
+DB_FILE = "mlflow.db"
+ARTIFACT_DIR = "mlruns"
+MAX_TAG_CHARS = 5000     # MLflow keeps up to 8000 characters in a tag value
+MAX_PARAM_CHARS = 6000   # and up to 6000 in a param value
+BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # log_batch's per-call limits
+
+
+def resolve_store(uri: str | None = None) -> tuple[str, str | None]:
+    """(tracking URI, artifact root for experiments harness creates).
+
+    The URI given (tracking.uri in the YAML, `harness ui --uri`), else $MLFLOW_TRACKING_URI,
+    else sqlite:///<cwd>/mlflow.db with artifacts in <cwd>/mlruns. MLflow 3.17 refuses a plain
+    ./mlruns file store, hence SQLite. A server decides its own artifact root (None)."""
+    uri = uri or os.environ.get("MLFLOW_TRACKING_URI") or None
+    if uri is None:
+        return f"sqlite:///{Path.cwd() / DB_FILE}", (Path.cwd() / ARTIFACT_DIR).as_uri()
+    if uri.startswith("sqlite:///") and ":memory:" not in uri:
+        # Artifacts next to the database file, so the two travel together.
+        db = Path(uri.removeprefix("sqlite:///").split("?")[0])
+        return uri, (db.resolve().parent / ARTIFACT_DIR).as_uri()
+    return uri, None
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def import_mlflow():
+    """Import mlflow quietly and offline: no telemetry, no INFO lines about database tables."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    import mlflow
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return mlflow
+
+
+def _safely(hook):
+    """A hook that turns tracking off (one warning) instead of raising."""
+
+    @functools.wraps(hook)
+    def wrapper(self, *args, **kwargs):
+        if not self.enabled:
+            return None
+        try:
+            return hook(self, *args, **kwargs)
+        except Exception as err:  # noqa: BLE001 - tracking must never take a run down
+            self._disable(err)
+            return None
+
+    return wrapper
+
+
+class MlflowTracker:
+    """The runner's tracker hooks: start_run, log_arm (after every arm), finish_run."""
+
+    def __init__(self, uri: str | None = None, experiment_name: str | None = None):
+        self.uri, self.artifact_root = resolve_store(uri)
+        self.experiment_name = experiment_name
+        self.enabled = True
+        self.client = None
+        self.experiment_id: str | None = None
+        self.parent_id: str | None = None
+        self.budget: dict = {}
+        self.commit: str | None = None
+        self._datasets: dict[str, list] = {}  # task key -> DatasetInputs, fingerprinted once
+
+    # ------------------------------------------------------------------ hooks
+
+    @_safely
+    def start_run(self, experiment, run_dir: Path) -> None:
+        from harness import __version__
+        from harness.execution.provenance import git_commit
+
+        if is_server(self.uri):
+            _probe(self.uri)  # MLflow retries an unreachable server for minutes; fail in seconds
+        mlflow = import_mlflow()
+        self.client = mlflow.MlflowClient(tracking_uri=self.uri)
+        self.experiment_id = self._experiment_id(self.experiment_name or experiment.name)
+        self.budget = experiment.budget.model_dump()
+        self.commit = git_commit()
+        tags = {"harness.version": __version__, "harness.git_commit": self.commit,
+                "harness.run_dir": str(Path(run_dir).resolve()), "harness.experiment_file": experiment.source_file and str(Path(experiment.source_file).resolve()),
+                "mlflow.user": _user(),
+                "mlflow.note.content": experiment.question or experiment.description}
+        run = self.client.create_run(self.experiment_id, run_name=f"{experiment.name} {Path(run_dir).name}",
+                                     tags=_clean(tags))
+        self.parent_id = run.info.run_id
+        atexit.register(self._abandon)  # Ctrl-C skips finish_run: mark the parent KILLED on exit
+        params = {"experiment": experiment.name, "planned_arms": len(experiment.arms),
+                  **{f"budget.{k}": v for k, v in self.budget.items()}}
+        self._log_batch(self.parent_id, params=params)
+
+    @_safely
+    def log_arm(self, result, arm_dir: Path) -> None:
+        from mlflow.entities import Metric, RunStatus
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+        arm, provenance, arm_dir = result.arm, result.provenance or {}, Path(arm_dir)
+        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "arm.hash": arm.get("hash"), "arm.status": result.status,
+                "arm.method": arm.get("method"), "arm.model_key": arm.get("model_key"),
+                "arm.task_key": arm.get("task_key"), "arm.reused_from": result.reused_from,
+                "harness.version": (provenance.get("packages") or {}).get("harness") or _version(),
+                "harness.git_commit": provenance.get("git_commit") or self.commit,
+                "harness.device": provenance.get("device"), "error": result.error, "mlflow.user": _user(),
+                "mlflow.note.content": arm_note(result)}  # the run's description: arm and headline metrics
+        run = self.client.create_run(self.experiment_id, start_time=_ms(result.started_at) or _ms(result.finished_at),
+                                     run_name=arm.get("name"), tags=_clean(tags))
+        run_id = run.info.run_id
+        params = {"method": arm.get("method"), "model": arm.get("model"), "model_key": arm.get("model_key"),
+                  "model_kind": arm.get("kind"), "task": arm.get("task_key"), "seed": arm.get("seed"),
+                  **{f"param.{k}": v for k, v in (arm.get("params") or {}).items()}, **_stage_params(arm),
+                  **{f"budget.{k}": v for k, v in self._arm_budget(arm_dir).items()}}
+        stamp = _ms(result.finished_at) or int(time.time() * 1000)
+        metrics = [Metric(k, float(v), stamp, 0) for k, v in result.metrics.items() if _number(v)]
+        for name, points in result.curves.items():  # [[step, value], ...]; train_loss today
+            metrics += [Metric(name, float(p[1]), stamp, int(p[0])) for p in points
+                        if isinstance(p, (list, tuple)) and len(p) == 2 and _number(p[1])]
+        self._log_batch(run_id, params=params, metrics=metrics)
+        inputs = self._dataset_inputs(arm, arm_dir, provenance)
+        if inputs:
+            self.client.log_inputs(run_id, datasets=inputs)
+        self._log_arm_files(run_id, result, arm_dir)
+        status = {"ok": RunStatus.FINISHED, "failed": RunStatus.FAILED}.get(result.status, RunStatus.FINISHED)
+        self.client.set_terminated(run_id, RunStatus.to_string(status), end_time=_ms(result.finished_at))
+
+    @_safely
+    def finish_run(self, run_dir: Path, results) -> None:
+        from mlflow.entities import Metric
+
+        run_dir, stamp = Path(run_dir), int(time.time() * 1000)
+        counts = {status: sum(r.status == status for r in results) for status in ("ok", "failed", "skipped")}
+        self._log_batch(self.parent_id, metrics=[Metric(f"arms_{k}", float(v), stamp, 0) for k, v in counts.items()])
+        for name in ("results.json", "index.html"):  # the HTML report, when one was written by now
+            if (run_dir / name).is_file():
+                self.client.log_artifact(self.parent_id, str(run_dir / name))
+        # The runs table `harness ui` links to: this run's arms with their metrics (mlflow_views.py).
+        state = json.dumps(view_state(results, self.parent_id))
+        if len(state) <= MAX_TAG_CHARS:
+            self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, state)
+        self.client.set_terminated(self.parent_id, "FINISHED")
+        self.parent_id = None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _disable(self, err: Exception) -> None:
+        self.enabled = False
+        first_line = (str(err).strip().splitlines() or [""])[0][:300]
+        console.print(f"[yellow]warning:[/] MLflow tracking is off for this run ({self.uri}): "
+                      f"{type(err).__name__}: {first_line}", highlight=False, soft_wrap=True)
+
+    def _abandon(self) -> None:
+        if self.enabled and self.parent_id:
+            try:
+                self.client.set_terminated(self.parent_id, "KILLED")
+            except Exception:  # noqa: BLE001 - the process is exiting anyway
+                pass
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is None:
+            try:
+                return self.client.create_experiment(name, artifact_location=self.artifact_root,
+                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except Exception:  # another `harness run` created it a moment ago
+                found = self.client.get_experiment_by_name(name)
+                if found is None:
+                    raise
+        if found.lifecycle_stage == "deleted":  # deleted in the UI; runs would be refused
+            self.client.restore_experiment(found.experiment_id)
+        mark_experiment_kind(self.client, found.experiment_id, found.tags)
+        return found.experiment_id
+
+    def _log_batch(self, run_id: str, *, params: dict | None = None, metrics: list | None = None) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, _param_text(v)) for k, v in (params or {}).items()]  # None is logged as null
+        for i in range(0, len(items), BATCH["params"]):
+            self.client.log_batch(run_id, params=items[i:i + BATCH["params"]])
+        metrics = metrics or []
+        for i in range(0, len(metrics), BATCH["metrics"]):
+            self.client.log_batch(run_id, metrics=metrics[i:i + BATCH["metrics"]])
+
+    def _arm_budget(self, arm_dir: Path) -> dict:
+        planned = _read_json(arm_dir / "arm.json")
+        return (planned or {}).get("budget") or self.budget
+
+    def _dataset_inputs(self, arm: dict, arm_dir: Path, provenance: dict) -> list:
+        """The task's data as MLflow datasets (name, location, fingerprint): metadata only, no rows."""
+        key = arm.get("task_key") or "task"
+        if key not in self._datasets:
+            planned = _read_json(arm_dir / "arm.json")
+            data = ((planned or {}).get("task") or {}).get("data") or {}
+            try:
+                self._datasets[key] = _datasets_of(key, data, provenance.get("data_fingerprint"))
+            except Exception:  # noqa: BLE001 - a dataset record is a nicety; the arm is still logged
+                self._datasets[key] = []
+        return self._datasets[key]
+
+    def _log_arm_files(self, run_id: str, result, arm_dir: Path) -> None:
+        for name in ("result.json", "arm.json"):
+            if (arm_dir / name).is_file():
+                self.client.log_artifact(run_id, str(arm_dir / name))
+        for rel in result.artifacts.values():  # predictions.jsonl, adapter/, traceback.txt, log.txt
+            path = arm_dir / rel
+            if path.is_dir():
+                self.client.log_artifacts(run_id, str(path), artifact_path=path.name)
+            elif path.is_file():
+                self.client.log_artifact(run_id, str(path))
+        if result.error:
+            self.client.log_text(run_id, result.error + "\n", "error.txt")
+
+
+def mark_experiment_kind(client, experiment_id: str, tags: dict | None = None) -> None:
+    """Tag a harness experiment as model training, so the UI opens on its runs table; an
+    experiment the user already gave a kind keeps it."""
+    if tags is None:
+        tags = client.get_experiment(experiment_id).tags
+    if not tags.get(EXPERIMENT_KIND_TAG):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+
+
+def _datasets_of(task_key: str, data: dict, prepared_fingerprint: str | None) -> list:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+    from harness.data import loaders
+
+    splits = {"train": "training", "validation": "validation", "test": "evaluation"}
+    inputs = []
+    if data.get("prepared"):
+        from harness.data import prepared
+
+        location = prepared.prepared_dir(data["prepared"], prepare_if_missing=False)
+        entries = [(f"{task_key} ({data['prepared']})", location, prepared_fingerprint, "training")]
+    else:
+        entries = [(f"{task_key} {split}", Path(data[split]), None, context)
+                   for split, context in splits.items() if data.get(split) and Path(data[split]).is_file()]
+    for name, location, digest, context in entries:
+        digest = digest or (loaders.fingerprint_files([location]) if location.is_file() else None)
+        with warnings.catch_warnings():  # "can be interpreted in multiple ways": both mean a local path
+            warnings.simplefilter("ignore")
+            source = resolve_dataset_source(str(location))
+        dataset = MetaDataset(source, name=name, digest=digest[:36] if digest else None)
+        inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
+    return inputs
+
+
+def _probe(uri: str, timeout_s: float = 5.0) -> None:
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        pass  # it answers: a server behind a proxy may not expose /health
+    except OSError as err:
+        raise ConnectionError(f"no MLflow server answers at {uri} ({getattr(err, 'reason', err)})") from None
+
+
+def _clean(tags: dict) -> dict:
+    return {k: str(v)[:MAX_TAG_CHARS] for k, v in tags.items() if v is not None and v != ""}
+
+
+def _param_text(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text[:MAX_PARAM_CHARS]
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _ms(iso: str | None) -> int | None:
+    if not iso:
+        return None
+    try:
+        return int(datetime.fromisoformat(iso).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _user() -> str | None:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return None
+
+
+def _version() -> str:
+    from harness import __version__
+
+    return __version__
+
+
+def _stage_params(arm: dict) -> dict:
+    """An arm with stages: `stages` = 'sft+dpo' and each stage's params as stage.<name>.<param>."""
+    stages = arm.get("stages") or []
+    if not stages:
+        return {}
+    out = {"stages": "+".join(s["name"] for s in stages)}
+    for s in stages:
+        out.update({f"stage.{s['name']}.{k}": v for k, v in s["params"].items()})
+    return out

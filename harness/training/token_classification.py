@@ -1,0 +1,24 @@
+"""Token classification (NER) with an encoder head: cross-entropy per word on its first
+sub-token; later sub-tokens, special tokens and padding are ignored (-100)."""
+
+from __future__ import annotations
+
+import torch
+
+from harness.data.encoding import align_labels, encode_words
+from harness.training import loop
+
+
+
+class TokenClassificationObjective(loop.BatcherObjective):
+    def batcher(self, tokenizer, train: list[dict], task: dict, budget: dict):
+        label_id = {label: i for i, label in enumerate(task["labels"])}
+
+        def make_batch(indices):
+            enc = encode_words(tokenizer, [train[i]["tokens"] for i in indices], budget["max_seq_len"])
+            labels = [align_labels(enc.word_ids(j), train[i]["tags"], label_id) for j, i in enumerate(indices)]
+            batch = dict(enc)
+            batch["labels"] = torch.tensor(labels)
+            return batch, int(enc["attention_mask"].sum())
+
+        return make_batch
