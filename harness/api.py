@@ -36,7 +36,7 @@ def run(path_or_experiment, overrides: list[str] | None = None, jobs: int | None
         reporter: Callable[[Path], None] | None = None) -> "Run":
     """Plan, train and evaluate every arm, as `harness run FILE --set ...` does; returns the finished Run.
 
-    path_or_experiment: an experiment YAML path or an already loaded `harness.config.Experiment`.
+    path_or_experiment: an experiment YAML path or an already loaded `harness.config.schema.Experiment`.
     overrides: `--set` items such as "budget.max_steps=10" (only with a path).
     jobs: arms run one after another in this version; only None or 1 is accepted.
     track: log to MLflow as the YAML's `tracking:` says (False: never).
