@@ -1,3 +1,20 @@
-"""harness: compare fine-tuning methods under one budget, evaluated one way."""
+"""harness: compare fine-tuning methods under one budget, evaluated one way.
+
+The Python API (harness/api.py) is re-exported here: harness.run(...), harness.load_run(...),
+harness.load_runs(...), Run, Runs. It is loaded on first use, not on `import harness`: every
+module of the package (and every arm process) imports this file, and none of them should pay for
+the API's imports; it also keeps the package root at the bottom of tests/test_architecture.py's
+layers while the API sits at the top, beside the CLI.
+"""
+
+import importlib
 
 __version__ = "0.1.0"
+API = ("Run", "Runs", "load_run", "load_runs", "run")
+__all__ = [*API, "__version__"]
+
+
+def __getattr__(name: str):
+    if name in API:
+        return getattr(importlib.import_module("harness.api"), name)
+    raise AttributeError(f"module 'harness' has no attribute {name!r}")

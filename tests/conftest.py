@@ -87,3 +87,17 @@ def write_experiment(tmp_path, tiny_models, tiny_data):
         return path
 
     return write
+
+
+def run_in(folder: Path, path: Path, **kwargs):
+    """harness.run(path, **kwargs) with folder as the working directory (reports/ lands there)."""
+    import os
+
+    import harness
+
+    old = os.getcwd()
+    os.chdir(folder)
+    try:
+        return harness.run(path, **kwargs)
+    finally:
+        os.chdir(old)

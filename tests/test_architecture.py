@@ -26,7 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("harness.execution",),
     ("harness.tracking", "harness.report", "harness.golden.gate", "harness.golden.outputs",
      "harness.golden.summary", "harness.golden"),
-    ("harness.cli", "harness.__main__"),
+    ("harness.api", "harness.cli", "harness.__main__"),  # the two front doors: Python and the command line
 ]
 
 

@@ -356,7 +356,7 @@ def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp
     finally:
         os.chdir(old)
     assert result.exit_code == 0, result.output
-    run_dir = sorted((tmp_path / "reports" / "tiny").iterdir())[-1]
+    run_dir = sorted(p for p in (tmp_path / "reports" / "tiny").iterdir() if p.name != "latest")[-1]
     results = json.loads((run_dir / "results.json").read_text())
     entry = results["arms"][0]["golden"]["mini"]
     assert [r["id"] for r in entry["items"]] == IDS and entry["version"] == "1"

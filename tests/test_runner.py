@@ -36,7 +36,7 @@ def run_cli(path: Path, *args: str, cwd: Path):
 
 
 def results_of(cwd: Path, name: str = "tiny") -> tuple[Path, dict]:
-    run_dir = sorted((cwd / "reports" / name).iterdir())[-1]
+    run_dir = sorted(p for p in (cwd / "reports" / name).iterdir() if p.name != "latest")[-1]
     return run_dir, json.loads((run_dir / "results.json").read_text())
 
 

@@ -149,7 +149,7 @@ def test_tracker_turns_itself_off_on_any_mlflow_error(uri, write_experiment, tmp
 
 
 def test_tracking_can_be_switched_off(write_experiment, tmp_path):
-    from harness.cli.main import _tracker
+    from harness.api import tracker_for as _tracker
 
     on = load_experiment(write_experiment([{"method": "zero_shot", "model": "llama"}]))
     assert isinstance(_tracker(on), MlflowTracker)

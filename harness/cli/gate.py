@@ -13,8 +13,9 @@ PASS, REGRESSION = 0, 1
 
 def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, arm: str | None,
              baseline_arm: str | None, max_drop: float, alpha: float, junit: Path | None,
-             markdown: Path | None, record: bool, mlflow_uri: str | None, json_out: Path | None = None) -> int:
-    from harness.golden import gate, outputs
+             markdown: Path | None, record: bool, mlflow_uri: str | None, json_out: Path | None = None,
+             register: str | None = None) -> int:
+    from harness.golden import gate, outputs, promote
     from harness.golden.schema import load_golden
     from harness.paths import atomic_write_text
 
@@ -36,6 +37,8 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
             err.print(f"[yellow]note[/]: the recorded candidate fails must item(s) {', '.join(must_failed)}; "
                       "every later gate fails until they pass")
         return PASS
+    # What --register would register is found first: nothing to register is a usage error (exit 2).
+    to_register = promote.registrable(candidate, golden_set, arm=arm) if register else None
     base_spec = baseline or str(recorded)
     base_side = gate.resolve_side(base_spec, golden_set, arm=baseline_arm or arm, role="baseline")
     cand_side = gate.resolve_side(candidate, golden_set, arm=arm, role="candidate")
@@ -57,6 +60,17 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
     if uri:
         run_id = outputs.log_verdict_to_mlflow(verdict, uri)
         out.print(f"mlflow run: {run_id}" if run_id else "[yellow]could not log the verdict to MLflow[/] (the gate stands)")
+    if register:
+        if verdict["passed"]:
+            try:
+                version = promote.register(register, to_register, verdict, mlflow_uri)
+            except Exception as error:  # noqa: BLE001 - the store's own message, as one sentence
+                raise HarnessError(f"--register {register}: the gate passed but MLflow refused the version "
+                                   f"({type(error).__name__}: {str(error).splitlines()[0][:300]})",
+                                   fix="check the tracking URI (--mlflow or MLFLOW_TRACKING_URI)") from None
+            out.print(f"registered {register} version {version.version} ({version.source})", highlight=False)
+        else:
+            err.print(f"[yellow]not registered[/]: a candidate that fails the gate does not become a version of {register}")
     if record:
         if verdict["passed"]:
             path = gate.record_baseline(golden_set, golden, cand_side)

@@ -78,42 +78,31 @@ def run(file: Path, set_: SetOption = None,
         only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
         track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True):
     """Train and evaluate every arm of an experiment; write results.json and the report."""
-    from harness.config.load import load_experiment
-    from harness.planning.plan import plan
+    from harness import api
     from harness.report.console import print_results
-    from harness.execution.runner import Runner
 
-    experiment = load_experiment(file, set_)
-    arms = plan(experiment)
-    if only:
-        arms = [a for a in arms if any(o in a.name for o in only)]
-        if not arms:
-            raise HarnessError(f"--only {only} matches no arm", fix="see `harness validate` for the arm names")
-    runner = Runner(experiment, arms, output_root=Path(experiment.output_dir), force=force,
-                    tracker=_tracker(experiment, track), reporter=_write_html_report)
     try:
-        run_dir = runner.run()
+        finished = api.run(file, set_, track=track, force=force, only=only, reporter=_write_html_report)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
-    results = json.loads((run_dir / "results.json").read_text())
+    results, run_dir = finished.results, finished.run_dir
     print_results(results, out)
     from harness.golden.summary import print_golden_summary
 
     print_golden_summary(results, out)
-    out.print(f"results: {run_dir / 'results.json'}")
+    out.print(f"results: {_shown(run_dir / 'results.json')}")
     failed = [a for a in results["arms"] if a["status"] == "failed"]
     if failed:
         err.print(f"[yellow]{len(failed)} arm(s) failed[/]; the others completed (see results.json for the errors)")
         raise typer.Exit(1)
 
 
-def _tracker(experiment, track: bool = True):
-    """MLflow tracking unless `--no-track` or `tracking: {enabled: false}`; see harness/tracking/mlflow_tracker.py."""
-    if not track or not experiment.tracking.enabled:
-        return None
-    from harness.tracking.mlflow_tracker import MlflowTracker
-
-    return MlflowTracker(uri=experiment.tracking.uri, experiment_name=experiment.tracking.experiment_name)
+def _shown(path: Path) -> Path:
+    """A path under the working directory as a relative one (as the runner names it), else as is."""
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 @app.command()
@@ -187,28 +176,48 @@ def list_stages():
 @app.command()
 @user_errors
 def report(run_dir: Path,
+           format_: Annotated[str, typer.Option("--format", help="html (index.html and the console table), md "
+                                                                 "(PR comments, READMEs), csv (spreadsheets) or latex "
+                                                                 "(booktabs, for papers)")] = "html",
+           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write md/csv/latex here "
+                                                                                "instead of printing it")] = None,
            recompute: Annotated[bool, typer.Option(
                help="recompute the pairwise tests, their correction and the sensitivity from the arm folders "
                     "(no retraining) and rewrite results.json")] = False,
            correction: Annotated[Optional[str], typer.Option(
                help="with --recompute: holm, bh or none (default: the run's budget.correction, else holm)")] = None):
-    """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder) and
-    rebuild its HTML report, index.html."""
-    from harness.report.console import print_results
-    from harness.report.html import write_html_report
+    """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder, or
+    reports/<experiment>/latest) and rebuild its HTML report, index.html; or export the table."""
+    from harness.api import load_run
+    from harness.report import exports
 
-    path = run_dir / "results.json"
-    if not path.is_file():
-        raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
+    if format_ not in exports.FORMATS:
+        raise HarnessError(f"--format {format_!r} is not one of {', '.join(exports.FORMATS)}",
+                           fix="pass --format md for a PR comment, csv for a spreadsheet, latex for a paper")
     if correction is not None and not recompute:
         raise HarnessError("--correction only applies with --recompute",
                            fix=f"harness report {run_dir} --recompute --correction {correction}")
+    finished = load_run(run_dir)
     if recompute:
         from harness.results.arm_result import recompute_statistics
 
-        recompute_statistics(run_dir, correction)
-    print_results(json.loads(path.read_text()), out)
-    out.print(f"report: {write_html_report(run_dir)}", soft_wrap=True, highlight=False)
+        recompute_statistics(finished.run_dir, correction)
+        finished = load_run(finished.run_dir)
+    if format_ == "html":
+        from harness.report.console import print_results
+        from harness.report.html import write_html_report
+
+        print_results(finished.results, out)
+        out.print(f"report: {write_html_report(finished.run_dir)}", soft_wrap=True, highlight=False)
+        return
+    text = {"md": exports.to_markdown, "csv": exports.to_csv, "latex": exports.to_latex}[format_](finished.results)
+    if output is None:
+        sys.stdout.write(text)  # not through rich: the text must reach a pipe byte for byte
+        return
+    from harness.paths import atomic_write_text
+
+    atomic_write_text(output, text)
+    err.print(f"{format_}: {output}", highlight=False)
 
 
 @app.command()
@@ -243,13 +252,17 @@ def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
          markdown: Annotated[Optional[Path], typer.Option(help="write a Markdown summary (PR comment) here")] = None,
          json_out: Annotated[Optional[Path], typer.Option("--json", help="write the verdict with every item here")] = None,
          record: Annotated[bool, typer.Option(help="store the candidate's results as the set's baseline when it passes")] = False,
-         mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="log the verdict to this MLflow tracking URI")] = None):
+         mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="log the verdict to this MLflow tracking URI")] = None,
+         register: Annotated[Optional[str], typer.Option(help="when the gate passes, register the candidate's adapter "
+                                                              "(or model) as a new version of this name in the MLflow "
+                                                              "Model Registry (--mlflow, $MLFLOW_TRACKING_URI or ./mlflow.db)")] = None):
     """Fail the build when a candidate regresses on a golden set: exit 0 pass, 1 regression, 2 usage error."""
     from harness.cli.gate import run_gate
 
     code = user_errors(run_gate)(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
                                  baseline_arm=baseline_arm, max_drop=max_drop, alpha=alpha, junit=junit,
-                                 markdown=markdown, json_out=json_out, record=record, mlflow_uri=mlflow_uri)
+                                 markdown=markdown, json_out=json_out, record=record, mlflow_uri=mlflow_uri,
+                                 register=register)
     raise typer.Exit(code)
 
 

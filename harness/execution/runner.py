@@ -17,14 +17,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from harness.execution.arm_common import EVENT_PREFIX, arm_summary
 from harness.planning.plan import Arm
-from harness.results.arm_result import ArmResult, now, task_results, write_run_results
+from harness.results.arm_result import LATEST, ArmResult, now, point_latest, task_results, write_run_results
 
 console = Console(stderr=True)
 
 
 def find_completed(experiment_dir: Path, arm_hash: str) -> Path | None:
     """The newest arm folder of an earlier run of this experiment with an ok result for this hash."""
-    candidates = sorted(experiment_dir.glob(f"*/arms/*-{arm_hash[:8]}/result.json"), reverse=True)
+    candidates = sorted((p for p in experiment_dir.glob(f"*/arms/*-{arm_hash[:8]}/result.json")
+                         if p.parents[2].name != LATEST), reverse=True)  # `latest` is a link to a run
     for path in candidates:
         try:
             result = ArmResult.read(path)
@@ -133,6 +134,7 @@ class Runner:
         experiment = json.loads(self._experiment_json())
         write_run_results(self.run_dir, experiment, self.results,
                           extra={"run_id": self.run_id, "planned_arms": len(self.arms)})
+        point_latest(self.run_dir)  # reports/<experiment>/latest: the newest run with a results.json
 
     def _experiment_json(self) -> str:
         return self.experiment.model_dump_json(indent=2)

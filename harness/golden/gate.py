@@ -108,6 +108,12 @@ def _from_json_file(path: Path, golden: GoldenSet, *, arm, role) -> Side:
 
 
 def _from_run(run_dir: Path, results: dict, golden: GoldenSet, *, arm, role) -> Side:
+    chosen = pick_scored_arm(run_dir, results, golden, arm=arm, role=role)
+    return _from_arm_result(chosen, golden, label=f"{run_dir} [{chosen['arm']['name']}]", role=role)
+
+
+def pick_scored_arm(run_dir: Path, results: dict, golden: GoldenSet, *, arm: str | None, role: str) -> dict:
+    """The one ok arm of a run scored on the golden set (named by --arm when there are several)."""
     arms = [a for a in results.get("arms", []) if a.get("status") == "ok"]
     scored = [a for a in arms if golden.name in (a.get("golden") or {})]
     if not scored:
@@ -125,7 +131,7 @@ def _from_run(run_dir: Path, results: dict, golden: GoldenSet, *, arm, role) -> 
         names = ", ".join(repr(a["arm"]["name"]) for a in scored)
         raise HarnessError(f"run {run_dir} has {len(scored)} arms scored on '{golden.name}'",
                            fix=f"pick one with --arm (for the {role}): {names}")
-    return _from_arm_result(scored[0], golden, label=f"{run_dir} [{scored[0]['arm']['name']}]", role=role)
+    return scored[0]
 
 
 def _from_arm_result(result: dict, golden: GoldenSet, *, label: str, role: str) -> Side:

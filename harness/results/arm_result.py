@@ -4,6 +4,7 @@ results.json of a run that collects them."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +14,9 @@ from pydantic import BaseModel, Field
 from harness.eval.compare import run_statistics
 from harness.paths import atomic_write_text
 from harness.results.audit import budget_audit
+
+
+LATEST = "latest"  # reports/<experiment>/latest names the newest run of an experiment
 
 
 def now() -> str:
@@ -100,3 +104,19 @@ def recompute_statistics(run_dir: Path, correction: str | None = None) -> Path:
     payload["statistics_recomputed_at"] = now()
     atomic_write_text(path, json.dumps(payload, indent=2, default=str))
     return path
+
+
+def point_latest(run_dir: Path) -> None:
+    """Make reports/<experiment>/latest name run_dir: a relative symlink, replaced atomically; a
+    one-line file with the run id where the file system refuses links (load_run reads both)."""
+    run_dir = Path(run_dir)
+    link, tmp = run_dir.parent / LATEST, run_dir.parent / f".{LATEST}.{os.getpid()}.tmp"
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(run_dir.name, tmp, target_is_directory=True)
+        os.replace(tmp, link)
+    except OSError:
+        if link.is_symlink():
+            link.unlink()
+        atomic_write_text(link, run_dir.name + "\n")

@@ -25,6 +25,7 @@ from rich.console import Console
 from harness import __version__
 from harness.data import loaders, prepared
 from harness.execution.provenance import git_commit
+from harness.tracking.views import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_TAG, arm_note, view_state
 
 console = Console(stderr=True)
 
@@ -129,7 +130,8 @@ class MlflowTracker:
                 "arm.task_key": arm.get("task_key"), "arm.reused_from": result.reused_from,
                 "harness.version": (provenance.get("packages") or {}).get("harness") or _version(),
                 "harness.git_commit": provenance.get("git_commit") or self.commit,
-                "harness.device": provenance.get("device"), "error": result.error, "mlflow.user": _user()}
+                "harness.device": provenance.get("device"), "error": result.error, "mlflow.user": _user(),
+                "mlflow.note.content": arm_note(result)}  # the run's description: arm and headline metrics
         run = self.client.create_run(self.experiment_id, start_time=_ms(result.started_at) or _ms(result.finished_at),
                                      run_name=arm.get("name"), tags=_clean(tags))
         run_id = run.info.run_id
@@ -168,6 +170,10 @@ class MlflowTracker:
         for name in ("results.json", "index.html"):  # the HTML report, when one was written by now
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.parent_id, str(run_dir / name))
+        # The runs table `harness ui` links to: this run's arms with their metrics (mlflow_views.py).
+        state = json.dumps(view_state(results, self.parent_id))
+        if len(state) <= MAX_TAG_CHARS:
+            self.client.set_experiment_tag(self.experiment_id, VIEW_TAG, state)
         self.client.set_terminated(self.parent_id, "FINISHED")
         self.parent_id = None
 
@@ -190,13 +196,15 @@ class MlflowTracker:
         found = self.client.get_experiment_by_name(name)
         if found is None:
             try:
-                return self.client.create_experiment(name, artifact_location=self.artifact_root)
+                return self.client.create_experiment(name, artifact_location=self.artifact_root,
+                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except Exception:  # another `harness run` created it a moment ago
                 found = self.client.get_experiment_by_name(name)
                 if found is None:
                     raise
         if found.lifecycle_stage == "deleted":  # deleted in the UI; runs would be refused
             self.client.restore_experiment(found.experiment_id)
+        mark_experiment_kind(self.client, found.experiment_id, found.tags)
         return found.experiment_id
 
     def _log_batch(self, run_id: str, *, params: dict | None = None, metrics: list | None = None) -> None:
@@ -237,6 +245,15 @@ class MlflowTracker:
                 self.client.log_artifact(run_id, str(path))
         if result.error:
             self.client.log_text(run_id, result.error + "\n", "error.txt")
+
+
+def mark_experiment_kind(client, experiment_id: str, tags: dict | None = None) -> None:
+    """Tag a harness experiment as model training, so the UI opens on its runs table; an
+    experiment the user already gave a kind keeps it."""
+    if tags is None:
+        tags = client.get_experiment(experiment_id).tags
+    if not tags.get(EXPERIMENT_KIND_TAG):
+        client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
 
 def _datasets_of(task_key: str, data: dict, prepared_fingerprint: str | None) -> list:

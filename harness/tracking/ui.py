@@ -18,7 +18,8 @@ import urllib.request
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.tracking.mlflow_tracker import is_server, resolve_store
+from harness.tracking.mlflow_tracker import import_mlflow, is_server, resolve_store
+from harness.tracking.views import EXPERIMENT_KIND_TAG, VIEW_TAG, compare_url, runs_url
 
 
 def ui_command(store: str, artifact_root: str | None, host: str, port: int) -> list[str]:
@@ -85,6 +86,8 @@ def serve(uri: str | None, host: str, port: int, echo) -> None:
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _interrupt)
         echo(f"MLflow UI on {resolve_store(uri)[0]}: [bold]{url}[/] (Ctrl-C stops it)")
+        for line in link_lines(resolve_store(uri)[0], url):
+            echo(line, soft_wrap=True, highlight=False)  # a wrapped URL is a broken link
         code = proc.wait()
     except KeyboardInterrupt:
         stop_ui(proc)
@@ -94,6 +97,43 @@ def serve(uri: str | None, host: str, port: int, echo) -> None:
         stop_ui(proc)  # whatever happened, never leave the server behind
     raise HarnessError(f"the MLflow UI stopped by itself with code {code}: {_tail(proc.log_path)}",
                        fix=f"see {proc.log_path}")
+
+
+def link_lines(store: str, url: str) -> list[str]:
+    """Where to click: each harness experiment's runs table (its arms with their metrics) and the
+    compare view of its latest run's arms. Best effort: the UI is useful without them."""
+    try:
+        links = experiment_links(store, url)
+    except Exception as error:  # noqa: BLE001 - a store MLflow cannot read still opens in the UI
+        return [f"[yellow]could not list the experiments[/] ({type(error).__name__})"]
+    lines = []
+    for name, runs, compare in links:
+        lines.append(f"  {name}: runs {runs}")
+        if compare:
+            lines.append(f"  {name}: compare the arms of the latest run {compare}")
+    return lines
+
+
+def experiment_links(store: str, base: str, limit: int = 5) -> list[tuple[str, str, str | None]]:
+    """(experiment name, runs-table URL, compare URL of its latest run's arms) for the harness
+    experiments of a store, most recently updated first."""
+    client = import_mlflow().MlflowClient(tracking_uri=store)
+    found = [e for e in client.search_experiments(order_by=["last_update_time DESC"])
+             if e.tags.get(EXPERIMENT_KIND_TAG) or e.tags.get(VIEW_TAG)][:limit]
+    links = []
+    for experiment in found:
+        parents = client.search_runs([experiment.experiment_id], filter_string="tags.`harness.run_dir` != ''",
+                                     order_by=["attributes.start_time DESC"], max_results=1)
+        compare = None
+        if parents:
+            parent_id = parents[0].info.run_id
+            children = client.search_runs([experiment.experiment_id],
+                                          filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+            if children:
+                compare = compare_url(base, experiment.experiment_id, [r.info.run_id for r in children])
+        links.append((experiment.name, runs_url(base, experiment.experiment_id,
+                                                shared_view=bool(experiment.tags.get(VIEW_TAG))), compare))
+    return links
 
 
 def _interrupt(signum, frame):
