@@ -75,7 +75,10 @@ def plan_command(file: Path, set_: SetOption = None):
 def run(file: Path, set_: SetOption = None,
         force: Annotated[bool, typer.Option(help="rerun arms that already have a completed result")] = False,
         only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
-        track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True):
+        track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True,
+        jobs: Annotated[Optional[int], typer.Option(min=1, help="local: arms at once (default: one per visible GPU, 1 on CPU)")] = None,
+        executor: Annotated[Optional[str], typer.Option(help="local (this machine) or ray (a Ray cluster); default: executor: in the YAML")] = None,
+        address: Annotated[Optional[str], typer.Option(help="ray: auto, ray://host:port; default: start Ray on this machine")] = None):
     """Train and evaluate every arm of an experiment; write results.json and the report."""
     from harness.config.load import load_experiment
     from harness.planning.plan import plan
@@ -88,8 +91,11 @@ def run(file: Path, set_: SetOption = None,
         arms = [a for a in arms if any(o in a.name for o in only)]
         if not arms:
             raise HarnessError(f"--only {only} matches no arm", fix="see `harness validate` for the arm names")
+    from harness.execution.executors import make_executor
+
     runner = Runner(experiment, arms, output_root=Path(experiment.output_dir), force=force,
-                    tracker=_tracker(experiment, track), reporter=_write_html_report)
+                    tracker=_tracker(experiment, track), reporter=_write_html_report,
+                    executor=make_executor(experiment, name=executor, jobs=jobs, address=address))
     try:
         run_dir = runner.run()
     except KeyboardInterrupt:
