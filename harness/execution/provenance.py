@@ -31,7 +31,8 @@ def provenance(model_dir: Path, task: dict) -> dict:
 
 
 def placement() -> dict:
-    """Where the arm ran: the executor, the machine, the devices it was pinned to, its threads."""
+    """Where the arm ran: the executor, the machine, the devices it was pinned to, its threads and
+    the folder it wrote (a scratch folder on a Ray worker, returned to the driver)."""
     import os
     import platform
 
@@ -39,7 +40,8 @@ def placement() -> dict:
 
     return {"executor": os.environ.get("HARNESS_EXECUTOR", "local"),
             "node": os.environ.get("HARNESS_NODE") or platform.node(),
-            "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": torch.get_num_threads()}
+            "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": torch.get_num_threads(),
+            "arm_dir": os.environ.get("HARNESS_ARM_DIR")}
 
 
 def git_commit() -> str | None:
