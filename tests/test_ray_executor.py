@@ -4,6 +4,9 @@ logical), started and stopped by the fixture, which leaves no Ray process behind
 from __future__ import annotations
 
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -107,3 +110,27 @@ def test_a_killed_worker_is_retried_and_a_raising_arm_fails_alone(ray_cluster, w
     assert killed["status"] == "ok", killed["error"]  # ... and Ray's retry completed the arm
     assert raising["status"] == "failed" and "no_such_module" in raising["error"]
     assert plain["status"] == "ok"
+
+
+def test_ctrl_c_cancels_running_arms_and_keeps_finished_ones(ray_cluster, write_experiment, tmp_path):
+    address, scratch = ray_cluster
+    path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "full_ft", "model": "llama"}],
+                            budget={"max_steps": 2000})
+    driver = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--executor", "ray",
+                               "--address", address, "--no-track"], cwd=tmp_path, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    # zero_shot's folder is in the driver's run only once its task returned it
+    while time.monotonic() < deadline and not list(tmp_path.glob("reports/tiny/*/arms/zero_shot*/result.json")):
+        time.sleep(0.5)
+    while time.monotonic() < deadline and not ray_processes(str(scratch["head"])) + ray_processes(str(scratch["worker"])):
+        time.sleep(0.5)  # the full_ft arm process is running on one of the nodes
+    driver.send_signal(signal.SIGINT)
+    output, _ = driver.communicate(timeout=120)
+    assert driver.returncode == 130, output
+    _, results = results_of(tmp_path)
+    assert [a["arm"]["method"] for a in results["arms"]] == ["zero_shot"]
+    deadline = time.monotonic() + 60  # the cancelled task's worker is killed, and its arm process with it
+    while time.monotonic() < deadline and ray_processes(str(scratch["head"])) + ray_processes(str(scratch["worker"])):
+        time.sleep(0.5)
+    assert not ray_processes(str(scratch["head"])) + ray_processes(str(scratch["worker"]))

@@ -58,9 +58,10 @@ class RayExecutor:
         if ray.is_initialized():
             return
         env = {k: os.environ[k] for k in ("PYTHONPATH",) if os.environ.get(k)}
-        try:
+        starts_here = self.address is None and not os.environ.get("RAY_ADDRESS")
+        try:  # a Ray started here for this run needs no dashboard (and ray.init refuses it when joining)
             ray.init(address=self.address, logging_level="WARNING", log_to_driver=False,
-                     include_dashboard=False if self.address is None else None,
+                     **({"include_dashboard": False} if starts_here else {}),
                      runtime_env={"env_vars": env} if env else None)
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise HarnessError(f"could not reach the Ray cluster at {self.address or 'this machine'} ({err})",
