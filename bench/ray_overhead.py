@@ -1,7 +1,7 @@
 """Ray's overhead per arm: the same arms through the local pool and through the Ray executor on
 a two-node Ray cluster on this machine, alternated, with the load average beside every figure.
 
-    python bench/ray_overhead.py [--rounds 2] [--only zero_shot --only ia3] [--set budget.max_steps=4]
+    python bench/ray_overhead.py [--rounds 2] [--only zero_shot --only few_shot] [--set budget.eval_examples=8]
 
 Like with like: the local pool runs `--jobs 2` (two arms at once, cores/2 threads each) and the
 cluster has two nodes of one CPU each (two arms at once, one thread each), so the difference in
@@ -45,8 +45,8 @@ def main() -> None:
     parser.add_argument("--only", action="append", default=None)
     parser.add_argument("--set", dest="sets", action="append", default=None)
     options = parser.parse_args()
-    only = options.only or ["zero_shot", "ia3"]
-    sets = options.sets or ["budget.max_steps=4", "budget.eval_examples=16"]
+    only = options.only or ["zero_shot", "few_shot"]
+    sets = options.sets or ["budget.max_steps=4", "budget.eval_examples=8"]
     common = [a for o in only for a in ("--only", o)] + [a for s in sets for a in ("--set", s)]
 
     from ray.cluster_utils import Cluster
@@ -68,17 +68,18 @@ def main() -> None:
                     assert all(a["status"] == "ok" for a in arms), [a["error"] for a in arms]
                     rows.append({"round": round_, "mode": mode, "arms": len(arms), "wall_s": round(wall, 1),
                                  "load_before": before, "load_after": load(),
-                                 "train_s": [a["consumed"]["train_seconds"] if a["consumed"] else None
-                                             for a in arms]})
+                                 "arm_train_s": [a["consumed"]["seconds"] if a["consumed"] else None
+                                                 for a in arms]})
                     print(json.dumps(rows[-1]), flush=True)
     finally:
         cluster.shutdown()
     local = [r["wall_s"] for r in rows if r["mode"].startswith("local")]
     ray = [r["wall_s"] for r in rows if r["mode"].startswith("ray")]
     arms = rows[0]["arms"]
-    per_arm = [(r - l) / arms for l, r in zip(local, ray)]
-    print(json.dumps({"local_wall_s": local, "ray_wall_s": ray, "ray_overhead_per_arm_s": [round(x, 1) for x in per_arm],
-                      "ray_overhead_share": [round((r - l) / l, 3) for l, r in zip(local, ray)]}))
+    pairs = list(zip(local, ray))
+    print(json.dumps({"local_wall_s": local, "ray_wall_s": ray,
+                      "ray_overhead_per_arm_s": [round((on_ray - here) / arms, 1) for here, on_ray in pairs],
+                      "ray_overhead_share": [round((on_ray - here) / here, 3) for here, on_ray in pairs]}))
 
 
 if __name__ == "__main__":

@@ -123,7 +123,10 @@ def test_ctrl_c_cancels_running_arms_and_keeps_finished_ones(ray_cluster, write_
     # zero_shot's folder is in the driver's run only once its task returned it
     while time.monotonic() < deadline and not list(tmp_path.glob("reports/tiny/*/arms/zero_shot*/result.json")):
         time.sleep(0.5)
-    while time.monotonic() < deadline and not ray_processes(str(scratch["head"])) + ray_processes(str(scratch["worker"])):
+    def arm_processes() -> list:
+        return ray_processes(str(scratch["head"])) + ray_processes(str(scratch["worker"]))
+
+    while time.monotonic() < deadline and not arm_processes():
         time.sleep(0.5)  # the full_ft arm process is running on one of the nodes
     driver.send_signal(signal.SIGINT)
     output, _ = driver.communicate(timeout=120)
@@ -131,6 +134,6 @@ def test_ctrl_c_cancels_running_arms_and_keeps_finished_ones(ray_cluster, write_
     _, results = results_of(tmp_path)
     assert [a["arm"]["method"] for a in results["arms"]] == ["zero_shot"]
     deadline = time.monotonic() + 60  # the cancelled task's worker is killed, and its arm process with it
-    while time.monotonic() < deadline and ray_processes(str(scratch["head"])) + ray_processes(str(scratch["worker"])):
+    while time.monotonic() < deadline and arm_processes():
         time.sleep(0.5)
-    assert not ray_processes(str(scratch["head"])) + ray_processes(str(scratch["worker"]))
+    assert not arm_processes()

@@ -76,14 +76,17 @@ def run(file: Path, set_: SetOption = None,
         force: Annotated[bool, typer.Option(help="rerun arms that already have a completed result")] = False,
         only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
         track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True,
-        jobs: Annotated[Optional[int], typer.Option(min=1, help="local: arms at once (default: one per visible GPU, 1 on CPU)")] = None,
-        executor: Annotated[Optional[str], typer.Option(help="local (this machine) or ray (a Ray cluster); default: executor: in the YAML")] = None,
-        address: Annotated[Optional[str], typer.Option(help="ray: auto, ray://host:port; default: start Ray on this machine")] = None):
+        jobs: Annotated[Optional[int], typer.Option(
+            min=1, help="local: arms at once (default: one per visible GPU, 1 on CPU)")] = None,
+        executor: Annotated[Optional[str], typer.Option(
+            help="local (this machine) or ray (a Ray cluster); default: executor: in the YAML")] = None,
+        address: Annotated[Optional[str], typer.Option(
+            help="ray: auto, ray://host:port; default: start Ray on this machine")] = None):
     """Train and evaluate every arm of an experiment; write results.json and the report."""
     from harness.config.load import load_experiment
+    from harness.execution.runner import Runner
     from harness.planning.plan import plan
     from harness.report.console import print_results
-    from harness.execution.runner import Runner
 
     experiment = load_experiment(file, set_)
     arms = plan(experiment)

@@ -12,7 +12,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -161,9 +160,12 @@ class TrackingSpec(Strict):
 class ExecutorSpec(Strict):
     """How the arms are spread: a local pool of processes, or a Ray cluster (`--executor` etc. override)."""
 
-    name: Literal["local", "ray"] = Field(default="local", description="local: processes on this machine; ray: a Ray cluster")
-    jobs: int | None = Field(default=None, gt=0, description="local: arms at once (default: one per visible GPU, 1 on CPU)")
-    address: str | None = Field(default=None, description="ray: auto, ray://host:port, or none to start Ray on this machine")
+    name: Literal["local", "ray"] = Field(default="local",
+                                          description="local: processes on this machine; ray: a Ray cluster")
+    jobs: int | None = Field(default=None, gt=0,
+                             description="local: arms at once (default: one per visible GPU, 1 on CPU)")
+    address: str | None = Field(default=None,
+                                description="ray: auto, ray://host:port, or none to start Ray on this machine")
     cpus_per_arm: int = Field(default=1, gt=0, description="ray: CPUs reserved for (and threads of) one arm")
     max_retries: int = Field(default=2, ge=0, description="ray: reruns of an arm whose worker or node died")
 

@@ -21,8 +21,8 @@ def make_executor(experiment, *, name: str | None = None, jobs: int | None = Non
                                fix="add --executor ray, or drop --address")
         return LocalPool(jobs=jobs or spec.jobs)
     if jobs:
-        raise HarnessError("--jobs sets the local pool's size; a Ray cluster runs as many arms as its GPUs and CPUs allow",
-                           fix="drop --jobs, or use --executor local")
+        raise HarnessError("--jobs sets the local pool's size; a Ray cluster runs as many arms as its GPUs and "
+                           "CPUs allow", fix="drop --jobs, or use --executor local")
     from harness.execution.ray_executor import RayExecutor
 
     return RayExecutor(address=address or spec.address, cpus_per_arm=spec.cpus_per_arm,

@@ -38,7 +38,8 @@ def _import_ray():
         import ray
     except ImportError:
         raise HarnessError("--executor ray needs the `ray` package, which is not installed in this environment",
-                           fix="run ./setup.sh (it installs the pinned ray), or pip install -c constraints.txt ray") from None
+                           fix="run ./setup.sh (it installs the pinned ray), or pip install -c constraints.txt ray",
+                           ) from None
     return ray
 
 
@@ -66,7 +67,8 @@ class RayExecutor:
         except (ConnectionError, RuntimeError, ValueError) as err:
             raise HarnessError(f"could not reach the Ray cluster at {self.address or 'this machine'} ({err})",
                                key="executor.address",
-                               fix="start it with `ray start --head` and pass --address auto or ray://host:10001") from None
+                               fix="start it with `ray start --head` and pass --address auto or ray://host:10001",
+                               ) from None
         self._connected_here = True
 
     def _nodes(self) -> list[dict]:
