@@ -100,6 +100,9 @@ class Budget(Strict):
     seeds: list[int] | None = Field(default=None, min_length=1,
                                     description="run every arm once per seed (mean, std and each seed reported)")
     bootstrap_resamples: int = Field(default=1000, ge=0, description="resamples of the 95% bootstrap CIs (0: none)")
+    correction: Literal["holm", "bh", "none"] = Field(
+        default="holm", description="correction of the pairwise tests for their number, per task and metric: "
+                                    "holm (family-wise error), bh (Benjamini-Hochberg, false discovery rate), none")
     bertscore_model: str | None = Field(default="packaged:minilm-l6",
                                         description="local scorer model of BERTScore (generation); null: off")
     bertscore_layer: int | None = Field(default=None, gt=0, description="its layer; default: next to last")

@@ -134,9 +134,9 @@ def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> Budge
 
 
 def budget_identity(budget: Budget, stages: list | None) -> dict:
-    """What of the budget enters an arm's hash: all of it but `seeds`; the stage budgets only for
+    """What of the budget enters an arm's hash: all of it but `seeds` and `correction`; the stage budgets only for
     arms with stages (so adding a DPO arm keeps every other arm's hash)."""
-    identity = budget.model_dump(mode="json", exclude={"seeds"})
+    identity = budget.model_dump(mode="json", exclude={"seeds", "correction"})  # correction: re-tests, never retrains
     if not stages:
         identity.pop("stage_steps")
         identity.pop("alignment")
