@@ -32,21 +32,21 @@ ARM_COLUMNS = ["experiment", "run_id", "arm", "task", "method", "model", "model_
 # ----------------------------------------------------------------------------- running
 
 def run(path_or_experiment, overrides: list[str] | None = None, jobs: int | None = None, track: bool = True, *,
-        force: bool = False, only: list[str] | None = None,
+        force: bool = False, only: list[str] | None = None, executor: str | None = None, address: str | None = None,
         reporter: Callable[[Path], None] | None = None) -> "Run":
     """Plan, train and evaluate every arm, as `harness run FILE --set ...` does; returns the finished Run.
 
     path_or_experiment: an experiment YAML path or an already loaded `harness.config.schema.Experiment`.
     overrides: `--set` items such as "budget.max_steps=10" (only with a path).
-    jobs: arms run one after another in this version; only None or 1 is accepted.
+    jobs: arms at once on this machine (default: one per visible GPU, 1 on CPU).
+    executor: "local" or "ray" (default: the YAML's `executor:`); address: the Ray cluster.
     track: log to MLflow as the YAML's `tracking:` says (False: never).
     reporter: called with the run folder to write the HTML page (default: write it, warn on failure).
     A failed arm does not raise: it is a row with status "failed". Bad input raises HarnessError."""
+    from harness.execution.executors import make_executor
     from harness.execution.runner import Runner
     from harness.planning.plan import plan
 
-    if jobs not in (None, 1):
-        raise HarnessError(f"jobs={jobs}: arms run one at a time in this version", fix="leave jobs unset")
     experiment = _experiment(path_or_experiment, overrides)
     arms = plan(experiment)
     if only:
@@ -54,7 +54,8 @@ def run(path_or_experiment, overrides: list[str] | None = None, jobs: int | None
         if not arms:
             raise HarnessError(f"--only {only} matches no arm", fix="see `harness validate` for the arm names")
     runner = Runner(experiment, arms, output_root=Path(experiment.output_dir), force=force,
-                    tracker=tracker_for(experiment, track), reporter=reporter or _write_html_quietly)
+                    tracker=tracker_for(experiment, track), reporter=reporter or _write_html_quietly,
+                    executor=make_executor(experiment, name=executor, jobs=jobs, address=address))
     return load_run(runner.run())
 
 

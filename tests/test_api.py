@@ -126,12 +126,12 @@ def test_the_analysis_notebook_runs(workdir, capsys):
     assert "full_ft · bert" in printed and "| arm" in printed
 
 
-def test_jobs_other_than_one_and_overrides_on_a_loaded_experiment_are_refused(workdir):
+def test_contradicting_executor_options_and_overrides_on_a_loaded_experiment_are_refused(workdir):
     from harness.config.load import load_experiment
 
     folder, _, _ = workdir
-    with pytest.raises(HarnessError, match="one at a time"):
-        harness.run(folder / "experiment.yaml", jobs=4)
+    with pytest.raises(HarnessError, match="sets the local pool's size"):
+        harness.run(folder / "experiment.yaml", jobs=4, executor="ray")
     with pytest.raises(HarnessError, match="not to a loaded Experiment"):
         harness.run(load_experiment(folder / "experiment.yaml"), overrides=["budget.max_steps=1"])
 

@@ -76,13 +76,20 @@ def plan_command(file: Path, set_: SetOption = None):
 def run(file: Path, set_: SetOption = None,
         force: Annotated[bool, typer.Option(help="rerun arms that already have a completed result")] = False,
         only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
-        track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True):
+        track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True,
+        jobs: Annotated[Optional[int], typer.Option(
+            min=1, help="local: arms at once (default: one per visible GPU, 1 on CPU)")] = None,
+        executor: Annotated[Optional[str], typer.Option(
+            help="local (this machine) or ray (a Ray cluster); default: executor: in the YAML")] = None,
+        address: Annotated[Optional[str], typer.Option(
+            help="ray: auto, ray://host:port; default: start Ray on this machine")] = None):
     """Train and evaluate every arm of an experiment; write results.json and the report."""
     from harness import api
     from harness.report.console import print_results
 
     try:
-        finished = api.run(file, set_, track=track, force=force, only=only, reporter=_write_html_report)
+        finished = api.run(file, set_, jobs=jobs, track=track, force=force, only=only, executor=executor,
+                           address=address, reporter=_write_html_report)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     results, run_dir = finished.results, finished.run_dir

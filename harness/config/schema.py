@@ -12,7 +12,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -174,6 +173,19 @@ class TrackingSpec(Strict):
     experiment_name: str | None = None
 
 
+class ExecutorSpec(Strict):
+    """How the arms are spread: a local pool of processes, or a Ray cluster (`--executor` etc. override)."""
+
+    name: Literal["local", "ray"] = Field(default="local",
+                                          description="local: processes on this machine; ray: a Ray cluster")
+    jobs: int | None = Field(default=None, gt=0,
+                             description="local: arms at once (default: one per visible GPU, 1 on CPU)")
+    address: str | None = Field(default=None,
+                                description="ray: auto, ray://host:port, or none to start Ray on this machine")
+    cpus_per_arm: int = Field(default=1, gt=0, description="ray: CPUs reserved for (and threads of) one arm")
+    max_retries: int = Field(default=2, ge=0, description="ray: reruns of an arm whose worker or node died")
+
+
 class Experiment(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     question: str | None = None
@@ -184,6 +196,7 @@ class Experiment(Strict):
     arms: list[ArmSpec] = Field(min_length=1)
     golden_sets: list[str] = Field(default_factory=list)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
     output_dir: str = "reports"
     # Set by load_experiment, not by the user: where relative paths are resolved from.
     source_file: str | None = Field(default=None, exclude=True)

@@ -23,6 +23,7 @@ from harness.results.arm_result import ArmResult, now
 def main(argv: list[str]) -> int:
     arm = Arm.from_json(Path(argv[0]).read_text())
     out_dir = Path(argv[1])
+    os.environ["HARNESS_ARM_DIR"] = str(out_dir.resolve())  # recorded in the result's placement
     threads = os.environ.get("HARNESS_THREADS")
     if threads:
         import torch

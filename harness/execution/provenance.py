@@ -36,7 +36,22 @@ def provenance(model_dir: Path, task: dict) -> dict:
         info = prepared.prepared_dir(task["data"]["prepared"]) / "fingerprint.json"
         fingerprint = json.loads(info.read_text()).get("sha256") if info.is_file() else None
     return {"packages": packages, "python": platform.python_version(), "device": device_name(),
-            "model_dir": str(model_dir), "data_fingerprint": fingerprint, "git_commit": git_commit()}
+            "model_dir": str(model_dir), "data_fingerprint": fingerprint, "git_commit": git_commit(),
+            "placement": placement()}
+
+
+def placement() -> dict:
+    """Where the arm ran: the executor, the machine, the devices it was pinned to, its threads and
+    the folder it wrote (a scratch folder on a Ray worker, returned to the driver)."""
+    import os
+    import platform
+
+    import torch
+
+    return {"executor": os.environ.get("HARNESS_EXECUTOR", "local"),
+            "node": os.environ.get("HARNESS_NODE") or platform.node(),
+            "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": torch.get_num_threads(),
+            "arm_dir": os.environ.get("HARNESS_ARM_DIR")}
 
 
 def git_commit() -> str | None:

@@ -1,21 +1,21 @@
-"""Runs the arms of a plan, each in its own process, so a crash or out-of-memory kill in one
-arm is recorded as `failed` and the others go on. Completed arms are reused on a rerun (same
-content hash) unless forced; Ctrl-C keeps every completed arm."""
+"""Runs the arms of a plan, each in its own process (side by side through an executor), so a crash
+or out-of-memory kill in one arm is recorded as `failed` and the others go on. Completed arms are
+reused on a rerun (same content hash) unless forced; Ctrl-C keeps every completed arm."""
 
 from __future__ import annotations
 
 import json
 import shutil
 import signal
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.execution.arm_common import EVENT_PREFIX, arm_summary
+from harness.execution.arm_common import arm_summary
+from harness.execution.launch import Event, Finished, Started
+from harness.execution.local_pool import LocalPool
 from harness.planning.plan import Arm
 from harness.results.arm_result import LATEST, ArmResult, now, point_latest, task_results, write_run_results
 
@@ -37,14 +37,20 @@ def find_completed(experiment_dir: Path, arm_hash: str) -> Path | None:
 
 
 class Runner:
+    """The driver: plans what to reuse, hands the rest to an executor (harness.execution.local_pool
+    or ray_executor), and is the only writer of the run's state (results.json after every finished
+    arm, MLflow, the report), whichever executor ran the arms and in whatever order they finish."""
+
     def __init__(self, experiment, arms: list[Arm], *, output_root: Path, force: bool = False,
-                 tracker=None, reporter=None, run_id: str | None = None):
+                 tracker=None, reporter=None, run_id: str | None = None, executor=None):
         self.experiment, self.arms, self.force, self.tracker = experiment, arms, force, tracker
         self.reporter = reporter  # writes the HTML page before tracking logs the run's artifacts
+        self.executor = executor or LocalPool(jobs=1)
         self.experiment_dir = output_root / experiment.name
         self.run_id = run_id or _new_run_id(self.experiment_dir)
         self.run_dir = self.experiment_dir / self.run_id
         self.results: list[ArmResult] = []
+        self._by_arm: dict[int, list[ArmResult]] = {}  # plan position -> its results (several: multi_task)
 
     def run(self) -> Path:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -56,11 +62,19 @@ class Runner:
         with Progress(*columns, console=console, transient=False) as progress:
             overall = progress.add_task("arms", total=len(self.arms), info="")
             try:
-                for arm in self.arms:
-                    for result in self._run_arm(arm, progress):  # several for an arm spanning tasks
-                        self._record(result)
-                    progress.advance(overall)
+                todo = []
+                for position, arm in enumerate(self.arms):
+                    reused = self._reuse(arm)
+                    if reused is not None:
+                        self._record(position, reused)
+                        progress.advance(overall)
+                    else:
+                        todo.append((arm, self._arm_dir(arm)))
+                if todo:
+                    console.print(f"[dim]{self.executor.describe()}[/]", highlight=False)
+                    self._execute(todo, progress, overall)
             except KeyboardInterrupt:
+                self._keep_finished_arms()
                 self._save()
                 console.print(f"[yellow]interrupted[/]: {len(self.results)} completed arm(s) kept in {self.run_dir}; "
                               "rerun the same command to resume")
@@ -72,10 +86,48 @@ class Runner:
             self.tracker.finish_run(self.run_dir, self.results)
         return self.run_dir
 
+    def _execute(self, todo: list[tuple[Arm, Path]], progress: Progress, overall) -> None:
+        position = {id(arm): i for i, arm in enumerate(self.arms)}
+        rows: dict[int, object] = {}  # one progress row per running arm
+        updates = self.executor.run(todo)
+        try:
+            for update in updates:
+                arm = update.arm
+                if isinstance(update, Started):  # again after a retry on another worker
+                    if id(arm) in rows:
+                        progress.remove_task(rows.pop(id(arm)))
+                    rows[id(arm)] = progress.add_task(arm.name, total=None, info=update.where)
+                elif isinstance(update, Event):
+                    if id(arm) not in rows:
+                        rows[id(arm)] = progress.add_task(arm.name, total=None, info="")
+                    self._show(progress, rows[id(arm)], update.event)
+                elif isinstance(update, Finished):
+                    if id(arm) in rows:
+                        progress.remove_task(rows.pop(id(arm)))
+                    self._record(position[id(arm)], self._finish(update, self._arm_dir(arm)))
+                    progress.advance(overall)
+        finally:
+            updates.close()  # on Ctrl-C: the executor stops its running arms
+
     # ------------------------------------------------------------------ one arm
 
-    def _run_arm(self, arm: Arm, progress: Progress) -> list[ArmResult]:
-        arm_dir = self.run_dir / "arms" / arm.slug
+    def _keep_finished_arms(self) -> None:
+        """On Ctrl-C: an arm whose process wrote its ok result before the interrupt reached the runner
+        is kept too (an interrupted arm writes none)."""
+        for position, arm in enumerate(self.arms):
+            path = self._arm_dir(arm) / "result.json"
+            if position not in self._by_arm and path.is_file():
+                result = ArmResult.read(path)
+                if result.status == "ok":
+                    self._record(position, task_results(path.parent, result))
+
+    def _arm_dir(self, arm: Arm) -> Path:
+        return self.run_dir / "arms" / arm.slug
+
+    def _reuse(self, arm: Arm) -> list[ArmResult] | None:
+        """The results of an earlier run's completed arm with this hash, copied into this run; else
+        the arm's folder is prepared (arm.json) for an executor and None returned."""
+        arm_dir = self._arm_dir(arm)
         previous = None if self.force else find_completed(self.experiment_dir, arm.hash)
         if previous is not None and previous != arm_dir:
             shutil.copytree(previous, arm_dir, dirs_exist_ok=True)
@@ -86,32 +138,21 @@ class Runner:
             return task_results(arm_dir, result)
         arm_dir.mkdir(parents=True, exist_ok=True)
         (arm_dir / "arm.json").write_text(arm.to_json())
-        task = progress.add_task(arm.name, total=None, info="starting")
-        log_path = arm_dir / "log.txt"
-        started = now()
-        with open(log_path, "w", encoding="utf-8") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "harness.execution.arm_process", str(arm_dir / "arm.json"), str(arm_dir)],
-                                    stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
-            try:
-                for line in proc.stdout:
-                    if line.startswith(EVENT_PREFIX):
-                        self._show(progress, task, json.loads(line[len(EVENT_PREFIX):]))
-                    else:
-                        log.write(line)
-                proc.wait()
-            except KeyboardInterrupt:
-                _stop(proc)
-                raise
-        progress.remove_task(task)
-        result_path = arm_dir / "result.json"
-        if proc.returncode == 0 and result_path.is_file():
+        return None
+
+    def _finish(self, done: Finished, arm_dir: Path) -> list[ArmResult]:
+        """The arm's result.json when its process ended well, else a `failed` result saying why."""
+        arm, result_path = done.arm, arm_dir / "result.json"
+        if done.returncode == 0 and result_path.is_file():
             result = ArmResult.read(result_path)
         else:
-            result = ArmResult(arm=arm_summary(arm), status="failed", error=_exit_reason(proc.returncode, log_path),
-                               started_at=started, finished_at=now(), artifacts={"log": "log.txt"})
+            error = done.error or _exit_reason(done.returncode, arm_dir / "log.txt")
+            result = ArmResult(arm=arm_summary(arm), status="failed", error=error, started_at=done.started_at,
+                               finished_at=now(), artifacts={"log": "log.txt"})
             result.write(result_path)
         colour = "green" if result.status == "ok" else "red"
-        console.print(f"[{colour}]{result.status}[/] {arm.name}" + (f": {result.error}" if result.error else ""))
+        console.print(f"[{colour}]{result.status}[/] {arm.name}" + (f": {result.error}" if result.error else ""),
+                      highlight=False)
         return task_results(arm_dir, result)
 
     @staticmethod
@@ -124,11 +165,15 @@ class Runner:
         elif kind == "eval":
             progress.update(task, total=event["total"], completed=event["done"], info="eval")
 
-    def _record(self, result: ArmResult) -> None:
-        self.results.append(result)
-        self._save()  # after every arm: a crash of the runner itself loses nothing completed
+    def _record(self, position: int, results: list[ArmResult]) -> None:
+        """Keep an arm's results in plan order, whatever order the arms finish in, and save at once:
+        a crash of the runner itself loses nothing completed."""
+        self._by_arm[position] = results
+        self.results = [r for p in sorted(self._by_arm) for r in self._by_arm[p]]
+        self._save()
         if self.tracker:
-            self.tracker.log_arm(result, self.run_dir / "arms" / result.arm["slug"])
+            for result in results:
+                self.tracker.log_arm(result, self.run_dir / "arms" / result.arm["slug"])
 
     def _save(self) -> None:
         experiment = json.loads(self._experiment_json())
@@ -148,15 +193,6 @@ def _new_run_id(experiment_dir: Path) -> str:
         n += 1
         run_id = f"{stamp}-{n}"
     return run_id
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """The child got the same Ctrl-C; give it a moment to exit, then make sure it does."""
-    try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _exit_reason(code: int | None, log_path: Path) -> str:

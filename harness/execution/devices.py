@@ -1,0 +1,75 @@
+"""Which devices this machine shows, how many an arm needs, and handing them out so that no two
+running arms share one (sharing a GPU distorts the memory and latency an arm reports)."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+from harness.errors import HarnessError
+
+
+def visible_devices() -> list[str]:
+    """The GPU ids arms may be pinned to: $CUDA_VISIBLE_DEVICES when set (so a user, or a test,
+    chooses the list), else every GPU torch counts; empty on a CPU machine."""
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip() and d.strip() != "-1"]
+    import torch  # counts through NVML without initialising CUDA in the parent
+
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def devices_needed(arm) -> int:
+    """Devices one arm runs on. 1 until an arm can span devices (torchrun): that change reads the
+    arm's `devices` here and nowhere else."""
+    return int(getattr(arm, "devices", None) or 1)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_arm(jobs: int) -> int:
+    """N arms at once split the cores, so they do not oversubscribe them."""
+    return max(1, usable_cores() // jobs)
+
+
+class DevicePool:
+    """Free device ids; `acquire(k)` blocks until k are free (or the pool is closed)."""
+
+    def __init__(self, devices: list[str]):
+        self.free = list(devices)
+        self.total = len(devices)
+        self.closed = False
+        self._cond = threading.Condition()
+
+    def check_fits(self, arm) -> None:
+        need = devices_needed(arm)
+        if self.total and need > self.total:
+            raise HarnessError(f"arm '{arm.name}' needs {need} devices and this machine shows {self.total}",
+                               fix="run it on a bigger machine (--executor ray) or give it fewer devices")
+
+    def acquire(self, count: int) -> list[str] | None:
+        """k device ids, [] on a CPU machine, None once the pool is closed (the run is stopping)."""
+        if not self.total:
+            return None if self.closed else []
+        with self._cond:
+            self._cond.wait_for(lambda: self.closed or len(self.free) >= count)
+            if self.closed:
+                return None
+            taken, self.free = self.free[:count], self.free[count:]
+            return taken
+
+    def release(self, devices: list[str]) -> None:
+        with self._cond:
+            self.free.extend(devices)
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()

@@ -1,0 +1,87 @@
+"""Starting one arm process and what an executor reports back to the runner.
+
+Both executors run the same unit, `python -m harness.execution.arm_process ARM_JSON OUT_DIR`, with
+this function: the local pool on this machine, the Ray executor inside a Ray task on a worker.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from harness.execution.arm_common import EVENT_PREFIX
+
+ARM_ENTRY = [sys.executable, "-m", "harness.execution.arm_process"]
+
+
+@dataclass
+class Started:
+    arm: object
+    where: str            # "cuda 1", "cpu, 1 thread", "node 3f2a gpu 0": shown beside the arm
+
+
+@dataclass
+class Event:
+    arm: object
+    event: dict           # a progress event the arm printed (harness.execution.arm_common.emit)
+
+
+@dataclass
+class Finished:
+    arm: object
+    returncode: int | None               # the arm process's exit status; None: it never ran to an end
+    started_at: str
+    error: str | None = None             # why there is no exit status (a Ray task error, a dead node)
+    extra: dict = field(default_factory=dict)
+
+
+try:  # loaded here, not in the child: between fork and exec the child only makes the one call
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux
+    _PRCTL = None
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: the kernel kills the arm when the process that started it
+    dies (a Ray worker killed by SIGKILL, a lost node), so no orphan keeps a device busy."""
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def arm_environment(overrides: dict[str, str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({k: v for k, v in overrides.items() if v is not None})
+    return env
+
+
+def run_arm_process(arm_json: Path, out_dir: Path, *, env: dict[str, str], on_event: Callable[[dict], None],
+                    on_start: Callable[[subprocess.Popen], None] | None = None) -> int:
+    """Run the arm to its end; its stderr (and any stray stdout) goes to OUT_DIR/log.txt. Returns the
+    exit status (negative: killed by that signal)."""
+    with open(Path(out_dir) / "log.txt", "w", encoding="utf-8") as log:
+        proc = subprocess.Popen([*ARM_ENTRY, str(arm_json), str(out_dir)], stdout=subprocess.PIPE, stderr=log,
+                                text=True, bufsize=1, env=env, preexec_fn=_die_with_parent)
+        if on_start:
+            on_start(proc)
+        for line in proc.stdout:
+            if line.startswith(EVENT_PREFIX):
+                on_event(json.loads(line[len(EVENT_PREFIX):]))
+            else:
+                log.write(line)
+        return proc.wait()
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """After Ctrl-C (which a terminal also sends to the arm): give it a moment to exit, then make sure."""
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
