@@ -36,6 +36,12 @@ class Arm:
     stages: list = field(default_factory=list)       # [{name, params}] resolved; empty: the method's objective
 
     @property
+    def devices(self) -> int:
+        """Devices this arm trains on, all at once (budget.devices, or the arm's own `devices:`):
+        an executor's unit of placement. k > 1 runs the arm under torchrun (execution.launch)."""
+        return int(self.budget.get("devices", 1))
+
+    @property
     def slug(self) -> str:
         stages = "+".join(s["name"] for s in self.stages) + "-" if self.stages else ""
         safe = "".join(c if c.isalnum() or c in "-_." else "-"
@@ -101,7 +107,8 @@ def plan(exp: Experiment) -> list[Arm]:
                     if exp.budget.seeds:
                         name = seed_name(name, seed)
                     arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
-                              task_key=task_key, task=task, budget=_arm_budget(exp, seed, stages), seed=seed,
+                              task_key=task_key, task=task, seed=seed,
+                              budget=_arm_budget(exp, seed, stages, spec, trains=_trains(method, kind, stages)),
                               base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
                               tasks=tasks, stages=stages)
                     arms.append(Arm(**{**asdict(arm), "hash": _content_hash(arm, model_spec.source, base)}))
@@ -119,11 +126,21 @@ def _task_groups(exp: Experiment, spec, method, base: Path):
     return [("+".join(keys), {"type": "multi_task", "data": {}}, tasks)]
 
 
-def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> dict:
+def _trains(method, kind: str, stages: list) -> bool:
+    return bool(stages) or method.objective_for(kind) != "none"
+
+
+def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=None, trains: bool = True) -> dict:
     """The budget one arm runs under: its own seed; the list of seeds is the plan's business, so
     adding a seed later keeps the arms of the others (and their hashes). The stage budgets only
-    concern (and only enter the hash of) arms with stages."""
+    concern (and only enter the hash of) arms with stages. An arm's own `devices:`/`strategy:`
+    override the budget's; an arm that trains nothing has nothing to spread and takes one device."""
     budget = exp.budget.model_dump()
+    for key in ("devices", "strategy"):
+        if spec is not None and getattr(spec, key) is not None:
+            budget[key] = getattr(spec, key)
+    if not trains:
+        budget["devices"] = 1
     budget.pop("seeds", None)
     if not stages:
         budget.pop("stage_steps", None)
@@ -154,7 +171,7 @@ def _content_hash(arm: Arm, source: str, base: Path) -> str:
         "model": models.model_fingerprint(source, base_dir=base),
         "model_options": {k: arm.model[k] for k in ("dtype", "kind", "trust_remote_code")},
         "task": {k: v for k, v in arm.task.items() if k != "data"}, "data": data_identity(arm.task),
-        "columns": arm.task["data"].get("columns"), "budget": arm.budget,
+        "columns": arm.task["data"].get("columns"), "budget": _budget_identity(arm.budget),
     }
     if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
         identity["tasks"] = {key: [{k: v for k, v in t.items() if k != "data"}, data_identity(t),
@@ -164,6 +181,17 @@ def _content_hash(arm: Arm, source: str, base: Path) -> str:
     if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
         identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# Budget keys added after results existed, left out of the hash at their default so earlier arms
+# keep their hashes (and are reused). checkpoint_every never changes a result: always left out.
+_NEUTRAL_AT = {"precision": "auto", "devices": 1, "strategy": "ddp"}
+_NEVER_HASHED = ("checkpoint_every",)
+
+
+def _budget_identity(budget: dict) -> dict:
+    return {k: v for k, v in budget.items()
+            if k not in _NEVER_HASHED and not (k in _NEUTRAL_AT and v == _NEUTRAL_AT[k])}
 
 
 def _dedupe_names(arms: list[Arm]) -> None:
