@@ -26,27 +26,33 @@ def _quality(metrics: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_an_arm_on_two_cpu_processes_matches_one(write_experiment, tmp_path):
+def test_an_arm_on_two_cpu_processes_matches_one_under_ddp_and_fsdp(write_experiment, tmp_path):
     # No dropout: its masks are drawn per rank, for a rank's share of the batch, so they cannot
     # match a one-device run's (any DDP run has this); everything else must.
     lora = {"method": "lora", "model": "llama", "lr": 1e-3, "params": {"dropout": 0.0}}
-    arms = [{**lora, "name": "one device"}, {**lora, "name": "two devices", "devices": 2}]
+    # FSDP runs on CPU too (torch 2.13, gloo): a full fine-tune sharded over two processes.
+    full = {"method": "full_ft", "model": "llama", "lr": 1e-3}
+    arms = [{**lora, "name": "lora one"}, {**lora, "name": "lora ddp", "devices": 2},
+            {**full, "name": "full one"}, {**full, "name": "full fsdp", "devices": 2, "strategy": "fsdp"}]
     path = write_experiment(arms, budget={"max_steps": 3, "batch_size": 4, "grad_accum": 2})
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     run_dir, results = results_of(tmp_path)
-    one, two = results["arms"]
-    assert (one["status"], two["status"]) == ("ok", "ok"), two.get("error")
-    for key in ("steps", "examples", "tokens", "order_hash"):
-        assert one["consumed"][key] == two["consumed"][key], key
+    assert [a["status"] for a in results["arms"]] == ["ok"] * 4, [a.get("error") for a in results["arms"]]
     assert results["budget_audit"]["identical"] is True
-    for (s1, l1), (s2, l2) in zip(one["curves"]["train_loss"], two["curves"]["train_loss"], strict=True):
-        assert s1 == s2 and abs(l1 - l2) <= 1e-4
-    # rank 0 alone evaluated and wrote: the same files as the one-device arm, one result
-    folder = run_dir / "arms" / two["arm"]["slug"]
-    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in (run_dir / "arms" / one["arm"]["slug"]).iterdir())
-    assert len((folder / "predictions.jsonl").read_text().splitlines()) == 8
-    assert "Traceback" not in (folder / "log.txt").read_text()
+    for one, two in (results["arms"][:2], results["arms"][2:]):
+        for key in ("steps", "examples", "tokens", "order_hash"):
+            assert one["consumed"][key] == two["consumed"][key], key
+        for (s1, l1), (s2, l2) in zip(one["curves"]["train_loss"], two["curves"]["train_loss"], strict=True):
+            assert s1 == s2 and abs(l1 - l2) <= 1e-4
+        # what rank 0 evaluated alone after training is the trained model, as on one device
+        assert abs(one["metrics"]["forgetting"] - two["metrics"]["forgetting"]) <= 1e-4
+        # rank 0 alone evaluated and wrote: the same files as the one-device arm, one result
+        folder = run_dir / "arms" / two["arm"]["slug"]
+        assert sorted(p.name for p in folder.iterdir()) == sorted(
+            p.name for p in (run_dir / "arms" / one["arm"]["slug"]).iterdir())
+        assert len((folder / "predictions.jsonl").read_text().splitlines()) == 8
+        assert "Traceback" not in (folder / "log.txt").read_text()
 
 
 BLOCK_AFTER_FIRST_CHECKPOINT = """
