@@ -107,6 +107,14 @@ def test_optimizer_state_is_fp32_under_bf16(monkeypatch):
     assert states and set(states) == {torch.float32}
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 runs on CUDA")
+def test_fp16_on_cpu_is_refused_rather_than_silently_fp32():
+    from harness.errors import HarnessError
+
+    with pytest.raises(HarnessError, match="fp16 needs a CUDA GPU"):
+        make_accelerator({**BUDGET, "precision": "fp16"})
+
+
 def test_a_torn_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
     folder = tmp_path / "checkpoints"
     for step in (2, 4, 6):
