@@ -49,10 +49,10 @@ def batches(model_dir, budget):
     task_spec = {"type": "classification", "data": {"prepared": "sentiment"}, "labels": ["negative", "positive"],
                  "instruction": "Classify the sentiment of the movie review as positive or negative.",
                  "prompt": "Review: {text}"}
-    train, _, task = load_task(task_spec, {**budget, "eval_examples": 8})
+    train, _, task = load_task(task_spec, budget.model_copy(update={"eval_examples": 8}))
     tokenizer = models.load_tokenizer(model_dir)
     formatter = PromptFormatter(tokenizer, task)
-    encoded = [formatter.encode(e, target_of(e, task), budget["max_seq_len"]) for e in train[:2000]]
+    encoded = [formatter.encode(e, target_of(e, task), budget.max_seq_len) for e in train[:2000]]
     return len(encoded), [e["id"] for e in train[:2000]], lambda idx: pad_batch([encoded[i] for i in idx],
                                                                                  tokenizer.pad_token_id)
 
@@ -65,6 +65,7 @@ def main() -> None:
     import torch
 
     from harness import models
+    from harness.config.schema import Budget
     from harness.training import checkpoint, loop
     from harness.training.sft import predicted_tokens
 
@@ -77,9 +78,9 @@ def main() -> None:
     args = parser.parse_args()
     old = load_module(args.old_loop)
     model_dir = models.resolve_model_dir("packaged:smollm2-135m-instruct")
-    budget = {"max_steps": args.steps, "batch_size": 8, "grad_accum": 1, "max_seq_len": 96, "seed": 0,
-              "lr_schedule": "linear", "warmup_ratio": 0.1, "weight_decay": 0.0, "max_grad_norm": 1.0,
-              "precision": args.precision}
+    # A Budget: the new loop reads attributes, the old one items (Budget answers both).
+    budget = Budget(max_steps=args.steps, batch_size=8, grad_accum=1, max_seq_len=96, seed=0, lr_schedule="linear",
+                    warmup_ratio=0.1, weight_decay=0.0, max_grad_norm=1.0, precision=args.precision)
     n, ids, make_batch = batches(model_dir, budget)
     print(f"torch threads {torch.get_num_threads()}, {args.steps} steps x batch 8, {args.reps} alternations")
     for method in args.methods.split(","):

@@ -10,13 +10,18 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from harness.config.schema import Budget
 from harness.data.encoding import pad_batch
 from harness.training import checkpoint, loop
 from harness.training.devices import make_accelerator
 from harness.training.sft import predicted_tokens
 
-BUDGET = {"max_steps": 1, "batch_size": 8, "grad_accum": 1, "seed": 0, "lr_schedule": "constant",
-          "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1e9, "precision": "fp32"}
+BUDGET = Budget(max_steps=1, batch_size=8, grad_accum=1, seed=0, lr_schedule="constant", warmup_ratio=0.0,
+                weight_decay=0.0, max_grad_norm=1e9, precision="fp32")
+
+
+def budget(**changes) -> Budget:
+    return Budget.model_validate({**BUDGET.model_dump(), **changes})
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +86,7 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_small_updates():
 
     lr = 1e-4  # Adam's first update is ~lr: far below bf16's spacing at 1.0 (2**-7)
     consumed, _ = loop.train(model, n_examples=8, ids=[str(i) for i in range(8)], make_batch=make_batch,
-                             budget={**BUDGET, "precision": "bf16"}, lr=lr)
+                             budget=budget(precision="bf16"), lr=lr)
     assert consumed.steps == 1
     assert model.forward_dtypes == [torch.bfloat16]  # the forward ran under autocast
     assert model.w.dtype == torch.float32  # the master weight
@@ -101,7 +106,7 @@ def test_optimizer_state_is_fp32_under_bf16(monkeypatch):
 
     monkeypatch.setattr(torch.optim.AdamW, "step", spy)
     model = OneWeight()
-    loop.train(model, n_examples=4, ids=list("abcd"), budget={**BUDGET, "batch_size": 4, "precision": "bf16"},
+    loop.train(model, n_examples=4, ids=list("abcd"), budget=budget(batch_size=4, precision="bf16"),
                make_batch=lambda idx: ({"x": torch.ones(len(idx), 1), "labels": torch.zeros(len(idx), 1)}, 1),
                lr=1e-3)
     assert states and set(states) == {torch.float32}
@@ -112,7 +117,7 @@ def test_fp16_on_cpu_is_refused_rather_than_silently_fp32():
     from harness.errors import HarnessError
 
     with pytest.raises(HarnessError, match="fp16 needs a CUDA GPU"):
-        make_accelerator({**BUDGET, "precision": "fp16"})
+        make_accelerator(budget(precision="fp16"))
 
 
 def test_a_torn_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
@@ -142,10 +147,10 @@ def test_rng_state_round_trips():
 
 
 def test_default_checkpoint_interval():
-    assert checkpoint.interval({"checkpoint_every": None}, 200) == 0
-    assert checkpoint.interval({"checkpoint_every": None}, 3000) == 300
-    assert checkpoint.interval({"checkpoint_every": 7}, 50) == 7
-    assert checkpoint.interval({"checkpoint_every": 0}, 3000) == 0
+    assert checkpoint.interval(budget(checkpoint_every=None), 200) == 0
+    assert checkpoint.interval(budget(checkpoint_every=None), 3000) == 300
+    assert checkpoint.interval(budget(checkpoint_every=7), 50) == 7
+    assert checkpoint.interval(budget(checkpoint_every=0), 3000) == 0
 
 
 def test_devices_and_precision_in_the_plan(write_experiment):
@@ -158,7 +163,7 @@ def test_devices_and_precision_in_the_plan(write_experiment):
             {"method": "zero_shot", "model": "llama"}]
     base, spread, prompting = plan(load_experiment(write_experiment(arms)))
     assert (base.devices, spread.devices, prompting.devices) == (1, 2, 1)
-    assert spread.budget["strategy"] == "ddp"
+    assert spread.budget.strategy == "ddp"
     # checkpoint_every and the new keys at their defaults leave earlier arms' hashes as they were
     same = plan(load_experiment(write_experiment(arms[:1], budget={"checkpoint_every": 5, "precision": "auto"})))[0]
     assert same.hash == base.hash

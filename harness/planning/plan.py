@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from harness.config.schema import Experiment
+from harness import models
+from harness.config.schema import Budget, Experiment
+from harness.data import loaders
+from harness.methods import get_method
 from harness.naming import seed_name
+from harness.stages import normalize_stages
 
 HASH_VERSION = 2  # bump when the meaning of a result changes, to invalidate old results
 # 2: encoder heads are initialised from the arm's seed (before, from a per-process random seed)
@@ -27,7 +31,7 @@ class Arm:
     model: dict          # ModelSpec as data, plus "kind" resolved
     task_key: str
     task: dict           # TaskSpec as data, file paths made absolute
-    budget: dict
+    budget: Budget       # the arm's own: its seed, no `seeds`
     seed: int
     base_dir: str
     hash: str = field(default="")
@@ -39,7 +43,7 @@ class Arm:
     def devices(self) -> int:
         """Devices this arm trains on, all at once (budget.devices, or the arm's own `devices:`):
         an executor's unit of placement. k > 1 runs the arm under torchrun (execution.launch)."""
-        return int(self.budget.get("devices", 1))
+        return self.budget.devices
 
     @property
     def slug(self) -> str:
@@ -48,12 +52,17 @@ class Arm:
                        for c in f"{stages}{self.method}-{self.model_key}-{self.task_key}")
         return f"{safe}-{self.hash[:8]}"
 
+    def to_dict(self) -> dict:
+        # not dataclasses.asdict: it would deep-copy (and expand) every nested value, Budget included
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"budget": self.budget.model_dump(mode="json")}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Arm":
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        return cls(**{**data, "budget": Budget.model_validate(data["budget"])})
 
 
 def resolved_params(method, arm_spec, tasks: list[str] | None = None) -> dict:
@@ -73,7 +82,6 @@ def _absolute_task(task: dict, base_dir: Path) -> dict:
 
 def data_identity(task: dict) -> str:
     """Identity of the task's data: the prepared name, or a hash of the files' contents."""
-    from harness.data import loaders
 
     data = task["data"]
     if data.get("prepared"):
@@ -85,9 +93,6 @@ def data_identity(task: dict) -> str:
 
 
 def plan(exp: Experiment) -> list[Arm]:
-    from harness import models
-    from harness.methods import get_method
-
     arms: list[Arm] = []
     base = exp.base_dir
     for spec in exp.arms:
@@ -111,7 +116,7 @@ def plan(exp: Experiment) -> list[Arm]:
                               budget=_arm_budget(exp, seed, stages, spec, trains=_trains(method, kind, stages)),
                               base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
                               tasks=tasks, stages=stages)
-                    arms.append(Arm(**{**asdict(arm), "hash": _content_hash(arm, model_spec.source, base)}))
+                    arms.append(replace(arm, hash=_content_hash(arm, model_spec.source, base)))
     _dedupe_names(arms)
     return arms
 
@@ -130,30 +135,41 @@ def _trains(method, kind: str, stages: list) -> bool:
     return bool(stages) or method.objective_for(kind) != "none"
 
 
-def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=None, trains: bool = True) -> dict:
+def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=None, trains: bool = True) -> Budget:
     """The budget one arm runs under: its own seed; the list of seeds is the plan's business, so
-    adding a seed later keeps the arms of the others (and their hashes). The stage budgets only
-    concern (and only enter the hash of) arms with stages. An arm's own `devices:`/`strategy:`
-    override the budget's; an arm that trains nothing has nothing to spread and takes one device."""
-    budget = exp.budget.model_dump()
+    adding a seed later keeps the arms of the others (and their hashes). Only the arm's own
+    stages keep their stage_steps. An arm's own `devices:`/`strategy:` override the budget's; an
+    arm that trains nothing has nothing to spread and takes one device."""
+    names = {s["name"] for s in stages or []}
+    update = {"seeds": None, "seed": seed, "stage_steps": {k: v for k, v in exp.budget.stage_steps.items() if k in names}}
     for key in ("devices", "strategy"):
         if spec is not None and getattr(spec, key) is not None:
-            budget[key] = getattr(spec, key)
+            update[key] = getattr(spec, key)
     if not trains:
-        budget["devices"] = 1
-    budget.pop("seeds", None)
+        update["devices"] = 1
+    return exp.budget.model_copy(update=update)
+
+
+# Budget keys added after results existed, left out of the hash at their default so earlier arms
+# keep their hashes (and are reused). checkpoint_every never changes a result: always left out.
+_NEUTRAL_AT = {"precision": "auto", "devices": 1, "strategy": "ddp"}
+_NEVER_HASHED = {"seeds", "checkpoint_every"}
+
+
+def budget_identity(budget: Budget, stages: list | None) -> dict:
+    """What of the budget enters an arm's hash: all of it but `seeds` and `checkpoint_every`, the
+    keys of issue 13 only away from their defaults; the stage budgets only for arms with stages
+    (so adding a DPO arm keeps every other arm's hash)."""
+    identity = {k: v for k, v in budget.model_dump(mode="json", exclude=_NEVER_HASHED).items()
+                if not (k in _NEUTRAL_AT and v == _NEUTRAL_AT[k])}
     if not stages:
-        budget.pop("stage_steps", None)
-        budget.pop("alignment", None)
-    else:
-        names = {s["name"] for s in stages}
-        budget["stage_steps"] = {k: v for k, v in budget["stage_steps"].items() if k in names}
-    return {**budget, "seed": seed}
+        identity.pop("stage_steps")
+        identity.pop("alignment")
+    return identity
 
 
 def arm_stages(spec) -> list[dict]:
     """The arm's stages resolved with each stage's defaults (harness.stages)."""
-    from harness.stages import normalize_stages
 
     return normalize_stages(spec.stages)
 
@@ -164,14 +180,12 @@ def stage_prefix(stages: list[dict]) -> str:
 
 
 def _content_hash(arm: Arm, source: str, base: Path) -> str:
-    from harness import models
-
     identity = {
         "v": HASH_VERSION, "method": arm.method, "params": arm.params,
         "model": models.model_fingerprint(source, base_dir=base),
         "model_options": {k: arm.model[k] for k in ("dtype", "kind", "trust_remote_code")},
         "task": {k: v for k, v in arm.task.items() if k != "data"}, "data": data_identity(arm.task),
-        "columns": arm.task["data"].get("columns"), "budget": _budget_identity(arm.budget),
+        "columns": arm.task["data"].get("columns"), "budget": budget_identity(arm.budget, arm.stages),
     }
     if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
         identity["tasks"] = {key: [{k: v for k, v in t.items() if k != "data"}, data_identity(t),
@@ -181,17 +195,6 @@ def _content_hash(arm: Arm, source: str, base: Path) -> str:
     if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
         identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-# Budget keys added after results existed, left out of the hash at their default so earlier arms
-# keep their hashes (and are reused). checkpoint_every never changes a result: always left out.
-_NEUTRAL_AT = {"precision": "auto", "devices": 1, "strategy": "ddp"}
-_NEVER_HASHED = ("checkpoint_every",)
-
-
-def _budget_identity(budget: dict) -> dict:
-    return {k: v for k, v in budget.items()
-            if k not in _NEVER_HASHED and not (k in _NEUTRAL_AT and v == _NEUTRAL_AT[k])}
 
 
 def _dedupe_names(arms: list[Arm]) -> None:

@@ -16,6 +16,8 @@ import random
 import warnings
 from pathlib import Path
 
+from harness.config.schema import Budget
+
 FOLDER = "checkpoints"
 KEEP = 2
 FORMAT = 1
@@ -27,9 +29,9 @@ def default_interval(max_steps: int) -> int:
     return max(1, max_steps // 10) if max_steps > 200 else 0
 
 
-def interval(budget: dict, total_steps: int) -> int:
+def interval(budget: Budget, total_steps: int) -> int:
     """Optimizer steps between checkpoints (0: none): budget.checkpoint_every, else the default."""
-    every = budget.get("checkpoint_every")
+    every = budget.checkpoint_every
     return default_interval(total_steps) if every is None else int(every)
 
 

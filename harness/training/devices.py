@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+from harness.config.schema import Budget
 from harness.errors import HarnessError
 from harness.training.precision import accelerate_mixed_precision, resolve_precision
 
@@ -24,7 +25,7 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def make_accelerator(budget: dict):
+def make_accelerator(budget: Budget):
     import torch
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
@@ -33,13 +34,13 @@ def make_accelerator(budget: dict):
         # accelerate keeps one state per process and refuses a second precision; an arm process
         # trains once, but tests and benchmarks run several loops with different precisions.
         AcceleratorState._reset_state(reset_partial_state=True)
-    precision = resolve_precision(budget.get("precision"))
+    precision = resolve_precision(budget.precision)
     if precision == "fp16" and not torch.cuda.is_available():
         # accelerate's CPU autocast is bf16 only: fp16 would silently train in fp32.
         raise HarnessError("budget.precision fp16 needs a CUDA GPU", key="budget.precision",
                            fix="use bf16 (CPUs with AVX512-BF16 or AMX run it natively) or fp32 on CPU")
     kwargs = {}
-    if world_size() > 1 and budget.get("strategy") == "fsdp":
+    if world_size() > 1 and budget.strategy == "fsdp":
         kwargs["fsdp_plugin"] = fsdp_plugin()
     return Accelerator(cpu=not torch.cuda.is_available(),
                        mixed_precision=accelerate_mixed_precision(precision),

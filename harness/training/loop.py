@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from harness.config.schema import Budget
 from harness.data.order import example_order, order_digest
 from harness.training import checkpoint
 from harness.training.consumed import Consumed
@@ -58,7 +59,7 @@ def round_robin(keys: list[str]) -> Callable[[int], tuple[str, int]]:
     return lambda step: (keys[step % len(keys)], step // len(keys))
 
 
-def train(model, *, n_examples: int, ids: list[str], make_batch: MakeBatch, budget: dict, lr: float,
+def train(model, *, n_examples: int, ids: list[str], make_batch: MakeBatch, budget: Budget, lr: float,
           on_step: OnStep | None = None, loss_items: Callable[[dict], int] = examples_in,
           checkpoint_dir: Path | None = None) -> tuple[Consumed, list[list[float]]]:
     """A single-task arm: one stream."""
@@ -68,7 +69,7 @@ def train(model, *, n_examples: int, ids: list[str], make_batch: MakeBatch, budg
     return consumed[""], curves[""]
 
 
-def train_streams(model, streams: dict[str, Stream], budget: dict, *, lr: float, param_groups=None,
+def train_streams(model, streams: dict[str, Stream], budget: Budget, *, lr: float, param_groups=None,
                   on_step: OnStep | None = None, checkpoint_dir: Path | None = None,
                   next_batch: Callable[[int], tuple[str, int]] | None = None):
     """Train `model` for budget.max_steps optimizer steps per stream. Returns (consumed, curves),
@@ -77,10 +78,10 @@ def train_streams(model, streams: dict[str, Stream], budget: dict, *, lr: float,
     import torch
 
     keys = list(streams)
-    steps, batch, accum = budget["max_steps"], budget["batch_size"], budget["grad_accum"]
+    steps, batch, accum = budget.max_steps, budget.batch_size, budget.grad_accum
     micro, total = batch // accum, steps * len(keys)
     next_batch = next_batch or round_robin(keys)
-    orders = {k: example_order(len(s.ids), steps * batch, budget["seed"]) for k, s in streams.items()}
+    orders = {k: example_order(len(s.ids), steps * batch, budget.seed) for k, s in streams.items()}
     accelerator = make_accelerator(budget)
     world, rank = accelerator.num_processes, accelerator.process_index
     if micro % world:
@@ -91,15 +92,15 @@ def train_streams(model, streams: dict[str, Stream], budget: dict, *, lr: float,
     groups = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
     if not groups:
         raise RuntimeError("the method left no trainable parameters")
-    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=budget["weight_decay"])
+    optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=budget.weight_decay)
     # The scheduler stays unprepared: a prepared one steps once per process (ANCHORS).
-    scheduler = _scheduler(optimizer, {**budget, "max_steps": total})
+    scheduler = _scheduler(optimizer, budget, total)
 
     consumed = {k: Consumed(planned_steps=steps) for k in keys}
     curves: dict[str, list] = {k: [] for k in keys}
     first_step, seconds_before = 0, 0.0
     every = checkpoint.interval(budget, total) if checkpoint_dir else 0
-    if every and world > 1 and budget.get("strategy") == "fsdp":
+    if every and world > 1 and budget.strategy == "fsdp":
         # A sharded model's state needs torch.distributed.checkpoint; not written yet.
         warnings.warn("checkpoints are not written under FSDP yet; this arm restarts from step 0 if killed")
         every = 0
@@ -138,7 +139,7 @@ def train_streams(model, streams: dict[str, Stream], budget: dict, *, lr: float,
             where = f"of task '{key}' " if len(keys) > 1 else ""
             raise RuntimeError(f"training loss {where}became {step_loss} at step {task_step + 1}; "
                                "lower the learning rate")
-        accelerator.clip_grad_norm_(trainable, budget["max_grad_norm"])
+        accelerator.clip_grad_norm_(trainable, budget.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -148,7 +149,7 @@ def train_streams(model, streams: dict[str, Stream], budget: dict, *, lr: float,
         if on_step:
             on_step(step + 1, total, step_loss)
         elapsed = seconds_before + time.perf_counter() - start
-        if budget.get("time_limit_s") and world > 1:
+        if budget.time_limit_s and world > 1:
             elapsed = all_ranks_max(accelerator, elapsed)  # every rank stops at the same step
         reason = _stop_reason(consumed[key], budget, elapsed)
         if reason and step + 1 < total:
@@ -190,10 +191,10 @@ class BatcherObjective:
 
     loss_items = staticmethod(examples_in)
 
-    def batcher(self, tokenizer, train: list[dict], task: dict, budget: dict) -> MakeBatch:
+    def batcher(self, tokenizer, train: list[dict], task: dict, budget: Budget) -> MakeBatch:
         raise NotImplementedError
 
-    def train(self, model, tokenizer, examples: list[dict], task: dict, budget: dict, lr: float, on_step=None,
+    def train(self, model, tokenizer, examples: list[dict], task: dict, budget: Budget, lr: float, on_step=None,
               checkpoint_dir: Path | None = None):
         return train(model, n_examples=len(examples), ids=[e["id"] for e in examples],
                      make_batch=self.batcher(tokenizer, examples, task, budget), budget=budget, lr=lr,
@@ -229,17 +230,18 @@ def _restore(saved: dict, model, optimizer, scheduler, consumed, curves, rank: i
     return saved["step"], saved["seconds"]
 
 
-def _stop_reason(consumed: Consumed, budget: dict, elapsed: float) -> str | None:
-    if budget.get("max_train_tokens") and consumed.tokens >= budget["max_train_tokens"]:
-        return f"max_train_tokens {budget['max_train_tokens']} reached"
-    if budget.get("time_limit_s") and elapsed >= budget["time_limit_s"]:
-        return f"time_limit_s {budget['time_limit_s']} reached"
+def _stop_reason(consumed: Consumed, budget: Budget, elapsed: float) -> str | None:
+    if budget.max_train_tokens and consumed.tokens >= budget.max_train_tokens:
+        return f"max_train_tokens {budget.max_train_tokens} reached"
+    if budget.time_limit_s and elapsed >= budget.time_limit_s:
+        return f"time_limit_s {budget.time_limit_s} reached"
     return None
 
 
-def _scheduler(optimizer, budget: dict):
+def _scheduler(optimizer, budget: Budget, total_steps: int):
+    """Warmup then the schedule over all the loop's optimizer steps (n x max_steps for n tasks)."""
     from transformers import get_scheduler
 
-    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[budget["lr_schedule"]]
-    warmup = int(budget["warmup_ratio"] * budget["max_steps"])
-    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=budget["max_steps"])
+    name = {"linear": "linear", "cosine": "cosine", "constant": "constant_with_warmup"}[budget.lr_schedule]
+    warmup = int(budget.warmup_ratio * total_steps)
+    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from harness.config.schema import Budget
 from harness.training.consumed import Consumed
 from harness.training.loop import Stream, examples_in, train_streams
 
@@ -22,7 +23,7 @@ class TaskData:
     loss_items: Callable[[dict], int] = examples_in  # the single-task objective's count
 
 
-def train(model, data: dict[str, TaskData], budget: dict, *, lr: float, head_lr, loss_weights: dict,
+def train(model, data: dict[str, TaskData], budget: Budget, *, lr: float, head_lr, loss_weights: dict,
           on_step=None, checkpoint_dir: Path | None = None) -> tuple[dict[str, Consumed], dict[str, list]]:
     streams = {key: Stream(d.make_batch, d.ids, d.loss_items, weight=float(loss_weights.get(key, 1.0)),
                            forward_kwargs={"task": key}) for key, d in data.items()}

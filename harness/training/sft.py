@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from harness.config.schema import Budget
 from harness.data.encoding import IGNORE, pad_batch
 from harness.data.formatting import PromptFormatter, target_of
 from harness.training import loop
@@ -13,10 +14,10 @@ def predicted_tokens(tensors: dict) -> int:
 
 
 class SFTObjective:
-    def train(self, model, tokenizer, train: list[dict], task: dict, budget: dict, lr: float, on_step=None,
+    def train(self, model, tokenizer, train: list[dict], task: dict, budget: Budget, lr: float, on_step=None,
               checkpoint_dir=None):
         formatter = PromptFormatter(tokenizer, task)
-        max_len = budget["max_seq_len"]
+        max_len = budget.max_seq_len
         cache: dict[int, tuple[list[int], list[int]]] = {}
 
         def encoded(i: int):
