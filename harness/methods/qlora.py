@@ -5,6 +5,7 @@ budget.precision (bf16 on a CUDA device that supports it by default, fp32 on CPU
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 from pydantic import Field
@@ -33,8 +34,8 @@ class QLoRA(LoRA):
         config = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type=params["quant_type"],
             bnb_4bit_use_double_quant=params["double_quant"], bnb_4bit_compute_dtype=compute)
-        # Under DDP each rank's copy goes to that rank's own device (torch.cuda.set_device per rank).
-        device_map = {"": torch.cuda.current_device()} if cuda else "cpu"
+        # Under DDP each rank's copy goes to that rank's own device (torchrun's LOCAL_RANK; 0 alone).
+        device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))} if cuda else "cpu"
         return {"quantization_config": config, "device_map": device_map, "dtype": compute}
 
     def wrap(self, model, params, ctx):

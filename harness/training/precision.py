@@ -23,6 +23,8 @@ def resolve_precision(precision: str | None, *, cuda: bool | None = None) -> str
     cuda = torch.cuda.is_available() if cuda is None else cuda
     if not cuda:
         return "fp32"
+    if not torch.cuda.is_available():  # planning for a CUDA machine from one without
+        return "bf16"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
