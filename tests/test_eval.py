@@ -358,7 +358,7 @@ def test_length_sorted_batches_keep_the_original_order():
         return [e["text"].upper() for e in batch], [{"n": len(e["text"])} for e in batch]
 
     examples = [{"id": str(i), "text": "x" * n, "label": "a"} for i, n in enumerate([3, 9, 1, 7, 5])]
-    rows, cost = run_predictions(fake, examples, {"type": "classification"}, batch_size=2, latency_examples=0)
+    rows, cost, _ = run_predictions(fake, examples, {"type": "classification"}, batch_size=2, latency_examples=0)
     assert [r["id"] for r in rows] == ["0", "1", "2", "3", "4"]
     assert [r["prediction"] for r in rows] == [e["text"].upper() for e in examples]
     assert seen == [["1", "3"], ["4", "0"], ["2"]]  # longest first: batches of similar length
@@ -399,5 +399,7 @@ def test_console_summary_names_only_significant_winners():
                    stats.compare("rouge1", "paired_bootstrap", "lora", [0.5, 0.4, 0.6], "zero_shot", [0.5, 0.4, 0.6],
                                  higher_is_better=True)]
     lines = summary_lines({"comparisons": comparisons, "seed_summary": []})
-    assert len(lines) == 1 and lines[0].startswith("lora beats zero_shot on accuracy")
+    assert lines[0].startswith("lora beats zero_shot on accuracy")
+    assert not any("beats" in line for line in lines[1:])
+    assert lines[1].startswith("1 of 2 paired test(s) significant") and "predates corrections" in lines[1]
     assert "no significant" in summary_lines({"comparisons": comparisons[1:]})[0]

@@ -318,7 +318,7 @@ def learned(tiny_models, tmp_path_factory):
     model = lora.wrap(model, params, ArmContext(kind="causal_lm", task_type="classification", model_type="llama",
                                                 device="cpu", seed=0))
     train = [{"id": i.id, "text": i.input, "label": i.expect.label} for i in golden.items]
-    budget = Budget(max_steps=12, batch_size=8, max_seq_len=48, warmup_ratio=0.0, lr_schedule="constant").model_dump()
+    budget = Budget(max_steps=12, batch_size=8, max_seq_len=48, warmup_ratio=0.0, lr_schedule="constant")
     get_objective("sft").train(model, tok, train, golden_task(golden), budget, 2e-2)
     out = tmp_path_factory.mktemp("adapter") / "adapter"
     model.save_pretrained(out)

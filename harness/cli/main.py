@@ -59,15 +59,16 @@ def validate(file: Path, set_: SetOption = None):
 @user_errors
 def plan_command(file: Path, set_: SetOption = None):
     """Per arm, before spending: trainable/total parameters and a training-memory estimate
-    (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded."""
+    (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded.
+    Per task: the smallest difference its test set can detect (budget.eval_examples)."""
     from harness.config.load import load_experiment
-    from harness.planning.estimate import config_notes, estimate_arms, plan_table
+    from harness.planning.estimate import config_notes, estimate_arms, plan_table, sensitivity_notes
 
     experiment = load_experiment(file, set_)
     estimates = estimate_arms(experiment)
     out.print(plan_table(estimates, experiment.budget))
-    for note in config_notes(estimates):
-        out.print(note, highlight=False)
+    for note in config_notes(estimates) + sensitivity_notes(experiment):
+        out.print(note, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -186,7 +187,12 @@ def list_stages():
 
 @app.command()
 @user_errors
-def report(run_dir: Path):
+def report(run_dir: Path,
+           recompute: Annotated[bool, typer.Option(
+               help="recompute the pairwise tests, their correction and the sensitivity from the arm folders "
+                    "(no retraining) and rewrite results.json")] = False,
+           correction: Annotated[Optional[str], typer.Option(
+               help="with --recompute: holm, bh or none (default: the run's budget.correction, else holm)")] = None):
     """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder) and
     rebuild its HTML report, index.html."""
     from harness.report.console import print_results
@@ -195,6 +201,13 @@ def report(run_dir: Path):
     path = run_dir / "results.json"
     if not path.is_file():
         raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
+    if correction is not None and not recompute:
+        raise HarnessError("--correction only applies with --recompute",
+                           fix=f"harness report {run_dir} --recompute --correction {correction}")
+    if recompute:
+        from harness.results.arm_result import recompute_statistics
+
+        recompute_statistics(run_dir, correction)
     print_results(json.loads(path.read_text()), out)
     out.print(f"report: {write_html_report(run_dir)}", soft_wrap=True, highlight=False)
 

@@ -57,7 +57,7 @@ def assess(rows: list[dict], task: dict, budget: Budget, *, base_dir: Path | Non
             ci[name] = interval
     for i, row in enumerate(rows):  # per-item scores: what the pairwise tests across arms read
         row["scores"] = {name: round(float(table[i, 0]), 6) for name, table in item_stats.items()
-                         if metrics.METRICS[name].paired_test}
+                         if metrics.per_item_score(metrics.METRICS[name])}
     detail = {"bootstrap": {"resamples": resamples, "seed": seed, "confidence": 1 - stats.ALPHA}}
     if task_type == "classification" and "macro_f1" in item_stats:
         detail.update(classification_detail(item_stats["macro_f1"], task.get("labels") or sorted(set(items.refs))))

@@ -75,7 +75,7 @@ def execute_multi_task(arm, out_dir: Path):
     shared = {**memory.peaks_mb(), **counts, "load_seconds": round(load_seconds, 3), "train_seconds": train_seconds,
               "saved_mb": profile.saved_mb(model, saved, trained=True)}
     summary = arm_summary(arm)
-    for key, (rows, eval_cost) in evaluated.items():
+    for key, (rows, eval_cost, conditions) in evaluated.items():
         task, c = loaded[key][2], consumed[key]
         assessed = quality.assess(rows, task, arm.budget, base_dir=Path(arm.base_dir), seed=arm.seed)
         folder = out_dir / "tasks" / key
@@ -87,7 +87,7 @@ def execute_multi_task(arm, out_dir: Path):
             status="ok", consumed=c.to_dict(),
             metrics={**assessed.metrics, **shared, **eval_cost,
                      "train_tokens_per_s": round(c.tokens / c.seconds, 2) if c.seconds else None},
-            ci=assessed.ci, metrics_detail={**assessed.detail, "multi_task": {"tasks": list(loaded),
+            ci=assessed.ci, metrics_detail={**assessed.detail, "cost_conditions": conditions, "multi_task": {"tasks": list(loaded),
                                             "shared_costs": "memory, parameters, load/train seconds: the whole arm"}},
             curves={"train_loss": curves[key]}, provenance=provenance(model_dir, task),
             artifacts={"predictions": "predictions.jsonl"}, started_at=started, finished_at=now(),

@@ -8,6 +8,16 @@ from pathlib import Path
 
 from harness.data import prepared
 from harness.eval.profile import device_name
+from harness.eval.scoring_rule import ScoringRule
+
+
+def evaluation_provenance(kind: str, task: dict, eval_precision: str) -> dict:
+    """How this arm was evaluated: its precision, and a decoder's label scoring rule."""
+    out = {"eval_precision": eval_precision}
+    if kind == "causal_lm":
+        rule = ScoringRule.of_task(task)
+        out["label_scoring"] = {**rule.as_dict(), "text": rule.describe()}
+    return out
 
 
 def provenance(model_dir: Path, task: dict) -> dict:

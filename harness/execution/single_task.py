@@ -9,10 +9,11 @@ from pathlib import Path
 
 from harness import models
 from harness.data.tasks import load_task
-from harness.eval import predict, profile, quality
+from harness.eval import base_cache, precision, predict, profile, quality
 from harness.eval.forgetting import Forgetting
+from harness.eval.phases import PhaseClock
 from harness.execution.arm_common import arm_summary, emit, seed_everything
-from harness.execution.provenance import provenance
+from harness.execution.provenance import evaluation_provenance, provenance
 from harness.training import checkpoint
 from harness.training.devices import is_main_process
 from harness.golden.scoring import score_arm_on_golden_sets
@@ -28,16 +29,19 @@ def execute_arm(arm, out_dir: Path):
     import torch
 
     started = now()
+    clock = PhaseClock()
     memory = profile.MemoryProfiler()
     method = get_method(arm.method)
     kind = arm.model["kind"]
     objective_name = objective_for_task(method, kind, arm.task["type"])
 
     emit("phase", phase="data")
+    clock.start("data")
     train, test, task = load_task(arm.task, arm.budget)
     labels = task.get("labels")
 
     emit("phase", phase="load")
+    clock.start("load")
     t0 = time.perf_counter()
     model_dir = models.resolve_model_dir(arm.model["source"], base_dir=Path(arm.base_dir))
     tokenizer = models.load_tokenizer(model_dir)
@@ -58,18 +62,25 @@ def execute_arm(arm, out_dir: Path):
         tokenizer=tokenizer)
     ctx = ArmContext(model_type=model.config.model_type, model_dir=str(model_dir), **ctx_args)
     t_general = time.perf_counter()  # the base's loss on a general text, for forgetting; not load time
+    clock.start("forgetting_before")
+    identity = base_cache.model_identity(arm.model["source"], model_dir, model, base_dir=Path(arm.base_dir),
+                                         precision="fp32")
     general = Forgetting.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir),
-                                        trained=objective_name != "none")
+                                        trained=objective_name != "none", model_identity=identity)
     t0 += time.perf_counter() - t_general
+    clock.start("load")
     seed_everything(arm.seed)  # adapter and head initialisation: the same for every arm
     if objective_name == "none":
         for p in model.parameters():
             p.requires_grad_(False)
+    loaded = model
     model = method.wrap(model, arm.params, ctx)
+    untouched_base = objective_name == "none" and model is loaded  # golden results shareable across arms
     load_seconds = time.perf_counter() - t0
     counts = profile.parameter_counts(model)
 
     consumed, curve, stage_curves, stage_metrics = None, [], {}, {}
+    clock.start("train")
     if getattr(arm, "stages", None):
         seed_everything(arm.seed)
         consumed, stage_curves, stage_metrics = _run_stages(arm, model, tokenizer, train, test, task, method, kind)
@@ -84,41 +95,54 @@ def execute_arm(arm, out_dir: Path):
     if not is_main_process():
         return None  # a multi-device arm: rank 0 evaluates and writes, the other ranks are done
     model.eval()
+    # Saved and measured for forgetting in the precision it trained in, before evaluation casts it.
+    clock.start("save")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = _save_trained_part(model, out_dir, method) if objective_name != "none" else None
+    trained_bytes = profile.saved_mb(model, out_dir / saved.name if saved else None, trained=objective_name != "none")
+    if general is not None:
+        clock.start("forgetting_after")
+        general.measure_after(model, tokenizer)
+    eval_precision = arm.budget.eval_precision
+    model = precision.for_evaluation(model, eval_precision)
 
     emit("phase", phase="eval", total=len(test))
     shots = method.shots(arm.params, train, ctx)
     predictor = predict.make_predictor(model, tokenizer, kind=kind, task=task, budget=arm.budget, shots=shots)
-    rows, eval_cost = predict.run_predictions(
-        predictor, test, task, batch_size=arm.budget.eval_batch_size,
-        latency_examples=arm.budget.latency_examples, on_batch=lambda done, total: emit("eval", done=done, total=total))
+    rows, eval_cost, conditions = predict.run_predictions(
+        predictor, test, task, batch_size=arm.budget.eval_batch_size, latency_examples=arm.budget.latency_examples,
+        on_batch=lambda done, total: emit("eval", done=done, total=total), clock=clock)
     peaks = memory.peaks_mb()  # before the scorers below (BERTScore loads a model of its own)
+    clock.start("quality")
     assessed = quality.assess_arm(rows, test, task, arm, model=model, tokenizer=tokenizer, kind=kind, shots=shots,
                                   general=general, trained=objective_name != "none")
 
     emit("phase", phase="golden")
-    golden = score_arm_on_golden_sets(arm, model, tokenizer, kind=kind, task=task)
+    clock.start("golden")
+    golden = score_arm_on_golden_sets(arm, model, tokenizer, kind=kind, task=task,
+                                      base_identity=identity if untouched_base else None)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    clock.start("save")
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     artifacts = {"predictions": "predictions.jsonl"}
     checkpoint.discard(out_dir / checkpoint.FOLDER)  # finished: the result is what a rerun reuses
-    saved = _save_trained_part(model, out_dir, method) if objective_name != "none" else None
     if saved:
         artifacts["adapter"] = saved.name
     cost = {
         **peaks, **counts, **eval_cost, "load_seconds": round(load_seconds, 3),
-        "saved_mb": profile.saved_mb(model, out_dir / saved.name if saved else None, trained=objective_name != "none"),
+        "saved_mb": trained_bytes,
         "train_seconds": consumed.seconds if consumed else None,
         "train_tokens_per_s": round(consumed.tokens / consumed.seconds, 2) if consumed and consumed.seconds else None,
     }
+    detail = {**assessed.detail, "cost_conditions": conditions, "phase_seconds": clock.breakdown()}
     return ArmResult(
         arm=arm_summary(arm), status="ok", consumed=consumed.to_dict() if consumed else None,
-        metrics={**assessed.metrics, **stage_metrics, **cost}, ci=assessed.ci, metrics_detail=assessed.detail,
+        metrics={**assessed.metrics, **stage_metrics, **cost}, ci=assessed.ci, metrics_detail=detail,
         curves={**({"train_loss": curve} if curve else {}), **stage_curves},
-        provenance=provenance(model_dir, task), artifacts=artifacts, started_at=started, finished_at=now(),
-        golden=golden)
+        provenance={**provenance(model_dir, task), **evaluation_provenance(kind, task, eval_precision)},
+        artifacts=artifacts, started_at=started, finished_at=now(), golden=golden)
 
 
 def _run_stages(arm, model, tokenizer, train, test, task, method, kind):
@@ -133,5 +157,3 @@ def _save_trained_part(model, out_dir: Path, method) -> Path | None:
     """Adapters are small and worth keeping; a fully fine-tuned base is not saved by default."""
     path = out_dir / "adapter"
     return path if method.save(model, path) else None
-
-

@@ -216,3 +216,55 @@ def plan_table(estimates: list[Estimate], budget: Budget):
 def config_notes(estimates: list[Estimate]) -> list[str]:
     seen = {e.model: e.config_from for e in estimates}
     return [f"{model}: config from {where}" for model, where in seen.items()]
+
+
+# Shares of test items on which two arms disagree, for the sensitivity printed before a run: a
+# pair of similar methods (20%) and two independent arms near 50% accuracy (the worst case).
+PLANNED_DISCORDANT_RATES = (0.2, 0.5)
+
+
+def sensitivity_notes(experiment) -> list[str]:
+    """What the test set can detect, before anything runs: per task, the minimum detectable
+    difference of its primary metric at 80% power for `budget.eval_examples` items (analytic:
+    the paired-proportions approximation of Connor 1987 at assumed disagreement rates; exact for
+    0/1 scores such as accuracy, conservative for scores in [0, 1]), alone and for the first
+    step of the correction over all pairs of arms on the task."""
+    from harness.eval import metrics
+    from harness.eval.compare import CORRECTION_NAMES, difference_text, planned_mdd
+    from harness.naming import base_name
+    from harness.planning.plan import plan
+
+    arms_by_task: dict[str, set] = {}
+    tasks: dict[str, dict] = {}
+    for arm in plan(experiment):
+        for key, task in (arm.tasks or {arm.task_key: arm.task}).items():
+            arms_by_task.setdefault(key, set()).add(base_name(arm.name))
+            tasks[key] = task
+    budget = experiment.budget
+    lines = []
+    for key, task in tasks.items():
+        primary = metrics.METRICS[metrics.primary_metric(task["type"])]
+        n = budget.eval_examples or _test_size(task)
+        if not n:
+            lines.append(f"sensitivity on {key}: set budget.eval_examples to see what its test set can detect")
+            continue
+        unit, pairs = primary.unit, len(arms_by_task[key]) * (len(arms_by_task[key]) - 1) // 2
+        typical, worst = PLANNED_DISCORDANT_RATES
+        line = (f"sensitivity on {key}: with {n} test items a paired test (alpha 0.05, 80% power) detects "
+                f"{primary.name} differences of about {difference_text(planned_mdd(n, discordant_rate=typical), unit)} "
+                f"when two arms disagree on {typical:.0%} of the items "
+                f"({difference_text(planned_mdd(n, discordant_rate=worst), unit)} at {worst:.0%})")
+        if pairs > 1 and budget.correction != "none":
+            first = difference_text(planned_mdd(n, discordant_rate=typical, alpha=0.05 / pairs), unit)
+            line += f"; {first} for the first step of the {CORRECTION_NAMES[budget.correction]} correction over {pairs} pairs"
+        lines.append(line + " (analytic approximation for paired proportions, Connor 1987)")
+    return lines
+
+
+def _test_size(task: dict) -> int | None:
+    from harness.data.tasks import load_split
+
+    try:
+        return len(load_split(task, "test"))
+    except Exception:  # noqa: BLE001 - an unprepared or missing split: plan still prints the rest
+        return None

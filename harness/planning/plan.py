@@ -14,6 +14,8 @@ from pathlib import Path
 from harness import models
 from harness.config.schema import Budget, Experiment
 from harness.data import loaders
+from harness.eval import precision
+from harness.eval.scoring_rule import ScoringRule, decides_arm
 from harness.methods import get_method
 from harness.naming import seed_name
 from harness.stages import normalize_stages
@@ -141,7 +143,8 @@ def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=Non
     stages keep their stage_steps. An arm's own `devices:`/`strategy:` override the budget's; an
     arm that trains nothing has nothing to spread and takes one device."""
     names = {s["name"] for s in stages or []}
-    update = {"seeds": None, "seed": seed, "stage_steps": {k: v for k, v in exp.budget.stage_steps.items() if k in names}}
+    update = {"seeds": None, "seed": seed, "stage_steps": {k: v for k, v in exp.budget.stage_steps.items() if k in names},
+              "eval_precision": precision.resolve(exp.budget.eval_precision)}  # auto: this machine's choice
     for key in ("devices", "strategy"):
         if spec is not None and getattr(spec, key) is not None:
             update[key] = getattr(spec, key)
@@ -151,20 +154,23 @@ def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=Non
 
 
 # Budget keys added after results existed, left out of the hash at their default so earlier arms
-# keep their hashes (and are reused). checkpoint_every never changes a result: always left out.
+# keep their hashes (and are reused). correction re-tests, never retrains; checkpoint_every
+# never changes a result: both always left out.
 _NEUTRAL_AT = {"precision": "auto", "devices": 1, "strategy": "ddp"}
-_NEVER_HASHED = {"seeds", "checkpoint_every"}
+_NEVER_HASHED = {"seeds", "correction", "checkpoint_every"}
 
 
 def budget_identity(budget: Budget, stages: list | None) -> dict:
-    """What of the budget enters an arm's hash: all of it but `seeds` and `checkpoint_every`, the
-    keys of issue 13 only away from their defaults; the stage budgets only for arms with stages
-    (so adding a DPO arm keeps every other arm's hash)."""
+    """What of the budget enters an arm's hash: all of it but `seeds`, `correction` and
+    `checkpoint_every`; the training-precision and device keys only away from their defaults;
+    the stage budgets only for arms with stages (so adding a DPO arm keeps every other arm's hash)."""
     identity = {k: v for k, v in budget.model_dump(mode="json", exclude=_NEVER_HASHED).items()
                 if not (k in _NEUTRAL_AT and v == _NEUTRAL_AT[k])}
     if not stages:
         identity.pop("stage_steps")
         identity.pop("alignment")
+    if identity.get("eval_precision") == "fp32":
+        identity.pop("eval_precision")  # what every result before this setting was: those keep their hash
     return identity
 
 
@@ -184,17 +190,25 @@ def _content_hash(arm: Arm, source: str, base: Path) -> str:
         "v": HASH_VERSION, "method": arm.method, "params": arm.params,
         "model": models.model_fingerprint(source, base_dir=base),
         "model_options": {k: arm.model[k] for k in ("dtype", "kind", "trust_remote_code")},
-        "task": {k: v for k, v in arm.task.items() if k != "data"}, "data": data_identity(arm.task),
+        "task": _task_identity(arm.task), "data": data_identity(arm.task),
         "columns": arm.task["data"].get("columns"), "budget": budget_identity(arm.budget, arm.stages),
     }
     if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
-        identity["tasks"] = {key: [{k: v for k, v in t.items() if k != "data"}, data_identity(t),
+        identity["tasks"] = {key: [_task_identity(t), data_identity(t),
                                    t["data"].get("columns")] for key, t in arm.tasks.items()}
+    if decides_arm(arm.model["kind"], arm.task, bool(arm.golden_sets)):  # decoder label scoring only
+        identity["label_scoring"] = ScoringRule.of_task(arm.task).as_dict()
     if arm.stages:  # only arms with stages: the hashes of all other arms stay as they were
         identity["stages"] = arm.stages
     if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
         identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _task_identity(task: dict) -> dict:
+    # The scoring rule enters only the hashes of arms it can change (decides_arm), so adding it
+    # to the schema kept every other arm's hash.
+    return {k: v for k, v in task.items() if k not in ("data", "label_scoring")}
 
 
 def _dedupe_names(arms: list[Arm]) -> None:
