@@ -74,7 +74,8 @@ def plan_command(file: Path, set_: SetOption = None):
 @app.command()
 @user_errors
 def run(file: Path, set_: SetOption = None,
-        force: Annotated[bool, typer.Option(help="rerun arms that already have a completed result")] = False,
+        force: Annotated[bool, typer.Option(help="rerun arms that already have a completed result, and start "
+                                                 "killed arms again from step 0 (ignoring their checkpoints)")] = False,
         only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
         track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True,
         jobs: Annotated[Optional[int], typer.Option(

@@ -108,6 +108,26 @@ def _check_arm(exp, i, arm, kinds, fail, lines, file) -> None:
         fail(("arms", i, "params"), f"method '{arm.method}' takes no parameters", "remove `params:`")
     check_params(method.Params, arm.params, ("arms", i, "params"), lines, file,
                  context={"tasks": arm.tasks or list(exp.tasks), "kind": kinds.get(arm.models[0])})
+    _check_devices(exp, i, arm, fail)
+
+
+def _check_devices(exp, i, arm, fail) -> None:
+    """One arm across devices: the micro-batch splits evenly, stages stay on one device, FSDP is
+    for full fine-tuning (adapters train under DDP)."""
+    budget = exp.budget
+    devices = arm.devices or budget.devices
+    strategy = arm.strategy or budget.strategy
+    where = ("arms", i, "devices") if arm.devices else ("budget", "devices")
+    micro = budget.batch_size // budget.grad_accum
+    if micro % devices:
+        fail(where, f"a micro-batch of {micro} examples (budget.batch_size / grad_accum) cannot be split evenly "
+                    f"over {devices} devices", f"make batch_size / grad_accum a multiple of {devices}")
+    if devices > 1 and arm.stages:
+        fail(where, "arms with `stages:` train on one device", "set `devices: 1` on this arm")
+    if devices > 1 and strategy == "fsdp" and arm.method in ("qlora", "multi_task"):
+        fail(("arms", i, "strategy") if arm.strategy else ("budget", "strategy"),
+             f"method '{arm.method}' does not train under FSDP (a 4-bit or shared-encoder model is not sharded)",
+             "use `strategy: ddp` for this arm: each device holds a copy and only gradients are exchanged")
 
 
 def _check_stages(i, arm, kinds, fail, lines, file) -> None:

@@ -124,11 +124,25 @@ class Budget(Strict):
     stage_steps: dict[str, PositiveInt] = Field(default_factory=dict,
                                         description="steps per stage of arms with `stages:` (default max_steps)")
     alignment: AlignmentBudget = Field(default_factory=AlignmentBudget)
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        default="auto", description="training precision: mixed (fp32 weights and optimizer state, autocast "
+                                    "forward); auto: bf16 on a CUDA device that supports it, fp32 on CPU")
+    devices: int = Field(default=1, gt=0, description="devices ONE arm trains on (torchrun, one process each)")
+    strategy: Literal["ddp", "fsdp"] = Field(
+        default="ddp", description="with devices > 1: ddp (a full copy per device) or fsdp (a full "
+                                   "fine-tune sharded over the devices)")
+    checkpoint_every: int | None = Field(
+        default=None, ge=0, description="optimizer steps between checkpoints inside an arm (0: none); "
+                                        "default: every 10% of steps for arms of more than 200 steps")
 
     @model_validator(mode="after")
     def _divisible(self):
         if self.batch_size % self.grad_accum:
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        micro = self.batch_size // self.grad_accum
+        if micro % self.devices:
+            raise ValueError(f"a micro-batch of {micro} examples (batch_size / grad_accum) cannot be split "
+                             f"evenly over {self.devices} devices; make it a multiple of devices")
         return self
 
 
@@ -141,6 +155,8 @@ class ArmSpec(Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     stages: list[str | dict[str, dict[str, Any] | None]] | None = Field(
         default=None, description="post-training stages in order, e.g. [sft, {dpo: {beta: 0.1}}]")
+    devices: int | None = Field(default=None, gt=0, description="devices of this arm (default: budget.devices)")
+    strategy: Literal["ddp", "fsdp"] | None = Field(default=None, description="default: budget.strategy")
 
     @field_validator("stages")
     @classmethod

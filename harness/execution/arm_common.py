@@ -6,11 +6,15 @@ from __future__ import annotations
 import json
 import random
 
+from harness.training.devices import is_main_process
+
 EVENT_PREFIX = "@@harness "
 
 
 def emit(kind: str, **data) -> None:
-    print(EVENT_PREFIX + json.dumps({"event": kind, **data}), flush=True)
+    """A progress event for the runner; only rank 0 of a multi-device arm speaks, once per step."""
+    if is_main_process():
+        print(EVENT_PREFIX + json.dumps({"event": kind, **data}), flush=True)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,5 +1,7 @@
 """The arm's own process: `python -m harness.execution.arm_process ARM_JSON OUT_DIR`.
 
+An arm with `devices: k > 1` runs this same entry point k times under torchrun (see
+harness.execution.launch); every rank trains its share, and rank 0 alone evaluates and writes.
 Writes OUT_DIR/result.json (atomically) whatever happens inside the arm, and progress events on
 stdout as lines starting with EVENT_PREFIX, which the runner reads. A crash inside the arm becomes
 a `failed` result; the runner goes on with the others.
@@ -18,6 +20,7 @@ from harness.execution.multi_task import execute_multi_task
 from harness.execution.single_task import execute_arm
 from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult, now
+from harness.training.devices import is_main_process, world_size
 
 
 def main(argv: list[str]) -> int:
@@ -29,16 +32,16 @@ def main(argv: list[str]) -> int:
         import torch
 
         torch.set_num_threads(int(threads))
+    if world_size() > 1:
+        _join_devices()
+        if not is_main_process():  # trains its share; rank 0 alone evaluates and writes result.json
+            _run_body(arm, out_dir)
+            return 0
     try:
-        if arm.tasks:  # a method spanning tasks (multi_task): one result per task under out_dir/tasks
-
-            result = execute_multi_task(arm, out_dir)
-        else:
-            result = execute_arm(arm, out_dir)
+        result = _run_body(arm, out_dir)
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # the arm fails; the runner goes on with the others
-
         message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
         (out_dir / "traceback.txt").write_text(traceback.format_exc())
         result = ArmResult(arm=arm_summary(arm), status="failed", error=message, finished_at=now(),
@@ -47,6 +50,20 @@ def main(argv: list[str]) -> int:
     emit("done", status=result.status)
     return 0
 
+
+def _run_body(arm, out_dir: Path):
+    if arm.tasks:  # a method spanning tasks (multi_task): one result per task under out_dir/tasks
+        return execute_multi_task(arm, out_dir)
+    return execute_arm(arm, out_dir)
+
+
+def _join_devices() -> None:
+    """Under torchrun each rank trains on its own device: make it the current one before any model
+    loads ("cuda" then means this rank's GPU; QLoRA's device_map follows it)."""
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
 
 
 if __name__ == "__main__":

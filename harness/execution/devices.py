@@ -21,8 +21,8 @@ def visible_devices() -> list[str]:
 
 
 def devices_needed(arm) -> int:
-    """Devices one arm runs on. 1 until an arm can span devices (torchrun): that change reads the
-    arm's `devices` here and nowhere else."""
+    """Devices one arm runs on: the plan's `Arm.devices` (budget or arm `devices:`; an arm that
+    trains nothing gets 1). Executors read it here and nowhere else."""
     return int(getattr(arm, "devices", None) or 1)
 
 

@@ -2,6 +2,9 @@
 
 Both executors run the same unit, `python -m harness.execution.arm_process ARM_JSON OUT_DIR`, with
 this function: the local pool on this machine, the Ray executor inside a Ray task on a worker.
+An arm that needs k devices (`Arm.devices`) runs the same entry point under torchrun, one process
+per device, on a free local port (--standalone), so several such arms may run side by side; the
+executor gives it its k devices (CUDA_VISIBLE_DEVICES).
 """
 
 from __future__ import annotations
@@ -18,7 +21,30 @@ from typing import Callable
 
 from harness.execution.arm_common import EVENT_PREFIX
 
-ARM_ENTRY = [sys.executable, "-m", "harness.execution.arm_process"]
+ENTRY_POINT = "harness.execution.arm_process"
+
+
+def arm_command(devices: int, arm_json: Path, out_dir: Path) -> list[str]:
+    if devices <= 1:
+        return [sys.executable, "-m", ENTRY_POINT, str(arm_json), str(out_dir)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
+            "-m", ENTRY_POINT, str(arm_json), str(out_dir)]
+
+
+def distributed_environment(devices: int, env: dict[str, str]) -> dict[str, str]:
+    """On a machine without CUDA a multi-device arm runs its ranks as CPU processes over gloo, which
+    accelerate only does when told (ANCHORS); each rank then gets an equal share of the threads."""
+    if devices > 1 and not _cuda_available():
+        env = {**env, "ACCELERATE_USE_CPU": "1"}
+        threads = int(env.get("HARNESS_THREADS") or os.cpu_count() or 1)
+        env["HARNESS_THREADS"] = str(max(1, threads // devices))
+    return env
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 @dataclass
@@ -62,12 +88,13 @@ def arm_environment(overrides: dict[str, str]) -> dict[str, str]:
 
 
 def run_arm_process(arm_json: Path, out_dir: Path, *, env: dict[str, str], on_event: Callable[[dict], None],
-                    on_start: Callable[[subprocess.Popen], None] | None = None) -> int:
+                    on_start: Callable[[subprocess.Popen], None] | None = None, devices: int = 1) -> int:
     """Run the arm to its end; its stderr (and any stray stdout) goes to OUT_DIR/log.txt. Returns the
     exit status (negative: killed by that signal)."""
     with open(Path(out_dir) / "log.txt", "w", encoding="utf-8") as log:
-        proc = subprocess.Popen([*ARM_ENTRY, str(arm_json), str(out_dir)], stdout=subprocess.PIPE, stderr=log,
-                                text=True, bufsize=1, env=env, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(arm_command(devices, arm_json, out_dir), stdout=subprocess.PIPE, stderr=log,
+                                text=True, bufsize=1, env=distributed_environment(devices, env),
+                                preexec_fn=_die_with_parent)
         if on_start:
             on_start(proc)
         for line in proc.stdout:

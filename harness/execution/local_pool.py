@@ -57,7 +57,8 @@ class LocalPool:
                     updates.put(Started(arm, f"cuda {','.join(devices)}" if devices else f"cpu x{self.threads}"))
 
                 code = run_arm_process(arm_dir / "arm.json", arm_dir, env=env, on_start=on_start,
-                                       on_event=lambda event: updates.put(Event(arm, event)))
+                                       on_event=lambda event: updates.put(Event(arm, event)),
+                                       devices=devices_needed(arm))
                 updates.put(Finished(arm, code, started))
             except Exception as err:  # noqa: BLE001 - the arm could not start: recorded as failed
                 updates.put(Finished(arm, None, started, error=f"could not start the arm process: {err}"))

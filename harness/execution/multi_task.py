@@ -18,6 +18,8 @@ from harness.eval import predict, profile, quality
 from harness.eval.predict_heads import encoder_predictor_for
 from harness.execution.arm_common import arm_summary, emit, seed_everything
 from harness.execution.provenance import provenance
+from harness.training import checkpoint
+from harness.training.devices import is_main_process
 from harness.methods import ArmContext, get_method
 from harness.results.arm_result import ArmResult, now
 from harness.tasks import task_type
@@ -42,18 +44,23 @@ def execute_multi_task(arm, out_dir: Path):
              for key, (_, _, task) in loaded.items()}
     ctx = ArmContext(kind="encoder", task_type="multi_task", model_type=encoder.config.model_type,
                      device="cuda" if torch.cuda.is_available() else "cpu", seed=arm.seed, model_dir=str(model_dir),
-                     tasks=tasks)
+                     tasks=tasks, precision=arm.budget.precision)
     seed_everything(arm.seed)
     model = method.wrap(encoder, arm.params, ctx)
     load_seconds, counts = time.perf_counter() - t0, profile.parameter_counts(model)
 
     emit("phase", phase="train", total=arm.budget.max_steps * len(loaded))
     seed_everything(arm.seed)
-    data = {key: TaskData(get_objective(task_type(task["type"]).objective).batcher(tokenizer, tr, task, arm.budget),
-                          [e["id"] for e in tr]) for key, (tr, _, task) in loaded.items()}
+    objectives = {key: get_objective(task_type(task["type"]).objective) for key, (_, _, task) in loaded.items()}
+    data = {key: TaskData(objectives[key].batcher(tokenizer, tr, task, arm.budget), [e["id"] for e in tr],
+                          objectives[key].loss_items) for key, (tr, _, task) in loaded.items()}
     consumed, curves = train(model, data, arm.budget, lr=float(arm.params["lr"]), head_lr=arm.params["head_lr"],
                              loss_weights=arm.params["loss_weights"],
-                             on_step=lambda s, n, loss: emit("step", step=s, total=n, loss=round(loss, 4)))
+                             on_step=lambda s, n, loss: emit("step", step=s, total=n, loss=round(loss, 4)),
+                             checkpoint_dir=out_dir / checkpoint.FOLDER)
+    if not is_main_process():
+        return None  # a multi-device arm: rank 0 evaluates and writes, the other ranks are done
+    checkpoint.discard(out_dir / checkpoint.FOLDER)
     model.eval()
 
     evaluated = {}

@@ -217,7 +217,8 @@ def _arm_task(index: int, arm_json: str, env: dict, events, cpus: int) -> dict:
         # An empty CUDA_VISIBLE_DEVICES for a CPU arm: Ray leaves every GPU visible to num_gpus=0 tasks.
         child_env = arm_environment({**env, "CUDA_VISIBLE_DEVICES": ",".join(gpus), "HARNESS_THREADS": str(cpus),
                                      "HARNESS_EXECUTOR": "ray", "HARNESS_NODE": node})
-        code = run_arm_process(scratch / "arm.json", scratch, env=child_env, on_event=forward)
+        devices = int(json.loads(arm_json).get("devices") or 1)  # k > 1: the arm runs under torchrun
+        code = run_arm_process(scratch / "arm.json", scratch, env=child_env, on_event=forward, devices=devices)
         return {"returncode": code, "archive": _pack(scratch), "node": node}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Runs the arms of a plan, each in its own process (side by side through an executor), so a crash
 or out-of-memory kill in one arm is recorded as `failed` and the others go on. Completed arms are
-reused on a rerun (same content hash) unless forced; Ctrl-C keeps every completed arm."""
+reused on a rerun (same content hash) unless forced; an arm killed mid-training resumes from its
+last checkpoint (unless forced); Ctrl-C keeps every completed arm."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from harness.execution.launch import Event, Finished, Started
 from harness.execution.local_pool import LocalPool
 from harness.planning.plan import Arm
 from harness.results.arm_result import LATEST, ArmResult, now, point_latest, task_results, write_run_results
+from harness.training.checkpoint import FOLDER as CHECKPOINTS
 
 console = Console(stderr=True)
 
@@ -33,6 +35,20 @@ def find_completed(experiment_dir: Path, arm_hash: str) -> Path | None:
             continue
         if result.status == "ok" and result.arm.get("hash") == arm_hash:
             return path.parent
+    return None
+
+
+def take_over_checkpoints(experiment_dir: Path, arm: Arm, arm_dir: Path) -> str | None:
+    """An earlier run of this arm (same hash) that was killed left checkpoints: move the newest
+    set into this run's arm folder, where the arm process resumes from them. Moved, not copied:
+    a full fine-tune's checkpoint is as large as its model. Returns the earlier run's id."""
+    target = arm_dir / CHECKPOINTS
+    if target.is_dir():
+        return None
+    for folder in sorted(experiment_dir.glob(f"*/arms/*-{arm.hash[:8]}/{CHECKPOINTS}"), reverse=True):
+        if folder.parent != arm_dir and any(folder.glob("step-*.pt")):
+            shutil.move(str(folder), str(target))
+            return folder.parent.parent.parent.name
     return None
 
 
@@ -138,6 +154,9 @@ class Runner:
             return task_results(arm_dir, result)
         arm_dir.mkdir(parents=True, exist_ok=True)
         (arm_dir / "arm.json").write_text(arm.to_json())
+        resumed = None if self.force else take_over_checkpoints(self.experiment_dir, arm, arm_dir)
+        if resumed:
+            console.print(f"[dim]resuming[/] {arm.name} from the checkpoints of run {resumed}", highlight=False)
         return None
 
     def _finish(self, done: Finished, arm_dir: Path) -> list[ArmResult]:

@@ -14,6 +14,8 @@ from harness.eval.forgetting import Forgetting
 from harness.eval.phases import PhaseClock
 from harness.execution.arm_common import arm_summary, emit, seed_everything
 from harness.execution.provenance import evaluation_provenance, provenance
+from harness.training import checkpoint
+from harness.training.devices import is_main_process
 from harness.golden.scoring import score_arm_on_golden_sets
 from harness.methods import ArmContext, get_method
 from harness.results.arm_result import ArmResult, now
@@ -44,7 +46,8 @@ def execute_arm(arm, out_dir: Path):
     model_dir = models.resolve_model_dir(arm.model["source"], base_dir=Path(arm.base_dir))
     tokenizer = models.load_tokenizer(model_dir)
     ctx_args = dict(kind=kind, task_type=task["type"], device="cuda" if torch.cuda.is_available() else "cpu",
-                    seed=arm.seed, num_labels=len(labels) if labels else None)
+                    seed=arm.seed, num_labels=len(labels) if labels else None,
+                    precision=arm.budget.precision)
     probe = ArmContext(model_type="", **ctx_args)
     # A new head (an encoder's classifier) is initialised inside from_pretrained, from torch's
     # global generator, which torch seeds at random in every process: seed it, or the same arm
@@ -87,7 +90,10 @@ def execute_arm(arm, out_dir: Path):
         objective = get_objective(objective_name)
         consumed, curve = objective.train(
             model, tokenizer, train, task, arm.budget, float(arm.params["lr"]),
-            on_step=lambda step, total, loss: emit("step", step=step, total=total, loss=round(loss, 4)))
+            on_step=lambda step, total, loss: emit("step", step=step, total=total, loss=round(loss, 4)),
+            checkpoint_dir=out_dir / checkpoint.FOLDER)
+    if not is_main_process():
+        return None  # a multi-device arm: rank 0 evaluates and writes, the other ranks are done
     model.eval()
     # Saved and measured for forgetting in the precision it trained in, before evaluation casts it.
     clock.start("save")
@@ -121,6 +127,7 @@ def execute_arm(arm, out_dir: Path):
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     artifacts = {"predictions": "predictions.jsonl"}
+    checkpoint.discard(out_dir / checkpoint.FOLDER)  # finished: the result is what a rerun reuses
     if saved:
         artifacts["adapter"] = saved.name
     cost = {

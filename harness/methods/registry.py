@@ -30,8 +30,10 @@ class ArmContext:
     """What a method may know about the arm it wraps: plain facts, no behaviour."""
 
     def __init__(self, *, kind: str, task_type: str, model_type: str, device: str, seed: int,
-                 num_labels: int | None = None, model_dir: str | None = None, tasks: dict | None = None):
+                 num_labels: int | None = None, model_dir: str | None = None, tasks: dict | None = None,
+                 precision: str = "auto"):
         self.kind, self.task_type, self.model_type = kind, task_type, model_type
+        self.precision = precision  # budget.precision: the compute dtype of training (QLoRA's too)
         self.device, self.seed, self.num_labels = device, seed, num_labels
         # device "meta": `harness plan` wraps a weightless model to count parameters; a method
         # must then skip anything that reads weights or files (it may still build adapters).

@@ -42,6 +42,12 @@ class Arm:
     stages: list = field(default_factory=list)       # [{name, params}] resolved; empty: the method's objective
 
     @property
+    def devices(self) -> int:
+        """Devices this arm trains on, all at once (budget.devices, or the arm's own `devices:`):
+        an executor's unit of placement. k > 1 runs the arm under torchrun (execution.launch)."""
+        return self.budget.devices
+
+    @property
     def slug(self) -> str:
         stages = "+".join(s["name"] for s in self.stages) + "-" if self.stages else ""
         safe = "".join(c if c.isalnum() or c in "-_." else "-"
@@ -108,7 +114,8 @@ def plan(exp: Experiment) -> list[Arm]:
                     if exp.budget.seeds:
                         name = seed_name(name, seed)
                     arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
-                              task_key=task_key, task=task, budget=_arm_budget(exp, seed, stages), seed=seed,
+                              task_key=task_key, task=task, seed=seed,
+                              budget=_arm_budget(exp, seed, stages, spec, trains=_trains(method, kind, stages)),
                               base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
                               tasks=tasks, stages=stages)
                     arms.append(replace(arm, hash=_content_hash(arm, model_spec.source, base)))
@@ -126,20 +133,39 @@ def _task_groups(exp: Experiment, spec, method, base: Path):
     return [("+".join(keys), {"type": "multi_task", "data": {}}, tasks)]
 
 
-def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> Budget:
+def _trains(method, kind: str, stages: list) -> bool:
+    return bool(stages) or method.objective_for(kind) != "none"
+
+
+def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=None, trains: bool = True) -> Budget:
     """The budget one arm runs under: its own seed; the list of seeds is the plan's business, so
     adding a seed later keeps the arms of the others (and their hashes). Only the arm's own
-    stages keep their stage_steps."""
+    stages keep their stage_steps. An arm's own `devices:`/`strategy:` override the budget's; an
+    arm that trains nothing has nothing to spread and takes one device."""
     names = {s["name"] for s in stages or []}
-    return exp.budget.model_copy(update={"seeds": None, "seed": seed, "stage_steps": {
-        k: v for k, v in exp.budget.stage_steps.items() if k in names},
-        "eval_precision": precision.resolve(exp.budget.eval_precision)})  # auto: this machine's choice
+    update = {"seeds": None, "seed": seed, "stage_steps": {k: v for k, v in exp.budget.stage_steps.items() if k in names},
+              "eval_precision": precision.resolve(exp.budget.eval_precision)}  # auto: this machine's choice
+    for key in ("devices", "strategy"):
+        if spec is not None and getattr(spec, key) is not None:
+            update[key] = getattr(spec, key)
+    if not trains:
+        update["devices"] = 1
+    return exp.budget.model_copy(update=update)
+
+
+# Budget keys added after results existed, left out of the hash at their default so earlier arms
+# keep their hashes (and are reused). correction re-tests, never retrains; checkpoint_every
+# never changes a result: both always left out.
+_NEUTRAL_AT = {"precision": "auto", "devices": 1, "strategy": "ddp"}
+_NEVER_HASHED = {"seeds", "correction", "checkpoint_every"}
 
 
 def budget_identity(budget: Budget, stages: list | None) -> dict:
-    """What of the budget enters an arm's hash: all of it but `seeds` and `correction`; the stage budgets only for
-    arms with stages (so adding a DPO arm keeps every other arm's hash)."""
-    identity = budget.model_dump(mode="json", exclude={"seeds", "correction"})  # correction: re-tests, never retrains
+    """What of the budget enters an arm's hash: all of it but `seeds`, `correction` and
+    `checkpoint_every`; the training-precision and device keys only away from their defaults;
+    the stage budgets only for arms with stages (so adding a DPO arm keeps every other arm's hash)."""
+    identity = {k: v for k, v in budget.model_dump(mode="json", exclude=_NEVER_HASHED).items()
+                if not (k in _NEUTRAL_AT and v == _NEUTRAL_AT[k])}
     if not stages:
         identity.pop("stage_steps")
         identity.pop("alignment")

@@ -6,12 +6,16 @@ from __future__ import annotations
 import torch
 
 from harness.config.schema import Budget
-from harness.data.encoding import align_labels, encode_words
+from harness.data.encoding import IGNORE, align_labels, encode_words
 from harness.training import loop
 
 
-
 class TokenClassificationObjective(loop.BatcherObjective):
+    @staticmethod
+    def loss_items(tensors: dict) -> int:
+        """The head's loss averages over labelled positions (first sub-tokens), not examples."""
+        return int((tensors["labels"] != IGNORE).sum())
+
     def batcher(self, tokenizer, train: list[dict], task: dict, budget: Budget):
         label_id = {label: i for i, label in enumerate(task["labels"])}
 

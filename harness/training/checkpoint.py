@@ -1,0 +1,103 @@
+"""Checkpoints inside an arm: everything the loop needs to go on from step k as if it had never
+stopped, in one file per checkpoint under OUT_DIR/checkpoints.
+
+A checkpoint holds the TRAINABLE weights only (a LoRA arm's adapters, a full fine-tune's whole
+model: the frozen base is reloaded from its folder anyway), the optimizer and scheduler states,
+every RNG state (python, numpy, torch, CUDA; one set per rank), the step and what was consumed
+so far. It is written to a temporary name and renamed, so a kill mid-write leaves the previous
+checkpoint intact; the newest KEEP are kept. A checkpoint that cannot be read (a torn disk, a
+truncated copy) is skipped for the one before it, with a warning.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import warnings
+from pathlib import Path
+
+from harness.config.schema import Budget
+
+FOLDER = "checkpoints"
+KEEP = 2
+FORMAT = 1
+
+
+def default_interval(max_steps: int) -> int:
+    """Arms planning more than 200 optimizer steps checkpoint every 10% of them; shorter arms
+    lose little by starting again and skip the cost."""
+    return max(1, max_steps // 10) if max_steps > 200 else 0
+
+
+def interval(budget: Budget, total_steps: int) -> int:
+    """Optimizer steps between checkpoints (0: none): budget.checkpoint_every, else the default."""
+    every = budget.checkpoint_every
+    return default_interval(total_steps) if every is None else int(every)
+
+
+def rng_state() -> dict:
+    """Every RNG the loop draws from, in types torch.load(weights_only=True) reads back."""
+    import numpy as np
+    import torch
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def trainable_state(model) -> dict:
+    return {name: p.detach().cpu().clone() for name, p in model.named_parameters() if p.requires_grad}
+
+
+def save(folder: Path, step: int, payload: dict) -> Path:
+    """Write checkpoint `step` atomically, then prune all but the newest KEEP."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step-{step:08d}.pt"
+    tmp = folder / f".{path.name}.tmp"
+    torch.save({"format": FORMAT, "step": step, **payload}, tmp)
+    os.replace(tmp, path)
+    for old in sorted(folder.glob("step-*.pt"))[:-KEEP]:
+        old.unlink(missing_ok=True)
+    return path
+
+
+def load_latest(folder: Path) -> dict | None:
+    """The newest readable checkpoint, or None. An unreadable one is skipped with a warning."""
+    import torch
+
+    for path in sorted(folder.glob("step-*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if state.get("format") != FORMAT:
+                raise ValueError(f"format {state.get('format')} (expected {FORMAT})")
+            return state
+        except Exception as err:  # torn or truncated file: fall back to the previous checkpoint
+            warnings.warn(f"skipping unreadable checkpoint {path} ({type(err).__name__}: {str(err)[:200]}); "
+                          "trying the one before it", stacklevel=2)
+    return None
+
+
+def discard(folder: Path) -> None:
+    """A finished arm keeps no checkpoints: its result is what a rerun reuses."""
+    for path in list(folder.glob("step-*.pt")) + list(folder.glob(".step-*.tmp")):
+        path.unlink(missing_ok=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
