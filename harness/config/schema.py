@@ -92,6 +92,8 @@ class Budget(Strict):
     bertscore_model: str | None = Field(default="packaged:minilm-l6",
                                         description="local scorer model of BERTScore (generation); null: off")
     bertscore_layer: int | None = Field(default=None, gt=0, description="its layer; default: next to last")
+    embedding_model: str | None = Field(default="packaged:minilm-l6",
+                                        description="local encoder of embedding_cosine (generation, mean pooling); null: off")
     forgetting_text: str | None = Field(default="prepared:topics",
                                         description="general text for forgetting (decoders); null: off")
     stage_steps: dict[str, PositiveInt] = Field(default_factory=dict,

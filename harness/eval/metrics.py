@@ -90,6 +90,7 @@ class Items:
     labels: list[str] | None = None                   # classification labels, in task order
     rows: list[dict] = field(default_factory=list)    # prediction rows with their extras
     bertscore: Callable | None = None                 # (preds, refs) -> per-item F1, or None
+    embedding: Callable | None = None                 # (preds, refs) -> per-item cosine, or None
 
 
 def per_item(fn: Callable[[str, str], float]) -> Callable[[Items], np.ndarray]:
@@ -156,6 +157,12 @@ def _bertscore_items(items: Items) -> np.ndarray | None:
     return np.asarray(items.bertscore(items.preds, items.refs), dtype=float).reshape(-1, 1)
 
 
+def _embedding_items(items: Items) -> np.ndarray | None:
+    if items.embedding is None:
+        return None
+    return np.asarray(items.embedding(items.preds, items.refs), dtype=float).reshape(-1, 1)
+
+
 def _reference_nll_items(items: Items) -> np.ndarray | None:
     """(summed negative log-likelihood, tokens) of each reference, when the arm computed them."""
     if not items.rows or "reference_nll" not in items.rows[0]:
@@ -184,6 +191,9 @@ itemize("bleu", _bleu_items, _bleu_reduce)
 declare("bertscore_f1", higher_is_better=True, unit="F-measure (cosine)", kind="quality", task_types=GEN,
         description="BERTScore F1 against the reference; the scorer model and layer are in metrics_detail")
 itemize("bertscore_f1", _bertscore_items, paired_test="paired_bootstrap")
+declare("embedding_cosine", higher_is_better=True, unit="cosine", kind="quality", task_types=GEN,
+        description="cosine of mean-pooled sentence embeddings of prediction and reference; the encoder is in metrics_detail")
+itemize("embedding_cosine", _embedding_items, paired_test="paired_bootstrap")
 declare("perplexity", higher_is_better=False, unit="perplexity (exp nats/token)", kind="quality", task_types=GEN,
         description="perplexity of the reference completions given the prompt (decoders only)")
 itemize("perplexity", _reference_nll_items, _perplexity_reduce)

@@ -38,13 +38,13 @@ def add_reference_nll(rows: list[dict], examples: list[dict], model, tokenizer, 
 
 def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None = None, seed: int = 0) -> Assessment:
     task_type = task["type"]
-    scorer = None
+    scorer = embedder = None
     if task_type == "generation":
-        from harness.eval.bertscore import from_budget
+        from harness.eval import bertscore, embedding
 
-        scorer = from_budget(budget, base_dir)
+        scorer, embedder = bertscore.from_budget(budget, base_dir), embedding.from_budget(budget, base_dir)
     items = metrics.Items(preds=[r["prediction"] for r in rows], refs=[r["reference"] for r in rows],
-                          labels=task.get("labels"), rows=rows, bertscore=scorer)
+                          labels=task.get("labels"), rows=rows, bertscore=scorer, embedding=embedder)
     values, item_stats = metrics.score_items(task_type, items)
     resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
     ci = {}
@@ -64,6 +64,8 @@ def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None 
         detail["per_entity_type_f1"] = per_type_f1(items.preds, items.refs)
     if scorer is not None:
         detail["bertscore"] = scorer.detail()
+    if embedder is not None:
+        detail["embedding_cosine"] = embedder.detail()
     return Assessment(values, ci, detail)
 
 
