@@ -211,3 +211,13 @@ def test_each_task_gets_its_own_answer_and_best_marks(tmp_path):
     assert "<b>full-bert</b> is best" in str(page["tasks"][1]["headline"])
     accuracy = next(r for r in page["tasks"][1]["table"]["groups"][0]["rows"] if r["name"] == "accuracy")
     assert [c["best"] for c in accuracy["cells"]] == [False, True]  # compared within the task only
+
+
+def test_judge_agreement_sentence_is_shown_under_its_task(tmp_path):
+    agreement = [{"task": "sentiment", "judge_metric": "judge_score", "reference_metric": "rougeL", "arms": 3,
+                  "spearman_rho": 0.5, "p_value": 0.67},
+                 {"task": "other", "judge_metric": "judge_score", "reference_metric": "bertscore_f1", "arms": 3,
+                  "spearman_rho": -1.0, "p_value": 0.0}]
+    run_dir = make_run(tmp_path, [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.7, 5.0)], judge_agreement=agreement)
+    html = render(run_dir, results_of(run_dir))
+    assert "judge_score vs rougeL\n    0.50 (3 arms)." in html and "bertscore_f1" not in html.split("judge-agreement")[1][:400]

@@ -3,6 +3,7 @@ columns. Each failure is one HarnessError naming file, line, key path and fix.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -29,6 +30,10 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
         _check_arm(exp, i, arm, kinds, fail, lines, file)
         _check_stages(i, arm, kinds, fail, lines, file)
     _check_stage_budget(exp, fail)
+    judge = exp.budget.judge
+    if judge and judge.api_key_env and not os.environ.get(judge.api_key_env):
+        fail(("budget", "judge", "api_key_env"), f"the environment variable {judge.api_key_env} is not set",
+             f"export {judge.api_key_env}=<your key> before the run (the key itself never goes in the YAML)")
     for i, golden in enumerate(exp.golden_sets):
         if not (exp.base_dir / golden).is_file():
             fail(("golden_sets", i), f"golden set not found: {golden}",

@@ -36,10 +36,12 @@ def comparisons(run_dir: Path, results: list, *, resamples: int = stats.DEFAULT_
         if len(ids) < 2:
             continue
         for name, metric in metrics.METRICS.items():
-            if not metric.paired_test or not all(name in sa[i] and name in sb[i] for i in ids):
+            # Items scored in both arms: all of them, except where a judge could not score an item.
+            both = [i for i in ids if name in sa[i] and name in sb[i]]
+            if not metric.paired_test or len(both) < 2:
                 continue
-            out.append(stats.compare(name, metric.paired_test, a.arm["name"], [sa[i][name] for i in ids],
-                                     b.arm["name"], [sb[i][name] for i in ids],
+            out.append(stats.compare(name, metric.paired_test, a.arm["name"], [sa[i][name] for i in both],
+                                     b.arm["name"], [sb[i][name] for i in both],
                                      higher_is_better=metric.higher_is_better, resamples=resamples, seed=seed))
     return out
 
@@ -59,7 +61,33 @@ def run_statistics(run_dir: Path, results: list, budget: dict) -> dict:
     """What write_run_results adds to results.json."""
     resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
     return {"comparisons": comparisons(run_dir, results, resamples=resamples, seed=int(budget.get("seed", 0))),
-            "seed_summary": seed_summary(results), "alpha": stats.ALPHA, "metric_info": metrics.describe()}
+            "seed_summary": seed_summary(results), "alpha": stats.ALPHA, "metric_info": metrics.describe(),
+            "judge_agreement": judge_agreement(results)}
+
+
+JUDGE_METRICS, REFERENCE_METRICS = ("judge_score", "judge_win_rate"), ("rougeL", "bertscore_f1", "embedding_cosine")
+
+
+def judge_agreement(results: list) -> list[dict]:
+    """Does the judge rank the arms of a task like the reference metrics do? Spearman's rho
+    across the ok arms (three or more) of each task, judge metric against each reference metric."""
+    from scipy.stats import spearmanr
+
+    by_task: dict[str, list] = {}
+    for r in results:
+        if r.status == "ok":
+            by_task.setdefault(r.arm.get("task_key"), []).append(r.metrics)
+    out = []
+    for task, rows in by_task.items():
+        for judge, reference in itertools.product(JUDGE_METRICS, REFERENCE_METRICS):
+            pairs = [(m[judge], m[reference]) for m in rows if m.get(judge) is not None and m.get(reference) is not None]
+            if len(pairs) < 3:
+                continue
+            rho, p = spearmanr(*zip(*pairs))
+            out.append({"task": task, "judge_metric": judge, "reference_metric": reference, "arms": len(pairs),
+                        "spearman_rho": None if rho != rho else round(float(rho), 6),
+                        "p_value": None if p != p else round(float(p), 6)})
+    return out
 
 
 def _p_text(p: float) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from harness.eval import metrics, stats
@@ -43,6 +44,9 @@ def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None 
         from harness.eval import bertscore, embedding
 
         scorer, embedder = bertscore.from_budget(budget, base_dir), embedding.from_budget(budget, base_dir)
+    judged = None
+    if task_type == "generation" and budget.get("judge"):
+        judged = judge_arm(rows, task, budget, base_dir)
     items = metrics.Items(preds=[r["prediction"] for r in rows], refs=[r["reference"] for r in rows],
                           labels=task.get("labels"), rows=rows, bertscore=scorer, embedding=embedder)
     values, item_stats = metrics.score_items(task_type, items)
@@ -54,7 +58,7 @@ def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None 
             ci[name] = interval
     for i, row in enumerate(rows):  # per-item scores: what the pairwise tests across arms read
         row["scores"] = {name: round(float(table[i, 0]), 6) for name, table in item_stats.items()
-                         if metrics.METRICS[name].paired_test}
+                         if metrics.METRICS[name].paired_test and not np.isnan(table[i, 0])}
     detail = {"bootstrap": {"resamples": resamples, "seed": seed, "confidence": 1 - stats.ALPHA}}
     if task_type == "classification" and "macro_f1" in item_stats:
         detail.update(classification_detail(item_stats["macro_f1"], task.get("labels") or sorted(set(items.refs))))
@@ -66,7 +70,19 @@ def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None 
         detail["bertscore"] = scorer.detail()
     if embedder is not None:
         detail["embedding_cosine"] = embedder.detail()
+    if judged is not None:
+        detail["judge"] = judged.pop("detail")
+        values.update(judged)
     return Assessment(values, ci, detail)
+
+
+def judge_arm(rows: list[dict], task: dict, budget, base_dir: Path | None) -> dict:
+    from harness.config.schema import JudgeSpec
+    from harness.eval.judge import judge_rows
+
+    spec = budget.get("judge")
+    spec = spec if isinstance(spec, JudgeSpec) else JudgeSpec.model_validate(spec)
+    return judge_rows(rows, spec, task.get("instruction"), base_dir)
 
 
 def classification_detail(rows, labels: list[str]) -> dict:
