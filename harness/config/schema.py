@@ -138,6 +138,8 @@ class Budget(Strict):
     bertscore_layer: int | None = Field(default=None, gt=0, description="its layer; default: next to last")
     embedding_model: str | None = Field(default="packaged:minilm-l6",
                                         description="local encoder of embedding_cosine (generation, mean pooling); null: off")
+    domain_text: str | None = Field(default=None, description="held-out domain text of domain_perplexity (decoders): "
+                                    "corpus:<name>, a .txt/.jsonl file or a folder; null: off")
     judge: JudgeSpec | None = Field(default=None, description="LLM-as-a-judge of generation tasks; null: off")
     forgetting_text: str | None = Field(default="prepared:topics",
                                         description="general text for forgetting (decoders); null: off")

@@ -223,6 +223,8 @@ itemize("perplexity", _reference_nll_items, _perplexity_reduce)
 
 # Not a function of predictions: measured on a general text before and after training, on
 # decoders (harness.eval.forgetting); no task_types, so score_items leaves it alone.
+declare("domain_perplexity", higher_is_better=False, unit="perplexity (exp nats/token)", kind="quality",
+        description="perplexity of held-out domain text (budget.domain_text) after training; the base's in metrics_detail")
 declare("forgetting", higher_is_better=False, unit="nats/token", kind="quality",
         description="loss on a general held-out text after training minus before (> 0: the base got worse)")
 for _name, _hib, _unit, _desc in [

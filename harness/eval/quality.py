@@ -101,7 +101,7 @@ def classification_detail(rows, labels: list[str]) -> dict:
 
 
 def assess_arm(rows: list[dict], examples: list[dict], task: dict, arm, *, model, tokenizer, kind: str, shots: list[dict],
-               general=None, trained: bool) -> Assessment:
+               general=None, domain=None, trained: bool) -> Assessment:
     """Everything execute needs after prediction: reference perplexity (decoders on generation),
     the metrics with their CIs, and forgetting (decoders, when measured before training)."""
     from harness.data.formatting import PromptFormatter
@@ -111,6 +111,13 @@ def assess_arm(rows: list[dict], examples: list[dict], task: dict, arm, *, model
         add_reference_nll(rows, examples, model, tokenizer, PromptFormatter(tokenizer, task, shots),
                           max_len=budget["max_seq_len"], batch_size=budget["eval_batch_size"])
     assessed = assess(rows, task, budget, base_dir=Path(arm.base_dir), seed=arm.seed)
+    resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
+    if domain is not None:
+        value, interval, assessed.detail["domain_perplexity"] = domain.after(
+            model, tokenizer, trained=trained, resamples=resamples, seed=arm.seed)
+        assessed.metrics["domain_perplexity"] = value
+        if interval:
+            assessed.ci["domain_perplexity"] = interval
     if general is not None:
         value, interval, assessed.detail["forgetting"] = general.after(
             model, tokenizer, trained=trained, resamples=int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES)),

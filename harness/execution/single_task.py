@@ -18,6 +18,7 @@ def execute_arm(arm, out_dir: Path):
     from harness import models
     from harness.data.tasks import load_task
     from harness.eval import predict, profile, quality
+    from harness.eval.domain import DomainPerplexity
     from harness.eval.forgetting import Forgetting
     from harness.methods import ArmContext, get_method
     from harness.training import get_objective
@@ -55,6 +56,7 @@ def execute_arm(arm, out_dir: Path):
     t_general = time.perf_counter()  # the base's loss on a general text, for forgetting; not load time
     general = Forgetting.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir),
                                         trained=objective_name != "none")
+    domain = DomainPerplexity.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir))
     t0 += time.perf_counter() - t_general
     seed_everything(arm.seed)  # adapter and head initialisation: the same for every arm
     if objective_name == "none":
@@ -85,7 +87,7 @@ def execute_arm(arm, out_dir: Path):
         latency_examples=arm.budget["latency_examples"], on_batch=lambda done, total: emit("eval", done=done, total=total))
     peaks = memory.peaks_mb()  # before the scorers below (BERTScore loads a model of its own)
     assessed = quality.assess_arm(rows, test, task, arm, model=model, tokenizer=tokenizer, kind=kind, shots=shots,
-                                  general=general, trained=objective_name != "none")
+                                  general=general, domain=domain, trained=objective_name != "none")
 
     from harness.golden.scoring import score_arm_on_golden_sets
 
@@ -120,7 +122,7 @@ def _run_stages(arm, model, tokenizer, train, test, task, method, kind):
 
     return run_stages(arm.stages, model=model, tokenizer=tokenizer, train=train, test=test, task=task,
                       budget=arm.budget, method=method, kind=kind, method_lr=float(arm.params["lr"]),
-                      seed=arm.seed, emit=emit)
+                      seed=arm.seed, emit=emit, base_dir=Path(arm.base_dir))
 
 
 def _save_trained_part(model, out_dir: Path, method) -> Path | None:

@@ -17,7 +17,7 @@ from pydantic import Field
 from harness.training.consumed import Consumed
 from harness.plugins import Params, Plugin, Registry
 
-BUILTIN_MODULES = ["harness.stages.sft", "harness.stages.dpo", "harness.stages.orpo", "harness.stages.grpo"]
+BUILTIN_MODULES = ["harness.stages.sft", "harness.stages.cpt", "harness.stages.dpo", "harness.stages.orpo", "harness.stages.grpo"]
 
 
 @dataclass
@@ -35,6 +35,7 @@ class StageContext:
     work_dir: Path
     pairs: Callable[[int], list[dict]]   # pairs(count): `count` training pairs in the budget's seeded order
     on_step: Callable[[int, int, float], None] | None = None
+    base_dir: Path | None = None         # the experiment file's folder: relative paths in params
 
     @property
     def steps(self) -> int:
@@ -59,6 +60,10 @@ class Stage(Plugin):
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
         raise NotImplementedError
+
+    def steps_for(self, params: dict, budget) -> int | None:
+        """Steps the params ask for (cpt's token budget); None: budget.stage_steps / max_steps."""
+        return None
 
 
 STAGES = Registry("stage", "harness.stages", BUILTIN_MODULES, base=Stage)
