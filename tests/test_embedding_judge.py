@@ -136,16 +136,10 @@ def test_local_judge_says_what_the_server_says_with_the_same_model(judge_server,
 
 @pytest.mark.slow
 def test_judge_end_to_end_in_results_report_and_mlflow(write_experiment, tmp_path, tiny_models, judge_server, monkeypatch):
+    from tests.test_eval_run import to_generation
     from tests.test_runner import results_of, run_cli
 
     monkeypatch.setenv("HARNESS_TEST_JUDGE_KEY", "sk-never-written")
-
-    def to_generation(data):
-        task = data["tasks"]["sentiment"]
-        task["type"] = "generation"
-        task["data"]["columns"] = {"id": "uid", "text": "review", "reference": "sentiment"}
-        for key in ("labels", "decoder_eval"):
-            task.pop(key, None)
 
     judge = {"model": "tiny", "base_url": judge_server.base_url("digits"), "api_key_env": "HARNESS_TEST_JUDGE_KEY",
              "max_tokens": 1}

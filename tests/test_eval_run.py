@@ -43,17 +43,19 @@ def test_seeds_cis_and_comparisons_in_results(write_experiment, tmp_path):
     assert results["metric_info"]["accuracy"]["unit"] == "fraction"
 
 
+def to_generation(data):
+    """The tiny sentiment experiment as a generation task (the label word is the reference)."""
+    task = data["tasks"]["sentiment"]
+    task["type"] = "generation"
+    task["data"]["columns"] = {"id": "uid", "text": "review", "reference": "sentiment"}
+    for key in ("labels", "decoder_eval"):
+        task.pop(key, None)
+
+
 @pytest.mark.slow
 def test_generation_metrics_bertscore_perplexity_forgetting(write_experiment, tmp_path, tiny_models):
     general = tmp_path / "general.txt"
     general.write_text("the music was great.\n\ni think the plot is dull.\n\nthe cast felt moving!\n")
-
-    def to_generation(data):
-        task = data["tasks"]["sentiment"]
-        task["type"] = "generation"
-        task["data"]["columns"] = {"id": "uid", "text": "review", "reference": "sentiment"}
-        for key in ("labels", "decoder_eval"):
-            task.pop(key, None)
 
     path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "llama", "lr": 1e-2}],
                             budget={"bertscore_model": str(tiny_models["bert"]), "bertscore_layer": 1,
