@@ -86,3 +86,16 @@ def test_cpt_stage_trains_on_token_budget_and_moves_domain_perplexity(write_expe
     assert "cpt_loss" in cpt["curves"]
     # The sft stage after cpt reads the same examples as the sft-only arm.
     assert stages["sft"]["order_hash"] == sft["consumed"]["extra"]["stages"][0]["order_hash"]
+
+
+def test_validate_names_a_missing_corpus_and_domain_text(write_experiment, tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli.main import app
+
+    for arms, budget, key in (
+            ([{"method": "lora", "model": "llama", "stages": [{"cpt": {"corpus": "nope.txt"}}, "sft"]}], {}, "cpt.corpus"),
+            ([{"method": "lora", "model": "llama", "stages": [{"cpt": {"corpus": "corpus:aclsum-paper"}}]}], {}, "did you mean"),
+            ([{"method": "zero_shot", "model": "llama"}], {"domain_text": "missing-dir"}, "budget.domain_text")):
+        result = CliRunner().invoke(app, ["validate", str(write_experiment(arms, budget=budget))])
+        assert result.exit_code == 2 and key in result.output, result.output

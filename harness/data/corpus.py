@@ -32,6 +32,17 @@ CORPORA = {
 }
 
 
+def source_problem(source: str, base_dir: Path | None) -> tuple[str, str] | None:
+    """(problem, fix) when a text source cannot be read, checked at `harness validate` without reading it."""
+    if source.startswith("corpus:"):
+        name = source.split(":", 1)[1]
+        return None if name in CORPORA else (f"unknown corpus '{name}'", did_you_mean(name, CORPORA))
+    path = Path(source) if Path(source).is_absolute() or base_dir is None else Path(base_dir) / source
+    if not path.exists():
+        return f"text not found: {path}", "name corpus:<name>, a .txt/.jsonl file or a folder (relative to the experiment file)"
+    return None
+
+
 def load_documents(source: str, base_dir: Path | None = None, *, key: str = "corpus") -> list[str]:
     if source.startswith("corpus:"):
         name = source.split(":", 1)[1]

@@ -28,6 +28,12 @@ class ContinualPretraining(Stage):
         tokens: int | None = Field(None, gt=0, description="token budget (sets the steps); default: the stage's steps")
         lr: float | None = Field(None, gt=0, description="learning rate; default: the arm's (method's) lr")
 
+    def problem(self, params: dict, base_dir):
+        from harness.data.corpus import source_problem
+
+        found = source_problem(params.get("corpus") or self.Params().corpus, base_dir)
+        return ("corpus", *found) if found else None
+
     def steps_for(self, params: dict, budget) -> int | None:
         if not params.get("tokens"):
             return None

@@ -61,6 +61,10 @@ class Stage(Plugin):
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
         raise NotImplementedError
 
+    def problem(self, params: dict, base_dir: Path) -> tuple[str, str, str] | None:
+        """(param key, problem, fix) found at `harness validate` beyond the Params types (a missing file)."""
+        return None
+
     def steps_for(self, params: dict, budget) -> int | None:
         """Steps the params ask for (cpt's token budget); None: budget.stage_steps / max_steps."""
         return None
