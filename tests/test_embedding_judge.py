@@ -1,13 +1,19 @@
-"""Embedding similarity (embedding_cosine) against a hand computation on the tiny encoder."""
+"""Embedding similarity (embedding_cosine) and the LLM judge (local, and a real OpenAI-compatible server
+on 127.0.0.1 serving the tiny decoder), on the tiny models."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 
-from harness.eval import metrics
+from harness.config.schema import Budget, JudgeSpec
+from harness.eval import metrics, quality
 from harness.eval.embedding import EmbeddingCosine
+from harness.eval.judge import LocalJudge, judge_rows, parse_grade, parse_verdict
+from tests.judge_server import JudgeServer
 
 
 def test_embedding_cosine_is_the_cosine_of_mean_pooled_states(tiny_models):
@@ -39,12 +45,7 @@ def test_embedding_cosine_is_the_cosine_of_mean_pooled_states(tiny_models):
 # ------------------------------------------------------------------ LLM-as-a-judge
 # Against a real OpenAI-compatible server on 127.0.0.1 serving the tiny decoder (tests/judge_server.py).
 
-import json
 
-from harness.config.schema import JudgeSpec
-from harness.eval import quality
-from harness.eval.judge import LocalJudge, judge_rows, parse_grade, parse_verdict
-from tests.judge_server import JudgeServer
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +84,7 @@ def test_http_judge_grades_caches_and_sends_the_key_from_the_environment(judge_s
     assert refigured["judge_tokens"] == 0 and [r["judge"] for r in again] == [r["judge"] for r in rows]
     # The metric: the mean grade, per-item scores for the paired tests.
     assessed = quality.assess(again, {"type": "generation", "instruction": "Say it."},
-                              {"judge": spec.model_dump(), "bertscore_model": None, "embedding_model": None,
-                               "bootstrap_resamples": 50})
+                              Budget(judge=spec, bertscore_model=None, embedding_model=None, bootstrap_resamples=50))
     assert judge_server.requests - before == 4
     assert assessed.metrics["judge_score"] == pytest.approx(np.mean([r["judge"]["score"] for r in rows]))
     assert "judge_score" in assessed.ci and assessed.metrics["judge_failed_items"] == 0
@@ -95,8 +95,8 @@ def test_http_judge_grades_caches_and_sends_the_key_from_the_environment(judge_s
 def test_judge_failures_are_counted_per_item_never_raised(judge_server, behaviour, reason):
     spec = JudgeSpec(model="tiny", base_url=judge_server.base_url(behaviour), max_tokens=3, timeout_s=0.5)
     rows = _rows(2)
-    assessed = quality.assess(rows, {"type": "generation"}, {"judge": spec.model_dump(), "bertscore_model": None,
-                                                             "embedding_model": None, "bootstrap_resamples": 0})
+    assessed = quality.assess(rows, {"type": "generation"},
+                              Budget(judge=spec, bertscore_model=None, embedding_model=None, bootstrap_resamples=0))
     assert assessed.metrics["judge_failed_items"] == 2 and "judge_score" not in assessed.metrics
     assert assessed.detail["judge"]["failures"] == {reason: 2}
     assert all(r["judge"]["score"] is None and "judge_score" not in r["scores"] for r in rows)

@@ -65,7 +65,7 @@ def plan_command(file: Path, set_: SetOption = None):
 
     experiment = load_experiment(file, set_)
     estimates = estimate_arms(experiment)
-    out.print(plan_table(estimates, experiment.budget.model_dump()))
+    out.print(plan_table(estimates, experiment.budget))
     for note in config_notes(estimates):
         out.print(note, highlight=False)
 
@@ -107,7 +107,7 @@ def run(file: Path, set_: SetOption = None,
 
 
 def _tracker(experiment, track: bool = True):
-    """MLflow tracking unless `--no-track` or `tracking: {enabled: false}`; see harness/tracking.py."""
+    """MLflow tracking unless `--no-track` or `tracking: {enabled: false}`; see harness/tracking/mlflow_tracker.py."""
     if not track or not experiment.tracking.enabled:
         return None
     from harness.tracking.mlflow_tracker import MlflowTracker

@@ -12,7 +12,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -113,7 +112,19 @@ class JudgeSpec(Strict):
 
 
 class Budget(Strict):
-    """What every training arm consumes, identically. Only lr and method params differ per arm."""
+    """What every training arm consumes, identically. Only lr and method params differ per arm.
+
+    After planning, each arm carries its own Budget (its seed, no `seeds`); code reads attributes
+    (`budget.max_steps`). Item reads (`budget.max_steps`, `.get`) also work, for plugins written
+    against the earlier dict form."""
+
+    def __getitem__(self, key: str):
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in type(self).model_fields else default
 
     max_steps: int = Field(default=50, gt=0)
     batch_size: int = Field(default=8, gt=0, description="effective batch, after accumulation")

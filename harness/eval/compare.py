@@ -11,6 +11,7 @@ from pathlib import Path
 from harness.eval import metrics, stats
 from harness.naming import base_name
 
+
 def _item_scores(arm_dir: Path) -> dict[str, dict]:
     path = arm_dir / "predictions.jsonl"
     if not path.is_file():

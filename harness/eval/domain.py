@@ -30,7 +30,7 @@ class DomainPerplexity:
     def measure_before(cls, model, tokenizer, *, kind: str, budget, base_dir: Path | None):
         from harness.data.corpus import load_documents
 
-        source = budget.get("domain_text")
+        source = budget.domain_text
         if kind != "causal_lm" or not source:
             return None
         passages = load_documents(source, base_dir, key="budget.domain_text")[:PASSAGES]

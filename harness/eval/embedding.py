@@ -61,5 +61,5 @@ class EmbeddingCosine:
 
 
 def from_budget(budget, base_dir: Path | None) -> EmbeddingCosine | None:
-    source = budget.get("embedding_model", DEFAULT_MODEL)
+    source = budget.embedding_model
     return EmbeddingCosine(source, base_dir=base_dir) if source else None

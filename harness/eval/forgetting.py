@@ -18,7 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.config.schema import Budget
+from harness.data import prepared
+from harness.errors import HarnessError
 from harness.eval.likelihood import IGNORE, target_logprobs
+from harness.eval.stats import bootstrap_ci
 
 DEFAULT_TEXT = "prepared:topics"
 PASSAGES = 32
@@ -27,11 +31,7 @@ BATCH = 8
 
 
 def load_passages(source: str, base_dir: Path | None = None, limit: int = PASSAGES) -> list[str]:
-    from harness.errors import HarnessError
-
     if source.startswith("prepared:"):
-        from harness.data import prepared
-
         path = prepared.prepared_dir(source.split(":", 1)[1]) / "validation.jsonl"
     else:
         path = Path(source) if Path(source).is_absolute() or base_dir is None else Path(base_dir) / source
@@ -76,10 +76,10 @@ class Forgetting:
     trained: bool = True
 
     @classmethod
-    def measure_before(cls, model, tokenizer, *, kind: str, budget: dict, base_dir: Path | None, trained: bool = True):
+    def measure_before(cls, model, tokenizer, *, kind: str, budget: Budget, base_dir: Path | None, trained: bool = True):
         """The base model's losses; None for encoders or when the budget turns it off. An arm
         that trains nothing keeps the base's weights: its forgetting is 0 without measuring."""
-        source = budget.get("forgetting_text", DEFAULT_TEXT)
+        source = budget.forgetting_text
         if kind != "causal_lm" or not source:
             return None
         if not trained:
@@ -89,7 +89,6 @@ class Forgetting:
 
     def after(self, model, tokenizer, *, trained: bool, resamples: int, seed: int) -> tuple[float, list | None, dict]:
         """(forgetting, its 95% bootstrap CI over passages, detail)."""
-        from harness.eval.stats import bootstrap_ci
 
         if not (trained and self.trained):
             return 0.0, None, {"text": self.source, "measured": False, "reason": "nothing trained: the base's weights"}

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from harness.data.encoding import IGNORE  # noqa: E402 - the one ignore id
+from harness.data.encoding import (
+    IGNORE,  # noqa: E402 - the one ignore id
+    pad_batch,
+)
 
 
 def _prompt_learning(model) -> bool:
@@ -136,7 +139,6 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
 
 def _completion_logprobs_unshared(model, prompts, completions, pad_id) -> torch.Tensor:
     """prompt+completion per pair in one right-padded batch (for models that cannot share a cache)."""
-    from harness.data.encoding import pad_batch
 
     tensors, _ = pad_batch([(p, c) for p in prompts for c in completions], pad_id)
     device = next(model.parameters()).device

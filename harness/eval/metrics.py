@@ -10,6 +10,7 @@ import numpy as np
 
 from harness.eval.stats import item_mean
 
+
 @dataclass(frozen=True)
 class Metric:
     name: str

@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from harness.config.schema import Budget
 from harness.data.formatting import PromptFormatter, target_of
 from harness.eval.likelihood import SharedPrefix, completion_logprobs
 from harness.eval.predict_heads import Predictor, encoder_predictor_for
@@ -69,15 +70,15 @@ def match_label(text: str, labels: list[str]) -> str:
     return min(found)[1] if found else ""
 
 
-def make_predictor(model, tokenizer, *, kind: str, task: dict, budget: dict, shots: list[dict]) -> Predictor:
-    max_len = budget["max_seq_len"]
+def make_predictor(model, tokenizer, *, kind: str, task: dict, budget: Budget, shots: list[dict]) -> Predictor:
+    max_len = budget.max_seq_len
     if kind == "encoder":
         return encoder_predictor_for(model, tokenizer, task, max_len)
     formatter = PromptFormatter(tokenizer, task, shots)
     if task["type"] == "classification" and task.get("decoder_eval", "score") == "score":
         return label_scoring_predictor(model, tokenizer, formatter, task["labels"], max_len + _shot_room(shots))
     labels = task["labels"] if task["type"] == "classification" else None
-    return generation_predictor(model, tokenizer, formatter, max_len + _shot_room(shots), budget["max_new_tokens"], labels)
+    return generation_predictor(model, tokenizer, formatter, max_len + _shot_room(shots), budget.max_new_tokens, labels)
 
 
 def _shot_room(shots: list[dict]) -> int:

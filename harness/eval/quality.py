@@ -10,8 +10,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.config.schema import Budget
+from harness.data.encoding import pad_batch
+from harness.data.formatting import PromptFormatter
 from harness.eval import metrics, stats
+from harness.eval.bertscore import from_budget
+from harness.eval.embedding import from_budget as embedding_from_budget
 from harness.eval.likelihood import target_logprobs
+from harness.eval.ner_metrics import per_type_f1
+from harness.eval.text_metrics import confusion_matrix, per_class_f1
 
 
 @dataclass
@@ -24,7 +31,6 @@ class Assessment:
 def add_reference_nll(rows: list[dict], examples: list[dict], model, tokenizer, formatter, *, max_len: int,
                       batch_size: int) -> None:
     """Summed NLL and token count of each reference completion given its prompt (perplexity)."""
-    from harness.data.encoding import pad_batch
 
     device = next(model.parameters()).device
     with torch.inference_mode():
@@ -37,20 +43,18 @@ def add_reference_nll(rows: list[dict], examples: list[dict], model, tokenizer, 
                 row["reference_nll"], row["reference_tokens"] = round(-s, 5), int(c)
 
 
-def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None = None, seed: int = 0) -> Assessment:
+def assess(rows: list[dict], task: dict, budget: Budget, *, base_dir: Path | None = None, seed: int = 0) -> Assessment:
     task_type = task["type"]
     scorer = embedder = None
     if task_type == "generation":
-        from harness.eval import bertscore, embedding
-
-        scorer, embedder = bertscore.from_budget(budget, base_dir), embedding.from_budget(budget, base_dir)
+        scorer, embedder = from_budget(budget, base_dir), embedding_from_budget(budget, base_dir)
     judged = None
-    if task_type == "generation" and budget.get("judge"):
+    if task_type == "generation" and budget.judge:
         judged = judge_arm(rows, task, budget, base_dir)
     items = metrics.Items(preds=[r["prediction"] for r in rows], refs=[r["reference"] for r in rows],
                           labels=task.get("labels"), rows=rows, bertscore=scorer, embedding=embedder)
     values, item_stats = metrics.score_items(task_type, items)
-    resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
+    resamples = budget.bootstrap_resamples
     ci = {}
     for name, table in item_stats.items():
         interval = stats.bootstrap_ci(table, metrics.METRICS[name].reduce, resamples=resamples, seed=seed)
@@ -63,8 +67,6 @@ def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None 
     if task_type == "classification" and "macro_f1" in item_stats:
         detail.update(classification_detail(item_stats["macro_f1"], task.get("labels") or sorted(set(items.refs))))
     if task_type == "token_classification" and items.preds:
-        from harness.eval.ner_metrics import per_type_f1
-
         detail["per_entity_type_f1"] = per_type_f1(items.preds, items.refs)
     if scorer is not None:
         detail["bertscore"] = scorer.detail()
@@ -76,18 +78,13 @@ def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None 
     return Assessment(values, ci, detail)
 
 
-def judge_arm(rows: list[dict], task: dict, budget, base_dir: Path | None) -> dict:
-    from harness.config.schema import JudgeSpec
-    from harness.eval.judge import judge_rows
+def judge_arm(rows: list[dict], task: dict, budget: Budget, base_dir: Path | None) -> dict:
+    from harness.eval.judge import judge_rows  # urllib and a second model: only when a judge is set
 
-    spec = budget.get("judge")
-    spec = spec if isinstance(spec, JudgeSpec) else JudgeSpec.model_validate(spec)
-    return judge_rows(rows, spec, task.get("instruction"), base_dir)
+    return judge_rows(rows, budget.judge, task.get("instruction"), base_dir)
 
 
 def classification_detail(rows, labels: list[str]) -> dict:
-    from harness.eval.text_metrics import confusion_matrix, per_class_f1
-
     matrix = confusion_matrix(rows, len(labels))
     names = list(labels)
     if matrix[:, -1].sum() == 0 and matrix[-1].sum() == 0:
@@ -104,14 +101,13 @@ def assess_arm(rows: list[dict], examples: list[dict], task: dict, arm, *, model
                general=None, domain=None, trained: bool) -> Assessment:
     """Everything execute needs after prediction: reference perplexity (decoders on generation),
     the metrics with their CIs, and forgetting (decoders, when measured before training)."""
-    from harness.data.formatting import PromptFormatter
 
     budget = arm.budget
     if kind == "causal_lm" and task["type"] == "generation":
         add_reference_nll(rows, examples, model, tokenizer, PromptFormatter(tokenizer, task, shots),
-                          max_len=budget["max_seq_len"], batch_size=budget["eval_batch_size"])
+                          max_len=budget.max_seq_len, batch_size=budget.eval_batch_size)
     assessed = assess(rows, task, budget, base_dir=Path(arm.base_dir), seed=arm.seed)
-    resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
+    resamples = budget.bootstrap_resamples
     if domain is not None:
         value, interval, assessed.detail["domain_perplexity"] = domain.after(
             model, tokenizer, trained=trained, resamples=resamples, seed=arm.seed)
@@ -120,8 +116,7 @@ def assess_arm(rows: list[dict], examples: list[dict], task: dict, arm, *, model
             assessed.ci["domain_perplexity"] = interval
     if general is not None:
         value, interval, assessed.detail["forgetting"] = general.after(
-            model, tokenizer, trained=trained, resamples=int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES)),
-            seed=arm.seed)
+            model, tokenizer, trained=trained, resamples=resamples, seed=arm.seed)
         assessed.metrics["forgetting"] = value
         if interval:
             assessed.ci["forgetting"] = interval

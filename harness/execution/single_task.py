@@ -7,22 +7,24 @@ import json
 import time
 from pathlib import Path
 
+from harness import models
+from harness.data.tasks import load_task
+from harness.eval import predict, profile, quality
+from harness.eval.domain import DomainPerplexity
+from harness.eval.forgetting import Forgetting
 from harness.execution.arm_common import arm_summary, emit, seed_everything
 from harness.execution.provenance import provenance
+from harness.golden.scoring import score_arm_on_golden_sets
+from harness.methods import ArmContext, get_method
+from harness.results.arm_result import ArmResult, now
+from harness.stages.run import run_stages
 from harness.tasks import encoder_head
 from harness.tasks import objective_name as objective_for_task
+from harness.training import get_objective
+
 
 def execute_arm(arm, out_dir: Path):
     import torch
-
-    from harness import models
-    from harness.data.tasks import load_task
-    from harness.eval import predict, profile, quality
-    from harness.eval.domain import DomainPerplexity
-    from harness.eval.forgetting import Forgetting
-    from harness.methods import ArmContext, get_method
-    from harness.training import get_objective
-    from harness.results.arm_result import ArmResult, now
 
     started = now()
     memory = profile.MemoryProfiler()
@@ -71,7 +73,7 @@ def execute_arm(arm, out_dir: Path):
         seed_everything(arm.seed)
         consumed, stage_curves, stage_metrics = _run_stages(arm, model, tokenizer, train, test, task, method, kind)
     elif objective_name != "none":
-        emit("phase", phase="train", total=arm.budget["max_steps"])
+        emit("phase", phase="train", total=arm.budget.max_steps)
         seed_everything(arm.seed)  # dropout masks: the same stream for every arm
         objective = get_objective(objective_name)
         consumed, curve = objective.train(
@@ -83,13 +85,11 @@ def execute_arm(arm, out_dir: Path):
     shots = method.shots(arm.params, train, ctx)
     predictor = predict.make_predictor(model, tokenizer, kind=kind, task=task, budget=arm.budget, shots=shots)
     rows, eval_cost = predict.run_predictions(
-        predictor, test, task, batch_size=arm.budget["eval_batch_size"],
-        latency_examples=arm.budget["latency_examples"], on_batch=lambda done, total: emit("eval", done=done, total=total))
+        predictor, test, task, batch_size=arm.budget.eval_batch_size,
+        latency_examples=arm.budget.latency_examples, on_batch=lambda done, total: emit("eval", done=done, total=total))
     peaks = memory.peaks_mb()  # before the scorers below (BERTScore loads a model of its own)
     assessed = quality.assess_arm(rows, test, task, arm, model=model, tokenizer=tokenizer, kind=kind, shots=shots,
                                   general=general, domain=domain, trained=objective_name != "none")
-
-    from harness.golden.scoring import score_arm_on_golden_sets
 
     emit("phase", phase="golden")
     golden = score_arm_on_golden_sets(arm, model, tokenizer, kind=kind, task=task)
@@ -118,7 +118,6 @@ def execute_arm(arm, out_dir: Path):
 
 def _run_stages(arm, model, tokenizer, train, test, task, method, kind):
     """An arm with `stages:` trains them in order (harness.stages) instead of its objective."""
-    from harness.stages.run import run_stages
 
     return run_stages(arm.stages, model=model, tokenizer=tokenizer, train=train, test=test, task=task,
                       budget=arm.budget, method=method, kind=kind, method_lr=float(arm.params["lr"]),

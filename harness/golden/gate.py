@@ -15,9 +15,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import models
 from harness.errors import HarnessError
+from harness.eval.bertscore import DEFAULT_MODEL, BertScore
 from harness.golden.schema import GoldenSet
-from harness.golden.scoring import uses_bertscore, score_golden, summarize
+from harness.golden.scoring import score_golden, summarize, uses_bertscore
+from harness.paths import atomic_write_text
+from harness.results.arm_result import now
+from harness.tracking.mlflow_tracker import import_mlflow, resolve_store
 
 BASELINE_KIND = "harness-golden-baseline"
 EPSILON = 1e-9  # pass rates are ratios of small integers; compare drops with a tolerance
@@ -68,8 +73,6 @@ def _download_mlflow_run(spec: str, role: str) -> Path:
     """`mlflow:<run id>` (or runs:/<run id>): the run's results.json (a parent run of `harness run`)
     or result.json (an arm's child run), fetched from the tracking store into a temp folder."""
     import tempfile
-
-    from harness.tracking.mlflow_tracker import import_mlflow, resolve_store
 
     run_id = spec.split(":", 1)[1].strip("/").split("/")[0]
     uri, _ = resolve_store(None)
@@ -136,8 +139,6 @@ def _from_arm_result(result: dict, golden: GoldenSet, *, label: str, role: str) 
 
 
 def _score_now(source: str, golden: GoldenSet, *, label: str) -> Side:
-    from harness.eval.bertscore import DEFAULT_MODEL, BertScore
-
     model, tokenizer, kind, head_labels = load_for_scoring(source)
     # no experiment here: the default scorer every experiment's budget starts from
     scorer = BertScore(DEFAULT_MODEL) if uses_bertscore(golden) else None
@@ -147,7 +148,6 @@ def _score_now(source: str, golden: GoldenSet, *, label: str) -> Side:
 
 def load_for_scoring(source: str):
     """(model, tokenizer, kind, head labels) for a local folder, packaged model or peft adapter."""
-    from harness import models
 
     folder = Path(source)
     adapter = folder.is_dir() and (folder / "adapter_config.json").is_file()
@@ -245,9 +245,6 @@ def compare(golden: GoldenSet, candidate: Side, baseline: Side, *, max_drop: flo
 
 
 def record_baseline(golden: GoldenSet, golden_path: Path, side: Side, *, target: Path | None = None) -> Path:
-    from harness.paths import atomic_write_text
-    from harness.results.arm_result import now
-
     target = target or baseline_path(golden, golden_path)
     _check_coverage(side, golden, "candidate")
     payload = {"kind": BASELINE_KIND, "set": golden.name, "version": golden.version, "source": side.source,

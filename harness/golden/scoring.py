@@ -6,8 +6,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from harness.data.formatting import PromptFormatter
+from harness.eval import predict
+from harness.eval.bertscore import from_budget
+from harness.eval.predict_heads import encoder_predictor
 from harness.golden.assertions import check_item, describe_expected
 from harness.golden.schema import GoldenItem, GoldenSet, load_golden
+
 
 def golden_task(golden: GoldenSet, arm_task: dict | None = None) -> dict:
     """How prompts are built: the set's instruction and prompt, else the arm's task's (so a
@@ -26,8 +31,6 @@ def _example(item: GoldenItem) -> dict:
 
 
 def _formatter(tokenizer, task: dict):
-    from harness.data.formatting import PromptFormatter
-
     class GoldenFormatter(PromptFormatter):
         """Text inputs go through the task's template; chat inputs are used as written."""
 
@@ -46,9 +49,6 @@ def score_golden(golden: GoldenSet, model, tokenizer, *, kind: str, arm_task: di
                  max_seq_len: int = 512, head_labels: list[str] | None = None, bertscore=None) -> list[dict]:
     """Every item, one at a time (its latency is batch-1): label scoring for `label`
     assertions, greedy generation for the others; each assertion evaluated."""
-    from harness.eval import predict
-    from harness.eval.predict_heads import encoder_predictor
-
     task = golden_task(golden, arm_task)
     if kind == "encoder":
         # A classification head can only name one of its labels; that is its output text.
@@ -101,7 +101,6 @@ def uses_bertscore(golden: GoldenSet) -> bool:
 def score_arm_on_golden_sets(arm, model, tokenizer, *, kind: str, task: dict) -> dict:
     """{set name: set_result} for every golden set the arm's experiment names; {} when none.
     A broken golden set is reported in its entry, never fails the arm."""
-    from harness.eval.bertscore import from_budget
 
     results = {}
     for path in getattr(arm, "golden_sets", None) or []:
@@ -110,7 +109,7 @@ def score_arm_on_golden_sets(arm, model, tokenizer, *, kind: str, task: dict) ->
             # the experiment's BERTScore scorer (budget.bertscore_model/layer), like every other score
             scorer = from_budget(arm.budget, Path(arm.base_dir)) if uses_bertscore(golden) else None
             rows = score_golden(golden, model, tokenizer, kind=kind, arm_task=task, bertscore=scorer,
-                                max_seq_len=arm.budget["max_seq_len"], head_labels=task.get("labels"))
+                                max_seq_len=arm.budget.max_seq_len, head_labels=task.get("labels"))
             results[golden.name] = set_result(golden, rows, str(path))
         except Exception as err:  # noqa: BLE001 - the arm's main result must survive
             results[Path(path).stem] = {"set": Path(path).stem, "path": str(path), "error": f"{type(err).__name__}: {err}",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+
 def golden_rows(results: dict) -> list[dict]:
     """A flat list over a run's results.json, for reports: {set, arm, item_id, passed, must, ...}."""
     rows = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from harness.eval.compare import summary_lines
 from harness.eval.metrics import METRICS
 
 COST_COLUMNS = ["peak_memory_mb", "train_seconds", "latency_p50_ms", "latency_p95_ms", "trainable_params"]
@@ -67,7 +68,6 @@ def print_results(results: dict, console: Console | None = None) -> None:
     console.print(results_table(results))
     for name, reasons in results.get("budget_audit", {}).get("flags", {}).items():
         console.print(f"[yellow]⚑ budget[/] {name}: {'; '.join(reasons)}")
-    from harness.eval.compare import summary_lines
 
     for line in summary_lines(results):
         console.print(line, markup=False, highlight=False)

@@ -10,7 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from harness.eval.compare import run_statistics
 from harness.paths import atomic_write_text
+from harness.results.audit import budget_audit
 
 
 def now() -> str:
@@ -57,7 +59,6 @@ def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
 
 def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult], extra: dict | None = None) -> Path:
     """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit."""
-    from harness.results.audit import budget_audit
 
     payload = {"experiment": experiment, "written_at": now(), "arms": [r.model_dump() for r in results],
                "budget_audit": budget_audit(results), **_statistics(run_dir, experiment, results), **(extra or {})}
@@ -69,7 +70,6 @@ def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult],
 def _statistics(run_dir: Path, experiment: dict, results: list[ArmResult]) -> dict:
     """Pairwise comparisons and the seed summary (harness.eval.compare); a failure there is
     recorded, never allowed to lose the arms' results."""
-    from harness.eval.compare import run_statistics
 
     try:
         return run_statistics(run_dir, results, (experiment or {}).get("budget") or {})

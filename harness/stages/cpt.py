@@ -37,14 +37,14 @@ class ContinualPretraining(Stage):
     def steps_for(self, params: dict, budget) -> int | None:
         if not params.get("tokens"):
             return None
-        return math.ceil(params["tokens"] / (budget["batch_size"] * budget["max_seq_len"]))
+        return math.ceil(params["tokens"] / (budget.batch_size * budget.max_seq_len))
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
         from harness.data.corpus import load_documents, pack
         from harness.errors import HarnessError
         from harness.training import loop
 
-        block = ctx.budget["max_seq_len"]
+        block = ctx.budget.max_seq_len
         blocks = pack(ctx.tokenizer, load_documents(params["corpus"], ctx.base_dir, key="stages.cpt.corpus"), block)
         if not blocks:
             raise HarnessError(f"cpt corpus '{params['corpus']}' holds less than one block of {block} tokens",

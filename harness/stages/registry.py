@@ -14,8 +14,9 @@ from typing import Any, Callable, ClassVar
 
 from pydantic import Field
 
-from harness.training.consumed import Consumed
+from harness.config.schema import Budget
 from harness.plugins import Params, Plugin, Registry
+from harness.training.consumed import Consumed
 
 BUILTIN_MODULES = ["harness.stages.sft", "harness.stages.cpt", "harness.stages.dpo", "harness.stages.orpo", "harness.stages.grpo"]
 
@@ -28,7 +29,7 @@ class StageContext:
     tokenizer: Any
     train: list[dict]
     task: dict
-    budget: dict                 # the arm's budget with max_steps set to this stage's steps
+    budget: Budget                 # the arm's budget with max_steps set to this stage's steps
     method: Any                  # the arm's Method (its objective trains the sft stage)
     kind: str
     method_lr: float
@@ -39,7 +40,7 @@ class StageContext:
 
     @property
     def steps(self) -> int:
-        return self.budget["max_steps"]
+        return self.budget.max_steps
 
 
 @dataclass

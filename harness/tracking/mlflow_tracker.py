@@ -22,6 +22,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness import __version__
+from harness.data import loaders, prepared
+from harness.execution.provenance import git_commit
+
 console = Console(stderr=True)
 
 DB_FILE = "mlflow.db"
@@ -95,9 +99,6 @@ class MlflowTracker:
 
     @_safely
     def start_run(self, experiment, run_dir: Path) -> None:
-        from harness import __version__
-        from harness.execution.provenance import git_commit
-
         if is_server(self.uri):
             _probe(self.uri)  # MLflow retries an unreachable server for minutes; fail in seconds
         mlflow = import_mlflow()
@@ -236,13 +237,9 @@ def _datasets_of(task_key: str, data: dict, prepared_fingerprint: str | None) ->
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    from harness.data import loaders
-
     splits = {"train": "training", "validation": "validation", "test": "evaluation"}
     inputs = []
     if data.get("prepared"):
-        from harness.data import prepared
-
         location = prepared.prepared_dir(data["prepared"], prepare_if_missing=False)
         entries = [(f"{task_key} ({data['prepared']})", location, prepared_fingerprint, "training")]
     else:
@@ -306,8 +303,6 @@ def _user() -> str | None:
 
 
 def _version() -> str:
-    from harness import __version__
-
     return __version__
 
 
