@@ -107,17 +107,13 @@ def assess_arm(rows: list[dict], examples: list[dict], task: dict, arm, *, model
         add_reference_nll(rows, examples, model, tokenizer, PromptFormatter(tokenizer, task, shots),
                           max_len=budget.max_seq_len, batch_size=budget.eval_batch_size)
     assessed = assess(rows, task, budget, base_dir=Path(arm.base_dir), seed=arm.seed)
-    resamples = budget.bootstrap_resamples
-    if domain is not None:
-        value, interval, assessed.detail["domain_perplexity"] = domain.after(
-            model, tokenizer, trained=trained, resamples=resamples, seed=arm.seed)
-        assessed.metrics["domain_perplexity"] = value
+    # Measured on held-out text before and after training (each: value, CI over passages, detail).
+    for name, probe in (("domain_perplexity", domain), ("forgetting", general)):
+        if probe is None:
+            continue
+        value, interval, assessed.detail[name] = probe.after(model, tokenizer, trained=trained,
+                                                             resamples=budget.bootstrap_resamples, seed=arm.seed)
+        assessed.metrics[name] = value
         if interval:
-            assessed.ci["domain_perplexity"] = interval
-    if general is not None:
-        value, interval, assessed.detail["forgetting"] = general.after(
-            model, tokenizer, trained=trained, resamples=resamples, seed=arm.seed)
-        assessed.metrics["forgetting"] = value
-        if interval:
-            assessed.ci["forgetting"] = interval
+            assessed.ci[name] = interval
     return assessed
