@@ -45,20 +45,23 @@ def test_seeds_cis_and_comparisons_in_results(write_experiment, tmp_path):
     assert results["metric_info"]["accuracy"]["unit"] == "fraction"
 
 
+def to_generation(data):
+    """The tiny sentiment experiment as a generation task (the label word is the reference)."""
+    task = data["tasks"]["sentiment"]
+    task["type"] = "generation"
+    task["data"]["columns"] = {"id": "uid", "text": "review", "reference": "sentiment"}
+    for key in ("labels", "decoder_eval"):
+        task.pop(key, None)
+
+
 @pytest.mark.slow
 def test_generation_metrics_bertscore_perplexity_forgetting(write_experiment, tmp_path, tiny_models):
     general = tmp_path / "general.txt"
     general.write_text("the music was great.\n\ni think the plot is dull.\n\nthe cast felt moving!\n")
 
-    def to_generation(data):
-        task = data["tasks"]["sentiment"]
-        task["type"] = "generation"
-        task["data"]["columns"] = {"id": "uid", "text": "review", "reference": "sentiment"}
-        for key in ("labels", "decoder_eval"):
-            task.pop(key, None)
-
     path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "llama", "lr": 1e-2}],
                             budget={"bertscore_model": str(tiny_models["bert"]), "bertscore_layer": 1,
+                                    "embedding_model": str(tiny_models["bert"]),
                                     "forgetting_text": str(general), "max_new_tokens": 4, "bootstrap_resamples": 100},
                             edit=to_generation)
     result = run_cli(path, cwd=tmp_path)
@@ -68,11 +71,13 @@ def test_generation_metrics_bertscore_perplexity_forgetting(write_experiment, tm
     for arm in (zero, lora):
         m = arm["metrics"]
         assert arm["status"] == "ok", arm.get("error")
-        for name in ("rouge1", "rouge2", "rougeL", "exact_match", "token_f1", "bleu", "bertscore_f1", "perplexity"):
+        for name in ("rouge1", "rouge2", "rougeL", "exact_match", "token_f1", "bleu", "bertscore_f1", "embedding_cosine",
+                     "perplexity"):
             assert m[name] is not None and name in arm["ci"], name
         assert m["perplexity"] > 1 and m["generation_tokens_per_s"] > 0
         assert arm["metrics_detail"]["bertscore"]["model"] == str(tiny_models["bert"])
         assert arm["metrics_detail"]["bertscore"]["layer"] == 1
+        assert arm["metrics_detail"]["embedding_cosine"]["model"] == str(tiny_models["bert"])
     assert lora["metrics_detail"]["forgetting"]["passages"] == 3
     assert zero["metrics"]["forgetting"] == 0.0 and zero["metrics"]["saved_mb"] == 0.0
     assert zero["metrics_detail"]["forgetting"]["measured"] is False
@@ -82,5 +87,6 @@ def test_generation_metrics_bertscore_perplexity_forgetting(write_experiment, tm
     assert lora["metrics"]["saved_mb"] > 0
     tests = {c["metric"]: c["test"] for c in results["comparisons"]}
     assert tests["rouge1"] == "paired_bootstrap" and tests["bertscore_f1"] == "paired_bootstrap"
+    assert tests["embedding_cosine"] == "paired_bootstrap"
     assert tests["exact_match"] == "mcnemar"
     assert tests["bleu"] == "paired_bootstrap" and tests["perplexity"] == "paired_bootstrap"  # corpus metrics

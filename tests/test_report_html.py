@@ -243,3 +243,13 @@ def test_seeded_arms_are_ranked_by_their_mean_and_matched_by_base_name(tmp_path)
     headline = str(view.build(run_dir, results_of(run_dir))["tasks"][0]["headline"])
     assert "<b>lora</b> is best by accuracy (0.800), ahead of full (0.750)" in headline
     assert "tested over seeds 0, 1 and items" in headline and "<b>not significant</b> after correction" in headline
+
+
+def test_judge_agreement_sentence_is_shown_under_its_task(tmp_path):
+    agreement = [{"task": "sentiment", "judge_metric": "judge_score", "reference_metric": "rougeL", "arms": 3,
+                  "spearman_rho": 0.5, "p_value": 0.67},
+                 {"task": "other", "judge_metric": "judge_score", "reference_metric": "bertscore_f1", "arms": 3,
+                  "spearman_rho": -1.0, "p_value": 0.0}]
+    run_dir = make_run(tmp_path, [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.7, 5.0)], judge_agreement=agreement)
+    html = render(run_dir, results_of(run_dir))
+    assert "judge_score vs rougeL\n    0.50 (3 arms)." in html and "bertscore_f1" not in html.split("judge-agreement")[1][:400]

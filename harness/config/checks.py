@@ -3,6 +3,7 @@ columns. Each failure is one HarnessError naming file, line, key path and fix.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -34,6 +35,16 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
         _check_arm(exp, i, arm, kinds, fail, lines, file)
         _check_stages(i, arm, kinds, fail, lines, file)
     _check_stage_budget(exp, fail)
+    if exp.budget.domain_text:
+        from harness.data.corpus import source_problem
+
+        found = source_problem(exp.budget.domain_text, exp.base_dir)
+        if found:
+            fail(("budget", "domain_text"), *found)
+    judge = exp.budget.judge
+    if judge and judge.api_key_env and not os.environ.get(judge.api_key_env):
+        fail(("budget", "judge", "api_key_env"), f"the environment variable {judge.api_key_env} is not set",
+             f"export {judge.api_key_env}=<your key> before the run (the key itself never goes in the YAML)")
     for i, golden in enumerate(exp.golden_sets):
         if not (exp.base_dir / golden).is_file():
             fail(("golden_sets", i), f"golden set not found: {golden}",
@@ -144,6 +155,9 @@ def _check_stages(i, arm, kinds, fail, lines, file) -> None:
         except HarnessError as err:
             fail(("arms", i, "stages", j), err.bare, err.fix)
         check_params(stage.Params, params, ("arms", i, "stages", j, name), lines, file, listing="harness stages")
+        found = stage.problem(params or {}, Path(file).resolve().parent if file else Path.cwd())
+        if found:
+            fail(("arms", i, "stages", j, name, found[0]), found[1], found[2])
         for model in arm.models:
             if kinds.get(model) not in stage.applies_to:
                 fail(("arms", i, "stages", j), f"stage '{name}' does not apply to '{model}' (a {kinds.get(model)})",

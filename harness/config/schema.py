@@ -78,6 +78,50 @@ class AlignmentBudget(Strict):
     temperature: float = Field(default=1.0, gt=0, description="GRPO sampling temperature")
 
 
+GRADE_RUBRIC = (
+    "Grade the answer to the question below.\nQuestion: {question}\nReference answer: {reference}\n"
+    "Answer to grade: {answer}\nRate its quality, its factual agreement with the reference and its tone "
+    "on a scale from 1 (worst) to 10 (best). Reply with the number only.")
+PAIRWISE_PROMPT = (
+    "Which answer to the question is better?\nQuestion: {question}\nAnswer A: {answer_a}\nAnswer B: {answer_b}\n"
+    "Reply with A, B or tie only.")
+
+
+def _placeholders(template: str) -> set[str]:
+    import string
+
+    return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+
+
+class JudgeSpec(Strict):
+    """LLM-as-a-judge of generation tasks (harness.eval.judge): a local model, or an
+    OpenAI-compatible endpoint when base_url is given."""
+
+    model: str = Field(description="a local/packaged/hub model, or the model name the endpoint serves")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                                    description="name of the environment variable holding the API key (never the key)")
+    mode: Literal["grade", "pairwise_reference"] = Field(
+        default="grade", description="1-10 grade on the rubric, or answer vs reference in both orders")
+    rubric: str = Field(default=GRADE_RUBRIC, description="grade prompt with {question}, {answer}, {reference}")
+    pairwise_prompt: str = Field(default=PAIRWISE_PROMPT, description="pairwise prompt with {question}, {answer_a}, {answer_b}")
+    max_tokens: int = Field(default=8, gt=0, description="tokens the judge may reply with")
+    timeout_s: float = Field(default=60.0, gt=0, description="per request to an endpoint")
+
+    @model_validator(mode="after")
+    def _templates(self):
+        if self.api_key_env and not self.base_url:
+            raise ValueError("api_key_env is for an endpoint: give base_url too, or drop api_key_env")
+        for key, template, allowed, needed in (("rubric", self.rubric, {"question", "answer", "reference"}, {"answer"}),
+                                               ("pairwise_prompt", self.pairwise_prompt,
+                                                {"question", "answer_a", "answer_b"}, {"answer_a", "answer_b"})):
+            names = _placeholders(template)
+            if names - allowed or needed - names:
+                raise ValueError(f"{key} may use {{{'}, {'.join(sorted(allowed))}}} and must use "
+                                 f"{{{'}, {'.join(sorted(needed))}}}; it uses {sorted(names) or 'none'}")
+        return self
+
+
 class Budget(Strict):
     """What every training arm consumes, identically. Only lr and method params differ per arm.
 
@@ -119,6 +163,11 @@ class Budget(Strict):
     bertscore_model: str | None = Field(default="packaged:minilm-l6",
                                         description="local scorer model of BERTScore (generation); null: off")
     bertscore_layer: int | None = Field(default=None, gt=0, description="its layer; default: next to last")
+    embedding_model: str | None = Field(default="packaged:minilm-l6",
+                                        description="local encoder of embedding_cosine (generation, mean pooling); null: off")
+    domain_text: str | None = Field(default=None, description="held-out domain text of domain_perplexity (decoders): "
+                                    "corpus:<name>, a .txt/.jsonl file or a folder; null: off")
+    judge: JudgeSpec | None = Field(default=None, description="LLM-as-a-judge of generation tasks; null: off")
     forgetting_text: str | None = Field(default="prepared:topics",
                                         description="general text for forgetting (decoders); null: off")
     stage_steps: dict[str, PositiveInt] = Field(default_factory=dict,

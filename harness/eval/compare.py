@@ -208,7 +208,32 @@ def run_statistics(run_dir: Path, results: list, budget: dict, tasks: dict | Non
                         correction=correction)
     return {"comparisons": found, "correction": correction, "seed_summary": seed_summary(results),
             "sensitivity": sensitivity(found, results, tasks), "alpha": stats.ALPHA,
-            "metric_info": metrics.describe()}
+            "metric_info": metrics.describe(), "judge_agreement": judge_agreement(results)}
+
+
+JUDGE_METRICS, REFERENCE_METRICS = ("judge_score", "judge_win_rate"), ("rougeL", "bertscore_f1", "embedding_cosine")
+
+
+def judge_agreement(results: list) -> list[dict]:
+    """Does the judge rank the arms of a task like the reference metrics do? Spearman's rho
+    across the ok arms (three or more) of each task, judge metric against each reference metric."""
+    from scipy.stats import spearmanr
+
+    by_task: dict[str, list] = {}
+    for r in results:
+        if r.status == "ok":
+            by_task.setdefault(r.arm.get("task_key"), []).append(r.metrics)
+    out = []
+    for task, rows in by_task.items():
+        for judge, reference in itertools.product(JUDGE_METRICS, REFERENCE_METRICS):
+            pairs = [(m[judge], m[reference]) for m in rows if m.get(judge) is not None and m.get(reference) is not None]
+            if len(pairs) < 3:
+                continue
+            rho, p = spearmanr(*zip(*pairs))
+            out.append({"task": task, "judge_metric": judge, "reference_metric": reference, "arms": len(pairs),
+                        "spearman_rho": None if rho != rho else round(float(rho), 6),
+                        "p_value": None if p != p else round(float(p), 6)})
+    return out
 
 
 # ------------------------------------------------------------------ words

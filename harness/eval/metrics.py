@@ -93,6 +93,7 @@ class Items:
     labels: list[str] | None = None                   # classification labels, in task order
     rows: list[dict] = field(default_factory=list)    # prediction rows with their extras
     bertscore: Callable | None = None                 # (preds, refs) -> per-item F1, or None
+    embedding: Callable | None = None                 # (preds, refs) -> per-item cosine, or None
 
 
 def per_item(fn: Callable[[str, str], float]) -> Callable[[Items], np.ndarray]:
@@ -160,6 +161,29 @@ def _bertscore_items(items: Items) -> np.ndarray | None:
     return np.asarray(items.bertscore(items.preds, items.refs), dtype=float).reshape(-1, 1)
 
 
+def _embedding_items(items: Items) -> np.ndarray | None:
+    if items.embedding is None:
+        return None
+    return np.asarray(items.embedding(items.preds, items.refs), dtype=float).reshape(-1, 1)
+
+
+def _judge_items(mode: str):
+    """The judge's per-item score (harness.eval.judge); NaN where the judge failed or its reply did
+    not parse, so the mean, the CI and the paired tests use the judged items only."""
+    def stats(items: Items) -> np.ndarray | None:
+        judged = [r.get("judge") for r in items.rows]
+        if not judged or any(j is None or j["mode"] != mode for j in judged) or all(j["score"] is None for j in judged):
+            return None
+        return np.array([np.nan if j["score"] is None else j["score"] for j in judged], dtype=float).reshape(-1, 1)
+
+    return stats
+
+
+def _judged_mean(rows: np.ndarray) -> float:
+    values = rows[:, 0][~np.isnan(rows[:, 0])]
+    return float(values.mean()) if len(values) else float("nan")
+
+
 def _reference_nll_items(items: Items) -> np.ndarray | None:
     """(summed negative log-likelihood, tokens) of each reference, when the arm computed them."""
     if not items.rows or "reference_nll" not in items.rows[0]:
@@ -188,12 +212,23 @@ itemize("bleu", _bleu_items, _bleu_reduce, paired_test="paired_bootstrap")
 declare("bertscore_f1", higher_is_better=True, unit="F-measure (cosine)", kind="quality", task_types=GEN,
         description="BERTScore F1 against the reference; the scorer model and layer are in metrics_detail")
 itemize("bertscore_f1", _bertscore_items, paired_test="paired_bootstrap")
+declare("embedding_cosine", higher_is_better=True, unit="cosine", kind="quality", task_types=GEN,
+        description="cosine of mean-pooled sentence embeddings of prediction and reference; the encoder is in metrics_detail")
+itemize("embedding_cosine", _embedding_items, paired_test="paired_bootstrap")
+declare("judge_score", higher_is_better=True, unit="grade (1-10)", kind="quality", task_types=GEN,
+        description="LLM judge's grade of the answer on the rubric (judged items only; the judge is in metrics_detail)")
+itemize("judge_score", _judge_items("grade"), _judged_mean, paired_test="paired_bootstrap")
+declare("judge_win_rate", higher_is_better=True, unit="fraction", kind="quality", task_types=GEN,
+        description="LLM judge: answer beats the reference (1), tie or contradicting itself across orders (0.5), loses (0)")
+itemize("judge_win_rate", _judge_items("pairwise_reference"), _judged_mean, paired_test="paired_bootstrap")
 declare("perplexity", higher_is_better=False, unit="perplexity (exp nats/token)", kind="quality", task_types=GEN,
         description="perplexity of the reference completions given the prompt (decoders only)")
 itemize("perplexity", _reference_nll_items, _perplexity_reduce, paired_test="paired_bootstrap")
 
 # Not a function of predictions: measured on a general text before and after training, on
 # decoders (harness.eval.forgetting); no task_types, so score_items leaves it alone.
+declare("domain_perplexity", higher_is_better=False, unit="perplexity (exp nats/token)", kind="quality",
+        description="perplexity of held-out domain text (budget.domain_text) after training; the base's in metrics_detail")
 declare("forgetting", higher_is_better=False, unit="nats/token", kind="quality",
         description="loss on a general held-out text after training minus before (> 0: the base got worse)")
 for _name, _hib, _unit, _desc in [
@@ -268,5 +303,14 @@ for _name, _hib, _unit, _desc in [
     ("kl_to_reference", False, "nats/token",
      "mean per-token KL(policy || model before preference training) on held-out chosen completions"),
     ("grpo_mean_reward", True, "reward", "mean reward of the completions GRPO sampled in training"),
+    ("judge_position_consistency", True, "fraction",
+     "pairwise judge: share of judged items with the same verdict in both answer orders"),
 ]:
     declare(_name, higher_is_better=_hib, unit=_unit, kind="quality", description=_desc)
+
+for _name, _unit, _desc in [
+    ("judge_seconds", "s", "wall time the LLM judge took for this arm (0 for cached replies)"),
+    ("judge_tokens", "tokens", "tokens the judge used (prompt + reply, as the endpoint reports them; 0 when cached)"),
+    ("judge_failed_items", "items", "items the judge could not score: HTTP error, timeout or unparseable reply"),
+]:
+    declare(_name, higher_is_better=False, unit=_unit, kind="cost", description=_desc)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from harness.config.schema import Budget
@@ -14,6 +15,7 @@ from harness.data.encoding import pad_batch
 from harness.data.formatting import PromptFormatter
 from harness.eval import metrics, stats
 from harness.eval.bertscore import from_budget
+from harness.eval.embedding import from_budget as embedding_from_budget
 from harness.eval.likelihood import target_logprobs
 from harness.eval.ner_metrics import per_type_f1
 from harness.eval.text_metrics import confusion_matrix, per_class_f1
@@ -43,11 +45,14 @@ def add_reference_nll(rows: list[dict], examples: list[dict], model, tokenizer, 
 
 def assess(rows: list[dict], task: dict, budget: Budget, *, base_dir: Path | None = None, seed: int = 0) -> Assessment:
     task_type = task["type"]
-    scorer = None
+    scorer = embedder = None
     if task_type == "generation":
-        scorer = from_budget(budget, base_dir)
+        scorer, embedder = from_budget(budget, base_dir), embedding_from_budget(budget, base_dir)
+    judged = None
+    if task_type == "generation" and budget.judge:
+        judged = judge_arm(rows, task, budget, base_dir)
     items = metrics.Items(preds=[r["prediction"] for r in rows], refs=[r["reference"] for r in rows],
-                          labels=task.get("labels"), rows=rows, bertscore=scorer)
+                          labels=task.get("labels"), rows=rows, bertscore=scorer, embedding=embedder)
     values, item_stats = metrics.score_items(task_type, items)
     resamples = budget.bootstrap_resamples
     ci = {}
@@ -57,7 +62,7 @@ def assess(rows: list[dict], task: dict, budget: Budget, *, base_dir: Path | Non
             ci[name] = interval
     for i, row in enumerate(rows):  # per-item scores: what the pairwise tests across arms read
         row["scores"] = {name: round(float(table[i, 0]), 6) for name, table in item_stats.items()
-                         if metrics.per_item_score(metrics.METRICS[name])}
+                         if metrics.per_item_score(metrics.METRICS[name]) and not np.isnan(table[i, 0])}
     detail = {"bootstrap": {"resamples": resamples, "seed": seed, "confidence": 1 - stats.ALPHA}}
     if task_type == "classification" and "macro_f1" in item_stats:
         detail.update(classification_detail(item_stats["macro_f1"], task.get("labels") or sorted(set(items.refs))))
@@ -65,7 +70,18 @@ def assess(rows: list[dict], task: dict, budget: Budget, *, base_dir: Path | Non
         detail["per_entity_type_f1"] = per_type_f1(items.preds, items.refs)
     if scorer is not None:
         detail["bertscore"] = scorer.detail()
+    if embedder is not None:
+        detail["embedding_cosine"] = embedder.detail()
+    if judged is not None:
+        detail["judge"] = judged.pop("detail")
+        values.update(judged)
     return Assessment(values, ci, detail)
+
+
+def judge_arm(rows: list[dict], task: dict, budget: Budget, base_dir: Path | None) -> dict:
+    from harness.eval.judge import judge_rows  # urllib and a second model: only when a judge is set
+
+    return judge_rows(rows, budget.judge, task.get("instruction"), base_dir)
 
 
 def classification_detail(rows, labels: list[str]) -> dict:
@@ -82,7 +98,7 @@ def classification_detail(rows, labels: list[str]) -> dict:
 
 
 def assess_arm(rows: list[dict], examples: list[dict], task: dict, arm, *, model, tokenizer, kind: str, shots: list[dict],
-               general=None, trained: bool) -> Assessment:
+               general=None, domain=None, trained: bool) -> Assessment:
     """Everything execute needs after prediction: reference perplexity (decoders on generation),
     the metrics with their CIs, and forgetting (decoders, when measured before training)."""
 
@@ -91,11 +107,13 @@ def assess_arm(rows: list[dict], examples: list[dict], task: dict, arm, *, model
         add_reference_nll(rows, examples, model, tokenizer, PromptFormatter(tokenizer, task, shots),
                           max_len=budget.max_seq_len, batch_size=budget.eval_batch_size)
     assessed = assess(rows, task, budget, base_dir=Path(arm.base_dir), seed=arm.seed)
-    if general is not None:
-        value, interval, assessed.detail["forgetting"] = general.after(
-            model, tokenizer, trained=trained, resamples=budget.bootstrap_resamples,
-            seed=arm.seed)
-        assessed.metrics["forgetting"] = value
+    # Measured on held-out text before and after training (each: value, CI over passages, detail).
+    for name, probe in (("domain_perplexity", domain), ("forgetting", general)):
+        if probe is None:
+            continue
+        value, interval, assessed.detail[name] = probe.after(model, tokenizer, trained=trained,
+                                                             resamples=budget.bootstrap_resamples, seed=arm.seed)
+        assessed.metrics[name] = value
         if interval:
-            assessed.ci["forgetting"] = interval
+            assessed.ci[name] = interval
     return assessed

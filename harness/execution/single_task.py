@@ -10,6 +10,7 @@ from pathlib import Path
 from harness import models
 from harness.data.tasks import load_task
 from harness.eval import base_cache, precision, predict, profile, quality
+from harness.eval.domain import DomainPerplexity
 from harness.eval.forgetting import Forgetting
 from harness.eval.phases import PhaseClock
 from harness.execution.arm_common import arm_summary, emit, seed_everything
@@ -67,6 +68,7 @@ def execute_arm(arm, out_dir: Path):
                                          precision="fp32")
     general = Forgetting.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir),
                                         trained=objective_name != "none", model_identity=identity)
+    domain = DomainPerplexity.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir))
     t0 += time.perf_counter() - t_general
     clock.start("load")
     seed_everything(arm.seed)  # adapter and head initialisation: the same for every arm
@@ -115,7 +117,7 @@ def execute_arm(arm, out_dir: Path):
     peaks = memory.peaks_mb()  # before the scorers below (BERTScore loads a model of its own)
     clock.start("quality")
     assessed = quality.assess_arm(rows, test, task, arm, model=model, tokenizer=tokenizer, kind=kind, shots=shots,
-                                  general=general, trained=objective_name != "none")
+                                  general=general, domain=domain, trained=objective_name != "none")
 
     emit("phase", phase="golden")
     clock.start("golden")
@@ -150,7 +152,7 @@ def _run_stages(arm, model, tokenizer, train, test, task, method, kind):
 
     return run_stages(arm.stages, model=model, tokenizer=tokenizer, train=train, test=test, task=task,
                       budget=arm.budget, method=method, kind=kind, method_lr=float(arm.params["lr"]),
-                      seed=arm.seed, emit=emit)
+                      seed=arm.seed, emit=emit, base_dir=Path(arm.base_dir))
 
 
 def _save_trained_part(model, out_dir: Path, method) -> Path | None:

@@ -414,6 +414,7 @@ def build(run_dir: Path, results: dict) -> dict:
             "curves": learning_curves(arms, colours),
             "per_class": per_class(predictions, spec.get("labels"), colours) if task_type == "classification" else None,
             "examples": examples(predictions, task_type),
+            "judge_agreement": [j for j in results.get("judge_agreement") or [] if j["task"] == key],
             "legend": [{"name": arm_name(a), "colour": colours[arm_name(a)]} for a in arms if a["status"] == "ok"],
         })
     audit = results.get("budget_audit") or {}

@@ -15,10 +15,10 @@ from typing import Any, Callable, ClassVar
 from pydantic import Field
 
 from harness.config.schema import Budget
-from harness.training.consumed import Consumed
 from harness.plugins import Params, Plugin, Registry
+from harness.training.consumed import Consumed
 
-BUILTIN_MODULES = ["harness.stages.sft", "harness.stages.dpo", "harness.stages.orpo", "harness.stages.grpo"]
+BUILTIN_MODULES = ["harness.stages.sft", "harness.stages.cpt", "harness.stages.dpo", "harness.stages.orpo", "harness.stages.grpo"]
 
 
 @dataclass
@@ -36,6 +36,7 @@ class StageContext:
     work_dir: Path
     pairs: Callable[[int], list[dict]]   # pairs(count): `count` training pairs in the budget's seeded order
     on_step: Callable[[int, int, float], None] | None = None
+    base_dir: Path | None = None         # the experiment file's folder: relative paths in params
 
     @property
     def steps(self) -> int:
@@ -60,6 +61,14 @@ class Stage(Plugin):
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
         raise NotImplementedError
+
+    def problem(self, params: dict, base_dir: Path) -> tuple[str, str, str] | None:
+        """(param key, problem, fix) found at `harness validate` beyond the Params types (a missing file)."""
+        return None
+
+    def steps_for(self, params: dict, budget) -> int | None:
+        """Steps the params ask for (cpt's token budget); None: budget.stage_steps / max_steps."""
+        return None
 
 
 STAGES = Registry("stage", "harness.stages", BUILTIN_MODULES, base=Stage)

@@ -15,9 +15,11 @@ from harness.stages.registry import StageContext, get_stage
 from harness.training.consumed import Consumed
 
 
-def stage_budget(budget: Budget, name: str) -> Budget:
-    """The arm's budget with max_steps set to this stage's steps (budget.stage_steps)."""
-    return budget.model_copy(update={"max_steps": budget.stage_steps.get(name, budget.max_steps)})
+def stage_budget(budget: Budget, name: str, params: dict | None = None) -> Budget:
+    """The arm's budget with max_steps set to this stage's steps: what its params ask for (cpt's
+    token budget), else budget.stage_steps, else max_steps."""
+    steps = get_stage(name).steps_for(params or {}, budget) or budget.stage_steps.get(name, budget.max_steps)
+    return budget.model_copy(update={"max_steps": steps})
 
 
 def combine(parts: list[tuple[str, Consumed]]) -> Consumed:
@@ -35,7 +37,7 @@ def combine(parts: list[tuple[str, Consumed]]) -> Consumed:
 
 
 def run_stages(stages: list[dict], *, model, tokenizer, train, test, task, budget, method, kind, method_lr,
-               seed, emit=None, work_dir: Path | None = None):
+               seed, emit=None, work_dir: Path | None = None, base_dir: Path | None = None):
     """-> (Consumed, curves, metrics). `stages` is the arm's resolved list of {name, params}."""
     max_len = budget.max_seq_len
 
@@ -53,13 +55,13 @@ def run_stages(stages: list[dict], *, model, tokenizer, train, test, task, budge
             stage = get_stage(spec["name"])
             if stage.preference and probe is not None and probe.snapshot is None:
                 probe.take_snapshot(model)   # the reference of the arm's preference metrics
-            sb = stage_budget(budget, spec["name"])
+            sb = stage_budget(budget, spec["name"], spec["params"])
             if emit:
                 emit("phase", phase=f"train {spec['name']}", total=sb.max_steps)
             on_step = (lambda s, t, loss: emit("step", step=s, total=t, loss=round(loss, 4))) if emit else None
             ctx = StageContext(model=model, tokenizer=tokenizer, train=train, task=task, budget=sb, method=method,
                                kind=kind, method_lr=method_lr, work_dir=Path(work_dir or tmp) / spec["name"],
-                               pairs=pairs, on_step=on_step)
+                               pairs=pairs, on_step=on_step, base_dir=base_dir)
             outcome = stage.train(ctx, spec["params"])
             parts.append((spec["name"], outcome.consumed))
             curves.update({k: v for k, v in outcome.curves.items() if v})
