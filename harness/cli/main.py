@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, safe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare fine-tuning methods under one budget, evaluated one way.")
@@ -30,7 +30,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except HarnessError as error:
-            err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/] {safe(error)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -47,12 +47,14 @@ def validate(file: Path, set_: SetOption = None):
     if is_golden_file(file):
         golden = load_golden(file)
         must = sum(i.must for i in golden.items)
-        out.print(f"[green]ok[/] {file}: golden set {golden.name}@{golden.version}, {len(golden.items)} item(s), {must} must")
+        out.print(f"[green]ok[/] {safe(file)}: golden set {safe(golden.name)}@{safe(golden.version)}, "
+                  f"{len(golden.items)} item(s), {must} must", highlight=False)
         return
 
     experiment = load_experiment(file, set_)
     arms = plan(experiment)
-    out.print(f"[green]ok[/] {file}: {len(arms)} arm(s) — " + ", ".join(a.name for a in arms))
+    out.print(f"[green]ok[/] {safe(file)}: {len(arms)} arm(s) — " + ", ".join(safe(a.name) for a in arms),
+              highlight=False)
 
 
 @app.command("plan")
@@ -63,7 +65,8 @@ def plan_command(file: Path, set_: SetOption = None):
     from harness.config.load import load_experiment
     from harness.planning.estimate import config_notes, estimate_arms, plan_table
 
-    experiment = load_experiment(file, set_)
+    # No source check: a hub model is estimated from its config (cached or built in), not loaded.
+    experiment = load_experiment(file, set_, check_sources=False)
     estimates = estimate_arms(experiment)
     out.print(plan_table(estimates, experiment.budget.model_dump()))
     for note in config_notes(estimates):
@@ -99,7 +102,7 @@ def run(file: Path, set_: SetOption = None,
     from harness.golden.summary import print_golden_summary
 
     print_golden_summary(results, out)
-    out.print(f"results: {run_dir / 'results.json'}")
+    out.print(f"results: {safe(run_dir / 'results.json')}", highlight=False)
     failed = [a for a in results["arms"] if a["status"] == "failed"]
     if failed:
         err.print(f"[yellow]{len(failed)} arm(s) failed[/]; the others completed (see results.json for the errors)")
@@ -132,10 +135,10 @@ def _write_html_report(run_dir: Path) -> None:
     from harness.report.html import write_html_report
 
     try:
-        out.print(f"report: {write_html_report(run_dir)}", soft_wrap=True, highlight=False)
+        out.print(f"report: {safe(write_html_report(run_dir))}", soft_wrap=True, highlight=False)
     except Exception as error:  # noqa: BLE001 - never lose a finished run to a drawing bug
-        err.print(f"[yellow]could not write the HTML report[/] ({type(error).__name__}: {error}); "
-                  f"retry with `harness report {run_dir}`", highlight=False)
+        err.print(f"[yellow]could not write the HTML report[/] ({type(error).__name__}: {safe(error)}); "
+                  f"retry with `harness report {safe(run_dir)}`", highlight=False)
 
 
 @app.command("methods")
@@ -179,7 +182,7 @@ def list_stages():
     out.print(_plugin_table("stage", [get_stage(name) for name in stage_names()], lambda s: ""))
     rewards = Table("reward (grpo rewards:)", "description")
     for name in reward_names():
-        rewards.add_row(name, Text(get_reward(name).description))
+        rewards.add_row(Text(name), Text(get_reward(name).description))
     out.print(rewards)
 
 
@@ -195,7 +198,7 @@ def report(run_dir: Path):
     if not path.is_file():
         raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
     print_results(json.loads(path.read_text()), out)
-    out.print(f"report: {write_html_report(run_dir)}", soft_wrap=True, highlight=False)
+    out.print(f"report: {safe(write_html_report(run_dir))}", soft_wrap=True, highlight=False)
 
 
 @app.command()

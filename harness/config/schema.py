@@ -51,6 +51,20 @@ class TaskSpec(Strict):
         default="score", description="classification by a decoder: label log-likelihood or free generation")
     max_train_examples: int | None = Field(default=None, gt=0)
 
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, value):
+        # A repeated label would give the head an output no example ever has.
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one label, or leave `labels:` out to read them from the data")
+            seen: set[str] = set()
+            for label in value:
+                if label in seen:
+                    raise ValueError(f"label '{label}' appears twice; list each label once")
+                seen.add(label)
+        return value
+
 
 class ModelSpec(Strict):
     source: str = Field(description="packaged:<name>, a local Hugging Face folder, or a hub id")

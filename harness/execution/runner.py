@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harness.errors import safe
 from harness.execution.arm_common import EVENT_PREFIX, arm_summary
 from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult, now, task_results, write_run_results
@@ -61,7 +62,7 @@ class Runner:
                     progress.advance(overall)
             except KeyboardInterrupt:
                 self._save()
-                console.print(f"[yellow]interrupted[/]: {len(self.results)} completed arm(s) kept in {self.run_dir}; "
+                console.print(f"[yellow]interrupted[/]: {len(self.results)} completed arm(s) kept in {safe(self.run_dir)}; "
                               "rerun the same command to resume")
                 raise
         self._save()
@@ -81,11 +82,11 @@ class Runner:
             result = ArmResult.read(arm_dir / "result.json")
             result.reused_from = previous.parent.parent.name
             result.write(arm_dir / "result.json")
-            console.print(f"[dim]reused[/] {arm.name} from run {result.reused_from}")
+            console.print(f"[dim]reused[/] {safe(arm.name)} from run {safe(result.reused_from)}", highlight=False)
             return task_results(arm_dir, result)
         arm_dir.mkdir(parents=True, exist_ok=True)
         (arm_dir / "arm.json").write_text(arm.to_json())
-        task = progress.add_task(arm.name, total=None, info="starting")
+        task = progress.add_task(safe(arm.name), total=None, info="starting")
         log_path = arm_dir / "log.txt"
         started = now()
         with open(log_path, "w", encoding="utf-8") as log:
@@ -110,7 +111,8 @@ class Runner:
                                started_at=started, finished_at=now(), artifacts={"log": "log.txt"})
             result.write(result_path)
         colour = "green" if result.status == "ok" else "red"
-        console.print(f"[{colour}]{result.status}[/] {arm.name}" + (f": {result.error}" if result.error else ""))
+        console.print(f"[{colour}]{result.status}[/] {safe(arm.name)}" + (f": {safe(result.error)}" if result.error else ""),
+                      highlight=False)
         return task_results(arm_dir, result)
 
     @staticmethod

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, safe
 from harness.tasks import encoder_head, num_labels
 
 # Public config values of known hub checkpoints, so `plan` works offline for them when the HF
@@ -210,7 +210,7 @@ def plan_table(estimates: list[Estimate], budget: dict):
         table.add_column(col, justify="left" if col in ("arm", "model") else "right")
     for e in estimates:
         mem = ["n/a" if e.memory_gib[p] is None else f"{e.memory_gib[p]:.2f}" for p in PRECISIONS]
-        table.add_row(e.arm, e.model, f"{e.trainable:,}", f"{e.total:,}", f"{e.trainable_pct:.4f}",
+        table.add_row(safe(e.arm), safe(e.model), f"{e.trainable:,}", f"{e.total:,}", f"{e.trainable_pct:.4f}",
                       *(mem if e.trained else [m + " (inference)" for m in mem]))
     return table
 

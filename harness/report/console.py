@@ -5,6 +5,7 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from harness.errors import safe
 from harness.eval.metrics import METRICS
 
 COST_COLUMNS = ["peak_memory_mb", "train_seconds", "latency_p50_ms", "latency_p95_ms", "trainable_params"]
@@ -41,7 +42,7 @@ def results_table(results: dict) -> Table:
     metric_cols = quality + COST_COLUMNS
     best = best_by_metric(arms, metric_cols)
     flags = results.get("budget_audit", {}).get("flags", {})
-    table = Table(title=f"{results['experiment']['name']} — run {results.get('run_id', '')}", show_lines=False)
+    table = Table(title=f"{safe(results['experiment']['name'])} — run {safe(results.get('run_id', ''))}", show_lines=False)
     table.add_column("arm")
     table.add_column("status")
     for name in metric_cols:
@@ -55,10 +56,10 @@ def results_table(results: dict) -> Table:
         for name in metric_cols:
             text = fmt(m.get(name))
             cells.append(f"[bold green]{text}[/]" if name in best and m.get(name) == best[name] else text)
-        status = arm["status"] if arm["status"] != "failed" else f"[red]failed[/]: {(arm.get('error') or '')[:60]}"
+        status = arm["status"] if arm["status"] != "failed" else f"[red]failed[/]: {safe((arm.get('error') or '')[:60])}"
         if arm["arm"]["name"] in flags:
             status += " [yellow]⚑[/]"
-        table.add_row(arm["arm"]["name"], status, *cells, fmt(c.get("steps")), fmt(c.get("examples")), fmt(c.get("tokens")))
+        table.add_row(safe(arm["arm"]["name"]), status, *cells, fmt(c.get("steps")), fmt(c.get("examples")), fmt(c.get("tokens")))
     return table
 
 
@@ -66,7 +67,7 @@ def print_results(results: dict, console: Console | None = None) -> None:
     console = console or Console()
     console.print(results_table(results))
     for name, reasons in results.get("budget_audit", {}).get("flags", {}).items():
-        console.print(f"[yellow]⚑ budget[/] {name}: {'; '.join(reasons)}")
+        console.print(f"[yellow]⚑ budget[/] {safe(name)}: {safe('; '.join(reasons))}", highlight=False)
     from harness.eval.compare import summary_lines
 
     for line in summary_lines(results):
