@@ -85,8 +85,9 @@ class AlignmentBudget(Strict):
 class Budget(Strict):
     """What every training arm consumes, identically. Only lr and method params differ per arm."""
 
-    max_steps: int = Field(default=50, gt=0)
-    batch_size: int = Field(default=8, gt=0, description="effective batch, after accumulation")
+    # Upper bounds only keep numbers sane (an index past 2**63 is an OverflowError, not a budget).
+    max_steps: int = Field(default=50, gt=0, le=10**9)
+    batch_size: int = Field(default=8, gt=0, le=10**6, description="effective batch, after accumulation")
     grad_accum: int = Field(default=1, gt=0)
     max_seq_len: int = Field(default=128, gt=8)
     seed: int = 0

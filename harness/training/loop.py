@@ -19,9 +19,10 @@ OnStep = Callable[[int, int, float], None]
 
 def train(model, *, n_examples: int, ids: list[str], make_batch: MakeBatch, budget: dict, lr: float,
           on_step: OnStep | None = None) -> tuple[Consumed, list[list[float]]]:
+    start = time.perf_counter()  # time_limit_s holds from here, set-up included
     steps, batch, accum = budget["max_steps"], budget["batch_size"], budget["grad_accum"]
     micro = batch // accum
-    order = example_order(n_examples, steps * batch, budget["seed"])
+    order = example_order(n_examples, steps * batch, budget["seed"])  # lazy: nothing built up front
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise RuntimeError("the method left no trainable parameters")
@@ -32,7 +33,6 @@ def train(model, *, n_examples: int, ids: list[str], make_batch: MakeBatch, budg
     curve: list[list[float]] = []
     trained_ids: list[str] = []
     model.train()
-    start = time.perf_counter()
     for step in range(steps):
         step_loss = 0.0
         for m in range(accum):
