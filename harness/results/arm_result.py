@@ -32,6 +32,7 @@ class ArmResult(BaseModel):
     finished_at: str | None = None
     reused_from: str | None = None          # the run a completed result was taken from on resume
     golden: dict[str, Any] = Field(default_factory=dict)  # {set name: harness.eval.golden.set_result}
+    health: list[str] = Field(default_factory=list)       # diverged / collapsed (harness.results.audit.arm_health)
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, self.model_dump_json(indent=2))
@@ -57,8 +58,10 @@ def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
 
 def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult], extra: dict | None = None) -> Path:
     """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit."""
-    from harness.results.audit import budget_audit
+    from harness.results.audit import arm_health, budget_audit
 
+    for r in results:
+        r.health = arm_health(r)
     payload = {"experiment": experiment, "written_at": now(), "arms": [r.model_dump() for r in results],
                "budget_audit": budget_audit(results), **_statistics(run_dir, experiment, results), **(extra or {})}
     path = run_dir / "results.json"

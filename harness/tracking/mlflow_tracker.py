@@ -130,7 +130,8 @@ class MlflowTracker:
                 "arm.task_key": arm.get("task_key"), "arm.reused_from": result.reused_from,
                 "harness.version": (provenance.get("packages") or {}).get("harness") or _version(),
                 "harness.git_commit": provenance.get("git_commit") or self.commit,
-                "harness.device": provenance.get("device"), "error": result.error, "mlflow.user": _user()}
+                "harness.device": provenance.get("device"), "error": result.error, "mlflow.user": _user(),
+                "arm.health": "; ".join(getattr(result, "health", None) or []) or None}
         run = self.client.create_run(self.experiment_id, start_time=_ms(result.started_at) or _ms(result.finished_at),
                                      run_name=arm.get("name"), tags=_clean(tags))
         run_id = run.info.run_id
