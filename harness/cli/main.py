@@ -194,10 +194,11 @@ def report(run_dir: Path):
     from harness.report.console import print_results
     from harness.report.html import write_html_report
 
-    path = run_dir / "results.json"
-    if not path.is_file():
+    from harness.results.arm_result import read_run_results
+
+    if not (run_dir / "results.json").is_file():
         raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
-    print_results(json.loads(path.read_text()), out)
+    print_results(read_run_results(run_dir, needs=("name", "task_key")), out)
     out.print(f"report: {safe(write_html_report(run_dir))}", soft_wrap=True, highlight=False)
 
 
@@ -237,10 +238,29 @@ def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
     """Fail the build when a candidate regresses on a golden set: exit 0 pass, 1 regression, 2 usage error."""
     from harness.cli.gate import run_gate
 
-    code = user_errors(run_gate)(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
+    code = _never_exit_1(user_errors(run_gate))(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
                                  baseline_arm=baseline_arm, max_drop=max_drop, alpha=alpha, junit=junit,
                                  markdown=markdown, json_out=json_out, record=record, mlflow_uri=mlflow_uri)
     raise typer.Exit(code)
+
+
+def _never_exit_1(fn):
+    """The gate's exit code 1 means "regression" to CI, and Python exits 1 on an uncaught
+    exception: anything unexpected (a bug, an input no check foresaw) is exit 2 and one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, KeyboardInterrupt):
+            raise
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            first = (str(error).splitlines() or [""])[0][:300]
+            err.print(f"[red]error:[/] the gate could not decide ({type(error).__name__}: {safe(first)}); "
+                      "this is not a regression verdict", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
 
 
 def main():  # pragma: no cover - console entry point

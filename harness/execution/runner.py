@@ -15,7 +15,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from harness.errors import safe
+from harness.errors import HarnessError, safe
+from harness.paths import atomic_write_text, os_problem
 from harness.execution.arm_common import EVENT_PREFIX, arm_summary
 from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult, now, task_results, write_run_results
@@ -47,8 +48,7 @@ class Runner:
         self.results: list[ArmResult] = []
 
     def run(self) -> Path:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "experiment.json").write_text(self._experiment_json())
+        self._create_run_dir()
         if self.tracker:
             self.tracker.start_run(self.experiment, self.run_dir)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -71,6 +71,20 @@ class Runner:
         if self.tracker:
             self.tracker.finish_run(self.run_dir, self.results)
         return self.run_dir
+
+    def _create_run_dir(self) -> None:
+        """The run folder and experiment.json, or one sentence (a full disk, `reports` being a file)
+        and nothing left behind: no empty run folder, no 0-byte experiment.json."""
+        made = not self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "experiment.json", self._experiment_json())
+        except OSError as err:
+            if made and self.run_dir.is_dir():
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise HarnessError(f"cannot start the run in {self.run_dir}: {os_problem(err)}",
+                               key="output_dir", file=self.experiment.source_file,
+                               fix="free some space or point `output_dir:` at a writable folder") from None
 
     # ------------------------------------------------------------------ one arm
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from harness.errors import HarnessError
 from harness.eval.metrics import METRICS
 from harness.report import charts
 from harness.results.audit import rankable
@@ -210,10 +211,18 @@ def read_predictions(run_dir: Path, arm: dict) -> list[dict]:
     if arm["status"] != "ok" or not path.is_file():
         return []
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                rows.append(json.loads(line))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError("not a JSON object")
+                    rows.append(row)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise HarnessError(f"line {number} is not a JSON object ({str(err).splitlines()[0][:120]}; the file may be "
+                           "truncated)", file=str(path), line=number,
+                           fix="rerun the arm (`harness run --force --only <arm>`) to write it again") from None
     return rows
 
 

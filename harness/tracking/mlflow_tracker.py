@@ -22,6 +22,8 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness.errors import safe
+
 console = Console(stderr=True)
 
 DB_FILE = "mlflow.db"
