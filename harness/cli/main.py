@@ -218,7 +218,7 @@ def prepare(force: Annotated[bool, typer.Option(help="rebuild even when cached")
     if models:
         from harness import models as model_sources
 
-        for name, path in model_sources.prepare_packaged_models().items():
+        for name, path in model_sources.prepare_packaged_models(force=force).items():
             out.print(f"model {name}: {path}")
 
 

@@ -50,6 +50,11 @@ def _model_kind(exp, key, spec, fail, sources: bool = True) -> str:
         if name not in models.PACKAGED:
             fail(("models", key, "source"), f"unknown packaged model '{name}'",
                  did_you_mean(name, models.PACKAGED))
+        from harness.models.packaged import packaged_problem
+
+        damage = packaged_problem(name)
+        if damage:
+            fail(("models", key, "source"), damage)
     elif sources:
         problem = models.source_problem(spec.source, base_dir=exp.base_dir)
         if problem:
