@@ -198,8 +198,10 @@ def report(run_dir: Path):
 
     if not (run_dir / "results.json").is_file():
         raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
-    print_results(read_run_results(run_dir, needs=("name", "task_key")), out)
-    out.print(f"report: {safe(write_html_report(run_dir))}", soft_wrap=True, highlight=False)
+    results = read_run_results(run_dir, needs=("name", "task_key"))
+    page = write_html_report(run_dir)  # first: it reads every file, so a broken one is the only line printed
+    print_results(results, out)
+    out.print(f"report: {safe(page)}", soft_wrap=True, highlight=False)
 
 
 @app.command()

@@ -73,7 +73,14 @@ def _existing_file_columns(exp, loc, rel: str, fmt, what: str, fail):
     path = exp.base_dir / rel
     if not path.is_file():
         fail(loc, f"{what} file not found: {path}", "paths are relative to the experiment file")
-    return path, loaders.peek_columns(path, fmt=fmt)
+    try:
+        loaders.format_of(path, fmt)
+    except HarnessError as err:  # the key is at fault (a suffix we cannot read), not the file
+        fail(loc, err.bare, err.fix)
+    columns = loaders.peek_columns(path, fmt=fmt)
+    if not columns:
+        fail(loc, f"{what} file {path.name} has no rows", "give it at least one example")
+    return path, columns
 
 
 def _check_task(exp, key, task, fail, *, decoder: bool) -> None:

@@ -139,17 +139,17 @@ def read_text_file(path: str | Path, *, what: str, max_bytes: int = MAX_YAML_BYT
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise HarnessError(f"{what} is {size:,} bytes, more than the {max_bytes:,} harness reads",
+            raise HarnessError(f"is {size:,} bytes, more than the {max_bytes:,} harness reads",
                                file=str(path), fix="check that this is the right file")
         data = path.read_bytes()
     except OSError as err:
-        raise HarnessError(f"{what} cannot be read ({err.strerror})", file=str(path),
+        raise HarnessError(f"cannot be read ({err.strerror})", file=str(path),
                            fix="check its permissions") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         line = data[:err.start].count(b"\n") + 1
-        raise HarnessError(f"{what} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})",
+        raise HarnessError(f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})",
                            file=str(path), line=line, fix="save it as UTF-8") from None
 
 
@@ -182,7 +182,10 @@ def apply_override(raw: dict, item: str, *, file: str) -> None:
         elif not isinstance(node, dict):
             raise HarnessError(f"--set {key}: '{'.'.join(parts[:i])}' is not a mapping", file=file)
         if last:
-            node[part] = load_yaml_text(value, file=f"--set {key}", what="the value ")
+            try:
+                node[part] = load_yaml_text(value, file=f"--set {key}", what="the value ")
+            except HarnessError as err:  # a one-line value: no line number
+                raise HarnessError(err.bare, file=f"--set {key}", fix=err.fix) from None
         else:
             if isinstance(node, dict) and part not in node:
                 node[part] = {}

@@ -104,6 +104,11 @@ def _check_exists(path: Path, yaml_file: str | None, yaml_key: str | None) -> No
 
 # ---------------------------------------------------------------- public API
 
+def format_of(path: Path, fmt: str | None = None) -> str:
+    """The reader a data file gets: `format:` when given, else from its suffix; HarnessError if neither."""
+    return _format_of(Path(path), fmt, None, None)
+
+
 def peek_columns(path: Path, fmt: str | None = None) -> list[str]:
     """Column names from the header (csv), first row (jsonl) or schema (parquet), cheaply."""
     path = Path(path)
