@@ -85,7 +85,9 @@ def main(argv=None) -> int:
 
     model, tokenizer, model_name = load_model(args.threads)
     examples, data_name = load_examples(args.examples)
-    budget = {"max_seq_len": args.max_seq_len, "max_new_tokens": args.max_new_tokens}
+    from harness.config.schema import Budget
+
+    budget = Budget(max_seq_len=args.max_seq_len, max_new_tokens=args.max_new_tokens)
     print(f"model {model_name} | data {data_name}, {len(examples)} examples | device {device_name()} "
           f"| torch {torch.__version__}, {torch.get_num_threads()} threads")
     print(f"{'mode':<10} {'batched (bs=' + str(args.batch_size) + ')':>18} {'per-example':>12} {'speed-up':>9}  identical")

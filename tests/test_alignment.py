@@ -334,7 +334,7 @@ def test_stages_enter_the_hash_and_the_name(write_experiment):
     assert len({a.hash for a in arms}) == 4
     assert arms[0].name == "lora · llama" and arms[2].name.startswith("sft+dpo lora · llama")
     assert arms[3].stages[1]["params"] == {"lr": 5e-5, "beta": 0.5, "loss_type": "sigmoid"}
-    assert "stage_steps" not in arms[0].budget and arms[1].budget["stage_steps"] == {"sft": 2}
+    assert arms[0].budget.stage_steps == {} and arms[1].budget.stage_steps == {"sft": 2}
 
 
 # ------------------------------------------------------------------ end to end

@@ -9,8 +9,8 @@ from typer.testing import CliRunner
 
 from harness.cli.main import app
 from harness.config.load import load_experiment
-from harness.planning.estimate import KNOWN_CONFIGS, config_from_dict, estimate_arms, wrapped_meta_model
 from harness.methods import get_method
+from harness.planning.estimate import KNOWN_CONFIGS, config_from_dict, estimate_arms, wrapped_meta_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -136,3 +136,22 @@ def test_plan_of_an_unknown_offline_hub_id_is_one_clear_error(write_experiment):
 def test_known_configs_are_valid_transformers_configs():
     for source, values in KNOWN_CONFIGS.items():
         assert config_from_dict(values).model_type == values["model_type"], source
+
+
+def test_plan_prints_the_minimum_detectable_difference_from_eval_examples(write_experiment):
+    """Before anything runs: the MDD of accuracy for budget.eval_examples items (the analytic
+    paired-proportions figure), and the stricter one of the first Holm step over all pairs."""
+    from harness.eval.compare import planned_mdd
+    from harness.planning.estimate import sensitivity_notes
+
+    arms = [{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "llama"},
+            {"method": "full_ft", "model": "llama"}]
+    path = write_experiment(arms, budget={"eval_examples": 128, "seeds": [0, 1]})
+    notes = sensitivity_notes(load_experiment(path))
+    assert len(notes) == 1
+    expected = f"{100 * planned_mdd(128, discordant_rate=0.2):.1f} points"
+    assert "with 128 test items" in notes[0] and f"accuracy differences of about {expected}" in notes[0]
+    first = f"{100 * planned_mdd(128, discordant_rate=0.2, alpha=0.05 / 3):.1f} points for the first step"
+    assert first in notes[0] and "Holm correction over 3 pairs" in notes[0]  # seeds do not multiply the pairs
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 0 and "sensitivity on" in result.output and expected in result.output

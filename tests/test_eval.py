@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from harness.config.schema import Budget
 from harness.eval import metrics, stats
 from harness.eval.likelihood import IGNORE, target_logprobs
 from harness.eval.text_metrics import (bleu_from_stats, bleu_stats, confusion_matrix, confusion_rows,
@@ -91,7 +92,7 @@ def test_per_class_f1_and_confusion_matrix_land_in_the_detail():
 
     rows = [{"prediction": p, "reference": r} for p, r in
             [("pos", "pos"), ("pos", "neg"), ("neg", "neg"), ("neg", "neg")]]
-    result = assess(rows, {"type": "classification", "labels": ["neg", "pos"]}, {"bootstrap_resamples": 200})
+    result = assess(rows, {"type": "classification", "labels": ["neg", "pos"]}, Budget(bootstrap_resamples=200))
     # neg: tp 2, fp 0, fn 1 -> 0.8; pos: tp 1, fp 1, fn 0 -> 2/3.
     assert result.detail["per_class_f1"] == {"neg": pytest.approx(0.8), "pos": pytest.approx(2 / 3)}
     assert result.detail["confusion_matrix"]["matrix"] == [[2, 1], [0, 1]]
@@ -303,7 +304,7 @@ def test_batched_and_unbatched_decoder_predictions_agree(tiny_models, mode):
     model = models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval()
     task = {**TASK, "decoder_eval": mode}
     predictor = predict.make_predictor(model, tok, kind="causal_lm", task=task,
-                                       budget={"max_seq_len": 64, "max_new_tokens": 6}, shots=[])
+                                       budget=Budget(max_seq_len=64, max_new_tokens=6), shots=[])
     examples = _examples()
     batched_preds, batched_extra = predictor(examples)
     single = [predictor([e]) for e in examples]
@@ -324,7 +325,7 @@ def test_batched_and_unbatched_generation_agree_on_free_text(tiny_models):
     model = models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval()
     task = {"type": "generation", "prompt": "Review: {text}"}
     predictor = predict.make_predictor(model, tok, kind="causal_lm", task=task,
-                                       budget={"max_seq_len": 64, "max_new_tokens": 8}, shots=[])
+                                       budget=Budget(max_seq_len=64, max_new_tokens=8), shots=[])
     examples = _examples(8)
     texts, _ = predictor(examples)
     assert texts == [predictor([e])[0][0] for e in examples]
@@ -338,7 +339,7 @@ def test_batched_and_unbatched_encoder_predictions_agree(tiny_models):
     tok = models.load_tokenizer(tiny_models["bert"])
     model = models.load_model(tiny_models["bert"], "encoder", num_labels=2,
                               id2label={0: "negative", 1: "positive"}).eval()
-    predictor = predict.make_predictor(model, tok, kind="encoder", task=TASK, budget={"max_seq_len": 64}, shots=[])
+    predictor = predict.make_predictor(model, tok, kind="encoder", task=TASK, budget=Budget(max_seq_len=64), shots=[])
     examples = _examples()
     preds, extra = predictor(examples)
     single = [predictor([e]) for e in examples]
@@ -357,7 +358,7 @@ def test_length_sorted_batches_keep_the_original_order():
         return [e["text"].upper() for e in batch], [{"n": len(e["text"])} for e in batch]
 
     examples = [{"id": str(i), "text": "x" * n, "label": "a"} for i, n in enumerate([3, 9, 1, 7, 5])]
-    rows, cost = run_predictions(fake, examples, {"type": "classification"}, batch_size=2, latency_examples=0)
+    rows, cost, _ = run_predictions(fake, examples, {"type": "classification"}, batch_size=2, latency_examples=0)
     assert [r["id"] for r in rows] == ["0", "1", "2", "3", "4"]
     assert [r["prediction"] for r in rows] == [e["text"].upper() for e in examples]
     assert seen == [["1", "3"], ["4", "0"], ["2"]]  # longest first: batches of similar length
@@ -373,7 +374,7 @@ def test_forgetting_is_the_change_of_general_loss(tiny_models, tmp_path):
     text.write_text("the music was great.\n\ni think the plot is dull.\n\nthe cast felt moving!\n")
     tok = models.load_tokenizer(tiny_models["llama"])
     model = models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval()
-    budget = {"forgetting_text": str(text)}
+    budget = Budget(forgetting_text=str(text))
     state = Forgetting.measure_before(model, tok, kind="causal_lm", budget=budget, base_dir=None)
     same, _, detail = state.after(model, tok, trained=True, resamples=50, seed=0)
     assert same == 0.0 and detail["passages"] == 3 and detail["loss_before"] > 0
@@ -383,7 +384,7 @@ def test_forgetting_is_the_change_of_general_loss(tiny_models, tmp_path):
     assert value == pytest.approx(detail["loss_after"] - detail["loss_before"], abs=1e-5) and value != 0
     assert ci[0] <= value <= ci[1]
     assert Forgetting.measure_before(model, tok, kind="encoder", budget=budget, base_dir=None) is None
-    assert Forgetting.measure_before(model, tok, kind="causal_lm", budget={"forgetting_text": None}, base_dir=None) is None
+    assert Forgetting.measure_before(model, tok, kind="causal_lm", budget=Budget(forgetting_text=None), base_dir=None) is None
     jsonl = tmp_path / "g.jsonl"
     jsonl.write_text('{"text": "one"}\n{"text": "two"}\n')
     assert load_passages(str(jsonl)) == ["one", "two"]
@@ -398,5 +399,7 @@ def test_console_summary_names_only_significant_winners():
                    stats.compare("rouge1", "paired_bootstrap", "lora", [0.5, 0.4, 0.6], "zero_shot", [0.5, 0.4, 0.6],
                                  higher_is_better=True)]
     lines = summary_lines({"comparisons": comparisons, "seed_summary": []})
-    assert len(lines) == 1 and lines[0].startswith("lora beats zero_shot on accuracy")
+    assert lines[0].startswith("lora beats zero_shot on accuracy")
+    assert not any("beats" in line for line in lines[1:])
+    assert lines[1].startswith("1 of 2 paired test(s) significant") and "predates corrections" in lines[1]
     assert "no significant" in summary_lines({"comparisons": comparisons[1:]})[0]

@@ -34,12 +34,14 @@ def test_seeds_cis_and_comparisons_in_results(write_experiment, tmp_path):
     ft = summary["full_ft · bert"]["metrics"]["accuracy"]
     assert ft["values"] == [arms[2]["metrics"]["accuracy"], arms[3]["metrics"]["accuracy"]]
     assert ft["mean"] == pytest.approx(sum(ft["values"]) / 2)
-    # Comparisons only within a seed, on the same items: accuracy by McNemar.
+    # One seed-aware comparison per pair of arms (seeds and items resampled), not one per seed;
+    # macro-F1 gets its paired bootstrap too; each (task, metric) family is Holm-corrected.
     pairs = {(c["a"], c["b"], c["metric"]) for c in results["comparisons"]}
-    assert pairs == {("zero_shot · llama · seed 0", "full_ft · bert · seed 0", "accuracy"),
-                     ("zero_shot · llama · seed 1", "full_ft · bert · seed 1", "accuracy")}
+    assert pairs == {("zero_shot · llama", "full_ft · bert", "accuracy"), ("zero_shot · llama", "full_ft · bert", "macro_f1")}
     for c in results["comparisons"]:
-        assert c["test"] == "mcnemar" and 0 <= c["p_value"] <= 1 and c["significant"] == (c["p_value"] < 0.05)
+        assert c["test"] == "seed_bootstrap" and c["seeds"] == [0, 1] and 0 <= c["p_value"] <= c["p_adjusted"] <= 1
+        assert c["correction"] == "holm" and c["significant"] == (c["p_adjusted"] < 0.05)
+    assert results["correction"] == "holm" and results["sensitivity"]["sentiment"]["n"] == 8
     assert results["metric_info"]["accuracy"]["unit"] == "fraction"
 
 
@@ -81,3 +83,4 @@ def test_generation_metrics_bertscore_perplexity_forgetting(write_experiment, tm
     tests = {c["metric"]: c["test"] for c in results["comparisons"]}
     assert tests["rouge1"] == "paired_bootstrap" and tests["bertscore_f1"] == "paired_bootstrap"
     assert tests["exact_match"] == "mcnemar"
+    assert tests["bleu"] == "paired_bootstrap" and tests["perplexity"] == "paired_bootstrap"  # corpus metrics

@@ -135,7 +135,7 @@ def predict_again(model, model_dir: Path, planned, tiny_data, kind: str) -> list
     tok = models.load_tokenizer(model_dir)
     _, test, task = load_task(planned.task, planned.budget)
     predictor = predict.make_predictor(model, tok, kind=kind, task=task, budget=planned.budget, shots=[])
-    rows, _ = predict.run_predictions(predictor, test, task, batch_size=4, latency_examples=0)
+    rows, _, _ = predict.run_predictions(predictor, test, task, batch_size=4, latency_examples=0)
     return rows
 
 
@@ -200,11 +200,12 @@ def test_label_scoring_and_generation_line_up_with_virtual_tokens(method, tiny_m
     """peft prepends virtual tokens (and returns their logits for prompt/P-tuning): a label's score
     must equal the model's own loss on the completion, and batching with padding changes nothing."""
     from harness import models
+    from harness.data.encoding import pad_batch
     from harness.data.formatting import PromptFormatter
     from harness.data.loaders import load_examples
     from harness.eval import predict
+    from harness.eval.scoring_rule import ScoringRule
     from harness.methods import ArmContext, get_method
-    from harness.data.encoding import pad_batch
 
     folder = tiny_models["llama"]
     tok = models.load_tokenizer(folder)
@@ -222,15 +223,28 @@ def test_label_scoring_and_generation_line_up_with_virtual_tokens(method, tiny_m
     examples = load_examples(tiny_data / "test.jsonl", {"id": "uid", "text": "review", "label": "sentiment"})[:4]
     examples[1] = {**examples[1], "text": examples[1]["text"] + " and long, long, long"}  # uneven lengths: padding
     formatter = PromptFormatter(tok, task)
-    score = predict.label_scoring_predictor(model, tok, formatter, task["labels"], 64)
-    _, batched = score(examples)
-    singles = [score([e])[1][0] for e in examples]
-    for b, s in zip(batched, singles):
-        assert b["logprobs"] == pytest.approx(s["logprobs"], abs=1e-3)
-    tensors, n = pad_batch([formatter.encode(examples[0], "positive", 64)], tok.pad_token_id)
-    with torch.no_grad():
-        loss = model(**tensors).loss  # mean over the completion tokens, virtual tokens masked by peft
-    assert -loss.item() * n == pytest.approx(singles[0]["logprobs"]["positive"], abs=1e-2)
+    for end_of_turn in (True, False):  # label + end-of-turn (two tokens), the label alone (one: a shorter path)
+        score = predict.label_scoring_predictor(model, tok, formatter, task["labels"], 64, ScoringRule(end_of_turn))
+        _, batched = score(examples)
+        singles = [score([e])[1][0] for e in examples]
+        for b, s in zip(batched, singles):
+            assert b["logprobs"] == pytest.approx(s["logprobs"], abs=1e-3)
+        prompt, _ = formatter.encode(examples[0], None, 64)
+        tensors, n = pad_batch([(prompt, formatter.completion_ids("positive", end_of_turn))], tok.pad_token_id)
+        with torch.no_grad():
+            loss = model(**tensors).loss  # mean over the completion tokens, virtual tokens masked by peft
+        assert -loss.item() * n == pytest.approx(singles[0]["logprobs"]["positive"], abs=1e-2)
+    # One-token completions take the shorter path (one sequence per prompt): the same log-probs.
+    from harness.eval.likelihood import completion_logprobs, target_logprobs
+
+    prompts = [formatter.encode(e, None, 64)[0] for e in examples]
+    fast = completion_logprobs(model, prompts, [[5], [9], [17]], tok.pad_token_id)
+    for i, prompt in enumerate(prompts):
+        for j, token in enumerate((5, 9, 17)):
+            tensors, _ = pad_batch([(prompt, [token])], tok.pad_token_id)
+            with torch.no_grad():
+                alone, _ = target_logprobs(model, tensors["input_ids"], tensors["attention_mask"], tensors["labels"])
+            assert fast[i, j].item() == pytest.approx(alone.item(), abs=1e-4)
     generate = predict.generation_predictor(model, tok, formatter, 64, 5)
     assert generate(examples)[0] == [generate([e])[0][0] for e in examples]
 

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 import torch
 import yaml
 
+from harness.config.schema import Budget
 from harness.data.order import example_order, order_digest
 from harness.data.prepared import build_ner, read_conll
 from harness.eval import metrics
@@ -22,8 +23,8 @@ from harness.training.multi_task import TaskData, train as train_multi
 from harness.data.encoding import IGNORE, align_labels, encode_words
 
 TAGS = ["O", "B-person", "I-person", "B-geo-loc", "I-geo-loc"]
-BUDGET = {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "max_seq_len": 32, "seed": 0, "lr_schedule": "linear",
-          "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1.0}
+BUDGET = Budget(**{"max_steps": 2, "batch_size": 4, "grad_accum": 1, "max_seq_len": 32, "seed": 0, "lr_schedule": "linear",
+          "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1.0})
 
 
 def ner_rows(n: int, seed: int) -> list[dict]:
@@ -197,7 +198,7 @@ def test_each_task_trains_on_exactly_its_single_task_order(tiny_models, tokenize
     ner_task, sent_task = {"type": "token_classification", "labels": TAGS}, {"type": "classification",
                                                                                "labels": ["negative", "positive"]}
     ner_train, sent_train = ner_rows(6, 1), cls_rows(10)
-    budget = {**BUDGET, "max_steps": 3}
+    budget = BUDGET.model_copy(update={"max_steps": 3})
     single = load_model(tiny_models["bert"], "encoder", num_labels=len(TAGS), head_class="AutoModelForTokenClassification")
     alone, _ = get_objective("token_classification").train(single, tokenizer, ner_train, ner_task, budget, 1e-3)
     model = wrapped(tiny_models, tasks={"sent": {"type": "classification", "num_labels": 2},

@@ -11,6 +11,7 @@ from harness.cli.main import app
 from harness.config.load import load_experiment
 from harness.errors import HarnessError
 from harness.methods import Method, get_method, method_names, register
+from harness.methods.registry import TrainedParams
 from harness.methods import registry
 from harness.planning.plan import plan
 
@@ -37,7 +38,9 @@ def test_duplicate_registration_is_rejected():
 def test_entry_point_methods_are_loaded(monkeypatch):
     class Plugin(Method):
         description = "a third-party method"
-        defaults = {"lr": 1e-3}
+
+        class Params(TrainedParams):
+            lr: float = 1e-3
 
     class FakeEntryPoint:
         name = "my_plugin"
@@ -55,7 +58,7 @@ def test_entry_point_methods_are_loaded(monkeypatch):
 def test_methods_command_lists_names_targets_and_defaults():
     result = CliRunner().invoke(app, ["methods"], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
-    for text in ("lora", "full_ft", "few_shot", "zero_shot", "causal_lm", "r=16"):
+    for text in ("lora", "full_ft", "few_shot", "zero_shot", "causal_lm", "use_rslora", "16"):
         assert text in result.output
 
 

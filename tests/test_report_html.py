@@ -211,3 +211,35 @@ def test_each_task_gets_its_own_answer_and_best_marks(tmp_path):
     assert "<b>full-bert</b> is best" in str(page["tasks"][1]["headline"])
     accuracy = next(r for r in page["tasks"][1]["table"]["groups"][0]["rows"] if r["name"] == "accuracy")
     assert [c["best"] for c in accuracy["cells"]] == [False, True]  # compared within the task only
+
+
+def test_headline_uses_the_corrected_p_and_the_sensitivity(tmp_path):
+    arms = [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.7, 5.0), arm("zero-bert", 0.6, 5.0)]
+    corrected = [{"task": "sentiment", "metric": "accuracy", "a": "lora-bert", "b": "full-bert", "difference": 0.1,
+                  "p_value": 0.02, "p_adjusted": 0.06, "correction": "holm", "family_size": 3, "significant": False},
+                 {"task": "sentiment", "metric": "accuracy", "a": "lora-bert", "b": "zero-bert", "difference": 0.2,
+                  "p_value": 0.03, "p_adjusted": 0.06, "correction": "holm", "family_size": 3, "significant": False}]
+    sensitivity = {"sentiment": {"metric": "accuracy", "unit": "fraction", "n": 128, "mdd": 0.1108,
+                                 "basis": "observed discordant rate of the McNemar pairs (median over 3)"}}
+    run_dir = make_run(tmp_path, arms, comparisons=corrected, correction="holm", sensitivity=sensitivity)
+    html = render(run_dir, results_of(run_dir))
+    assert ("the difference is <b>not significant</b> after correction (difference +0.1, p = 0.02, "
+            "Holm-adjusted p = 0.06 over 3 pairs)") in html
+    assert "No pair of arms differs significantly on accuracy after Holm correction; the smallest adjusted p is 0.06" in html
+    assert "With 128 items this comparison can detect accuracy differences of about 11.1 points" in html
+    assert "pairwise tests: Holm correction per task and metric" in html
+
+
+def test_seeded_arms_are_ranked_by_their_mean_and_matched_by_base_name(tmp_path):
+    arms = [arm("lora-bert", 0.9, 20.0), arm("lora-bert", 0.7, 20.0), arm("full-bert", 0.75, 5.0), arm("full-bert", 0.75, 5.0)]
+    for a, name, seed in zip(arms, ["lora", "lora", "full", "full"], [0, 1, 0, 1]):
+        a["arm"].update(name=f"{name} · seed {seed}", slug=f"{name}-{seed}", seed=seed)
+    seed_summary = [{"arm": "lora", "seeds": [0, 1], "metrics": {"accuracy": {"mean": 0.8, "std": 0.14, "values": [0.9, 0.7]}}},
+                    {"arm": "full", "seeds": [0, 1], "metrics": {"accuracy": {"mean": 0.75, "std": 0.0, "values": [0.75, 0.75]}}}]
+    comparisons = [{"task": "sentiment", "metric": "accuracy", "a": "lora", "b": "full", "difference": 0.05,
+                    "p_value": 0.4, "p_adjusted": 0.4, "correction": "holm", "family_size": 1, "significant": False,
+                    "seeds": [0, 1], "test": "seed_bootstrap"}]
+    run_dir = make_run(tmp_path, arms, comparisons=comparisons, correction="holm", seed_summary=seed_summary)
+    headline = str(view.build(run_dir, results_of(run_dir))["tasks"][0]["headline"])
+    assert "<b>lora</b> is best by accuracy (0.800), ahead of full (0.750)" in headline
+    assert "tested over seeds 0, 1 and items" in headline and "<b>not significant</b> after correction" in headline

@@ -87,10 +87,13 @@ def test_failing_arm_is_recorded_and_the_others_go_on(write_experiment, tmp_path
 CRASHING_PLUGIN = """
 import os, signal
 from harness.methods import Method
+from harness.methods.registry import TrainedParams
 
 class Crash(Method):
     description = "kills its own process, as the kernel's out-of-memory killer would"
-    defaults = {"lr": 1e-3}
+
+    class Params(TrainedParams):
+        lr: float = 1e-3
 
     def wrap(self, model, params, ctx):
         os.kill(os.getpid(), signal.SIGKILL)

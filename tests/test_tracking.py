@@ -179,3 +179,39 @@ def test_ui_refuses_a_busy_port_and_a_server_uri(tmp_path):
             start_ui(f"sqlite:///{tmp_path}/t.db", port=port)
     with pytest.raises(HarnessError, match="server already"):
         start_ui("http://127.0.0.1:5000")
+
+
+def test_parent_run_gets_the_corrected_comparisons(write_experiment, tmp_path):
+    """finish_run logs the pairwise tests on the parent run: counts before and after the
+    correction, the smallest adjusted p, each task's minimum detectable difference, and a
+    comparisons.json table with the raw and adjusted p of every pair."""
+    import mlflow
+
+    experiment = load_experiment(write_experiment([{"method": "zero_shot", "model": "llama"}]))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    comparisons = [{"task": "sentiment", "metric": "accuracy", "a": "x", "b": "y", "difference": 0.2, "p_value": 0.01,
+                    "p_adjusted": 0.03, "significant": True, "better": "x", "test": "mcnemar", "correction": "holm",
+                    "family_size": 3, "n": 64},
+                   {"task": "sentiment", "metric": "accuracy", "a": "x", "b": "z", "difference": 0.1, "p_value": 0.04,
+                    "p_adjusted": 0.08, "significant": False, "better": None, "test": "mcnemar", "correction": "holm",
+                    "family_size": 3, "n": 64}]
+    (run_dir / "results.json").write_text(json.dumps({
+        "comparisons": comparisons, "correction": "holm", "alpha": 0.05,
+        "sensitivity": {"sentiment": {"metric": "accuracy", "mdd": 0.157}}}))
+    tracker = MlflowTracker(uri=f"sqlite:///{tmp_path / 'track.db'}")
+    tracker.start_run(experiment, run_dir)
+    parent = tracker.parent_id
+    tracker.finish_run(run_dir, [])
+    assert tracker.enabled, "tracking turned itself off"
+    client = mlflow.MlflowClient(tracking_uri=tracker.uri)
+    run = client.get_run(parent)
+    assert {k: run.data.metrics[k] for k in ("comparisons_tested", "comparisons_significant_raw",
+                                            "comparisons_significant", "min_p_adjusted")} == {
+        "comparisons_tested": 2, "comparisons_significant_raw": 2, "comparisons_significant": 1, "min_p_adjusted": 0.03}
+    assert run.data.metrics["mdd.sentiment.accuracy"] == pytest.approx(0.157)
+    assert run.data.params["statistics.correction"] == "holm"
+    with open(client.download_artifacts(parent, "comparisons.json", str(tmp_path)), encoding="utf-8") as fh:
+        table = json.load(fh)
+    assert table["columns"][:8] == ["task", "metric", "a", "b", "difference", "p_value", "p_adjusted", "significant"]
+    assert [row[5:7] for row in table["data"]] == [[0.01, 0.03], [0.04, 0.08]]

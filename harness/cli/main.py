@@ -61,16 +61,17 @@ def validate(file: Path, set_: SetOption = None):
 @user_errors
 def plan_command(file: Path, set_: SetOption = None):
     """Per arm, before spending: trainable/total parameters and a training-memory estimate
-    (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded."""
+    (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded.
+    Per task: the smallest difference its test set can detect (budget.eval_examples)."""
     from harness.config.load import load_experiment
-    from harness.planning.estimate import config_notes, estimate_arms, plan_table
+    from harness.planning.estimate import config_notes, estimate_arms, plan_table, sensitivity_notes
 
     # No source check: a hub model is estimated from its config (cached or built in), not loaded.
     experiment = load_experiment(file, set_, check_sources=False)
     estimates = estimate_arms(experiment)
-    out.print(plan_table(estimates, experiment.budget.model_dump()))
-    for note in config_notes(estimates):
-        out.print(note, highlight=False)
+    out.print(plan_table(estimates, experiment.budget))
+    for note in config_notes(estimates) + sensitivity_notes(experiment):
+        out.print(note, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -81,9 +82,9 @@ def run(file: Path, set_: SetOption = None,
         track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True):
     """Train and evaluate every arm of an experiment; write results.json and the report."""
     from harness.config.load import load_experiment
+    from harness.execution.runner import Runner
     from harness.planning.plan import plan
     from harness.report.console import print_results
-    from harness.execution.runner import Runner
 
     experiment = load_experiment(file, set_)
     arms = plan(experiment)
@@ -110,7 +111,7 @@ def run(file: Path, set_: SetOption = None,
 
 
 def _tracker(experiment, track: bool = True):
-    """MLflow tracking unless `--no-track` or `tracking: {enabled: false}`; see harness/tracking.py."""
+    """MLflow tracking unless `--no-track` or `tracking: {enabled: false}`; see harness/tracking/mlflow_tracker.py."""
     if not track or not experiment.tracking.enabled:
         return None
     from harness.tracking.mlflow_tracker import MlflowTracker
@@ -188,16 +189,27 @@ def list_stages():
 
 @app.command()
 @user_errors
-def report(run_dir: Path):
+def report(run_dir: Path,
+           recompute: Annotated[bool, typer.Option(
+               help="recompute the pairwise tests, their correction and the sensitivity from the arm folders "
+                    "(no retraining) and rewrite results.json")] = False,
+           correction: Annotated[Optional[str], typer.Option(
+               help="with --recompute: holm, bh or none (default: the run's budget.correction, else holm)")] = None):
     """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder) and
     rebuild its HTML report, index.html."""
     from harness.report.console import print_results
     from harness.report.html import write_html_report
-
     from harness.results.arm_result import read_run_results
 
     if not (run_dir / "results.json").is_file():
         raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
+    if correction is not None and not recompute:
+        raise HarnessError("--correction only applies with --recompute",
+                           fix=f"harness report {run_dir} --recompute --correction {correction}")
+    if recompute:
+        from harness.results.arm_result import recompute_statistics
+
+        recompute_statistics(run_dir, correction)
     results = read_run_results(run_dir, needs=("name", "task_key"))
     page = write_html_report(run_dir)  # first: it reads every file, so a broken one is the only line printed
     print_results(results, out)

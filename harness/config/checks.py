@@ -7,11 +7,16 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
+from harness import models
 from harness.config.schema import Experiment
 from harness.config.yamlfile import KeyLines, dotted, schema_error
+from harness.data import loaders, prepared
+from harness.data.preference import PAIR_FIELDS
 from harness.errors import HarnessError, did_you_mean
+from harness.golden.schema import load_golden
+from harness.methods import get_method
+from harness.stages import get_stage, stage_names
 from harness.tasks import task_type
-
 
 
 def check_experiment(exp: Experiment, *, lines: KeyLines | None = None, sources: bool = True) -> None:
@@ -37,14 +42,11 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None, sources:
         if not (exp.base_dir / golden).is_file():
             fail(("golden_sets", i), f"golden set not found: {golden}",
                  "paths are relative to the experiment file")
-        from harness.golden.schema import load_golden
 
         load_golden(exp.base_dir / golden)  # its own schema errors name the golden file
 
 
 def _model_kind(exp, key, spec, fail, sources: bool = True) -> str:
-    from harness import models
-
     if spec.source.startswith("packaged:"):
         name = spec.source.split(":", 1)[1]
         if name not in models.PACKAGED:
@@ -68,7 +70,6 @@ def _model_kind(exp, key, spec, fail, sources: bool = True) -> str:
 
 def _existing_file_columns(exp, loc, rel: str, fmt, what: str, fail):
     """(path, its columns) of a file named relative to the experiment; fails when it is missing."""
-    from harness.data import loaders
 
     path = exp.base_dir / rel
     if not path.is_file():
@@ -86,8 +87,6 @@ def _existing_file_columns(exp, loc, rel: str, fmt, what: str, fail):
 def _check_task(exp, key, task, fail, *, decoder: bool) -> None:
     """The task's data files, read in full once (streamed, row by row): they exist and parse, have
     the columns, rows and labels the task needs, and the prompt names only fields they have."""
-    from harness.data import prepared
-
     data = task.data
     required = task_type(task.type).fields
     if data.prepared is not None:
@@ -178,8 +177,6 @@ def _check_prompt_fields(task, key, row: dict | None, name: str, fail) -> None:
 
 
 def _check_arm(exp, i, arm, kinds, fail, lines, file) -> None:
-    from harness.methods import get_method
-
     try:
         method = get_method(arm.method)
     except HarnessError as err:
@@ -206,9 +203,6 @@ def _check_arm(exp, i, arm, kinds, fail, lines, file) -> None:
 
 def _check_stages(i, arm, kinds, fail, lines, file) -> None:
     """Stage names (did you mean), their params, and the model kinds they apply to."""
-    from harness.methods import get_method
-    from harness.stages import get_stage
-
     if not arm.stages:
         return
     if get_method(arm.method).objective_for(kinds[arm.models[0]]) == "none":
@@ -239,8 +233,6 @@ def check_params(model: type[BaseModel], params: dict | None, loc: tuple, lines:
 
 
 def _check_stage_budget(exp, fail) -> None:
-    from harness.stages import stage_names
-
     names = stage_names() if exp.budget.stage_steps else []
     for name in exp.budget.stage_steps:
         if name not in names:
@@ -249,7 +241,6 @@ def _check_stage_budget(exp, fail) -> None:
 
 def _check_preference_files(exp, key, task, fail) -> None:
     """data.preference / data.preference_test: JSONL files with prompt, chosen and rejected."""
-    from harness.data.preference import PAIR_FIELDS
 
     for split in ("preference", "preference_test"):
         rel = getattr(task.data, split)

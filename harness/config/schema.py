@@ -12,7 +12,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator, model_validator
 
 
-
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,6 +37,15 @@ class DataSpec(Strict):
         return self
 
 
+class LabelScoring(Strict):
+    """How a decoder picks a label (harness/eval/scoring_rule.py; the default is lm-eval's
+    multiple_choice `acc`)."""
+
+    end_of_turn: bool = Field(default=False, description="also score the end-of-turn token after the label")
+    normalize: Literal["none", "tokens", "chars"] = Field(
+        default="none", description="summed log-prob, per token, or per character (lm-eval's acc_norm)")
+
+
 class TaskSpec(Strict):
     type: Literal["classification", "generation", "token_classification", "extractive_qa"] = "classification"
     data: DataSpec
@@ -49,6 +57,8 @@ class TaskSpec(Strict):
     prompt: str = Field(default="{text}", description="template of a decoder's user turn; {field}s of an example")
     decoder_eval: Literal["score", "generate"] = Field(
         default="score", description="classification by a decoder: label log-likelihood or free generation")
+    label_scoring: LabelScoring = Field(default_factory=LabelScoring,
+                                        description="the scoring rule of `decoder_eval: score` (and golden labels)")
     max_train_examples: int | None = Field(default=None, gt=0)
 
     @field_validator("labels")
@@ -83,7 +93,19 @@ class AlignmentBudget(Strict):
 
 
 class Budget(Strict):
-    """What every training arm consumes, identically. Only lr and method params differ per arm."""
+    """What every training arm consumes, identically. Only lr and method params differ per arm.
+
+    After planning, each arm carries its own Budget (its seed, no `seeds`); code reads attributes
+    (`budget.max_steps`). Item reads (`budget.max_steps`, `.get`) also work, for plugins written
+    against the earlier dict form."""
+
+    def __getitem__(self, key: str):
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default=None):
+        return getattr(self, key) if key in type(self).model_fields else default
 
     # Upper bounds only keep numbers sane (an index past 2**63 is an OverflowError, not a budget).
     max_steps: int = Field(default=50, gt=0, le=10**9)
@@ -101,9 +123,14 @@ class Budget(Strict):
     eval_batch_size: int = Field(default=16, gt=0)
     latency_examples: int = Field(default=16, ge=0, description="test items timed one at a time")
     max_new_tokens: int = Field(default=16, gt=0)
+    eval_precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto", description="precision of evaluation; auto: bf16 where the hardware has it, else fp32")
     seeds: list[int] | None = Field(default=None, min_length=1,
                                     description="run every arm once per seed (mean, std and each seed reported)")
     bootstrap_resamples: int = Field(default=1000, ge=0, description="resamples of the 95% bootstrap CIs (0: none)")
+    correction: Literal["holm", "bh", "none"] = Field(
+        default="holm", description="correction of the pairwise tests for their number, per task and metric: "
+                                    "holm (family-wise error), bh (Benjamini-Hochberg, false discovery rate), none")
     bertscore_model: str | None = Field(default="packaged:minilm-l6",
                                         description="local scorer model of BERTScore (generation); null: off")
     bertscore_layer: int | None = Field(default=None, gt=0, description="its layer; default: next to last")

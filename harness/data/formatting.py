@@ -45,12 +45,13 @@ class PromptFormatter:
         parts.append(render(self.task["prompt"], example))
         return "\n\n".join(parts)
 
-    def completion(self, target: str) -> str:
-        """The text a model should produce after the prompt, ending with its end-of-turn token."""
-        return (target if self.chat else " " + target) + self.eos
+    def completion(self, target: str, end_of_turn: bool = True) -> str:
+        """The text a model should produce after the prompt, ending with its end-of-turn token
+        (label scoring may leave that token out: see harness.eval.scoring_rule)."""
+        return (target if self.chat else " " + target) + (self.eos if end_of_turn else "")
 
-    def completion_ids(self, target: str) -> list[int]:
-        return self.tokenizer(self.completion(target), add_special_tokens=False)["input_ids"]
+    def completion_ids(self, target: str, end_of_turn: bool = True) -> list[int]:
+        return self.tokenizer(self.completion(target, end_of_turn), add_special_tokens=False)["input_ids"]
 
     def encode(self, example: dict, target: str | None, max_len: int) -> tuple[list[int], list[int]]:
         """Token ids of prompt and completion; the prompt is cut from the left to fit max_len."""

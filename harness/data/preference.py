@@ -14,6 +14,7 @@ import random
 from pathlib import Path
 
 from harness.data.formatting import PromptFormatter, target_of
+from harness.data.order import example_order
 
 PAIR_FIELDS = ("prompt", "chosen", "rejected")
 
@@ -82,7 +83,6 @@ def task_pairs(task: dict, examples: list[dict], split: str, tokenizer, *, seed:
     """`count` pairs of a task's split in the budget's seeded order (all, in file order, when
     count is None): the user's file (data.preference / data.preference_test) when given, else
     built from the split's examples (only those needed)."""
-    from harness.data.order import example_order
 
     path = task["data"].get("preference" if split == "train" else "preference_test")
     if path:

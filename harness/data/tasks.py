@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.config.schema import Budget
 from harness.data import loaders, prepared
 from harness.tasks import task_type
 
@@ -23,14 +24,14 @@ def load_split(task: dict, split: str) -> list[dict]:
     return loaders.load_examples(path, columns, fmt=data.get("format"), required=task_type(task["type"]).fields[:1])
 
 
-def load_task(task: dict, budget: dict) -> tuple[list[dict], list[dict], dict]:
+def load_task(task: dict, budget: Budget) -> tuple[list[dict], list[dict], dict]:
     """(train, test, task with labels filled in). The test split is cut to budget.eval_examples."""
     train = load_split(task, "train")
     if task.get("max_train_examples"):
         train = train[: task["max_train_examples"]]
     test = load_split(task, "test")
-    if budget.get("eval_examples"):
-        test = test[: budget["eval_examples"]]
+    if budget.eval_examples:
+        test = test[: budget.eval_examples]
     if task["type"] == "classification" and not task.get("labels"):
         task = {**task, "labels": sorted({e["label"] for e in train})}
     if task["type"] == "token_classification" and not task.get("labels"):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.config.schema import Budget
+
 DEFAULT_MODEL = "packaged:minilm-l6"
 # all-MiniLM-L6-v2 is not in bert_score's table of tuned layers. Its 6-layer relatives there
 # (distilbert-base-uncased, distilroberta-base) use layer 5 of 6, so we do the same.
@@ -57,8 +59,8 @@ class BertScore:
                 "idf": False, "rescaled": False}
 
 
-def from_budget(budget: dict, base_dir: Path | None) -> BertScore | None:
-    source = budget.get("bertscore_model", DEFAULT_MODEL)
+def from_budget(budget: Budget, base_dir: Path | None) -> BertScore | None:
+    source = budget.bertscore_model
     if not source:
         return None
-    return BertScore(source, layer=budget.get("bertscore_layer"), base_dir=base_dir)
+    return BertScore(source, layer=budget.bertscore_layer, base_dir=base_dir)

@@ -1,17 +1,27 @@
 """Run-level statistics, written into results.json: pairwise comparisons of arms on the same
-test items (McNemar's exact test for correctness, paired bootstrap for per-item scores) and the
-mean/std over seeds of arms run once per seed."""
+test items, corrected for the number of comparisons, the minimum detectable difference of each
+task, and the mean/std over seeds of arms run once per seed.
+
+Tests: McNemar's exact test for correctness, a paired bootstrap for per-item scores and corpus
+metrics (macro-F1, BLEU, entity F1, perplexity: recomputed on every resample of items), and,
+for arms that ran under several seeds, one seed-and-item bootstrap per pair of arms instead of
+one test per seed (stats.seed_bootstrap). The family of a correction is every comparison of one
+metric on one task (all pairs of arms)."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import statistics
 from pathlib import Path
+
+import numpy as np
 
 from harness.eval import metrics, stats
 from harness.naming import base_name
 
-def _item_scores(arm_dir: Path) -> dict[str, dict]:
+
+def _prediction_rows(arm_dir: Path) -> dict[str, dict]:
     path = arm_dir / "predictions.jsonl"
     if not path.is_file():
         return {}
@@ -19,30 +29,165 @@ def _item_scores(arm_dir: Path) -> dict[str, dict]:
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.strip():
             row = json.loads(line)
-            out[str(row["id"])] = row.get("scores") or {}
+            out[str(row["id"])] = row
     return out
 
 
-def comparisons(run_dir: Path, results: list, *, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> list[dict]:
-    """Every pair of ok arms on the same task and seed, on every metric that declares a paired test."""
+def _metric_rows(metric: metrics.Metric, rows: dict[str, dict], ids: list[str], labels) -> np.ndarray | None:
+    """The item table of `metric` on these items: stored per-item scores for metrics that are a
+    mean over items; for corpus metrics, their item statistics recomputed from the predictions
+    (so runs written before corpus metrics were compared get the test too)."""
+    if metric.item_stats is None or metric.reduce is None:
+        return None
+    if metric.reduce is stats.item_mean:
+        scores = [(rows[i].get("scores") or {}).get(metric.name) for i in ids]
+        return None if any(s is None for s in scores) else np.asarray(scores, dtype=float).reshape(-1, 1)
+    chosen = [rows[i] for i in ids]
+    items = metrics.Items(preds=[r.get("prediction") for r in chosen], refs=[r.get("reference") for r in chosen],
+                          labels=labels, rows=chosen)
+    try:
+        table = metric.item_stats(items)
+    except (KeyError, TypeError, ValueError):  # rows lacking what the metric reads (an older run)
+        return None
+    return None if table is None or len(table) != len(ids) else np.asarray(table)
+
+
+def _test_of(metric: metrics.Metric, n_seeds: int) -> str | None:
+    if not metric.paired_test:
+        return None
+    return "seed_bootstrap" if n_seeds > 1 else metric.paired_test
+
+
+def comparisons(run_dir: Path, results: list, *, tasks: dict | None = None,
+                resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0,
+                correction: str = stats.DEFAULT_CORRECTION, alpha: float = stats.ALPHA) -> list[dict]:
+    """Every pair of ok arms on the same task, on every metric with a paired test, corrected per
+    (task, metric) family. Arms that share several seeds get one seed-aware test per pair, named
+    by the arm's name without its seed; arms with one common seed get the item-level test."""
+    tasks = tasks or {}
     ok = [r for r in results if r.status == "ok"]
-    scores = {r.arm["name"]: _item_scores(Path(run_dir) / "arms" / r.arm["slug"]) for r in ok}
+    rows = {r.arm["name"]: _prediction_rows(Path(run_dir) / "arms" / r.arm["slug"]) for r in ok}
+    groups: dict[tuple, dict] = {}
+    for r in ok:
+        groups.setdefault((r.arm.get("task_key"), base_name(r.arm["name"])), {})[r.arm.get("seed")] = r
+    tables: dict[tuple, np.ndarray | None] = {}
+
+    def table(result, metric, ids, labels):
+        key = (result.arm["name"], metric.name, tuple(ids))
+        if key not in tables:
+            found = _metric_rows(metric, rows[result.arm["name"]], ids, labels)
+            recorded = result.metrics.get(metric.name)
+            # Rebuilt statistics must give the arm's own value on all its items; if they do not
+            # (rows that changed meaning since the run), no test beats a wrong one.
+            if found is not None and len(ids) == len(rows[result.arm["name"]]) and recorded is not None \
+                    and not abs(metric.reduce(found) - recorded) <= 1e-4 * max(1.0, abs(recorded)):
+                found = None
+            tables[key] = found
+        return tables[key]
+
     out = []
-    for a, b in itertools.combinations(ok, 2):
-        if a.arm.get("task_key") != b.arm.get("task_key") or a.arm.get("seed") != b.arm.get("seed"):
+    for (task_a, base_a), (task_b, base_b) in itertools.combinations(groups, 2):
+        if task_a != task_b:
             continue
-        sa, sb = scores[a.arm["name"]], scores[b.arm["name"]]
-        ids = sorted(set(sa) & set(sb))
+        ga, gb = groups[(task_a, base_a)], groups[(task_b, base_b)]
+        common = sorted(set(ga) & set(gb), key=lambda s: (s is None, s))
+        if not common:
+            continue
+        ids = sorted(set.intersection(*[set(rows[g[s].arm["name"]]) for s in common for g in (ga, gb)]))
         if len(ids) < 2:
             continue
-        for name, metric in metrics.METRICS.items():
-            if not metric.paired_test or not all(name in sa[i] and name in sb[i] for i in ids):
+        labels = (tasks.get(task_a) or {}).get("labels")
+        if len(common) == 1:
+            name_a, name_b = ga[common[0]].arm["name"], gb[common[0]].arm["name"]
+        else:
+            name_a, name_b = base_a, base_b
+        for metric in metrics.METRICS.values():
+            test = _test_of(metric, len(common))
+            missing = any(g[s].metrics.get(metric.name) is None for g in (ga, gb) for s in common)
+            if test is None or (test != "mcnemar" and resamples <= 0) or missing:
                 continue
-            out.append(stats.compare(name, metric.paired_test, a.arm["name"], [sa[i][name] for i in ids],
-                                     b.arm["name"], [sb[i][name] for i in ids],
-                                     higher_is_better=metric.higher_is_better, resamples=resamples, seed=seed))
+            a_tables = [table(ga[s], metric, ids, labels) for s in common]
+            b_tables = [table(gb[s], metric, ids, labels) for s in common]
+            if any(t is None for t in a_tables + b_tables):
+                continue
+            if test != "seed_bootstrap":
+                a_tables, b_tables = a_tables[0], b_tables[0]
+            c = stats.compare(metric.name, test, name_a, a_tables, name_b, b_tables,
+                              higher_is_better=metric.higher_is_better, reduce=metric.reduce,
+                              seeds=common if len(common) > 1 else None, resamples=resamples, seed=seed, alpha=alpha)
+            out.append({"task": task_a, **c})
+    for family in families(out).values():
+        stats.correct_family(family, correction, alpha)
     return out
 
+
+def families(comparisons: list[dict]) -> dict[tuple, list[dict]]:
+    """Comparisons grouped into correction families: one per (task, metric)."""
+    out: dict[tuple, list[dict]] = {}
+    for c in comparisons:
+        out.setdefault((c.get("task"), c["metric"]), []).append(c)
+    return out
+
+
+# ------------------------------------------------------------------ sensitivity
+
+def sensitivity(comparisons: list[dict], results: list, tasks: dict | None = None, *, alpha: float = stats.ALPHA,
+                power: float = stats.POWER) -> dict[str, dict]:
+    """Per task: the minimum detectable difference (MDD) of its primary metric at `power`, for
+    its number of test items, from the standard errors the comparisons observed (median over the
+    pairs: for McNemar pairs sqrt(discordant rate / n), for bootstrap tests the bootstrap's).
+    `mdd_first_step` is the same at alpha / family size, the level the smallest p-value of a
+    Holm-corrected family must reach (so what a winner among many arms must exceed)."""
+    tasks = tasks or {}
+    out = {}
+    task_keys = list(dict.fromkeys(r.arm.get("task_key") for r in results if r.status == "ok"))
+    for key in task_keys:
+        primary = _primary(task_type=(tasks.get(key) or {}).get("type", "classification"))
+        if primary is None:
+            continue
+        mine = [c for c in comparisons if c.get("task") == key and c["metric"] == primary and c.get("se") is not None]
+        if not mine:
+            continue
+        se = statistics.median(c["se"] for c in mine)
+        n = int(statistics.median(c["n"] for c in mine))
+        tests = sorted({c["test"] for c in mine})
+        family_size = max(c.get("family_size", len(mine)) for c in mine)
+        entry = {"metric": primary, "unit": metrics.METRICS[primary].unit, "n": n, "pairs": len(mine),
+                 "se": round(se, 6), "power": power, "alpha": alpha,
+                 "mdd": round(stats.minimum_detectable_difference(se, alpha=alpha, power=power), 6),
+                 "mdd_first_step": round(stats.minimum_detectable_difference(se, alpha=alpha / family_size,
+                                                                             power=power), 6),
+                 "family_size": family_size, "tests": tests}
+        if tests == ["mcnemar"]:
+            entry["discordant_rate"] = round(statistics.median(c["discordant"] / c["n"] for c in mine), 6)
+            entry["basis"] = f"observed discordant rate of the McNemar pairs, median over {len(mine)}"
+        else:
+            entry["basis"] = f"bootstrap standard error of the difference, median over {len(mine)} pairs"
+        out[key] = entry
+    return out
+
+
+def _primary(task_type: str) -> str | None:
+    try:
+        return metrics.primary_metric(task_type)
+    except Exception:  # noqa: BLE001 - an unknown task type in an older results.json: no sensitivity
+        return None
+
+
+def planned_mdd(n: int, *, discordant_rate: float, alpha: float = stats.ALPHA, power: float = stats.POWER) -> float:
+    """MDD of accuracy before anything ran: the analytic approximation for paired proportions
+    with an assumed share of items on which two arms disagree (Connor 1987)."""
+    return stats.minimum_detectable_difference(stats.discordant_se(discordant_rate, n), alpha=alpha, power=power)
+
+
+def difference_text(value: float, unit: str) -> str:
+    """A difference in the metric's terms: points for fractions and F-measures."""
+    if unit in ("fraction", "F-measure", "F-measure (cosine)"):
+        return f"{100 * value:.1f} points"
+    return f"{value:.3g} {unit}"
+
+
+# ------------------------------------------------------------------ the run
 
 def seed_summary(results: list) -> list[dict]:
     """Arms that ran under several seeds: mean, std and each seed's value of every metric."""
@@ -55,32 +200,91 @@ def seed_summary(results: list) -> list[dict]:
     return stats.seed_summary(groups, names)
 
 
-def run_statistics(run_dir: Path, results: list, budget: dict) -> dict:
+def run_statistics(run_dir: Path, results: list, budget: dict, tasks: dict | None = None) -> dict:
     """What write_run_results adds to results.json."""
     resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
-    return {"comparisons": comparisons(run_dir, results, resamples=resamples, seed=int(budget.get("seed", 0))),
-            "seed_summary": seed_summary(results), "alpha": stats.ALPHA, "metric_info": metrics.describe()}
+    correction = budget.get("correction") or stats.DEFAULT_CORRECTION
+    found = comparisons(run_dir, results, tasks=tasks, resamples=resamples, seed=int(budget.get("seed", 0)),
+                        correction=correction)
+    return {"comparisons": found, "correction": correction, "seed_summary": seed_summary(results),
+            "sensitivity": sensitivity(found, results, tasks), "alpha": stats.ALPHA,
+            "metric_info": metrics.describe()}
 
+
+# ------------------------------------------------------------------ words
 
 def _p_text(p: float) -> str:
     # results.json rounds p to 6 decimals: a 0 there means smaller than that, never zero.
     return "< 1e-06" if p == 0 else f"= {p:.3g}"
 
 
+CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no"}
+
+
+def adjusted_p(c: dict) -> float:
+    """The p-value a decision rests on: adjusted when the run recorded a correction (results
+    written before corrections existed have only the raw one)."""
+    return c["p_adjusted"] if c.get("p_adjusted") is not None else c["p_value"]
+
+
+def significance_counts(results: dict) -> dict:
+    """How many comparisons are significant before and after the correction."""
+    found = results.get("comparisons") or []
+    alpha = results.get("alpha", stats.ALPHA)
+    return {"tested": len(found), "raw": sum(c["p_value"] < alpha for c in found),
+            "corrected": sum(bool(c.get("significant")) for c in found),
+            "correction": results.get("correction")}
+
+
+def _test_text(c: dict) -> str:
+    text = c.get("test", "")
+    if c.get("seeds"):
+        text += f" over seeds {c['seeds']}"
+    return text
+
+
 def summary_lines(results: dict) -> list[str]:
-    """Plain sentences for the console: significant differences, and the spread over seeds."""
+    """Plain sentences for the console: significant differences after the correction, the
+    sensitivity of each task, and the spread over seeds."""
+    found = results.get("comparisons", [])
+    alpha = results.get("alpha", stats.ALPHA)
+    correction = results.get("correction")
     lines = []
-    for c in results.get("comparisons", []):
+    for c in found:
         if c.get("significant") and c.get("better"):
             worse = c["b"] if c["better"] == c["a"] else c["a"]
+            p = (f"p {_p_text(c['p_value'])}, adjusted {_p_text(c['p_adjusted'])}" if c.get("p_adjusted") is not None
+                 else f"p {_p_text(c['p_value'])}")
             lines.append(f"{c['better']} beats {worse} on {c['metric']} "
-                         f"(by {abs(c['difference']):.3f}, p {_p_text(c['p_value'])}, {c.get('test', '')})")
-    tested = len(results.get("comparisons", []))
-    if tested and not lines:
-        lines.append(f"no significant difference at p < {results.get('alpha', stats.ALPHA)} in {tested} paired test(s)")
+                         f"(by {abs(c['difference']):.3f}, {p}, {_test_text(c)})")
+    counts = significance_counts(results)
+    if found:
+        how = (f"after {CORRECTION_NAMES.get(correction, correction)} correction per task and metric"
+               if correction and correction != "none" else "uncorrected" if correction else
+               "uncorrected (this run predates corrections; `harness report --recompute` adds them)")
+        if not lines:
+            smallest = min(found, key=adjusted_p)
+            lines.append(f"no significant difference at p < {alpha} ({how}) in {len(found)} paired test(s); "
+                         f"smallest {'adjusted ' if smallest.get('p_adjusted') is not None else ''}p "
+                         f"{_p_text(adjusted_p(smallest))} ({smallest['a']} vs {smallest['b']} on {smallest['metric']})")
+        else:
+            lines.append(f"{counts['corrected']} of {len(found)} paired test(s) significant at p < {alpha} ({how}); "
+                         f"{counts['raw']} before correction")
+    for key, s in (results.get("sensitivity") or {}).items():
+        lines.append(sensitivity_sentence(key, s))
     for entry in results.get("seed_summary", []):
         parts = [f"{m} {v['mean']:.3f} ± {v['std']:.3f}" for m, v in entry["metrics"].items()
                  if m in metrics.METRICS and metrics.METRICS[m].kind == "quality"]
         if parts:
             lines.append(f"{entry['arm']} over seeds {entry['seeds']}: " + ", ".join(parts))
     return lines
+
+
+def sensitivity_sentence(task: str, s: dict) -> str:
+    first = ""
+    if s.get("family_size", 1) > 1 and s.get("mdd_first_step") is not None:
+        first = (f"; {difference_text(s['mdd_first_step'], s.get('unit', ''))} for the first step of a correction "
+                 f"over {s['family_size']} pairs")
+    return (f"sensitivity on {task}: with {s['n']} items this comparison can detect {s['metric']} differences of "
+            f"about {difference_text(s['mdd'], s.get('unit', ''))} ({int(100 * s.get('power', stats.POWER))}% power, "
+            f"alpha {s.get('alpha', stats.ALPHA)}, from the {s.get('basis', 'observed standard error')}{first})")

@@ -18,7 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.config.schema import Budget
+from harness.data import prepared
+from harness.errors import HarnessError
 from harness.eval.likelihood import IGNORE, target_logprobs
+from harness.eval.stats import bootstrap_ci
 
 DEFAULT_TEXT = "prepared:topics"
 PASSAGES = 32
@@ -27,11 +31,7 @@ BATCH = 8
 
 
 def load_passages(source: str, base_dir: Path | None = None, limit: int = PASSAGES) -> list[str]:
-    from harness.errors import HarnessError
-
     if source.startswith("prepared:"):
-        from harness.data import prepared
-
         path = prepared.prepared_dir(source.split(":", 1)[1]) / "validation.jsonl"
     else:
         path = Path(source) if Path(source).is_absolute() or base_dir is None else Path(base_dir) / source
@@ -74,33 +74,50 @@ class Forgetting:
     before: np.ndarray
 
     trained: bool = True
+    before_reused: bool = False          # taken from the per-machine cache of base measurements
+    after_rows: np.ndarray | None = None  # measured early (measure_after), before any cast for evaluation
 
     @classmethod
-    def measure_before(cls, model, tokenizer, *, kind: str, budget: dict, base_dir: Path | None, trained: bool = True):
+    def measure_before(cls, model, tokenizer, *, kind: str, budget: Budget, base_dir: Path | None, trained: bool = True,
+                       model_identity: dict | None = None):
         """The base model's losses; None for encoders or when the budget turns it off. An arm
-        that trains nothing keeps the base's weights: its forgetting is 0 without measuring."""
-        source = budget.get("forgetting_text", DEFAULT_TEXT)
+        that trains nothing keeps the base's weights: its forgetting is 0 without measuring.
+        With `model_identity` (harness.eval.base_cache.model_identity) the losses are computed
+        once per machine for that model and text, and reused by every later arm on it."""
+        source = budget.forgetting_text
         if kind != "causal_lm" or not source:
             return None
         if not trained:
             return cls(source, [], np.zeros((0, 2)), trained=False)
         passages = load_passages(source, base_dir)
-        return cls(source, passages, passage_losses(model, tokenizer, passages))
+        if model_identity is None:
+            return cls(source, passages, passage_losses(model, tokenizer, passages))
+        from harness.eval import base_cache
+
+        key = {"model": model_identity, "text": base_cache.text_fingerprint(passages), "max_tokens": PASSAGE_TOKENS}
+        rows, reused = base_cache.cached("forgetting_before", key,
+                                         lambda: passage_losses(model, tokenizer, passages).tolist())
+        return cls(source, passages, np.array(rows, dtype=float).reshape(-1, 2), before_reused=reused)
+
+    def measure_after(self, model, tokenizer) -> None:
+        """The trained model's losses now, in the precision it trained in (evaluation may cast it)."""
+        if self.trained:
+            self.after_rows = passage_losses(model, tokenizer, self.passages)
 
     def after(self, model, tokenizer, *, trained: bool, resamples: int, seed: int) -> tuple[float, list | None, dict]:
         """(forgetting, its 95% bootstrap CI over passages, detail)."""
-        from harness.eval.stats import bootstrap_ci
 
         if not (trained and self.trained):
             return 0.0, None, {"text": self.source, "measured": False, "reason": "nothing trained: the base's weights"}
-        after = passage_losses(model, tokenizer, self.passages)
+        after = self.after_rows if self.after_rows is not None else passage_losses(model, tokenizer, self.passages)
         # Per-passage rows (nll before, nll after, tokens): the CI resamples passages.
         rows = np.column_stack([self.before[:, 0], after[:, 0], self.before[:, 1]])
         value = mean_loss(after) - mean_loss(self.before)
         ci = bootstrap_ci(rows, forgetting_from_rows, resamples=resamples, seed=seed)
         detail = {"text": self.source, "measured": True, "passages": len(self.passages), "tokens": int(self.before[:, 1].sum()),
                   "max_tokens_per_passage": PASSAGE_TOKENS, "loss_before": round(mean_loss(self.before), 6),
-                  "loss_after": round(mean_loss(after), 6), "unit": "nats/token"}
+                  "loss_after": round(mean_loss(after), 6), "unit": "nats/token",
+                  "loss_before_reused": self.before_reused}
         return round(value, 6), ci, detail
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from harness.data.encoding import IGNORE  # noqa: E402 - the one ignore id
+from harness.data.encoding import (
+    IGNORE,  # noqa: E402 - the one ignore id
+    pad_batch,
+)
 
 
 def _prompt_learning(model) -> bool:
@@ -135,10 +138,16 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
 
 
 def _completion_logprobs_unshared(model, prompts, completions, pad_id) -> torch.Tensor:
-    """prompt+completion per pair in one right-padded batch (for models that cannot share a cache)."""
-    from harness.data.encoding import pad_batch
+    """prompt+completion per pair in one right-padded batch (for models that cannot share a cache).
+    One-token completions (a label alone) need only each prompt's next-token distribution: one
+    sequence per prompt, whichever completion it carries, read at the completion's position."""
 
-    tensors, _ = pad_batch([(p, c) for p in prompts for c in completions], pad_id)
     device = next(model.parameters()).device
+    if all(len(c) == 1 for c in completions):
+        tensors, _ = pad_batch([(p, completions[0]) for p in prompts], pad_id)
+        logprobs, _, mask = shifted_logprobs(model, *(tensors[k].to(device) for k in ("input_ids", "attention_mask", "labels")))
+        at_completion = logprobs[torch.arange(len(prompts), device=device), mask.int().argmax(-1)]   # (n, vocab)
+        return at_completion[:, torch.tensor([c[0] for c in completions], device=device)]
+    tensors, _ = pad_batch([(p, c) for p in prompts for c in completions], pad_id)
     sums, _ = target_logprobs(model, *(tensors[k].to(device) for k in ("input_ids", "attention_mask", "labels")))
     return sums.view(len(prompts), len(completions))

@@ -10,6 +10,7 @@ import numpy as np
 
 from harness.eval.stats import item_mean
 
+
 @dataclass(frozen=True)
 class Metric:
     name: str
@@ -22,7 +23,9 @@ class Metric:
     # reduction that gives the metric's value from any subset of rows (a bootstrap resample).
     item_stats: Callable[["Items"], "np.ndarray | None"] | None = None
     reduce: Callable[["np.ndarray"], float] | None = None
-    paired_test: str | None = None  # how two arms are compared: "mcnemar" or "paired_bootstrap"
+    # How two arms are compared: "mcnemar", or "paired_bootstrap" (which recomputes `reduce` on
+    # every resample of items, so corpus metrics such as macro-F1, BLEU and entity F1 get it too).
+    paired_test: str | None = None
 
 
 METRICS: dict[str, Metric] = {}
@@ -98,6 +101,7 @@ def per_item(fn: Callable[[str, str], float]) -> Callable[[Items], np.ndarray]:
 
 
 def itemize(name: str, item_stats, reduce=item_mean, paired_test: str | None = None) -> None:
+    """Attach per-item statistics, their reduction and the paired test to a declared metric."""
     METRICS[name] = replace(METRICS[name], item_stats=item_stats, reduce=reduce, paired_test=paired_test)
 
 
@@ -170,7 +174,7 @@ def _perplexity_reduce(rows: np.ndarray) -> float:
 
 
 itemize("accuracy", per_item(_same), paired_test="mcnemar")
-itemize("macro_f1", _confusion_items, _macro_f1_reduce)
+itemize("macro_f1", _confusion_items, _macro_f1_reduce, paired_test="paired_bootstrap")
 for _kind in ("rouge1", "rouge2", "rougeL"):
     itemize(_kind, _rouge_items(_kind), paired_test="paired_bootstrap")
 itemize("exact_match", per_item(_exact), paired_test="mcnemar")
@@ -180,13 +184,13 @@ declare("token_f1", higher_is_better=True, unit="F-measure", kind="quality", tas
 itemize("token_f1", per_item(_token_f1), paired_test="paired_bootstrap")
 declare("bleu", higher_is_better=True, unit="BLEU (0-100)", kind="quality", task_types=GEN,
         description="corpus BLEU (sacrebleu defaults: 13a tokens, exponential smoothing, 4-grams)")
-itemize("bleu", _bleu_items, _bleu_reduce)
+itemize("bleu", _bleu_items, _bleu_reduce, paired_test="paired_bootstrap")
 declare("bertscore_f1", higher_is_better=True, unit="F-measure (cosine)", kind="quality", task_types=GEN,
         description="BERTScore F1 against the reference; the scorer model and layer are in metrics_detail")
 itemize("bertscore_f1", _bertscore_items, paired_test="paired_bootstrap")
 declare("perplexity", higher_is_better=False, unit="perplexity (exp nats/token)", kind="quality", task_types=GEN,
         description="perplexity of the reference completions given the prompt (decoders only)")
-itemize("perplexity", _reference_nll_items, _perplexity_reduce)
+itemize("perplexity", _reference_nll_items, _perplexity_reduce, paired_test="paired_bootstrap")
 
 # Not a function of predictions: measured on a general text before and after training, on
 # decoders (harness.eval.forgetting); no task_types, so score_items leaves it alone.
@@ -210,7 +214,7 @@ def _declare_ner() -> None:
         ("entity_recall", ner.recall_from_rows, "share of reference entities found (span and type)"),
     ]:
         declare(name, higher_is_better=True, unit="fraction", kind="quality", task_types=ner_type, description=desc)
-        itemize(name, ner.entity_rows, reduce)
+        itemize(name, ner.entity_rows, reduce, paired_test="paired_bootstrap")
     declare("tag_accuracy", higher_is_better=True, unit="fraction", kind="quality", task_types=ner_type,
             description="share of words with the right BIO tag, averaged over sentences")
     itemize("tag_accuracy", per_item(ner.tag_accuracy), paired_test="paired_bootstrap")
@@ -239,6 +243,12 @@ def score_items(task_type: str, items: Items) -> tuple[dict[str, float], dict[st
         stats[metric.name] = rows
         values[metric.name] = round(metric.reduce(rows), 6)
     return values, stats
+
+
+def per_item_score(metric: Metric) -> bool:
+    """A metric that is the mean of one score per item: that score is stored per prediction
+    (`scores` in predictions.jsonl); corpus metrics are recomputed from the predictions instead."""
+    return metric.paired_test is not None and metric.reduce is item_mean
 
 
 def describe() -> dict[str, dict]:

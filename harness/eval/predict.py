@@ -8,14 +8,21 @@ import time
 
 import torch
 
+from harness.config.schema import Budget
 from harness.data.formatting import PromptFormatter, target_of
 from harness.eval.likelihood import SharedPrefix, completion_logprobs
 from harness.eval.predict_heads import Predictor, encoder_predictor_for
+from harness.eval.scoring_rule import ScoringRule
 
-def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels: list[str], max_len: int) -> Predictor:
-    """Pick the label whose completion has the highest summed log-probability after the prompt.
-    Every label is scored after the same prompt, cut to leave room for the longest label."""
-    completions = [formatter.completion_ids(label) for label in labels]
+
+def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels: list[str], max_len: int,
+                            rule: ScoringRule = ScoringRule()) -> Predictor:
+    """Pick the label whose completion scores highest after the prompt under the declared rule
+    (summed log-probability of the label, with or without the end-of-turn token, optionally
+    length-normalised). Every label is scored after the same prompt, cut to leave room for the
+    longest label. Extras: each label's summed log-probability ("logprobs"), and the normalised
+    score the choice was made on ("label_scores") when the rule normalises."""
+    completions = [formatter.completion_ids(label, rule.end_of_turn) for label in labels]
     room = max_len - max(map(len, completions))
     shared = SharedPrefix(model)
 
@@ -23,8 +30,13 @@ def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels
     def predict(batch):
         prompts = [formatter.encode(e, None, room)[0] for e in batch]
         totals = completion_logprobs(model, prompts, completions, tokenizer.pad_token_id, shared)
-        preds = [labels[i] for i in totals.argmax(-1).tolist()]
-        return preds, [{"logprobs": dict(zip(labels, map(lambda x: round(x, 4), row)))} for row in totals.tolist()]
+        scores = rule.compare(totals, completions, labels)
+        preds = [labels[i] for i in scores.argmax(-1).tolist()]
+        extras = [{"logprobs": dict(zip(labels, map(lambda x: round(x, 4), row)))} for row in totals.tolist()]
+        if rule.normalize != "none":
+            for extra, row in zip(extras, scores.tolist()):
+                extra["label_scores"] = dict(zip(labels, map(lambda x: round(x, 5), row)))
+        return preds, extras
 
     return predict
 
@@ -69,15 +81,16 @@ def match_label(text: str, labels: list[str]) -> str:
     return min(found)[1] if found else ""
 
 
-def make_predictor(model, tokenizer, *, kind: str, task: dict, budget: dict, shots: list[dict]) -> Predictor:
-    max_len = budget["max_seq_len"]
+def make_predictor(model, tokenizer, *, kind: str, task: dict, budget: Budget, shots: list[dict]) -> Predictor:
+    max_len = budget.max_seq_len
     if kind == "encoder":
         return encoder_predictor_for(model, tokenizer, task, max_len)
     formatter = PromptFormatter(tokenizer, task, shots)
     if task["type"] == "classification" and task.get("decoder_eval", "score") == "score":
-        return label_scoring_predictor(model, tokenizer, formatter, task["labels"], max_len + _shot_room(shots))
+        return label_scoring_predictor(model, tokenizer, formatter, task["labels"], max_len + _shot_room(shots),
+                                       ScoringRule.of_task(task))
     labels = task["labels"] if task["type"] == "classification" else None
-    return generation_predictor(model, tokenizer, formatter, max_len + _shot_room(shots), budget["max_new_tokens"], labels)
+    return generation_predictor(model, tokenizer, formatter, max_len + _shot_room(shots), budget.max_new_tokens, labels)
 
 
 def _shot_room(shots: list[dict]) -> int:
@@ -85,19 +98,42 @@ def _shot_room(shots: list[dict]) -> int:
     return 0 if not shots else 4 * 64 * len(shots)
 
 
+LATENCY_REPEATS = 3  # each latency item is timed this many times; its latency is the fastest
+
+
 def run_predictions(predict: Predictor, examples: list[dict], task: dict, *, batch_size: int,
-                    latency_examples: int, on_batch=None) -> tuple[list[dict], dict]:
-    """All test items in batches (throughput), then the first few alone (batch-1 latency)."""
-    start = time.perf_counter()
-    preds, extras = predict_in_batches(predict, examples, batch_size, on_batch=on_batch)
-    elapsed = time.perf_counter() - start
+                    latency_examples: int, on_batch=None, clock=None) -> tuple[list[dict], dict, dict]:
+    """All test items in batches (throughput), then the first few alone (batch-1 latency).
+
+    Returns (rows, cost metrics, the machine's load while they were measured). Latency: one
+    untimed warm-up call, then each item LATENCY_REPEATS times, keeping its fastest time (other
+    processes can only add time, so the minimum is the least disturbed estimate). `clock`
+    (harness.eval.phases.PhaseClock) gets the phases "label_scoring"/"generation" and "latency".
+    """
+    from harness.eval.machine_load import LoadWindow, merge
+
+    if clock:
+        clock.start("generation" if _generates(predict) else "label_scoring")
+    with LoadWindow() as batched:
+        start = time.perf_counter()
+        preds, extras = predict_in_batches(predict, examples, batch_size, on_batch=on_batch)
+        elapsed = time.perf_counter() - start
     rows = [{"id": example["id"], "input": example.get("text", example.get("question")), "prediction": pred, "reference": target_of(example, task),
              **extra} for example, pred, extra in zip(examples, preds, extras)]
+    if clock:
+        clock.start("latency")
+    timed = examples[:latency_examples]
     latencies = []
-    for example in examples[:latency_examples]:
-        t0 = time.perf_counter()
-        predict([example])
-        latencies.append((time.perf_counter() - t0) * 1000)
+    with LoadWindow() as alone:
+        if timed:
+            predict([timed[0]])  # warm-up: first-call allocations and caches are not latency
+        for example in timed:
+            runs = []
+            for _ in range(LATENCY_REPEATS):
+                t0 = time.perf_counter()
+                predict([example])
+                runs.append((time.perf_counter() - t0) * 1000)
+            latencies.append(min(runs))
     cost = {"eval_examples_per_s": round(len(examples) / elapsed, 3) if elapsed else None}
     generated = sum(r.get("generated_tokens", 0) for r in rows)
     if generated and elapsed:
@@ -105,7 +141,12 @@ def run_predictions(predict: Predictor, examples: list[dict], task: dict, *, bat
     if latencies:
         cost["latency_p50_ms"] = round(statistics.median(latencies), 2)
         cost["latency_p95_ms"] = round(_percentile(latencies, 95), 2)
-    return rows, cost
+    conditions = merge(batched.conditions(), alone.conditions() if timed else {})
+    return rows, cost, {**conditions, "latency_repeats": LATENCY_REPEATS, "latency_warmup": bool(timed)}
+
+
+def _generates(predict: Predictor) -> bool:
+    return getattr(predict, "__qualname__", "").startswith("generation_predictor")
 
 
 def predict_in_batches(predict: Predictor, examples: list[dict], batch_size: int, on_batch=None):

@@ -14,6 +14,7 @@ import contextlib
 
 import torch
 
+from harness.data.encoding import pad_batch
 from harness.eval.likelihood import shifted_logprobs
 
 
@@ -47,8 +48,6 @@ class PreferenceProbe:
                     params[n].copy_(value)
 
     def _batches(self, model):
-        from harness.data.encoding import pad_batch
-
         device = next(model.parameters()).device
         for i in range(0, len(self.rows), self.batch_size * 2):
             tensors, _ = pad_batch(self.rows[i:i + self.batch_size * 2], self.tokenizer.pad_token_id)

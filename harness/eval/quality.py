@@ -9,8 +9,14 @@ from pathlib import Path
 
 import torch
 
+from harness.config.schema import Budget
+from harness.data.encoding import pad_batch
+from harness.data.formatting import PromptFormatter
 from harness.eval import metrics, stats
+from harness.eval.bertscore import from_budget
 from harness.eval.likelihood import target_logprobs
+from harness.eval.ner_metrics import per_type_f1
+from harness.eval.text_metrics import confusion_matrix, per_class_f1
 
 
 @dataclass
@@ -23,7 +29,6 @@ class Assessment:
 def add_reference_nll(rows: list[dict], examples: list[dict], model, tokenizer, formatter, *, max_len: int,
                       batch_size: int) -> None:
     """Summed NLL and token count of each reference completion given its prompt (perplexity)."""
-    from harness.data.encoding import pad_batch
 
     device = next(model.parameters()).device
     with torch.inference_mode():
@@ -36,17 +41,15 @@ def add_reference_nll(rows: list[dict], examples: list[dict], model, tokenizer, 
                 row["reference_nll"], row["reference_tokens"] = round(-s, 5), int(c)
 
 
-def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None = None, seed: int = 0) -> Assessment:
+def assess(rows: list[dict], task: dict, budget: Budget, *, base_dir: Path | None = None, seed: int = 0) -> Assessment:
     task_type = task["type"]
     scorer = None
     if task_type == "generation":
-        from harness.eval.bertscore import from_budget
-
         scorer = from_budget(budget, base_dir)
     items = metrics.Items(preds=[r["prediction"] for r in rows], refs=[r["reference"] for r in rows],
                           labels=task.get("labels"), rows=rows, bertscore=scorer)
     values, item_stats = metrics.score_items(task_type, items)
-    resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
+    resamples = budget.bootstrap_resamples
     ci = {}
     for name, table in item_stats.items():
         interval = stats.bootstrap_ci(table, metrics.METRICS[name].reduce, resamples=resamples, seed=seed)
@@ -54,13 +57,11 @@ def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None 
             ci[name] = interval
     for i, row in enumerate(rows):  # per-item scores: what the pairwise tests across arms read
         row["scores"] = {name: round(float(table[i, 0]), 6) for name, table in item_stats.items()
-                         if metrics.METRICS[name].paired_test}
+                         if metrics.per_item_score(metrics.METRICS[name])}
     detail = {"bootstrap": {"resamples": resamples, "seed": seed, "confidence": 1 - stats.ALPHA}}
     if task_type == "classification" and "macro_f1" in item_stats:
         detail.update(classification_detail(item_stats["macro_f1"], task.get("labels") or sorted(set(items.refs))))
     if task_type == "token_classification" and items.preds:
-        from harness.eval.ner_metrics import per_type_f1
-
         detail["per_entity_type_f1"] = per_type_f1(items.preds, items.refs)
     if scorer is not None:
         detail["bertscore"] = scorer.detail()
@@ -68,8 +69,6 @@ def assess(rows: list[dict], task: dict, budget: dict, *, base_dir: Path | None 
 
 
 def classification_detail(rows, labels: list[str]) -> dict:
-    from harness.eval.text_metrics import confusion_matrix, per_class_f1
-
     matrix = confusion_matrix(rows, len(labels))
     names = list(labels)
     if matrix[:, -1].sum() == 0 and matrix[-1].sum() == 0:
@@ -86,16 +85,15 @@ def assess_arm(rows: list[dict], examples: list[dict], task: dict, arm, *, model
                general=None, trained: bool) -> Assessment:
     """Everything execute needs after prediction: reference perplexity (decoders on generation),
     the metrics with their CIs, and forgetting (decoders, when measured before training)."""
-    from harness.data.formatting import PromptFormatter
 
     budget = arm.budget
     if kind == "causal_lm" and task["type"] == "generation":
         add_reference_nll(rows, examples, model, tokenizer, PromptFormatter(tokenizer, task, shots),
-                          max_len=budget["max_seq_len"], batch_size=budget["eval_batch_size"])
+                          max_len=budget.max_seq_len, batch_size=budget.eval_batch_size)
     assessed = assess(rows, task, budget, base_dir=Path(arm.base_dir), seed=arm.seed)
     if general is not None:
         value, interval, assessed.detail["forgetting"] = general.after(
-            model, tokenizer, trained=trained, resamples=int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES)),
+            model, tokenizer, trained=trained, resamples=budget.bootstrap_resamples,
             seed=arm.seed)
         assessed.metrics["forgetting"] = value
         if interval:

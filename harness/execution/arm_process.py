@@ -12,13 +12,15 @@ import sys
 import traceback
 from pathlib import Path
 
+from harness.errors import HarnessError
 from harness.execution.arm_common import arm_summary, emit
+from harness.execution.multi_task import execute_multi_task
 from harness.execution.single_task import execute_arm
+from harness.planning.plan import Arm
+from harness.results.arm_result import ArmResult, now
+
 
 def main(argv: list[str]) -> int:
-    from harness.planning.plan import Arm
-    from harness.results.arm_result import ArmResult, now
-
     arm = Arm.from_json(Path(argv[0]).read_text())
     out_dir = Path(argv[1])
     threads = os.environ.get("HARNESS_THREADS")
@@ -28,7 +30,6 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(int(threads))
     try:
         if arm.tasks:  # a method spanning tasks (multi_task): one result per task under out_dir/tasks
-            from harness.execution.multi_task import execute_multi_task
 
             result = execute_multi_task(arm, out_dir)
         else:
@@ -36,7 +37,6 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # the arm fails; the runner goes on with the others
-        from harness.errors import HarnessError
 
         message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
         (out_dir / "traceback.txt").write_text(traceback.format_exc())

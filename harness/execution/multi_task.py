@@ -3,7 +3,7 @@ shared encoder, train jointly, then evaluate each task as its single-task arm wo
 
 Writes OUT_DIR/tasks/<task>/{result.json,predictions.jsonl}, one ordinary ArmResult per task
 (task_key = that task), and returns the arm's own summary (costs, totals, artifacts.tasks), which
-execute.main writes as OUT_DIR/result.json. The runner records the per-task results
+harness.execution.arm_process writes as OUT_DIR/result.json. The runner records the per-task results
 (harness.results.task_results), so reports, comparisons, the budget audit and the gate see a
 multi-task arm in each of its tasks like any other arm."""
 
@@ -12,22 +12,21 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from harness.tasks import task_type
+from harness import models
+from harness.data.tasks import load_task
+from harness.eval import predict, profile, quality
+from harness.eval.predict_heads import encoder_predictor_for
 from harness.execution.arm_common import arm_summary, emit, seed_everything
 from harness.execution.provenance import provenance
+from harness.methods import ArmContext, get_method
+from harness.results.arm_result import ArmResult, now
+from harness.tasks import task_type
+from harness.training import get_objective
+from harness.training.multi_task import TaskData, train
 
 
 def execute_multi_task(arm, out_dir: Path):
     import torch
-
-    from harness import models
-    from harness.data.tasks import load_task
-    from harness.eval import predict, profile, quality
-    from harness.eval.predict_heads import encoder_predictor_for
-    from harness.methods import ArmContext, get_method
-    from harness.training import get_objective
-    from harness.training.multi_task import TaskData, train
-    from harness.results.arm_result import ArmResult, now
 
     started, memory, method = now(), profile.MemoryProfiler(), get_method(arm.method)
     emit("phase", phase="data")
@@ -48,7 +47,7 @@ def execute_multi_task(arm, out_dir: Path):
     model = method.wrap(encoder, arm.params, ctx)
     load_seconds, counts = time.perf_counter() - t0, profile.parameter_counts(model)
 
-    emit("phase", phase="train", total=arm.budget["max_steps"] * len(loaded))
+    emit("phase", phase="train", total=arm.budget.max_steps * len(loaded))
     seed_everything(arm.seed)
     data = {key: TaskData(get_objective(task_type(task["type"]).objective).batcher(tokenizer, tr, task, arm.budget),
                           [e["id"] for e in tr]) for key, (tr, _, task) in loaded.items()}
@@ -60,16 +59,16 @@ def execute_multi_task(arm, out_dir: Path):
     evaluated = {}
     for key, (_, test, task) in loaded.items():
         emit("phase", phase=f"eval {key}", total=len(test))
-        predictor = encoder_predictor_for(model.for_task(key), tokenizer, task, arm.budget["max_seq_len"])
-        evaluated[key] = predict.run_predictions(predictor, test, task, batch_size=arm.budget["eval_batch_size"],
-                                                 latency_examples=arm.budget["latency_examples"])
+        predictor = encoder_predictor_for(model.for_task(key), tokenizer, task, arm.budget.max_seq_len)
+        evaluated[key] = predict.run_predictions(predictor, test, task, batch_size=arm.budget.eval_batch_size,
+                                                 latency_examples=arm.budget.latency_examples)
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = out_dir / "adapter" if method.save(model, out_dir / "adapter") else None
     train_seconds = round(sum(c.seconds for c in consumed.values()), 3)
     shared = {**memory.peaks_mb(), **counts, "load_seconds": round(load_seconds, 3), "train_seconds": train_seconds,
               "saved_mb": profile.saved_mb(model, saved, trained=True)}
     summary = arm_summary(arm)
-    for key, (rows, eval_cost) in evaluated.items():
+    for key, (rows, eval_cost, conditions) in evaluated.items():
         task, c = loaded[key][2], consumed[key]
         assessed = quality.assess(rows, task, arm.budget, base_dir=Path(arm.base_dir), seed=arm.seed)
         folder = out_dir / "tasks" / key
@@ -81,7 +80,7 @@ def execute_multi_task(arm, out_dir: Path):
             status="ok", consumed=c.to_dict(),
             metrics={**assessed.metrics, **shared, **eval_cost,
                      "train_tokens_per_s": round(c.tokens / c.seconds, 2) if c.seconds else None},
-            ci=assessed.ci, metrics_detail={**assessed.detail, "multi_task": {"tasks": list(loaded),
+            ci=assessed.ci, metrics_detail={**assessed.detail, "cost_conditions": conditions, "multi_task": {"tasks": list(loaded),
                                             "shared_costs": "memory, parameters, load/train seconds: the whole arm"}},
             curves={"train_loss": curves[key]}, provenance=provenance(model_dir, task),
             artifacts={"predictions": "predictions.jsonl"}, started_at=started, finished_at=now(),

@@ -6,11 +6,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from harness.data import prepared
+from harness.eval.profile import device_name
+from harness.eval.scoring_rule import ScoringRule
+
+
+def evaluation_provenance(kind: str, task: dict, eval_precision: str) -> dict:
+    """How this arm was evaluated: its precision, and a decoder's label scoring rule."""
+    out = {"eval_precision": eval_precision}
+    if kind == "causal_lm":
+        rule = ScoringRule.of_task(task)
+        out["label_scoring"] = {**rule.as_dict(), "text": rule.describe()}
+    return out
+
+
 def provenance(model_dir: Path, task: dict) -> dict:
     import platform
     from importlib.metadata import PackageNotFoundError, version
-
-    from harness.eval.profile import device_name
 
     packages = {}
     for name in ("harness", "torch", "transformers", "peft", "bitsandbytes", "trl", "scikit-learn", "rouge-score",
@@ -21,8 +33,6 @@ def provenance(model_dir: Path, task: dict) -> dict:
             packages[name] = None
     fingerprint = None
     if task["data"].get("prepared"):
-        from harness.data import prepared
-
         info = prepared.prepared_dir(task["data"]["prepared"]) / "fingerprint.json"
         fingerprint = json.loads(info.read_text()).get("sha256") if info.is_file() else None
     return {"packages": packages, "python": platform.python_version(), "device": device_name(),

@@ -16,8 +16,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.errors import HarnessError, safe
-from harness.paths import atomic_write_text, os_problem
 from harness.execution.arm_common import EVENT_PREFIX, arm_summary
+from harness.paths import atomic_write_text, os_problem
 from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult, now, task_results, write_run_results
 

@@ -7,33 +7,39 @@ import json
 import time
 from pathlib import Path
 
+from harness import models
+from harness.data.tasks import load_task
+from harness.eval import base_cache, precision, predict, profile, quality
+from harness.eval.forgetting import Forgetting
+from harness.eval.phases import PhaseClock
 from harness.execution.arm_common import arm_summary, emit, seed_everything
-from harness.execution.provenance import provenance
+from harness.execution.provenance import evaluation_provenance, provenance
+from harness.golden.scoring import score_arm_on_golden_sets
+from harness.methods import ArmContext, get_method
+from harness.results.arm_result import ArmResult, now
+from harness.stages.run import run_stages
 from harness.tasks import encoder_head
 from harness.tasks import objective_name as objective_for_task
+from harness.training import get_objective
+
 
 def execute_arm(arm, out_dir: Path):
     import torch
 
-    from harness import models
-    from harness.data.tasks import load_task
-    from harness.eval import predict, profile, quality
-    from harness.eval.forgetting import Forgetting
-    from harness.methods import ArmContext, get_method
-    from harness.training import get_objective
-    from harness.results.arm_result import ArmResult, now
-
     started = now()
+    clock = PhaseClock()
     memory = profile.MemoryProfiler()
     method = get_method(arm.method)
     kind = arm.model["kind"]
     objective_name = objective_for_task(method, kind, arm.task["type"])
 
     emit("phase", phase="data")
+    clock.start("data")
     train, test, task = load_task(arm.task, arm.budget)
     labels = task.get("labels")
 
     emit("phase", phase="load")
+    clock.start("load")
     t0 = time.perf_counter()
     model_dir = models.resolve_model_dir(arm.model["source"], base_dir=Path(arm.base_dir))
     tokenizer = models.load_tokenizer(model_dir)
@@ -53,70 +59,87 @@ def execute_arm(arm, out_dir: Path):
         tokenizer=tokenizer)
     ctx = ArmContext(model_type=model.config.model_type, model_dir=str(model_dir), **ctx_args)
     t_general = time.perf_counter()  # the base's loss on a general text, for forgetting; not load time
+    clock.start("forgetting_before")
+    identity = base_cache.model_identity(arm.model["source"], model_dir, model, base_dir=Path(arm.base_dir),
+                                         precision="fp32")
     general = Forgetting.measure_before(model, tokenizer, kind=kind, budget=arm.budget, base_dir=Path(arm.base_dir),
-                                        trained=objective_name != "none")
+                                        trained=objective_name != "none", model_identity=identity)
     t0 += time.perf_counter() - t_general
+    clock.start("load")
     seed_everything(arm.seed)  # adapter and head initialisation: the same for every arm
     if objective_name == "none":
         for p in model.parameters():
             p.requires_grad_(False)
+    loaded = model
     model = method.wrap(model, arm.params, ctx)
+    untouched_base = objective_name == "none" and model is loaded  # golden results shareable across arms
     load_seconds = time.perf_counter() - t0
     counts = profile.parameter_counts(model)
 
     consumed, curve, stage_curves, stage_metrics = None, [], {}, {}
+    clock.start("train")
     if getattr(arm, "stages", None):
         seed_everything(arm.seed)
         consumed, stage_curves, stage_metrics = _run_stages(arm, model, tokenizer, train, test, task, method, kind)
     elif objective_name != "none":
-        emit("phase", phase="train", total=arm.budget["max_steps"])
+        emit("phase", phase="train", total=arm.budget.max_steps)
         seed_everything(arm.seed)  # dropout masks: the same stream for every arm
         objective = get_objective(objective_name)
         consumed, curve = objective.train(
             model, tokenizer, train, task, arm.budget, float(arm.params["lr"]),
             on_step=lambda step, total, loss: emit("step", step=step, total=total, loss=round(loss, 4)))
     model.eval()
+    # Saved and measured for forgetting in the precision it trained in, before evaluation casts it.
+    clock.start("save")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    saved = _save_trained_part(model, out_dir, method) if objective_name != "none" else None
+    trained_bytes = profile.saved_mb(model, out_dir / saved.name if saved else None, trained=objective_name != "none")
+    if general is not None:
+        clock.start("forgetting_after")
+        general.measure_after(model, tokenizer)
+    eval_precision = arm.budget.eval_precision
+    model = precision.for_evaluation(model, eval_precision)
 
     emit("phase", phase="eval", total=len(test))
     shots = method.shots(arm.params, train, ctx)
     predictor = predict.make_predictor(model, tokenizer, kind=kind, task=task, budget=arm.budget, shots=shots)
-    rows, eval_cost = predict.run_predictions(
-        predictor, test, task, batch_size=arm.budget["eval_batch_size"],
-        latency_examples=arm.budget["latency_examples"], on_batch=lambda done, total: emit("eval", done=done, total=total))
+    rows, eval_cost, conditions = predict.run_predictions(
+        predictor, test, task, batch_size=arm.budget.eval_batch_size, latency_examples=arm.budget.latency_examples,
+        on_batch=lambda done, total: emit("eval", done=done, total=total), clock=clock)
     peaks = memory.peaks_mb()  # before the scorers below (BERTScore loads a model of its own)
+    clock.start("quality")
     assessed = quality.assess_arm(rows, test, task, arm, model=model, tokenizer=tokenizer, kind=kind, shots=shots,
                                   general=general, trained=objective_name != "none")
 
-    from harness.golden.scoring import score_arm_on_golden_sets
-
     emit("phase", phase="golden")
-    golden = score_arm_on_golden_sets(arm, model, tokenizer, kind=kind, task=task)
+    clock.start("golden")
+    golden = score_arm_on_golden_sets(arm, model, tokenizer, kind=kind, task=task,
+                                      base_identity=identity if untouched_base else None)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    clock.start("save")
     with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
     artifacts = {"predictions": "predictions.jsonl"}
-    saved = _save_trained_part(model, out_dir, method) if objective_name != "none" else None
     if saved:
         artifacts["adapter"] = saved.name
     cost = {
         **peaks, **counts, **eval_cost, "load_seconds": round(load_seconds, 3),
-        "saved_mb": profile.saved_mb(model, out_dir / saved.name if saved else None, trained=objective_name != "none"),
+        "saved_mb": trained_bytes,
         "train_seconds": consumed.seconds if consumed else None,
         "train_tokens_per_s": round(consumed.tokens / consumed.seconds, 2) if consumed and consumed.seconds else None,
     }
+    detail = {**assessed.detail, "cost_conditions": conditions, "phase_seconds": clock.breakdown()}
     return ArmResult(
         arm=arm_summary(arm), status="ok", consumed=consumed.to_dict() if consumed else None,
-        metrics={**assessed.metrics, **stage_metrics, **cost}, ci=assessed.ci, metrics_detail=assessed.detail,
+        metrics={**assessed.metrics, **stage_metrics, **cost}, ci=assessed.ci, metrics_detail=detail,
         curves={**({"train_loss": curve} if curve else {}), **stage_curves},
-        provenance=provenance(model_dir, task), artifacts=artifacts, started_at=started, finished_at=now(),
-        golden=golden)
+        provenance={**provenance(model_dir, task), **evaluation_provenance(kind, task, eval_precision)},
+        artifacts=artifacts, started_at=started, finished_at=now(), golden=golden)
 
 
 def _run_stages(arm, model, tokenizer, train, test, task, method, kind):
     """An arm with `stages:` trains them in order (harness.stages) instead of its objective."""
-    from harness.stages.run import run_stages
 
     return run_stages(arm.stages, model=model, tokenizer=tokenizer, train=train, test=test, task=task,
                       budget=arm.budget, method=method, kind=kind, method_lr=float(arm.params["lr"]),
@@ -127,5 +150,3 @@ def _save_trained_part(model, out_dir: Path, method) -> Path | None:
     """Adapters are small and worth keeping; a fully fine-tuned base is not saved by default."""
     path = out_dir / "adapter"
     return path if method.save(model, path) else None
-
-

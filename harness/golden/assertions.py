@@ -10,7 +10,6 @@ from harness.eval.text_metrics import rouge
 from harness.golden.schema import GoldenItem
 
 
-
 def check_item(item: GoldenItem, *, text: str | None, label: str | None, n_tokens: int | None,
                latency_ms: float | None, bertscore=None) -> tuple[list[str], list[str]]:
     """(failures, notes) for one item's output. Each failure says what was expected and got.

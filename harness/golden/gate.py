@@ -15,11 +15,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness import models
 from harness.errors import HarnessError
-from harness.paths import read_json_file
-from harness.results.arm_result import RERUN_FIX, check_arm_result, read_run_results
+from harness.eval.bertscore import DEFAULT_MODEL, BertScore
 from harness.golden.schema import GoldenSet
-from harness.golden.scoring import uses_bertscore, score_golden, summarize
+from harness.golden.scoring import score_golden, summarize, uses_bertscore
+from harness.paths import atomic_write_text, read_json_file
+from harness.results.arm_result import RERUN_FIX, check_arm_result, now, read_run_results
+from harness.tracking.mlflow_tracker import import_mlflow, resolve_store
 
 BASELINE_KIND = "harness-golden-baseline"
 EPSILON = 1e-9  # pass rates are ratios of small integers; compare drops with a tolerance
@@ -72,8 +75,6 @@ def _download_mlflow_run(spec: str, role: str) -> Path:
     or result.json (an arm's child run), fetched from the tracking store into a temp folder."""
     import tempfile
 
-    from harness.tracking.mlflow_tracker import import_mlflow, resolve_store
-
     run_id = spec.split(":", 1)[1].strip("/").split("/")[0]
     uri, _ = resolve_store(None)
     # A client bound to this store: MLflow's module-level tracking URI is process-wide state.
@@ -114,7 +115,7 @@ def _from_run(run_dir: Path, results: dict, golden: GoldenSet, *, arm, role) -> 
     scored = [a for a in arms if golden.name in (a.get("golden") or {})]
     if not scored:
         raise HarnessError(f"no arm of run {run_dir} was scored on golden set '{golden.name}'",
-                           fix=f"add the set to the experiment's `golden_sets:` and rerun, or pass a model folder")
+                           fix="add the set to the experiment's `golden_sets:` and rerun, or pass a model folder")
     if arm is not None:
         chosen = [a for a in scored if a["arm"]["name"] == arm] or \
                  [a for a in scored if arm in a["arm"]["name"] or arm in a["arm"].get("slug", "")]
@@ -151,8 +152,6 @@ def _checked_items(items, where: str, role: str) -> list[dict]:
 
 
 def _score_now(source: str, golden: GoldenSet, *, label: str) -> Side:
-    from harness.eval.bertscore import DEFAULT_MODEL, BertScore
-
     model, tokenizer, kind, head_labels = load_for_scoring(source)
     # no experiment here: the default scorer every experiment's budget starts from
     scorer = BertScore(DEFAULT_MODEL) if uses_bertscore(golden) else None
@@ -162,7 +161,6 @@ def _score_now(source: str, golden: GoldenSet, *, label: str) -> Side:
 
 def load_for_scoring(source: str):
     """(model, tokenizer, kind, head labels) for a local folder, packaged model or peft adapter."""
-    from harness import models
 
     folder = Path(source)
     adapter = folder.is_dir() and (folder / "adapter_config.json").is_file()
@@ -263,9 +261,6 @@ def compare(golden: GoldenSet, candidate: Side, baseline: Side, *, max_drop: flo
 
 
 def record_baseline(golden: GoldenSet, golden_path: Path, side: Side, *, target: Path | None = None) -> Path:
-    from harness.paths import atomic_write_text
-    from harness.results.arm_result import now
-
     target = target or baseline_path(golden, golden_path)
     _check_coverage(side, golden, "candidate")
     payload = {"kind": BASELINE_KIND, "set": golden.name, "version": golden.version, "source": side.source,

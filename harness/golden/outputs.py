@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+
 def console_lines(verdict: dict) -> list[str]:
     mark = "PASS" if verdict["passed"] else "REGRESSION"
     lines = [f"gate {verdict['set']}@{verdict['version']}: {mark} — candidate {verdict['candidate_passed']}/"

@@ -6,8 +6,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from harness.data.formatting import PromptFormatter
+from harness.eval import base_cache, predict
+from harness.eval.bertscore import from_budget
+from harness.eval.predict_heads import encoder_predictor
+from harness.eval.scoring_rule import ScoringRule
 from harness.golden.assertions import check_item, describe_expected
 from harness.golden.schema import GoldenItem, GoldenSet, load_golden
+
 
 def golden_task(golden: GoldenSet, arm_task: dict | None = None) -> dict:
     """How prompts are built: the set's instruction and prompt, else the arm's task's (so a
@@ -15,7 +21,8 @@ def golden_task(golden: GoldenSet, arm_task: dict | None = None) -> dict:
     arm_task = arm_task or {}
     prompt = golden.prompt or arm_task.get("prompt") or "{text}"
     instruction = golden.instruction if golden.instruction is not None else arm_task.get("instruction")
-    return {"type": golden.task, "instruction": instruction, "prompt": prompt, "labels": golden.labels}
+    return {"type": golden.task, "instruction": instruction, "prompt": prompt, "labels": golden.labels,
+            "label_scoring": arm_task.get("label_scoring")}
 
 
 def _example(item: GoldenItem) -> dict:
@@ -26,8 +33,6 @@ def _example(item: GoldenItem) -> dict:
 
 
 def _formatter(tokenizer, task: dict):
-    from harness.data.formatting import PromptFormatter
-
     class GoldenFormatter(PromptFormatter):
         """Text inputs go through the task's template; chat inputs are used as written."""
 
@@ -46,9 +51,6 @@ def score_golden(golden: GoldenSet, model, tokenizer, *, kind: str, arm_task: di
                  max_seq_len: int = 512, head_labels: list[str] | None = None, bertscore=None) -> list[dict]:
     """Every item, one at a time (its latency is batch-1): label scoring for `label`
     assertions, greedy generation for the others; each assertion evaluated."""
-    from harness.eval import predict
-    from harness.eval.predict_heads import encoder_predictor
-
     task = golden_task(golden, arm_task)
     if kind == "encoder":
         # A classification head can only name one of its labels; that is its output text.
@@ -57,8 +59,8 @@ def score_golden(golden: GoldenSet, model, tokenizer, *, kind: str, arm_task: di
         by_text = None
     else:
         formatter = _formatter(tokenizer, task)
-        by_label = (predict.label_scoring_predictor(model, tokenizer, formatter, golden.labels, max_seq_len)
-                    if golden.labels else None)
+        by_label = (predict.label_scoring_predictor(model, tokenizer, formatter, golden.labels, max_seq_len,
+                                                    ScoringRule.of_task(task)) if golden.labels else None)
         by_text = predict.generation_predictor(model, tokenizer, formatter, max_seq_len + golden.max_new_tokens,
                                                golden.max_new_tokens)
     rows = []
@@ -98,10 +100,11 @@ def uses_bertscore(golden: GoldenSet) -> bool:
     return any("bertscore" in item.expect.given() for item in golden.items)
 
 
-def score_arm_on_golden_sets(arm, model, tokenizer, *, kind: str, task: dict) -> dict:
+def score_arm_on_golden_sets(arm, model, tokenizer, *, kind: str, task: dict, base_identity: dict | None = None) -> dict:
     """{set name: set_result} for every golden set the arm's experiment names; {} when none.
-    A broken golden set is reported in its entry, never fails the arm."""
-    from harness.eval.bertscore import from_budget
+    A broken golden set is reported in its entry, never fails the arm. `base_identity` (an arm
+    that runs the untouched base model, harness.eval.base_cache.model_identity): the set's
+    results are computed once per machine for that model, set and prompt format, and reused."""
 
     results = {}
     for path in getattr(arm, "golden_sets", None) or []:
@@ -109,9 +112,21 @@ def score_arm_on_golden_sets(arm, model, tokenizer, *, kind: str, task: dict) ->
             golden = load_golden(path)
             # the experiment's BERTScore scorer (budget.bertscore_model/layer), like every other score
             scorer = from_budget(arm.budget, Path(arm.base_dir)) if uses_bertscore(golden) else None
-            rows = score_golden(golden, model, tokenizer, kind=kind, arm_task=task, bertscore=scorer,
-                                max_seq_len=arm.budget["max_seq_len"], head_labels=task.get("labels"))
-            results[golden.name] = set_result(golden, rows, str(path))
+
+            def score(golden=golden, scorer=scorer):
+                return score_golden(golden, model, tokenizer, kind=kind, arm_task=task, bertscore=scorer,
+                                    max_seq_len=arm.budget.max_seq_len, head_labels=task.get("labels"))
+
+            reused = False
+            if base_identity is None:
+                rows = score()
+            else:
+                key = {"model": base_identity, "set": base_cache.text_fingerprint(Path(path).read_text(encoding="utf-8")),
+                       "format": golden_task(golden, task), "max_seq_len": arm.budget.max_seq_len,
+                       "head_labels": task.get("labels"), "kind": kind,
+                       "bertscore": scorer.detail() if scorer is not None else None}
+                rows, reused = base_cache.cached("golden", key, score)
+            results[golden.name] = {**set_result(golden, rows, str(path)), **({"reused_base_result": True} if reused else {})}
         except Exception as err:  # noqa: BLE001 - the arm's main result must survive
             results[Path(path).stem] = {"set": Path(path).stem, "path": str(path), "error": f"{type(err).__name__}: {err}",
                                         "items": []}

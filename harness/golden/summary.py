@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from harness.errors import safe
 
+
 def golden_rows(results: dict) -> list[dict]:
     """A flat list over a run's results.json, for reports: {set, arm, item_id, passed, must, ...}."""
     rows = []

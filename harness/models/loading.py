@@ -64,7 +64,7 @@ def load_model(path: Path, kind: ModelKind, *, num_labels: int | None = None,
     - num_labels (or id2label) -> AutoModelForSequenceClassification with a new head and the label
       maps set, for either kind.
     - head_class (a transformers Auto class name, e.g. AutoModelForTokenClassification) overrides
-      that choice: the encoder head a task type needs (harness.objectives.heads).
+      that choice: the encoder head a task type needs (harness.tasks).
     - extra_kwargs go to from_pretrained last, so methods can add quantization_config or device_map
       (or override dtype). A model with a device_map or a quantization_config is not moved.
     - tokenizer (optional): fills config.pad_token_id (and the generation config's) when missing,

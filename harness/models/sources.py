@@ -11,8 +11,15 @@ import re
 from pathlib import Path
 
 from harness.errors import HarnessError
-
-from harness.models.packaged import PACKAGED, PACKAGED_PREFIX, ModelKind, _package_version, _packaged, _packaged_dir, _require_package
+from harness.models.packaged import (
+    PACKAGED,
+    PACKAGED_PREFIX,
+    ModelKind,
+    _package_version,
+    _packaged,
+    _packaged_dir,
+    _require_package,
+)
 
 # model_type -> kind, for folders whose architectures do not say (e.g. a bare "BertModel").
 _ENCODER_TYPES = ["bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra",

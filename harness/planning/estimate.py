@@ -17,7 +17,13 @@ from pathlib import Path
 
 import torch
 
+from harness import models
+from harness.config.schema import Budget
+from harness.data.tasks import load_split, tag_labels
 from harness.errors import HarnessError, safe
+from harness.eval.profile import parameter_counts
+from harness.methods import ArmContext, get_method
+from harness.planning.plan import plan
 from harness.tasks import encoder_head, num_labels
 
 # Public config values of known hub checkpoints, so `plan` works offline for them when the HF
@@ -70,8 +76,6 @@ def model_config(source: str, base_dir: Path | None):
     """(transformers config, where it came from) without weights or network."""
     from transformers import AutoConfig
 
-    from harness import models
-
     if source.startswith(models.PACKAGED_PREFIX):
         folder = models.resolve_model_dir(source, base_dir=base_dir)  # converted once at set-up
         return AutoConfig.from_pretrained(str(folder)), "packaged"
@@ -115,7 +119,6 @@ def meta_model(config, kind: str, num_labels: int | None, head_class: str | None
 
 def wrapped_meta_model(method, params: dict, config, *, kind: str, task_type: str, num_labels: int | None, seed=0,
                        tasks: dict | None = None):
-    from harness.methods import ArmContext
     head = encoder_head(kind, task_type) if method.objective_for(kind) == "classification" else None
     with_head = head is not None and (num_labels is not None or not head.labelled_head)  # no labels: no labelled head
     model = meta_model(config, kind, num_labels, head.head if with_head else None)
@@ -131,7 +134,7 @@ def wrapped_meta_model(method, params: dict, config, *, kind: str, task_type: st
     return wrapped
 
 
-def memory_gib(model, config, budget: dict, kind: str, trained: bool) -> dict[str, float | None]:
+def memory_gib(model, config, budget: Budget, kind: str, trained: bool) -> dict[str, float | None]:
     body_linear, other, trainable = 0, 0, 0
     for name, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
@@ -143,8 +146,8 @@ def memory_gib(model, config, budget: dict, kind: str, trained: bool) -> dict[st
                 body_linear += p.numel()
             else:
                 other += p.numel()
-    micro = budget["batch_size"] // budget.get("grad_accum", 1)
-    s, h = budget["max_seq_len"], config.hidden_size
+    micro = budget.batch_size // budget.grad_accum
+    s, h = budget.max_seq_len, config.hidden_size
     layers, heads = config.num_hidden_layers, config.num_attention_heads
     ffn_ratio = getattr(config, "intermediate_size", 4 * h) / (4 * h)
     # Korthikanti et al.: 34·s·b·h + 5·a·s²·b bytes per layer in 16-bit; 19 of the 34 are the MLP's.
@@ -163,10 +166,6 @@ def memory_gib(model, config, budget: dict, kind: str, trained: bool) -> dict[st
 
 
 def estimate_arms(experiment) -> list[Estimate]:
-    from harness.eval.profile import parameter_counts
-    from harness.methods import get_method
-    from harness.planning.plan import plan
-
     estimates = []
     configs: dict[str, tuple] = {}
     for arm in plan(experiment):
@@ -189,7 +188,6 @@ def estimate_arms(experiment) -> list[Estimate]:
 
 def task_num_labels(kind: str, task: dict) -> int | None:
     """Outputs of the encoder head the task needs (labels read from the train split when omitted)."""
-    from harness.data.tasks import load_split, tag_labels
 
     head = encoder_head(kind, task["type"])
     if not (head and head.labelled_head):
@@ -201,11 +199,11 @@ def task_num_labels(kind: str, task: dict) -> int | None:
     return num_labels(kind, task)
 
 
-def plan_table(estimates: list[Estimate], budget: dict):
+def plan_table(estimates: list[Estimate], budget: Budget):
     from rich.table import Table
 
-    micro = budget["batch_size"] // budget.get("grad_accum", 1)
-    table = Table(title=f"plan: training memory at micro-batch {micro} x {budget['max_seq_len']} tokens (estimate)")
+    micro = budget.batch_size // budget.grad_accum
+    table = Table(title=f"plan: training memory at micro-batch {micro} x {budget.max_seq_len} tokens (estimate)")
     for col in ("arm", "model", "trainable", "total", "trainable %", "fp32 GiB", "bf16 GiB", "4-bit GiB"):
         table.add_column(col, justify="left" if col in ("arm", "model") else "right")
     for e in estimates:
@@ -218,3 +216,55 @@ def plan_table(estimates: list[Estimate], budget: dict):
 def config_notes(estimates: list[Estimate]) -> list[str]:
     seen = {e.model: e.config_from for e in estimates}
     return [f"{model}: config from {where}" for model, where in seen.items()]
+
+
+# Shares of test items on which two arms disagree, for the sensitivity printed before a run: a
+# pair of similar methods (20%) and two independent arms near 50% accuracy (the worst case).
+PLANNED_DISCORDANT_RATES = (0.2, 0.5)
+
+
+def sensitivity_notes(experiment) -> list[str]:
+    """What the test set can detect, before anything runs: per task, the minimum detectable
+    difference of its primary metric at 80% power for `budget.eval_examples` items (analytic:
+    the paired-proportions approximation of Connor 1987 at assumed disagreement rates; exact for
+    0/1 scores such as accuracy, conservative for scores in [0, 1]), alone and for the first
+    step of the correction over all pairs of arms on the task."""
+    from harness.eval import metrics
+    from harness.eval.compare import CORRECTION_NAMES, difference_text, planned_mdd
+    from harness.naming import base_name
+    from harness.planning.plan import plan
+
+    arms_by_task: dict[str, set] = {}
+    tasks: dict[str, dict] = {}
+    for arm in plan(experiment):
+        for key, task in (arm.tasks or {arm.task_key: arm.task}).items():
+            arms_by_task.setdefault(key, set()).add(base_name(arm.name))
+            tasks[key] = task
+    budget = experiment.budget
+    lines = []
+    for key, task in tasks.items():
+        primary = metrics.METRICS[metrics.primary_metric(task["type"])]
+        n = budget.eval_examples or _test_size(task)
+        if not n:
+            lines.append(f"sensitivity on {key}: set budget.eval_examples to see what its test set can detect")
+            continue
+        unit, pairs = primary.unit, len(arms_by_task[key]) * (len(arms_by_task[key]) - 1) // 2
+        typical, worst = PLANNED_DISCORDANT_RATES
+        line = (f"sensitivity on {key}: with {n} test items a paired test (alpha 0.05, 80% power) detects "
+                f"{primary.name} differences of about {difference_text(planned_mdd(n, discordant_rate=typical), unit)} "
+                f"when two arms disagree on {typical:.0%} of the items "
+                f"({difference_text(planned_mdd(n, discordant_rate=worst), unit)} at {worst:.0%})")
+        if pairs > 1 and budget.correction != "none":
+            first = difference_text(planned_mdd(n, discordant_rate=typical, alpha=0.05 / pairs), unit)
+            line += f"; {first} for the first step of the {CORRECTION_NAMES[budget.correction]} correction over {pairs} pairs"
+        lines.append(line + " (analytic approximation for paired proportions, Connor 1987)")
+    return lines
+
+
+def _test_size(task: dict) -> int | None:
+    from harness.data.tasks import load_split
+
+    try:
+        return len(load_split(task, "test"))
+    except Exception:  # noqa: BLE001 - an unprepared or missing split: plan still prints the rest
+        return None

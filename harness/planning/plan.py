@@ -8,11 +8,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
-from harness.config.schema import Experiment
+from harness import models
+from harness.config.schema import Budget, Experiment
+from harness.data import loaders
+from harness.eval import precision
+from harness.eval.scoring_rule import ScoringRule, decides_arm
+from harness.methods import get_method
 from harness.naming import seed_name
+from harness.stages import normalize_stages
 
 HASH_VERSION = 2  # bump when the meaning of a result changes, to invalidate old results
 # 2: encoder heads are initialised from the arm's seed (before, from a per-process random seed)
@@ -27,7 +33,7 @@ class Arm:
     model: dict          # ModelSpec as data, plus "kind" resolved
     task_key: str
     task: dict           # TaskSpec as data, file paths made absolute
-    budget: dict
+    budget: Budget       # the arm's own: its seed, no `seeds`
     seed: int
     base_dir: str
     hash: str = field(default="")
@@ -42,12 +48,17 @@ class Arm:
                        for c in f"{stages}{self.method}-{self.model_key}-{self.task_key}")
         return f"{safe}-{self.hash[:8]}"
 
+    def to_dict(self) -> dict:
+        # not dataclasses.asdict: it would deep-copy (and expand) every nested value, Budget included
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"budget": self.budget.model_dump(mode="json")}
+
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Arm":
-        return cls(**json.loads(text))
+        data = json.loads(text)
+        return cls(**{**data, "budget": Budget.model_validate(data["budget"])})
 
 
 def resolved_params(method, arm_spec, tasks: list[str] | None = None) -> dict:
@@ -67,7 +78,6 @@ def _absolute_task(task: dict, base_dir: Path) -> dict:
 
 def data_identity(task: dict) -> str:
     """Identity of the task's data: the prepared name, or a hash of the files' contents."""
-    from harness.data import loaders
 
     data = task["data"]
     if data.get("prepared"):
@@ -79,9 +89,6 @@ def data_identity(task: dict) -> str:
 
 
 def plan(exp: Experiment) -> list[Arm]:
-    from harness import models
-    from harness.methods import get_method
-
     arms: list[Arm] = []
     base = exp.base_dir
     for spec in exp.arms:
@@ -104,7 +111,7 @@ def plan(exp: Experiment) -> list[Arm]:
                               task_key=task_key, task=task, budget=_arm_budget(exp, seed, stages), seed=seed,
                               base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
                               tasks=tasks, stages=stages)
-                    arms.append(Arm(**{**asdict(arm), "hash": _content_hash(arm, model_spec.source, base)}))
+                    arms.append(replace(arm, hash=_content_hash(arm, model_spec.source, base)))
     _dedupe_names(arms)
     return arms
 
@@ -119,24 +126,30 @@ def _task_groups(exp: Experiment, spec, method, base: Path):
     return [("+".join(keys), {"type": "multi_task", "data": {}}, tasks)]
 
 
-def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> dict:
+def _arm_budget(exp: Experiment, seed: int, stages: list | None = None) -> Budget:
     """The budget one arm runs under: its own seed; the list of seeds is the plan's business, so
-    adding a seed later keeps the arms of the others (and their hashes). The stage budgets only
-    concern (and only enter the hash of) arms with stages."""
-    budget = exp.budget.model_dump()
-    budget.pop("seeds", None)
+    adding a seed later keeps the arms of the others (and their hashes). Only the arm's own
+    stages keep their stage_steps."""
+    names = {s["name"] for s in stages or []}
+    return exp.budget.model_copy(update={"seeds": None, "seed": seed, "stage_steps": {
+        k: v for k, v in exp.budget.stage_steps.items() if k in names},
+        "eval_precision": precision.resolve(exp.budget.eval_precision)})  # auto: this machine's choice
+
+
+def budget_identity(budget: Budget, stages: list | None) -> dict:
+    """What of the budget enters an arm's hash: all of it but `seeds` and `correction`; the stage budgets only for
+    arms with stages (so adding a DPO arm keeps every other arm's hash)."""
+    identity = budget.model_dump(mode="json", exclude={"seeds", "correction"})  # correction: re-tests, never retrains
     if not stages:
-        budget.pop("stage_steps", None)
-        budget.pop("alignment", None)
-    else:
-        names = {s["name"] for s in stages}
-        budget["stage_steps"] = {k: v for k, v in budget["stage_steps"].items() if k in names}
-    return {**budget, "seed": seed}
+        identity.pop("stage_steps")
+        identity.pop("alignment")
+    if identity.get("eval_precision") == "fp32":
+        identity.pop("eval_precision")  # what every result before this setting was: those keep their hash
+    return identity
 
 
 def arm_stages(spec) -> list[dict]:
     """The arm's stages resolved with each stage's defaults (harness.stages)."""
-    from harness.stages import normalize_stages
 
     return normalize_stages(spec.stages)
 
@@ -147,23 +160,29 @@ def stage_prefix(stages: list[dict]) -> str:
 
 
 def _content_hash(arm: Arm, source: str, base: Path) -> str:
-    from harness import models
-
     identity = {
         "v": HASH_VERSION, "method": arm.method, "params": arm.params,
         "model": models.model_fingerprint(source, base_dir=base),
         "model_options": {k: arm.model[k] for k in ("dtype", "kind", "trust_remote_code")},
-        "task": {k: v for k, v in arm.task.items() if k != "data"}, "data": data_identity(arm.task),
-        "columns": arm.task["data"].get("columns"), "budget": arm.budget,
+        "task": _task_identity(arm.task), "data": data_identity(arm.task),
+        "columns": arm.task["data"].get("columns"), "budget": budget_identity(arm.budget, arm.stages),
     }
     if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
-        identity["tasks"] = {key: [{k: v for k, v in t.items() if k != "data"}, data_identity(t),
+        identity["tasks"] = {key: [_task_identity(t), data_identity(t),
                                    t["data"].get("columns")] for key, t in arm.tasks.items()}
+    if decides_arm(arm.model["kind"], arm.task, bool(arm.golden_sets)):  # decoder label scoring only
+        identity["label_scoring"] = ScoringRule.of_task(arm.task).as_dict()
     if arm.stages:  # only arms with stages: the hashes of all other arms stay as they were
         identity["stages"] = arm.stages
     if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
         identity["golden"] = [hashlib.sha256(Path(g).read_bytes()).hexdigest() for g in arm.golden_sets]
     return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _task_identity(task: dict) -> dict:
+    # The scoring rule enters only the hashes of arms it can change (decides_arm), so adding it
+    # to the schema kept every other arm's hash.
+    return {k: v for k, v in task.items() if k not in ("data", "label_scoring")}
 
 
 def _dedupe_names(arms: list[Arm]) -> None:

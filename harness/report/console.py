@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from harness.errors import safe
+from harness.eval.compare import summary_lines
 from harness.eval.metrics import METRICS
 from harness.results.audit import rankable
 
@@ -76,7 +77,6 @@ def print_results(results: dict, console: Console | None = None) -> None:
         for reason in arm.get("health") or []:
             console.print(f"[red]⚑ {safe(reason.split(':')[0])}[/] {safe(arm['arm']['name'])}: "
                           f"{safe(reason.split(':', 1)[-1].strip())} (never ranked best)", highlight=False)
-    from harness.eval.compare import summary_lines
 
     for line in summary_lines(results):
         console.print(line, markup=False, highlight=False)

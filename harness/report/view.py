@@ -11,7 +11,9 @@ from pathlib import Path
 from markupsafe import Markup
 
 from harness.errors import HarnessError
+from harness.eval.compare import CORRECTION_NAMES, adjusted_p, difference_text
 from harness.eval.metrics import METRICS
+from harness.naming import base_name
 from harness.report import charts
 from harness.results.audit import rankable
 
@@ -46,7 +48,8 @@ def arm_name(arm: dict) -> str:
 
 
 def same_arm(ref, arm: dict) -> bool:
-    """Comparisons may name an arm by its name, slug or hash."""
+    """Comparisons may name an arm by its name, slug or hash (a seed-aware comparison names it
+    without its seed)."""
     return ref in (arm["arm"].get("name"), arm["arm"].get("slug"), arm["arm"].get("hash"))
 
 
@@ -99,8 +102,47 @@ def with_ci(arm: dict, name: str) -> str:
 
 # ----------------------------------------------------------------------------- the headline
 
-def headline(task_key: str, arms: list[dict], metric: str | None, comparisons: list | None) -> Markup:
-    """One sentence: which arm is best on the primary metric, and whether that is significant."""
+def over_seeds(arms: list[dict], seed_summary: list | None) -> list[dict]:
+    """Arms that ran under several seeds, as one arm each with its mean over seeds (what the
+    seed-aware comparisons compare); other arms unchanged."""
+    means = {e["arm"]: e for e in seed_summary or []}
+    out, seen = [], set()
+    for a in arms:
+        base = base_name(arm_name(a))
+        entry = means.get(base)
+        if a["status"] != "ok" or entry is None:
+            out.append(a)
+        elif base not in seen:
+            seen.add(base)
+            out.append({**a, "arm": {**a["arm"], "name": base}, "ci": {},
+                        "metrics": {m: v["mean"] for m, v in entry["metrics"].items()}})
+    return out
+
+
+def headline(task_key: str, arms: list[dict], metric: str | None, comparisons: list | None,
+             correction: str | None = None, sensitivity: dict | None = None) -> Markup:
+    """One sentence: which arm is best on the primary metric, and whether that is significant
+    after the run's correction; then what this test set can detect at all."""
+    sentence = _best_sentence(task_key, arms, metric, comparisons, correction)
+    if comparisons and correction:
+        family = [c for c in comparisons if c.get("metric") == metric and c.get("task", task_key) == task_key]
+        if family and not any(c.get("significant") for c in family):
+            smallest = min(family, key=adjusted_p)
+            how = "without correction" if correction == "none" else \
+                f"after {CORRECTION_NAMES.get(correction, correction)} correction"
+            sentence += Markup(" No pair of arms differs significantly on {} {}; the smallest "
+                               "adjusted p is {:.3g} ({} vs {}).").format(
+                metric, how, adjusted_p(smallest), smallest["a"], smallest["b"])
+    if sensitivity:
+        sentence += Markup(" With {} items this comparison can detect {} differences of about {} "
+                           "(80% power; from the {}).").format(
+            sensitivity["n"], sensitivity["metric"], difference_text(sensitivity["mdd"], sensitivity.get("unit", "")),
+            sensitivity.get("basis", "observed standard error"))
+    return sentence
+
+
+def _best_sentence(task_key: str, arms: list[dict], metric: str | None, comparisons: list | None,
+                   correction: str | None) -> Markup:
     ok = [a for a in arms if rankable(a) and metric and a["metrics"].get(metric) is not None]
     failed = sum(a["status"] == "failed" for a in arms)
     unhealthy = [a for a in arms if a["status"] == "ok" and a.get("health")]
@@ -124,11 +166,11 @@ def headline(task_key: str, arms: list[dict], metric: str | None, comparisons: l
     runner_up = ranked[1]
     sentence = Markup("On <b>{}</b>, <b>{}</b> is best by {} ({}), ahead of {} ({}); {}").format(
         task_key, arm_name(best), metric, with_ci(best, metric), arm_name(runner_up), with_ci(runner_up, metric),
-        significance(best, runner_up, metric, comparisons))
+        significance(best, runner_up, metric, comparisons, correction))
     return sentence
 
 
-def significance(best: dict, other: dict, metric: str, comparisons: list | None) -> Markup:
+def significance(best: dict, other: dict, metric: str, comparisons: list | None, correction: str | None = None) -> Markup:
     if comparisons is None:
         return Markup("significance was not computed.")
     for c in comparisons:
@@ -140,11 +182,18 @@ def significance(best: dict, other: dict, metric: str, comparisons: list | None)
                 detail.append(f"difference {c['difference']:+.3g}")
             if c.get("p_value") is not None:
                 detail.append(f"p = {c['p_value']:.3g}")
+            corrected = c.get("p_adjusted") is not None and c.get("correction") not in (None, "none")
+            if corrected:
+                detail.append(f"{CORRECTION_NAMES.get(c['correction'], c['correction'])}-adjusted p = "
+                              f"{c['p_adjusted']:.3g} over {c.get('family_size', '?')} pairs")
+            if c.get("seeds"):
+                detail.append(f"tested over seeds {', '.join(map(str, c['seeds']))} and items")
             detail_text = f" ({', '.join(detail)})" if detail else ""
             if c.get("significant"):
                 return Markup("the difference is <b>significant</b>{}.").format(detail_text)
-            return Markup("the difference is <b>not significant</b>{}, so this run does not separate them.").format(
-                detail_text)
+            after = " after correction" if corrected else ""
+            return Markup("the difference is <b>not significant</b>{}{}, so this run does not separate them.").format(
+                after, detail_text)
     return Markup("no significance test compares these two.")
 
 
@@ -158,7 +207,7 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
     columns = [{"name": arm_name(a), "method": a["arm"].get("method"), "model": a["arm"].get("model_key"),
                 "status": a["status"], "error": a.get("error"), "flags": flags.get(arm_name(a), []),
                 "health": a.get("health") or [],
-                "reused_from": a.get("reused_from")} for a in arms]
+                "reused_from": a.get("reused_from"), **evaluation_notes(a)} for a in arms]
     groups: dict[str, list] = {"quality": [], "cost": [], "other": []}
     for n in names:
         metric = METRICS.get(n)
@@ -171,7 +220,21 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
         "name": k, "unit": "", "arrow": "", "description": f"{k} this arm consumed in training",
         "cells": [{"text": format_value((a.get("consumed") or {}).get(k)), "best": False} for a in arms]}
         for k in CONSUMED]
-    return {"columns": columns, "groups": [{"title": t, "rows": r} for t, r in groups.items() if r]}
+    return {"columns": columns, "groups": [{"title": t, "rows": r} for t, r in groups.items() if r],
+            "contended": [c["name"] for c in columns if c.get("contended")]}
+
+
+def evaluation_notes(arm: dict) -> dict:
+    """How an arm was evaluated (a decoder's scoring rule, the precision) and whether its cost
+    metrics were measured on a busy machine (load above the CPUs, or other processes using CPU)."""
+    provenance, detail = arm.get("provenance") or {}, arm.get("metrics_detail") or {}
+    parts = [(provenance.get("label_scoring") or {}).get("text"), provenance.get("eval_precision")]
+    conditions = detail.get("cost_conditions") or {}
+    busy = None
+    if conditions.get("contended"):
+        busy = (f"cost measured on a busy machine: load {conditions.get('load_avg_1m')} on {conditions.get('cpu_count')} "
+                f"CPUs, other processes used {conditions.get('other_cores_in_use')} cores on average")
+    return {"evaluation": " · ".join(p for p in parts if p), "contended": busy}
 
 
 # ----------------------------------------------------------------------------- charts
@@ -303,7 +366,7 @@ def golden(results: dict) -> dict | None:
 
 
 def _golden_rows_from_arms(results: dict) -> list[dict]:
-    """Per-arm golden results (arms[i].golden[set].items, see harness/eval/golden.py) as flat rows."""
+    """Per-arm golden results (arms[i].golden[set].items, see harness/golden/scoring.py) as flat rows."""
     rows = []
     for arm in results.get("arms", []):
         for set_name, outcome in (arm.get("golden") or {}).items():
@@ -360,7 +423,9 @@ def build(run_dir: Path, results: dict) -> dict:
         metric = primary_metric(arms, task_type)
         predictions = {arm_name(a): rows for a in arms if (rows := read_predictions(run_dir, a))}
         tasks.append({
-            "key": key, "type": task_type, "metric": metric, "headline": headline(key, arms, metric, comparisons),
+            "key": key, "type": task_type, "metric": metric,
+            "headline": headline(key, over_seeds(arms, results.get("seed_summary")), metric, comparisons,
+                                 results.get("correction"), (results.get("sensitivity") or {}).get(key)),
             "table": table(arms, task_type, flags), "pareto": pareto_charts(arms, metric, colours),
             "curves": learning_curves(arms, colours),
             "per_class": per_class(predictions, spec.get("labels"), colours) if task_type == "classification" else None,
@@ -378,5 +443,7 @@ def build(run_dir: Path, results: dict) -> dict:
                    if a["status"] == "failed"],
         "audit": {"identical": audit.get("identical"), "flags": flags},
         "significance_computed": comparisons is not None,
+        "correction": CORRECTION_NAMES.get(results.get("correction"))
+        if results.get("correction") not in (None, "none") else None,
         "golden": golden(results), "provenance": provenance(results),
     }

@@ -10,7 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from harness.eval.compare import run_statistics
 from harness.paths import atomic_write_text
+from harness.results.audit import arm_health, budget_audit
 
 
 def now() -> str:
@@ -96,7 +98,6 @@ def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
 
 def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult], extra: dict | None = None) -> Path:
     """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit."""
-    from harness.results.audit import arm_health, budget_audit
 
     for r in results:
         r.health = arm_health(r)
@@ -110,9 +111,33 @@ def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult],
 def _statistics(run_dir: Path, experiment: dict, results: list[ArmResult]) -> dict:
     """Pairwise comparisons and the seed summary (harness.eval.compare); a failure there is
     recorded, never allowed to lose the arms' results."""
-    from harness.eval.compare import run_statistics
 
     try:
-        return run_statistics(run_dir, results, (experiment or {}).get("budget") or {})
+        return run_statistics(run_dir, results, (experiment or {}).get("budget") or {}, (experiment or {}).get("tasks"))
     except Exception as err:  # noqa: BLE001 - the results must be written whatever happens here
         return {"comparisons": [], "seed_summary": [], "statistics_error": f"{type(err).__name__}: {err}"}
+
+
+def recompute_statistics(run_dir: Path, correction: str | None = None) -> Path:
+    """Rewrite the statistics of a finished run's results.json from its arm folders (no
+    retraining): comparisons, their correction, sensitivity and seed summary, with today's
+    tests. `correction` overrides the run's budget.correction (holm, bh or none)."""
+    from harness.errors import HarnessError
+    from harness.eval.compare import run_statistics
+    from harness.eval.stats import CORRECTIONS
+
+    if correction is not None and correction not in CORRECTIONS:
+        raise HarnessError(f"--correction {correction!r} is not one of {', '.join(CORRECTIONS)}",
+                           fix="use holm (family-wise error), bh (false discovery rate) or none")
+    path = Path(run_dir) / "results.json"
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    experiment = payload.get("experiment") or {}
+    budget = dict(experiment.get("budget") or {})
+    if correction is not None:
+        budget["correction"] = correction
+    arms = [ArmResult.model_validate(a) for a in payload.get("arms", [])]
+    payload.pop("statistics_error", None)
+    payload.update(run_statistics(Path(run_dir), arms, budget, experiment.get("tasks")))
+    payload["statistics_recomputed_at"] = now()
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
+    return path

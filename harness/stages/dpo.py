@@ -42,7 +42,7 @@ class DPO(Stage):
         from trl import DPOConfig, DPOTrainer
 
         args = common.trl_args(DPOConfig, ctx, params["lr"], beta=params["beta"],
-                               loss_type=[params["loss_type"]], max_length=ctx.budget["max_seq_len"],
+                               loss_type=[params["loss_type"]], max_length=ctx.budget.max_seq_len,
                                train_sampling_strategy="sequential", precompute_ref_log_probs=False)
         data = Dataset.from_list([{k: i[k] for k in ("prompt", "chosen", "rejected")} for i in items])
         ref = None if common.is_peft(ctx.model) else common.frozen_copy(ctx.model)
@@ -50,7 +50,7 @@ class DPO(Stage):
                           processing_class=ctx.tokenizer, callbacks=list(callbacks))
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
-        items = ctx.pairs(ctx.steps * ctx.budget["batch_size"])
+        items = ctx.pairs(ctx.steps * ctx.budget.batch_size)
         progress = common.Progress("dpo", ctx.on_step, {"loss": "dpo_loss", "rewards/margins": "dpo_train_margin"})
         trainer = self.trainer(ctx, params, items, [progress])
         try:

@@ -15,10 +15,10 @@ class ORPO(Stage):
         from datasets import Dataset
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
-        items = ctx.pairs(ctx.steps * ctx.budget["batch_size"])
+        items = ctx.pairs(ctx.steps * ctx.budget.batch_size)
         progress = common.Progress("orpo", ctx.on_step, {"loss": "orpo_loss", "rewards/margins": "orpo_train_margin"})
         args = common.trl_args(ORPOConfig, ctx, params["lr"], beta=params["beta"],
-                               max_length=ctx.budget["max_seq_len"], train_sampling_strategy="sequential")
+                               max_length=ctx.budget.max_seq_len, train_sampling_strategy="sequential")
         data = Dataset.from_list([{k: i[k] for k in ("prompt", "chosen", "rejected")} for i in items])
         trainer = ORPOTrainer(model=ctx.model, args=args, train_dataset=data, processing_class=ctx.tokenizer,
                               callbacks=[progress])

@@ -14,6 +14,7 @@ from typing import Any, Callable, ClassVar
 
 from pydantic import Field
 
+from harness.config.schema import Budget
 from harness.training.consumed import Consumed
 from harness.plugins import Params, Plugin, Registry
 
@@ -28,7 +29,7 @@ class StageContext:
     tokenizer: Any
     train: list[dict]
     task: dict
-    budget: dict                 # the arm's budget with max_steps set to this stage's steps
+    budget: Budget                 # the arm's budget with max_steps set to this stage's steps
     method: Any                  # the arm's Method (its objective trains the sft stage)
     kind: str
     method_lr: float
@@ -38,7 +39,7 @@ class StageContext:
 
     @property
     def steps(self) -> int:
-        return self.budget["max_steps"]
+        return self.budget.max_steps
 
 
 @dataclass

@@ -7,15 +7,17 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from harness.config.schema import Budget
 from harness.data.order import order_digest
-from harness.training.consumed import Consumed
+from harness.data.preference import task_pairs
+from harness.eval.preference import PreferenceProbe
 from harness.stages.registry import StageContext, get_stage
+from harness.training.consumed import Consumed
 
 
-def stage_budget(budget: dict, name: str) -> dict:
+def stage_budget(budget: Budget, name: str) -> Budget:
     """The arm's budget with max_steps set to this stage's steps (budget.stage_steps)."""
-    steps = (budget.get("stage_steps") or {}).get(name, budget["max_steps"])
-    return {**budget, "max_steps": steps}
+    return budget.model_copy(update={"max_steps": budget.stage_steps.get(name, budget.max_steps)})
 
 
 def combine(parts: list[tuple[str, Consumed]]) -> Consumed:
@@ -35,10 +37,7 @@ def combine(parts: list[tuple[str, Consumed]]) -> Consumed:
 def run_stages(stages: list[dict], *, model, tokenizer, train, test, task, budget, method, kind, method_lr,
                seed, emit=None, work_dir: Path | None = None):
     """-> (Consumed, curves, metrics). `stages` is the arm's resolved list of {name, params}."""
-    from harness.data.preference import task_pairs
-    from harness.eval.preference import PreferenceProbe
-
-    max_len = budget["max_seq_len"]
+    max_len = budget.max_seq_len
 
     def pairs(count: int) -> list[dict]:
         return task_pairs(task, train, "train", tokenizer, seed=seed, max_len=max_len, count=count)
@@ -46,8 +45,8 @@ def run_stages(stages: list[dict], *, model, tokenizer, train, test, task, budge
     probe = None
     if kind == "causal_lm":  # the preference metrics are log-probs of completions: decoders only
         held_out = task_pairs(task, test, "test", tokenizer, seed=seed + 1, max_len=max_len)
-        probe = PreferenceProbe(held_out[:budget["alignment"]["eval_pairs"]], tokenizer, max_len=max_len,
-                                batch_size=budget["eval_batch_size"])
+        probe = PreferenceProbe(held_out[:budget.alignment.eval_pairs], tokenizer, max_len=max_len,
+                                batch_size=budget.eval_batch_size)
     parts, curves, metrics = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="harness-stage-") as tmp:
         for spec in stages:
@@ -56,7 +55,7 @@ def run_stages(stages: list[dict], *, model, tokenizer, train, test, task, budge
                 probe.take_snapshot(model)   # the reference of the arm's preference metrics
             sb = stage_budget(budget, spec["name"])
             if emit:
-                emit("phase", phase=f"train {spec['name']}", total=sb["max_steps"])
+                emit("phase", phase=f"train {spec['name']}", total=sb.max_steps)
             on_step = (lambda s, t, loss: emit("step", step=s, total=t, loss=round(loss, 4))) if emit else None
             ctx = StageContext(model=model, tokenizer=tokenizer, train=train, task=task, budget=sb, method=method,
                                kind=kind, method_lr=method_lr, work_dir=Path(work_dir or tmp) / spec["name"],

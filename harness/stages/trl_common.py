@@ -25,10 +25,10 @@ def trl_args(config_cls, ctx, lr: float, *, per_device: int | None = None, accum
     b = ctx.budget
     return config_cls(
         output_dir=str(ctx.work_dir), max_steps=ctx.steps, learning_rate=lr,
-        per_device_train_batch_size=per_device or b["batch_size"] // b["grad_accum"],
-        gradient_accumulation_steps=accum or b["grad_accum"],
-        lr_scheduler_type=SCHEDULES[b["lr_schedule"]], warmup_steps=int(b["warmup_ratio"] * ctx.steps),
-        weight_decay=b["weight_decay"], max_grad_norm=b["max_grad_norm"], seed=b["seed"], data_seed=b["seed"],
+        per_device_train_batch_size=per_device or b.batch_size // b.grad_accum,
+        gradient_accumulation_steps=accum or b.grad_accum,
+        lr_scheduler_type=SCHEDULES[b.lr_schedule], warmup_steps=int(b.warmup_ratio * ctx.steps),
+        weight_decay=b.weight_decay, max_grad_norm=b.max_grad_norm, seed=b.seed, data_seed=b.seed,
         bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no",
         logging_steps=1, disable_tqdm=True, dataloader_num_workers=0, **extra)
 

@@ -22,7 +22,10 @@ from pathlib import Path
 
 from rich.console import Console
 
+from harness import __version__
+from harness.data import loaders, prepared
 from harness.errors import safe
+from harness.execution.provenance import git_commit
 
 console = Console(stderr=True)
 
@@ -97,9 +100,6 @@ class MlflowTracker:
 
     @_safely
     def start_run(self, experiment, run_dir: Path) -> None:
-        from harness import __version__
-        from harness.execution.provenance import git_commit
-
         if is_server(self.uri):
             _probe(self.uri)  # MLflow retries an unreachable server for minutes; fail in seconds
         elif self.uri.startswith("sqlite:///"):
@@ -140,7 +140,7 @@ class MlflowTracker:
         params = {"method": arm.get("method"), "model": arm.get("model"), "model_key": arm.get("model_key"),
                   "model_kind": arm.get("kind"), "task": arm.get("task_key"), "seed": arm.get("seed"),
                   **{f"param.{k}": v for k, v in (arm.get("params") or {}).items()}, **_stage_params(arm),
-                  **{f"budget.{k}": v for k, v in self._arm_budget(arm_dir).items()}}
+                  **{f"budget.{k}": v for k, v in self._arm_budget(arm_dir).items()}, **_evaluation_params(result)}
         stamp = _ms(result.finished_at) or int(time.time() * 1000)
         metrics = [Metric(k, float(v), stamp, 0) for k, v in result.metrics.items() if _number(v)]
         for name, points in result.curves.items():  # [[step, value], ...]; train_loss today
@@ -160,7 +160,15 @@ class MlflowTracker:
 
         run_dir, stamp = Path(run_dir), int(time.time() * 1000)
         counts = {status: sum(r.status == status for r in results) for status in ("ok", "failed", "skipped")}
-        self._log_batch(self.parent_id, metrics=[Metric(f"arms_{k}", float(v), stamp, 0) for k, v in counts.items()])
+        metrics = [Metric(f"arms_{k}", float(v), stamp, 0) for k, v in counts.items()]
+        statistics = _read_json(run_dir / "results.json") or {}
+        metrics += [Metric(k, float(v), stamp, 0) for k, v in comparison_metrics(statistics).items()]
+        self._log_batch(self.parent_id, metrics=metrics)
+        if statistics.get("correction"):
+            self._log_batch(self.parent_id, params={"statistics.correction": statistics["correction"]})
+        table = comparison_table(statistics)
+        if table:  # every pair: raw and adjusted p, in the UI's artifact view (and mlflow.load_table)
+            self.client.log_table(self.parent_id, data=table, artifact_file="comparisons.json")
         for name in ("results.json", "index.html"):  # the HTML report, when one was written by now
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.parent_id, str(run_dir / name))
@@ -241,13 +249,9 @@ def _datasets_of(task_key: str, data: dict, prepared_fingerprint: str | None) ->
     from mlflow.entities import DatasetInput, InputTag
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-    from harness.data import loaders
-
     splits = {"train": "training", "validation": "validation", "test": "evaluation"}
     inputs = []
     if data.get("prepared"):
-        from harness.data import prepared
-
         location = prepared.prepared_dir(data["prepared"], prepare_if_missing=False)
         entries = [(f"{task_key} ({data['prepared']})", location, prepared_fingerprint, "training")]
     else:
@@ -261,6 +265,33 @@ def _datasets_of(task_key: str, data: dict, prepared_fingerprint: str | None) ->
         dataset = MetaDataset(source, name=name, digest=digest[:36] if digest else None)
         inputs.append(DatasetInput(dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, context)]))
     return inputs
+
+
+def comparison_metrics(results: dict) -> dict[str, float]:
+    """Run-level figures of the pairwise tests for the parent run: how many were run, how many
+    are significant before and after the correction, the smallest adjusted p, and each task's
+    minimum detectable difference of its primary metric."""
+    from harness.eval.compare import adjusted_p, significance_counts
+
+    found = results.get("comparisons") or []
+    out: dict[str, float] = {}
+    if found:
+        counts = significance_counts(results)
+        out.update(comparisons_tested=counts["tested"], comparisons_significant_raw=counts["raw"],
+                   comparisons_significant=counts["corrected"], min_p_adjusted=min(adjusted_p(c) for c in found))
+    for task, s in (results.get("sensitivity") or {}).items():
+        out[f"mdd.{task}.{s['metric']}"] = s["mdd"]
+    return out
+
+
+def comparison_table(results: dict) -> dict[str, list] | None:
+    """The comparisons as columns (MLflow's log_table shape), or None when there are none."""
+    found = results.get("comparisons") or []
+    if not found:
+        return None
+    columns = ["task", "metric", "a", "b", "difference", "p_value", "p_adjusted", "significant", "better", "test",
+               "correction", "family_size", "n"]
+    return {col: [c.get(col) for c in found] for col in columns}
 
 
 def _probe(uri: str, timeout_s: float = 5.0) -> None:
@@ -333,9 +364,22 @@ def _user() -> str | None:
 
 
 def _version() -> str:
-    from harness import __version__
-
     return __version__
+
+
+def _evaluation_params(result) -> dict:
+    """How the arm was evaluated: a decoder's label scoring rule, the precision, and whether its
+    cost metrics were measured on a busy machine (harness.eval.machine_load)."""
+    provenance, detail = result.provenance or {}, result.metrics_detail or {}
+    rule = provenance.get("label_scoring") or {}
+    out = {f"label_scoring.{k}": rule[k] for k in ("end_of_turn", "normalize") if k in rule}
+    if provenance.get("eval_precision"):
+        out["eval_precision"] = provenance["eval_precision"]
+    conditions = detail.get("cost_conditions") or {}
+    if "contended" in conditions:
+        out["cost.contended"] = conditions["contended"]
+        out["cost.load_avg_1m"] = conditions.get("load_avg_1m")
+    return out
 
 
 def _stage_params(arm: dict) -> dict:

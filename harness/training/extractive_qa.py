@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import torch
 
+from harness.config.schema import Budget
 from harness.data.encoding import answer_span, encode_pairs
 from harness.training import loop
 
 
 class ExtractiveQAObjective(loop.BatcherObjective):
-    def batcher(self, tokenizer, train: list[dict], task: dict, budget: dict):
+    def batcher(self, tokenizer, train: list[dict], task: dict, budget: Budget):
         def make_batch(indices):
             examples = [train[i] for i in indices]
-            enc = encode_pairs(tokenizer, examples, budget["max_seq_len"])
+            enc = encode_pairs(tokenizer, examples, budget.max_seq_len)
             spans = [answer_span(enc.sequence_ids(j), enc["offset_mapping"][j].tolist(), int(e["answer_start"]),
                                  int(e["answer_start"]) + len(e["answer"])) for j, e in enumerate(examples)]
             batch = {k: v for k, v in enc.items() if k != "offset_mapping"}

@@ -13,6 +13,7 @@ from typing import Callable
 
 import torch
 
+from harness.config.schema import Budget
 from harness.data.order import example_order, order_digest
 from harness.training.consumed import Consumed
 from harness.training.loop import _scheduler, _stop_reason
@@ -24,14 +25,14 @@ class TaskData:
     ids: list[str]
 
 
-def train(model, data: dict[str, TaskData], budget: dict, *, lr: float, head_lr, loss_weights: dict,
+def train(model, data: dict[str, TaskData], budget: Budget, *, lr: float, head_lr, loss_weights: dict,
           on_step=None) -> tuple[dict[str, Consumed], dict[str, list]]:
     keys = list(data)
-    steps, batch, accum = budget["max_steps"], budget["batch_size"], budget["grad_accum"]
+    steps, batch, accum = budget.max_steps, budget.batch_size, budget.grad_accum
     micro, total = batch // accum, steps * len(keys)
-    orders = {k: example_order(len(data[k].ids), steps * batch, budget["seed"]) for k in keys}
-    optimizer = torch.optim.AdamW(model.param_groups(lr, head_lr), weight_decay=budget["weight_decay"])
-    scheduler = _scheduler(optimizer, {**budget, "max_steps": total})
+    orders = {k: example_order(len(data[k].ids), steps * batch, budget.seed) for k in keys}
+    optimizer = torch.optim.AdamW(model.param_groups(lr, head_lr), weight_decay=budget.weight_decay)
+    scheduler = _scheduler(optimizer, budget.model_copy(update={"max_steps": total}))
     params = [p for group in optimizer.param_groups for p in group["params"]]
     device = next(model.parameters()).device
     consumed = {k: Consumed(planned_steps=steps) for k in keys}
@@ -54,7 +55,7 @@ def train(model, data: dict[str, TaskData], budget: dict, *, lr: float, head_lr,
         if not math.isfinite(step_loss):
             raise RuntimeError(f"training loss of task '{key}' became {step_loss} at its step {task_step + 1}; "
                                "lower the learning rate")
-        torch.nn.utils.clip_grad_norm_(params, budget["max_grad_norm"])
+        torch.nn.utils.clip_grad_norm_(params, budget.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -76,6 +77,6 @@ def train(model, data: dict[str, TaskData], budget: dict, *, lr: float, head_lr,
 
 
 class MultiTaskObjective:
-    """Named so that `objective != "none"` reads right; execute_multi calls `train` above."""
+    """Named so that `objective != "none"` reads right; harness.execution.multi_task calls `train` above."""
 
     train = staticmethod(train)

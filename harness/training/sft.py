@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+from harness.config.schema import Budget
 from harness.data.formatting import PromptFormatter, target_of
 from harness.data.encoding import pad_batch
 from harness.training import loop
@@ -10,9 +11,9 @@ from harness.training import loop
 
 
 class SFTObjective:
-    def train(self, model, tokenizer, train: list[dict], task: dict, budget: dict, lr: float, on_step=None):
+    def train(self, model, tokenizer, train: list[dict], task: dict, budget: Budget, lr: float, on_step=None):
         formatter = PromptFormatter(tokenizer, task)
-        max_len = budget["max_seq_len"]
+        max_len = budget.max_seq_len
         cache: dict[int, tuple[list[int], list[int]]] = {}
 
         def encoded(i: int):

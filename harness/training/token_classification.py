@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import torch
 
+from harness.config.schema import Budget
 from harness.data.encoding import align_labels, encode_words
 from harness.training import loop
 
 
 
 class TokenClassificationObjective(loop.BatcherObjective):
-    def batcher(self, tokenizer, train: list[dict], task: dict, budget: dict):
+    def batcher(self, tokenizer, train: list[dict], task: dict, budget: Budget):
         label_id = {label: i for i, label in enumerate(task["labels"])}
 
         def make_batch(indices):
-            enc = encode_words(tokenizer, [train[i]["tokens"] for i in indices], budget["max_seq_len"])
+            enc = encode_words(tokenizer, [train[i]["tokens"] for i in indices], budget.max_seq_len)
             labels = [align_labels(enc.word_ids(j), train[i]["tags"], label_id) for j, i in enumerate(indices)]
             batch = dict(enc)
             batch["labels"] = torch.tensor(labels)

@@ -1,0 +1,57 @@
+"""The precision arms are evaluated in (`budget.eval_precision`): fp32, bf16, or auto.
+
+auto is bf16 where the hardware computes it natively (a CUDA GPU that supports it, a CPU with
+AVX512-BF16 or AMX) and fp32 elsewhere: without those instructions a CPU emulates bf16 matmuls,
+which is slower than fp32 (measured in README, "Evaluation precision"). The plan resolves auto
+once, in the parent, so an arm's budget (and hash) names the precision it really ran in.
+
+Only the evaluation casts: training keeps its own precision (budget.precision, issue 13). A
+4-bit base (QLoRA) keeps its quantised weights; bf16 then applies to its compute dtype only.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+CHOICES = ("auto", "fp32", "bf16")
+
+
+@lru_cache(maxsize=1)  # the plan asks once per arm; the CPU does not change
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX-BF16 in the CPU flags (Linux); False where they cannot be read."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return False
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve(choice: str) -> str:
+    """'fp32' or 'bf16' for this machine."""
+    if choice != "auto":
+        return choice
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if cpu_has_native_bf16() else "fp32"
+
+
+def for_evaluation(model, precision: str):
+    """The model, cast for evaluation: bf16 casts floating-point weights in place (the trained
+    arm is saved before, in its training precision); fp32 leaves it as it is."""
+    if precision != "bf16":
+        return model
+    if _quantized(model):
+        return model  # 4-bit/8-bit weights stay packed; their compute dtype is the loader's business
+    return model.to(torch.bfloat16)
+
+
+def _quantized(model) -> bool:
+    return bool(getattr(model, "is_loaded_in_4bit", False) or getattr(model, "is_loaded_in_8bit", False)
+                or getattr(getattr(model, "base_model", None), "is_loaded_in_4bit", False))
