@@ -108,13 +108,11 @@ def resolve_run_dir(run_dir) -> Path:
 
 def load_run(run_dir) -> "Run":
     """The run in a reports/<experiment>/<run-id> folder (or .../latest)."""
+    from harness.results.arm_result import read_run_results
+
     path = resolve_run_dir(run_dir)
-    try:
-        results = json.loads((path / "results.json").read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise HarnessError(f"{path / 'results.json'} is not valid JSON ({error})",
-                           fix="rerun the experiment to rewrite it") from None
-    return Run(path, results)
+    # the checked reader: a truncated or malformed results.json is one sentence (exit 2), not a traceback
+    return Run(path, read_run_results(path, needs=("name", "task_key")))
 
 
 def load_runs(pattern: str) -> "Runs":

@@ -2,6 +2,26 @@
 
 from __future__ import annotations
 
+import re
+
+# C0/C1 control characters (clear-screen, colour, window title, backspace...) and the bidi
+# overrides that reorder what a terminal shows: text from files never reaches a terminal raw.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text) -> str:
+    """str(text) with every control character shown as an escape (\\x1b), so it prints as the
+    characters it is, on one line."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1] if m.group() not in "\n\t" else " ", str(text))
+
+
+def safe(text) -> str:
+    """User-controlled text (a name, a path, an error) to put inside a rich markup string: printable,
+    and with [brackets] escaped so rich prints them instead of reading them as markup."""
+    from rich.markup import escape
+
+    return escape(printable(text))
+
 
 class HarnessError(Exception):
     """An error a user can cause and fix. The CLI prints str(err) and exits with code 2."""
@@ -22,6 +42,7 @@ class HarnessError(Exception):
         text = f"{where}{key}{self.bare}"
         if self.fix:
             text = text.rstrip(".") + f"; {self.fix}"
+        text = printable(text)
         return text if text.endswith((".", "?", "!")) else text + "."
 
 

@@ -18,5 +18,43 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write via a temp file and rename, so a crash never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves neither the file nor a half-written temp
+        raise
+
+
+def read_json_file(path: Path, *, what: str, fix: str):
+    """A JSON file harness wrote (results.json, result.json, a baseline), or one HarnessError:
+    missing, unreadable, not UTF-8, truncated or otherwise not JSON (with its line)."""
+    import json
+
+    from harness.errors import HarnessError
+
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{what} {path} does not exist", fix=fix)
+    try:
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except OSError as err:
+        raise HarnessError(f"{what} {path} cannot be read ({os_problem(err)})", fix=fix) from None
+    except UnicodeDecodeError:
+        raise HarnessError(f"{what} {path} is not UTF-8 text", fix=fix) from None
+    except json.JSONDecodeError as err:
+        raise HarnessError(f"{what} is not valid JSON ({err.msg}; it may be truncated)", file=str(path),
+                           line=err.lineno, fix=fix) from None
+    except RecursionError:
+        raise HarnessError(f"{what} {path} nests too deeply to read", fix=fix) from None
+
+
+def os_problem(err: OSError) -> str:
+    """What an OSError means for a user, in words (a full disk, a file where a folder should be)."""
+    import errno
+
+    words = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+             errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+             errno.EPERM: "permission denied", errno.ENOTDIR: "a file is in the way where a folder should be",
+             errno.EEXIST: "a file is in the way where a folder should be"}
+    return words.get(err.errno, err.strerror or str(err))

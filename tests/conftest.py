@@ -20,7 +20,9 @@ def _offline_env(tmp_path_factory):
     mp.setenv("HF_HUB_OFFLINE", "1")
     mp.setenv("TRANSFORMERS_OFFLINE", "1")
     mp.setenv("HARNESS_CACHE", str(tmp_path_factory.mktemp("harness-cache")))
-    mp.setenv("MLFLOW_TRACKING_URI", "")
+    # Never the user's store (the repository's mlflow.db): every run a test starts logs to a temp one.
+    store = tmp_path_factory.mktemp("mlflow-store")
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
     yield
     mp.undo()
 

@@ -29,12 +29,12 @@ def test_two_methods_consume_the_same_examples_in_the_same_order(write_experimen
     expected = order_digest([train[i]["id"] for i in example_order(len(train), 12, seed=0)])
     assert ia3["order_hash"] == lora["order_hash"] == expected
     assert ia3["tokens"] > 0 and lora["tokens"] > 0
-    assert budget_audit(results) == {"identical": True, "flags": {}}
+    assert budget_audit(results) == {"identical": True, "flags": {}, "health": {}}
     # Another seed is another order: compared only with arms of its own seed, it is not flagged...
     other = execute_arm(plan(load_experiment(path, ["budget.seed=1"]))[0], tmp_path / "seed1")
     other.arm["name"] = "ia3 seed 1"
     assert other.consumed["order_hash"] != expected
-    assert budget_audit(results + [other]) == {"identical": True, "flags": {}}
+    assert budget_audit(results + [other]) == {"identical": True, "flags": {}, "health": {}}
     # ...but an arm that claims seed 0 and saw that other order is.
     impostor = other.model_copy(deep=True)
     impostor.arm["seed"], impostor.arm["name"] = 0, "ia3 other order"
@@ -57,7 +57,7 @@ def test_an_arm_stopped_by_time_limit_is_flagged(write_experiment, tmp_path):
     console = Console(record=True, width=250)
     print_results(results, console)
     text = console.export_text()
-    flagged = [line for line in text.splitlines() if "⚑" in line]
+    flagged = [line for line in text.splitlines() if "⚑ budget" in line]  # (the tiny models may also collapse)
     assert any("full_ft" in line for line in flagged) and not any("zero_shot" in line for line in flagged)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -260,6 +261,27 @@ def test_a_crash_mid_conversion_leaves_no_half_model(fake_package, monkeypatch, 
         models.resolve_model_dir("packaged:tiny-gguf")
     models_dir = tmp_path / "harness-cache" / "models"
     assert [p.name for p in models_dir.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_damaged_converted_cache_is_named_at_validate_and_load_and_prepare_repairs_it(fake_package, tmp_path):
+    out = models.resolve_model_dir("packaged:tiny-gguf")
+    weights = out / "model.safetensors"
+    marker = json.loads((out / packaged.MARKER).read_text())
+    assert marker["files"]["model.safetensors"]["size"] == weights.stat().st_size  # fingerprinted at conversion
+    os.truncate(weights, weights.stat().st_size // 2)
+    with pytest.raises(HarnessError, match=r"model.safetensors is .* bytes, but .* were written.*harness prepare --force"):
+        models.resolve_model_dir("packaged:tiny-gguf")
+    assert "damaged" in packaged.packaged_problem("tiny-gguf")  # what `harness validate` reports
+    # Same size, other bytes: only the full hash of `harness prepare` sees it, and it rebuilds.
+    ready = packaged._packaged_dir("tiny-gguf", repair=True)
+    assert ready == out and packaged.cache_damage(out, full=True) is None
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    assert packaged.cache_damage(out) is None and "no longer has the content" in packaged.cache_damage(out, full=True)
+    packaged._packaged_dir("tiny-gguf", repair=True)
+    assert packaged.cache_damage(out, full=True) is None
+    assert models.infer_kind(str(models.resolve_model_dir("packaged:tiny-gguf"))) == "causal_lm"
 
 
 def test_describe_packaged_lists_every_entry():

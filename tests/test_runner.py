@@ -139,13 +139,14 @@ def test_rerun_reuses_completed_arms_and_force_redoes_them(write_experiment, tmp
 
 def test_ctrl_c_keeps_completed_arms(write_experiment, tmp_path):
     path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "full_ft", "model": "llama"}],
-                            budget={"max_steps": 400})
+                            budget={"max_steps": 1_000_000})  # never ends by itself (the example order is lazy)
     proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path)], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob("reports/tiny/*/arms/zero_shot*/result.json")):
-        time.sleep(0.5)
-    time.sleep(3)  # the second arm is training now
+    # Wait for events, not a clock: the first arm's result, then the second arm's process started.
+    while time.time() < deadline and not list(tmp_path.glob("reports/tiny/*/arms/full_ft*/log.txt")):
+        time.sleep(0.2)
+    assert list(tmp_path.glob("reports/tiny/*/arms/zero_shot*/result.json")), "the first arm did not complete"
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C in a terminal does: the whole process group
     output, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, output

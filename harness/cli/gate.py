@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, safe
 
 PASS, REGRESSION = 0, 1
 
@@ -31,10 +31,11 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
                                f"({recorded})", fix="pass --baseline, or record one with --record")
         side = gate.resolve_side(candidate, golden_set, arm=arm, role="candidate")
         path = gate.record_baseline(golden_set, golden, side)
-        out.print(f"recorded baseline {path} (first baseline of {golden_set.name}@{golden_set.version}; nothing to compare)")
+        out.print(f"recorded baseline {safe(path)} (first baseline of {safe(golden_set.name)}@{safe(golden_set.version)}; "
+                  "nothing to compare)", highlight=False)
         must_failed = [i.id for i in golden_set.items if i.must and not _passed(side, i.id)]
         if must_failed:
-            err.print(f"[yellow]note[/]: the recorded candidate fails must item(s) {', '.join(must_failed)}; "
+            err.print(f"[yellow]note[/]: the recorded candidate fails must item(s) {safe(', '.join(must_failed))}; "
                       "every later gate fails until they pass")
         return PASS
     # What --register would register is found first: nothing to register is a usage error (exit 2).
@@ -46,20 +47,20 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
 
     for i, line in enumerate(outputs.console_lines(verdict)):
         colour = ("green" if verdict["passed"] else "red") if i == 0 else "default"
-        out.print(f"[{colour}]{line}[/]", highlight=False, soft_wrap=True)
+        out.print(f"[{colour}]{safe(line)}[/]", highlight=False, soft_wrap=True)
     if junit:
         atomic_write_text(junit, outputs.to_junit(verdict))
-        out.print(f"junit: {junit}")
+        out.print(f"junit: {safe(junit)}", highlight=False)
     if markdown:
         atomic_write_text(markdown, outputs.to_markdown(verdict))
-        out.print(f"markdown: {markdown}")
+        out.print(f"markdown: {safe(markdown)}", highlight=False)
     if json_out:
         atomic_write_text(json_out, json.dumps(verdict, indent=2, ensure_ascii=False) + "\n")
-        out.print(f"verdict: {json_out}")
+        out.print(f"verdict: {safe(json_out)}", highlight=False)
     uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         run_id = outputs.log_verdict_to_mlflow(verdict, uri)
-        out.print(f"mlflow run: {run_id}" if run_id else "[yellow]could not log the verdict to MLflow[/] (the gate stands)")
+        out.print(f"mlflow run: {safe(run_id)}" if run_id else "[yellow]could not log the verdict to MLflow[/] (the gate stands)")
     if register:
         if verdict["passed"]:
             try:
@@ -68,13 +69,13 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
                 raise HarnessError(f"--register {register}: the gate passed but MLflow refused the version "
                                    f"({type(error).__name__}: {str(error).splitlines()[0][:300]})",
                                    fix="check the tracking URI (--mlflow or MLFLOW_TRACKING_URI)") from None
-            out.print(f"registered {register} version {version.version} ({version.source})", highlight=False)
+            out.print(f"registered {safe(register)} version {version.version} ({safe(version.source)})", highlight=False)
         else:
-            err.print(f"[yellow]not registered[/]: a candidate that fails the gate does not become a version of {register}")
+            err.print(f"[yellow]not registered[/]: a candidate that fails the gate does not become a version of {safe(register)}")
     if record:
         if verdict["passed"]:
             path = gate.record_baseline(golden_set, golden, cand_side)
-            out.print(f"recorded baseline {path}")
+            out.print(f"recorded baseline {safe(path)}", highlight=False)
         else:
             err.print("[yellow]not recorded[/]: a candidate that regresses does not become the baseline")
     return PASS if verdict["passed"] else REGRESSION

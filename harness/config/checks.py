@@ -20,16 +20,20 @@ from harness.stages import get_stage, stage_names
 from harness.tasks import task_type
 
 
-def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
+def check_experiment(exp: Experiment, *, lines: KeyLines | None = None, sources: bool = True) -> None:
+    """Everything that can be checked without training. `sources=False` skips whether each model
+    can be loaded here (`harness plan` estimates hub models offline from their configs)."""
     file = exp.source_file
     lines = lines or KeyLines(Path(file).read_text() if file else "")
 
     def fail(loc: tuple, message: str, fix: str | None = None):
         raise HarnessError(message, file=file, line=lines.line(loc), key=dotted(loc), fix=fix)
 
-    kinds = {key: _model_kind(exp, key, spec, fail) for key, spec in exp.models.items()}
+    kinds = {key: _model_kind(exp, key, spec, fail, sources) for key, spec in exp.models.items()}
+    decoder_tasks = {t for arm in exp.arms for t in (arm.tasks or exp.tasks)
+                     if any(kinds.get(m) == "causal_lm" for m in arm.models)}
     for key, task in exp.tasks.items():
-        _check_task(exp, key, task, fail)
+        _check_task(exp, key, task, fail, decoder=key in decoder_tasks)
         _check_preference_files(exp, key, task, fail)
     for i, arm in enumerate(exp.arms):
         _check_arm(exp, i, arm, kinds, fail, lines, file)
@@ -53,12 +57,21 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None) -> None:
         load_golden(exp.base_dir / golden)  # its own schema errors name the golden file
 
 
-def _model_kind(exp, key, spec, fail) -> str:
+def _model_kind(exp, key, spec, fail, sources: bool = True) -> str:
     if spec.source.startswith("packaged:"):
         name = spec.source.split(":", 1)[1]
         if name not in models.PACKAGED:
             fail(("models", key, "source"), f"unknown packaged model '{name}'",
                  did_you_mean(name, models.PACKAGED))
+        from harness.models.packaged import packaged_problem
+
+        damage = packaged_problem(name)
+        if damage:
+            fail(("models", key, "source"), damage)
+    elif sources:
+        problem = models.source_problem(spec.source, base_dir=exp.base_dir)
+        if problem:
+            fail(("models", key, "source"), problem[0], problem[1])
     kind = spec.kind or models.infer_kind(spec.source, base_dir=exp.base_dir)
     if kind is None:
         fail(("models", key, "kind"), f"cannot tell whether '{spec.source}' is a decoder or an encoder",
@@ -72,17 +85,33 @@ def _existing_file_columns(exp, loc, rel: str, fmt, what: str, fail):
     path = exp.base_dir / rel
     if not path.is_file():
         fail(loc, f"{what} file not found: {path}", "paths are relative to the experiment file")
-    return path, loaders.peek_columns(path, fmt=fmt)
+    try:
+        loaders.format_of(path, fmt)
+    except HarnessError as err:  # the key is at fault (a suffix we cannot read), not the file
+        fail(loc, err.bare, err.fix)
+    columns = loaders.peek_columns(path, fmt=fmt)
+    if not columns:
+        fail(loc, f"{what} file {path.name} has no rows", "give it at least one example")
+    return path, columns
 
 
-def _check_task(exp, key, task, fail) -> None:
+def _check_task(exp, key, task, fail, *, decoder: bool) -> None:
+    """The task's data files, read in full once (streamed, row by row): they exist and parse, have
+    the columns, rows and labels the task needs, and the prompt names only fields they have."""
     data = task.data
     required = task_type(task.type).fields
     if data.prepared is not None:
         if data.prepared not in prepared.PREPARED:
             fail(("tasks", key, "data", "prepared"), f"unknown prepared dataset '{data.prepared}'",
                  did_you_mean(data.prepared, prepared.PREPARED))
+        try:  # a prepared set not built yet is built by the run; nothing to read here
+            folder = prepared.prepared_dir(data.prepared, prepare_if_missing=False)
+        except HarnessError:
+            return
+        if decoder:
+            _check_prompt_fields(task, key, _first_row(folder / "train.jsonl"), "train.jsonl", fail)
         return
+    seen_labels: dict[str, tuple[str, int]] = {}  # label -> (file, row) where first seen
     for split in ("train", "validation", "test"):
         rel = getattr(data, split)
         if rel is None:
@@ -94,6 +123,68 @@ def _check_task(exp, key, task, fail) -> None:
                 loc = ("tasks", key, "data", "columns", field) if field in data.columns else ("tasks", key, "data")
                 fail(loc, f"column '{column}' (the {field}) is not in {path.name}, which has: {', '.join(columns)}",
                      f"map it with `columns: {{{field}: <column>}}`; " + did_you_mean(column, columns))
+        count = _scan_rows(path, task, key, split, required, seen_labels, fail, decoder=decoder)
+        if count == 0:
+            fail(("tasks", key, "data", split), f"data file {path.name} has no rows", "give it at least one example")
+    _check_labels_cover(task, key, seen_labels, fail)
+
+
+def _scan_rows(path, task, key, split, required, seen_labels, fail, *, decoder: bool) -> int:
+    from harness.data import loaders
+
+    count = 0
+    for count, row in enumerate(loaders.iter_examples(path, task.data.columns, fmt=task.data.format,
+                                                      required=required), start=1):
+        if count == 1 and decoder:
+            _check_prompt_fields(task, key, row, path.name, fail)
+        if task.type == "classification":
+            seen_labels.setdefault(row["label"], (path.name, count - 1))
+        elif task.type == "token_classification":
+            tokens, tags = row["tokens"], row["tags"]
+            if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
+                fail(("tasks", key, "data", split), f"row {count - 1} of {path.name} needs `tokens` and `tags` "
+                     "as lists of the same length", "give one tag per token")
+            for tag in tags:
+                seen_labels.setdefault(str(tag), (path.name, count - 1))
+    return count
+
+
+def _check_labels_cover(task, key, seen_labels, fail) -> None:
+    """Every label the data uses must be one of `labels:` (a head has one output per label)."""
+    if task.type not in ("classification", "token_classification") or not task.labels:
+        return
+    for label, (name, row) in seen_labels.items():
+        if label not in task.labels:
+            fail(("tasks", key, "labels"), f"row {row} of {name} has label '{label}', which is not in labels "
+                 f"[{', '.join(task.labels)}]", "add it to `labels:`, or correct the row")
+
+
+def _first_row(path: Path) -> dict | None:
+    from harness.data import loaders
+
+    try:
+        return next(iter(loaders.iter_examples(path, required=())), None)
+    except HarnessError:
+        return None
+
+
+def _check_prompt_fields(task, key, row: dict | None, name: str, fail) -> None:
+    """A decoder's prompt template may only name fields the examples have."""
+    import string
+
+    if row is None:
+        return
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(task.prompt) if f is not None]
+    except ValueError as err:
+        fail(("tasks", key, "prompt"), f"is not a valid template ({err})", "write fields as {text}; a literal brace as {{")
+    for field in fields:
+        if not field or not field.isidentifier():
+            fail(("tasks", key, "prompt"), f"names the field '{{{field}}}', which is not a plain field name",
+                 "write fields as {text}; a literal brace as {{")
+        if field not in row:
+            fail(("tasks", key, "prompt"), f"names the field '{{{field}}}', which the rows of {name} lack "
+                 f"(they have: {', '.join(sorted(k for k in row if k != 'id'))})", did_you_mean(field, row))
 
 
 def _check_arm(exp, i, arm, kinds, fail, lines, file) -> None:

@@ -12,7 +12,8 @@ from harness.config.schema import Experiment
 from harness.config.yamlfile import KeyLines, apply_override, read_yaml_mapping, schema_error
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None, *, check: bool = True) -> Experiment:
+def load_experiment(path: str | Path, overrides: list[str] | None = None, *, check: bool = True,
+                    check_sources: bool = True) -> Experiment:
     """Read, override (--set), validate and check an experiment file. Raises HarnessError."""
     path = Path(path)
     raw, text = read_yaml_mapping(path, what="experiment file", keys="name, tasks, models, budget and arms")
@@ -23,5 +24,5 @@ def load_experiment(path: str | Path, overrides: list[str] | None = None, *, che
     except ValidationError as err:
         raise schema_error(err, text, str(path)) from None
     if check:
-        check_experiment(experiment, lines=KeyLines(text))
+        check_experiment(experiment, lines=KeyLines(text), sources=check_sources)
     return experiment

@@ -61,6 +61,20 @@ class TaskSpec(Strict):
                                         description="the scoring rule of `decoder_eval: score` (and golden labels)")
     max_train_examples: int | None = Field(default=None, gt=0)
 
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, value):
+        # A repeated label would give the head an output no example ever has.
+        if value is not None:
+            if not value:
+                raise ValueError("give at least one label, or leave `labels:` out to read them from the data")
+            seen: set[str] = set()
+            for label in value:
+                if label in seen:
+                    raise ValueError(f"label '{label}' appears twice; list each label once")
+                seen.add(label)
+        return value
+
 
 class ModelSpec(Strict):
     source: str = Field(description="packaged:<name>, a local Hugging Face folder, or a hub id")
@@ -137,8 +151,9 @@ class Budget(Strict):
     def get(self, key: str, default=None):
         return getattr(self, key) if key in type(self).model_fields else default
 
-    max_steps: int = Field(default=50, gt=0)
-    batch_size: int = Field(default=8, gt=0, description="effective batch, after accumulation")
+    # Upper bounds only keep numbers sane (an index past 2**63 is an OverflowError, not a budget).
+    max_steps: int = Field(default=50, gt=0, le=10**9)
+    batch_size: int = Field(default=8, gt=0, le=10**6, description="effective batch, after accumulation")
     grad_accum: int = Field(default=1, gt=0)
     max_seq_len: int = Field(default=128, gt=8)
     seed: int = 0

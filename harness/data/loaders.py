@@ -6,11 +6,12 @@ experiment's `columns:` block says which column of the user's file holds each of
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 from harness.errors import HarnessError, did_you_mean
 
@@ -20,8 +21,7 @@ SUPPORTED = "jsonl (.jsonl/.json), csv (.csv), parquet (.parquet)"
 
 # ---------------------------------------------------------------- readers, one per format
 
-def _read_jsonl(path: Path) -> list[dict]:
-    rows = []
+def _read_jsonl(path: Path) -> Iterator[dict]:
     with path.open(encoding="utf-8-sig") as handle:
         for line_no, line in enumerate(handle, start=1):
             if not line.strip():
@@ -35,20 +35,20 @@ def _read_jsonl(path: Path) -> list[dict]:
                 raise HarnessError(f"line {line_no} is a JSON {type(row).__name__}, not an object",
                                    file=str(path), line=line_no,
                                    fix="write one JSON object per line") from None
-            rows.append(row)
-    return rows
+            yield row
 
 
-def _read_csv(path: Path) -> list[dict]:
+def _read_csv(path: Path) -> Iterator[dict]:
     # The csv module keeps every cell a string, so ids like "007" survive (pandas would not).
     with path.open(encoding="utf-8-sig", newline="") as handle:
-        return [dict(row) for row in csv.DictReader(handle)]
+        yield from (dict(row) for row in csv.DictReader(handle))
 
 
-def _read_parquet(path: Path) -> list[dict]:
-    import pandas as pd  # imported here: pandas costs ~0.5 s and most runs never read parquet
+def _read_parquet(path: Path) -> Iterator[dict]:
+    import pyarrow.parquet as pq  # imported here: most runs never read parquet
 
-    return pd.read_parquet(path).to_dict(orient="records")
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):  # streamed, a batch at a time
+        yield from batch.to_pylist()
 
 
 def _peek_jsonl(path: Path) -> list[str]:
@@ -75,7 +75,7 @@ def _peek_parquet(path: Path) -> list[str]:
     return list(pq.read_schema(path).names)
 
 
-READERS: dict[str, Callable[[Path], list[dict]]] = {
+READERS: dict[str, Callable[[Path], Iterator[dict]]] = {
     "jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
 PEEKERS: dict[str, Callable[[Path], list[str]]] = {
     "jsonl": _peek_jsonl, "csv": _peek_csv, "parquet": _peek_parquet}
@@ -104,11 +104,56 @@ def _check_exists(path: Path, yaml_file: str | None, yaml_key: str | None) -> No
 
 # ---------------------------------------------------------------- public API
 
+def format_of(path: Path, fmt: str | None = None) -> str:
+    """The reader a data file gets: `format:` when given, else from its suffix; HarnessError if neither."""
+    return _format_of(Path(path), fmt, None, None)
+
+
 def peek_columns(path: Path, fmt: str | None = None) -> list[str]:
     """Column names from the header (csv), first row (jsonl) or schema (parquet), cheaply."""
     path = Path(path)
     _check_exists(path, None, None)
-    return PEEKERS[_format_of(path, fmt, None, None)](path)
+    fmt = _format_of(path, fmt, None, None)
+    with _unreadable_as_error(path, fmt):
+        return PEEKERS[fmt](path)
+
+
+@contextlib.contextmanager
+def _unreadable_as_error(path: Path, fmt: str):
+    """A file that is not what its format says (not UTF-8, a broken parquet footer, a NUL byte in
+    a csv) is one sentence naming it, not the reader's traceback."""
+    try:
+        yield
+    except HarnessError:
+        raise
+    except UnicodeDecodeError as err:
+        raise HarnessError(f"data file {path} is not UTF-8 text (it has the byte 0x{err.object[err.start]:02x})", file=str(path), fix="save it as UTF-8") from None
+    except csv.Error as err:
+        raise HarnessError(f"data file {path} is not readable csv ({err})", file=str(path),
+                           fix="save it as comma-separated UTF-8 text") from None
+    except OSError as err:
+        raise HarnessError(f"data file {path} cannot be read ({err.strerror or err})", file=str(path),
+                           fix="check the file and its permissions") from None
+    except Exception as err:  # noqa: BLE001 - pyarrow's errors (ArrowInvalid, ...) share no base we import
+        if fmt != "parquet":
+            raise
+        first = (str(err).splitlines() or [""])[0][:200]
+        raise HarnessError(f"data file {path} is not a readable parquet file ({type(err).__name__}: {first})",
+                           file=str(path), fix="write it again with pandas.DataFrame.to_parquet") from None
+
+
+def iter_examples(path: Path, columns: dict[str, str] | None = None, *, fmt: str | None = None,
+                  required: tuple[str, ...] = ("text",)) -> Iterator[dict]:
+    """The rows of `path` one at a time, as load_examples maps them (for `validate`, which reads
+    every row of a large file without holding it in memory)."""
+    path = Path(path)
+    columns = dict(columns or {})
+    _check_exists(path, None, None)
+    fmt = _format_of(path, fmt, None, None)
+    mapped_sources = set(columns.values())
+    with _unreadable_as_error(path, fmt):
+        for index, row in enumerate(READERS[fmt](path)):
+            yield _to_ours(row, index, columns, mapped_sources, path, required)
 
 
 def load_examples(path: Path, columns: dict[str, str] | None = None, *, fmt: str | None = None,
@@ -118,7 +163,9 @@ def load_examples(path: Path, columns: dict[str, str] | None = None, *, fmt: str
     path = Path(path)
     columns = dict(columns or {})
     _check_exists(path, yaml_file, yaml_key)
-    rows = READERS[_format_of(path, fmt, yaml_file, yaml_key)](path)
+    fmt = _format_of(path, fmt, yaml_file, yaml_key)
+    with _unreadable_as_error(path, fmt):
+        rows = list(READERS[fmt](path))
     available = _columns_of(rows)
     for field, source in columns.items():
         if source not in available:

@@ -14,9 +14,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from harness.errors import HarnessError, safe
 from harness.execution.arm_common import arm_summary
 from harness.execution.launch import Event, Finished, Started
 from harness.execution.local_pool import LocalPool
+from harness.paths import atomic_write_text, os_problem
 from harness.planning.plan import Arm
 from harness.results.arm_result import LATEST, ArmResult, now, point_latest, task_results, write_run_results
 from harness.training.checkpoint import FOLDER as CHECKPOINTS
@@ -69,8 +71,7 @@ class Runner:
         self._by_arm: dict[int, list[ArmResult]] = {}  # plan position -> its results (several: multi_task)
 
     def run(self) -> Path:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        (self.run_dir / "experiment.json").write_text(self._experiment_json())
+        self._create_run_dir()
         if self.tracker:
             self.tracker.start_run(self.experiment, self.run_dir)
         columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -92,7 +93,7 @@ class Runner:
             except KeyboardInterrupt:
                 self._keep_finished_arms()
                 self._save()
-                console.print(f"[yellow]interrupted[/]: {len(self.results)} completed arm(s) kept in {self.run_dir}; "
+                console.print(f"[yellow]interrupted[/]: {len(self.results)} completed arm(s) kept in {safe(self.run_dir)}; "
                               "rerun the same command to resume")
                 raise
         self._save()
@@ -112,10 +113,10 @@ class Runner:
                 if isinstance(update, Started):  # again after a retry on another worker
                     if id(arm) in rows:
                         progress.remove_task(rows.pop(id(arm)))
-                    rows[id(arm)] = progress.add_task(arm.name, total=None, info=update.where)
+                    rows[id(arm)] = progress.add_task(safe(arm.name), total=None, info=update.where)
                 elif isinstance(update, Event):
                     if id(arm) not in rows:
-                        rows[id(arm)] = progress.add_task(arm.name, total=None, info="")
+                        rows[id(arm)] = progress.add_task(safe(arm.name), total=None, info="")
                     self._show(progress, rows[id(arm)], update.event)
                 elif isinstance(update, Finished):
                     if id(arm) in rows:
@@ -150,13 +151,13 @@ class Runner:
             result = ArmResult.read(arm_dir / "result.json")
             result.reused_from = previous.parent.parent.name
             result.write(arm_dir / "result.json")
-            console.print(f"[dim]reused[/] {arm.name} from run {result.reused_from}")
+            console.print(f"[dim]reused[/] {safe(arm.name)} from run {safe(result.reused_from)}", highlight=False)
             return task_results(arm_dir, result)
         arm_dir.mkdir(parents=True, exist_ok=True)
         (arm_dir / "arm.json").write_text(arm.to_json())
         resumed = None if self.force else take_over_checkpoints(self.experiment_dir, arm, arm_dir)
         if resumed:
-            console.print(f"[dim]resuming[/] {arm.name} from the checkpoints of run {resumed}", highlight=False)
+            console.print(f"[dim]resuming[/] {safe(arm.name)} from the checkpoints of run {resumed}", highlight=False)
         return None
 
     def _finish(self, done: Finished, arm_dir: Path) -> list[ArmResult]:
@@ -170,7 +171,7 @@ class Runner:
                                finished_at=now(), artifacts={"log": "log.txt"})
             result.write(result_path)
         colour = "green" if result.status == "ok" else "red"
-        console.print(f"[{colour}]{result.status}[/] {arm.name}" + (f": {result.error}" if result.error else ""),
+        console.print(f"[{colour}]{result.status}[/] {safe(arm.name)}" + (f": {safe(result.error)}" if result.error else ""),
                       highlight=False)
         return task_results(arm_dir, result)
 
@@ -199,6 +200,20 @@ class Runner:
         write_run_results(self.run_dir, experiment, self.results,
                           extra={"run_id": self.run_id, "planned_arms": len(self.arms)})
         point_latest(self.run_dir)  # reports/<experiment>/latest: the newest run with a results.json
+
+    def _create_run_dir(self) -> None:
+        """The run folder and experiment.json, or one sentence (a full disk, `reports` being a file)
+        and nothing left behind: no empty run folder, no 0-byte experiment.json."""
+        made = not self.run_dir.exists()
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "experiment.json", self._experiment_json())
+        except OSError as err:
+            if made and self.run_dir.is_dir():
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise HarnessError(f"cannot start the run in {self.run_dir}: {os_problem(err)}",
+                               key="output_dir", file=self.experiment.source_file,
+                               fix="free some space or point `output_dir:` at a writable folder") from None
 
     def _experiment_json(self) -> str:
         return self.experiment.model_dump_json(indent=2)

@@ -20,8 +20,8 @@ from harness.errors import HarnessError
 from harness.eval.bertscore import DEFAULT_MODEL, BertScore
 from harness.golden.schema import GoldenSet
 from harness.golden.scoring import score_golden, summarize, uses_bertscore
-from harness.paths import atomic_write_text
-from harness.results.arm_result import now
+from harness.paths import atomic_write_text, read_json_file
+from harness.results.arm_result import RERUN_FIX, check_arm_result, now, read_run_results
 from harness.tracking.mlflow_tracker import import_mlflow, resolve_store
 
 BASELINE_KIND = "harness-golden-baseline"
@@ -56,9 +56,10 @@ def resolve_side(spec: str, golden: GoldenSet, *, arm: str | None = None, role: 
     if path.is_file():
         return _from_json_file(path, golden, arm=arm, role=role)
     if (path / "results.json").is_file():
-        return _from_run(path, json.loads((path / "results.json").read_text()), golden, arm=arm, role=role)
+        return _from_run(path, read_run_results(path), golden, arm=arm, role=role)
     if (path / "result.json").is_file():
-        result = json.loads((path / "result.json").read_text())
+        result = read_json_file(path / "result.json", what=f"{role} result file", fix=RERUN_FIX)
+        check_arm_result(result, str(path / "result.json"))
         return _from_arm_result(result, golden, label=str(path), role=role)
     if (path / "adapter_config.json").is_file() or (path / "config.json").is_file():
         return _score_now(str(path), golden, label=str(path))
@@ -91,17 +92,19 @@ def _download_mlflow_run(spec: str, role: str) -> Path:
 
 
 def _from_json_file(path: Path, golden: GoldenSet, *, arm, role) -> Side:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise HarnessError(f"{role} file {path} is not valid JSON ({err})", fix="pass a baseline written by --record") from None
+    data = read_json_file(path, what=f"{role} file", fix="pass a baseline written by --record, or a results.json")
     if isinstance(data, dict) and data.get("kind") == BASELINE_KIND:
         if data.get("set") != golden.name:
             raise HarnessError(f"{role} file {path} is a baseline of golden set '{data.get('set')}', not '{golden.name}'",
                                fix="pass the baseline of this golden set")
         return Side(label=str(path), source=data.get("source", str(path)), version=str(data.get("version")),
-                    items=data["items"])
+                    items=_checked_items(data.get("items"), str(path), role))
     if isinstance(data, dict) and "arms" in data:
+        if path.name == "results.json":
+            data = read_run_results(path.parent)  # its shape checked, one sentence if broken
+        else:
+            for i, one in enumerate(data["arms"] if isinstance(data["arms"], list) else [None]):
+                check_arm_result(one, str(path), f"arms[{i}]")
         return _from_run(path.parent, data, golden, arm=arm, role=role)
     raise HarnessError(f"{role} file {path} is neither a recorded baseline nor a results.json",
                        fix="record a baseline with `harness gate --record`")
@@ -118,7 +121,7 @@ def pick_scored_arm(run_dir: Path, results: dict, golden: GoldenSet, *, arm: str
     scored = [a for a in arms if golden.name in (a.get("golden") or {})]
     if not scored:
         raise HarnessError(f"no arm of run {run_dir} was scored on golden set '{golden.name}'",
-                           fix=f"add the set to the experiment's `golden_sets:` and rerun, or pass a model folder")
+                           fix="add the set to the experiment's `golden_sets:` and rerun, or pass a model folder")
     if arm is not None:
         chosen = [a for a in scored if a["arm"]["name"] == arm] or \
                  [a for a in scored if arm in a["arm"]["name"] or arm in a["arm"].get("slug", "")]
@@ -141,7 +144,17 @@ def _from_arm_result(result: dict, golden: GoldenSet, *, label: str, role: str) 
                            fix="add the set to the experiment's `golden_sets:` and rerun")
     if entry.get("error"):
         raise HarnessError(f"{role} {label} failed to score golden set '{golden.name}': {entry['error']}")
-    return Side(label=label, source=label, version=str(entry.get("version")), items=entry["items"])
+    return Side(label=label, source=label, version=str(entry.get("version")),
+                items=_checked_items(entry.get("items"), label, role))
+
+
+def _checked_items(items, where: str, role: str) -> list[dict]:
+    """Golden item results as the comparison reads them: a list of {id, passed, ...}."""
+    if not isinstance(items, list) or not all(
+            isinstance(i, dict) and isinstance(i.get("id"), str) and isinstance(i.get("passed"), bool) for i in items):
+        raise HarnessError(f"{role} {where} has golden items without an `id` and a true/false `passed`",
+                           fix=f"record the baseline again (`harness gate --record`), or {RERUN_FIX}")
+    return items
 
 
 def _score_now(source: str, golden: GoldenSet, *, label: str) -> Side:
@@ -159,7 +172,8 @@ def load_for_scoring(source: str):
     adapter = folder.is_dir() and (folder / "adapter_config.json").is_file()
     base = source
     if adapter:
-        config = json.loads((folder / "adapter_config.json").read_text())
+        config = read_json_file(folder / "adapter_config.json", what="adapter config",
+                                fix="point at a saved peft adapter folder")
         base = config.get("base_model_name_or_path")
         if not base:
             raise HarnessError(f"adapter {folder} does not name its base model",
@@ -172,7 +186,9 @@ def load_for_scoring(source: str):
     head_labels = None
     if kind == "encoder":
         # Only an encoder that already has a classification head can answer a golden item.
-        id2label = (json.loads((model_dir / "config.json").read_text()).get("id2label") or {})
+        config = read_json_file(model_dir / "config.json", what="model config",
+                                fix="point at a transformers checkpoint folder")
+        id2label = (config.get("id2label") if isinstance(config, dict) else None) or {}
         head_labels = [id2label[k] for k in sorted(id2label, key=int)]
         if not head_labels or all(lbl.startswith("LABEL_") for lbl in head_labels):
             raise HarnessError(f"encoder {model_dir} has no trained classification head to score golden items",

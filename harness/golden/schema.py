@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
@@ -134,9 +133,12 @@ def looks_like_golden(raw: Any) -> bool:
 def is_golden_file(path: str | Path) -> bool:
     """Whether a YAML file holds a golden set (by its keys); False when unreadable, so the
     experiment loader reports the problem."""
+    from harness.config.yamlfile import load_yaml_text, read_text_file
+    from harness.errors import HarnessError
+
     try:
-        return looks_like_golden(yaml.safe_load(Path(path).read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return looks_like_golden(load_yaml_text(read_text_file(path, what="file"), file=str(path)))
+    except HarnessError:
         return False
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from harness.errors import safe
+
 
 def golden_rows(results: dict) -> list[dict]:
     """A flat list over a run's results.json, for reports: {set, arm, item_id, passed, must, ...}."""
@@ -20,10 +22,10 @@ def print_golden_summary(results: dict, console) -> None:
     for arm in results.get("arms", []):
         for name, entry in (arm.get("golden") or {}).items():
             if entry.get("error"):
-                console.print(f"[red]golden {name}[/] {arm['arm']['name']}: {entry['error']}")
+                console.print(f"[red]golden {safe(name)}[/] {safe(arm['arm']['name'])}: {safe(entry['error'])}", highlight=False)
                 continue
             must = entry.get("must_failed") or []
             colour = "red" if must else "green"
-            console.print(f"[{colour}]golden {name}@{entry.get('version')}[/] {arm['arm']['name']}: "
+            console.print(f"[{colour}]golden {safe(name)}@{safe(entry.get('version'))}[/] {safe(arm['arm']['name'])}: "
                           f"{entry['passed']}/{entry['total']} items pass ({entry['pass_rate']:.0%})"
-                          + (f"; must items failing: {', '.join(must)}" if must else ""), highlight=False)
+                          + (f"; must items failing: {safe(', '.join(must))}" if must else ""), highlight=False)

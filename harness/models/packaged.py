@@ -176,7 +176,9 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, marker: dict | None = None,
         with _quiet():
             model.save_pretrained(tmp, safe_serialization=True)
             tok.save_pretrained(tmp)
-        atomic_write_text(tmp / MARKER, json.dumps(marker or {"gguf": gguf_path.name}, indent=2))
+        # The fingerprint of every file (size + sha256), so a damaged cache is found at load.
+        marker = {**(marker or {"gguf": gguf_path.name}), "files": _manifest(tmp)}
+        atomic_write_text(tmp / MARKER, json.dumps(marker, indent=2))
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)
@@ -195,6 +197,43 @@ def _marker_for(entry: PackagedModel, gguf_path: Path | None = None) -> dict:
     return marker
 
 
+def _manifest(folder: Path) -> dict[str, dict]:
+    return {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
+            for f in sorted(folder.iterdir()) if f.is_file() and f.name != MARKER}
+
+
+def cache_damage(out: Path, *, full: bool = False) -> str | None:
+    """What is wrong with a converted model folder, or None. Cheap by default (each file's size
+    against the fingerprint written at conversion, and every safetensors header read); `full`
+    also hashes every file (`harness prepare`)."""
+    try:
+        marker = json.loads((out / MARKER).read_text())
+    except (OSError, ValueError):
+        return f"{out / MARKER} is missing or unreadable"
+    for name, want in (marker.get("files") or {}).items():
+        path = out / name
+        if not path.is_file():
+            return f"{path} is missing"
+        if path.stat().st_size != want["size"]:
+            return f"{path} is {path.stat().st_size:,} bytes, but {want['size']:,} were written (truncated or damaged)"
+        if full and _sha256(path) != want["sha256"]:
+            return f"{path} no longer has the content that was written (damaged)"
+    for path in sorted(out.glob("*.safetensors")):
+        try:
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as err:  # noqa: BLE001 - SafetensorError and OSError alike: the file is unusable
+            return f"{path} is not a readable safetensors file ({(str(err).splitlines() or [''])[0][:120]})"
+    return None
+
+
+def _damaged_error(entry: "PackagedModel", problem: str) -> HarnessError:
+    return HarnessError(f"the converted cache of packaged model '{entry.name}' is damaged: {problem}",
+                        fix="rebuild it with `harness prepare --force` (or `harness prepare`, which repairs it)")
+
+
 def _is_current(out: Path, entry: PackagedModel) -> bool:
     """A converted folder is reused while its marker matches the installed package (cheap: no hash)."""
     try:
@@ -205,12 +244,17 @@ def _is_current(out: Path, entry: PackagedModel) -> bool:
     return all(marker.get(k) == v for k, v in expected.items())
 
 
-def _locate_gguf(entry: PackagedModel, package: Path) -> Path:
+def _locate_gguf(entry: PackagedModel, package: Path, repair: bool = False, force: bool = False) -> Path:
     out = cache_dir() / "models" / entry.name
-    if _is_current(out, entry):
-        return out
+    if _is_current(out, entry) and not force:
+        problem = cache_damage(out, full=repair)
+        if problem is None:
+            return out
+        if not repair:
+            raise _damaged_error(entry, problem)
+        shutil.rmtree(out, ignore_errors=True)  # `harness prepare`: convert it again below
     with _file_lock(out.parent / f".{entry.name}.lock"):
-        if _is_current(out, entry):  # another process converted it while we waited
+        if _is_current(out, entry) and not force:  # another process converted it while we waited
             return out
         gguf_path = package / entry.file
         if not gguf_path.is_file():
@@ -227,7 +271,7 @@ def _locate_gguf(entry: PackagedModel, package: Path) -> Path:
                                fix=f"reinstall it: `{entry.pip_command} --force-reinstall`") from exc
 
 
-def _locate_folder(entry: PackagedModel, package: Path) -> Path:
+def _locate_folder(entry: PackagedModel, package: Path, repair: bool = False, force: bool = False) -> Path:
     folder = package / entry.file
     if not (folder / "config.json").is_file():
         raise HarnessError(f"package '{entry.pip_name}' has no model folder {entry.file}/",
@@ -238,12 +282,25 @@ def _locate_folder(entry: PackagedModel, package: Path) -> Path:
 _LOCATORS = {"gguf": _locate_gguf, "folder": _locate_folder}
 
 
-def _packaged_dir(name: str, file=None, key=None) -> Path:
+def _packaged_dir(name: str, file=None, key=None, *, repair: bool = False, force: bool = False) -> Path:
     entry = _packaged(name, file, key)
-    return _LOCATORS[entry.locate](entry, _require_package(entry, file, key))
+    return _LOCATORS[entry.locate](entry, _require_package(entry, file, key), repair=repair, force=force)
 
 
-def prepare_packaged_models() -> dict[str, Path]:
+def packaged_problem(name: str) -> str | None:
+    """At validate: a packaged model whose converted cache exists but is damaged (cheap check);
+    None when it is sound or not converted yet (the run converts it)."""
+    entry = PACKAGED.get(name)
+    if entry is None or entry.locate != "gguf":
+        return None
+    out = cache_dir() / "models" / entry.name
+    if not _is_current(out, entry):
+        return None
+    problem = cache_damage(out)
+    return str(_damaged_error(entry, problem)) if problem else None
+
+
+def prepare_packaged_models(force: bool = False) -> dict[str, Path]:
     """Convert or locate every packaged model (the set-up command); prints nothing.
 
     Installed ones are prepared first; then one error names all missing packages, with the pip
@@ -254,7 +311,7 @@ def prepare_packaged_models() -> dict[str, Path]:
         if _package_dir(entry) is None:
             missing.append(entry)
         else:
-            ready[name] = _packaged_dir(name)
+            ready[name] = _packaged_dir(name, repair=True, force=force)  # hashes every file; rebuilds a damaged one
     if missing:
         names = " ".join(e.pip_name for e in missing)
         raise HarnessError(f"packaged models {', '.join(e.name for e in missing)} are not installed",

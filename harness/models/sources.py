@@ -11,8 +11,15 @@ import re
 from pathlib import Path
 
 from harness.errors import HarnessError
-
-from harness.models.packaged import PACKAGED, PACKAGED_PREFIX, ModelKind, _package_version, _packaged, _packaged_dir, _require_package
+from harness.models.packaged import (
+    PACKAGED,
+    PACKAGED_PREFIX,
+    ModelKind,
+    _package_version,
+    _packaged,
+    _packaged_dir,
+    _require_package,
+)
 
 # model_type -> kind, for folders whose architectures do not say (e.g. a bare "BertModel").
 _ENCODER_TYPES = ["bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra",
@@ -25,7 +32,8 @@ _KIND_BY_MODEL_TYPE: dict[str, ModelKind] = {
 
 # What a hub download fetches: config, tokenizer and safetensors; never .bin, .gguf or ONNX copies.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# "org/name", or a legacy bare name ("roberta-base") that the hub still resolves.
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # Files whose names and sizes identify a local checkpoint (with config.json's bytes).
 _IDENTITY_GLOBS = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.gguf", "tokenizer*",
                    "*.model", "vocab.*", "merges.txt", "chat_template.jinja"]
@@ -92,6 +100,48 @@ def resolve_model_dir(source: str, *, base_dir: Path | None = None, yaml_file: s
                            key=yaml_key, fix=f"use one of {', '.join(PACKAGED_PREFIX + n for n in PACKAGED)} "
                                              "or an existing folder")
     return _from_hub(source, yaml_file, yaml_key)
+
+
+def source_problem(source: str, *, base_dir: Path | None = None) -> tuple[str, str] | None:
+    """(problem, fix) when a non-packaged source cannot be loaded, found without loading or
+    downloading anything: a missing folder, a folder without config.json, a hub id that is neither
+    cached nor reachable. None when it looks loadable."""
+    local = find_local(source, base_dir)
+    if local is not None:
+        if not (local / "config.json").is_file():
+            return f"model folder {local} has no config.json", "point at a transformers checkpoint folder"
+        return None
+    choices = ", ".join(PACKAGED_PREFIX + n for n in PACKAGED)
+    if not _HUB_ID.match(source):
+        where = f" (relative paths are read from {base_dir})" if base_dir else ""
+        return f"model folder '{source}' does not exist{where}", f"use an existing folder or one of {choices}"
+    from huggingface_hub import try_to_load_from_cache
+
+    if isinstance(try_to_load_from_cache(source, "config.json"), str):
+        return None
+    if hub_offline():
+        return (f"'{source}' is no folder, and as a hub model it is not in the local Hugging Face cache "
+                "and the hub is off (HF_HUB_OFFLINE)", f"download it once while online, or use a local folder or one of {choices}")
+    if not _hub_reachable():
+        return (f"'{source}' is no folder, and as a hub model it is not in the local Hugging Face cache "
+                "and the hub cannot be reached",
+                f"download it once while online, or use a local folder or one of {choices}")
+    return None
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the hub answers at all (any HTTP status counts), in at most a few seconds."""
+    import urllib.error
+    import urllib.request
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(endpoint + "/api/whoami-v2", timeout=timeout_s).close()
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def _kind_from_config(config: dict) -> ModelKind | None:

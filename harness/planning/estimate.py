@@ -20,7 +20,7 @@ import torch
 from harness import models
 from harness.config.schema import Budget
 from harness.data.tasks import load_split, tag_labels
-from harness.errors import HarnessError
+from harness.errors import HarnessError, safe
 from harness.eval.profile import parameter_counts
 from harness.methods import ArmContext, get_method
 from harness.planning.plan import plan
@@ -208,7 +208,7 @@ def plan_table(estimates: list[Estimate], budget: Budget):
         table.add_column(col, justify="left" if col in ("arm", "model") else "right")
     for e in estimates:
         mem = ["n/a" if e.memory_gib[p] is None else f"{e.memory_gib[p]:.2f}" for p in PRECISIONS]
-        table.add_row(e.arm, e.model, f"{e.trainable:,}", f"{e.total:,}", f"{e.trainable_pct:.4f}",
+        table.add_row(safe(e.arm), safe(e.model), f"{e.trainable:,}", f"{e.total:,}", f"{e.trainable_pct:.4f}",
                       *(mem if e.trained else [m + " (inference)" for m in mem]))
     return table
 

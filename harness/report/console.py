@@ -5,17 +5,19 @@ from __future__ import annotations
 from rich.console import Console
 from rich.table import Table
 
+from harness.errors import safe
 from harness.eval.compare import summary_lines
 from harness.eval.metrics import METRICS
+from harness.results.audit import rankable
 
 COST_COLUMNS = ["peak_memory_mb", "train_seconds", "latency_p50_ms", "latency_p95_ms", "trainable_params"]
 
 
 def best_by_metric(arms: list[dict], names: list[str]) -> dict[str, float]:
-    """The best value of each metric among ok arms, by the metric's declared direction."""
+    """The best value of each metric among rankable arms, by the metric's declared direction."""
     best = {}
     for name in names:
-        values = [a["metrics"].get(name) for a in arms if a["status"] == "ok" and a["metrics"].get(name) is not None]
+        values = [a["metrics"].get(name) for a in arms if rankable(a) and a["metrics"].get(name) is not None]
         if values:
             best[name] = max(values) if METRICS[name].higher_is_better else min(values)
     return best
@@ -42,7 +44,7 @@ def results_table(results: dict) -> Table:
     metric_cols = quality + COST_COLUMNS
     best = best_by_metric(arms, metric_cols)
     flags = results.get("budget_audit", {}).get("flags", {})
-    table = Table(title=f"{results['experiment']['name']} — run {results.get('run_id', '')}", show_lines=False)
+    table = Table(title=f"{safe(results['experiment']['name'])} — run {safe(results.get('run_id', ''))}", show_lines=False)
     table.add_column("arm")
     table.add_column("status")
     for name in metric_cols:
@@ -55,11 +57,14 @@ def results_table(results: dict) -> Table:
         cells = []
         for name in metric_cols:
             text = fmt(m.get(name))
-            cells.append(f"[bold green]{text}[/]" if name in best and m.get(name) == best[name] else text)
-        status = arm["status"] if arm["status"] != "failed" else f"[red]failed[/]: {(arm.get('error') or '')[:60]}"
+            marked = name in best and m.get(name) == best[name] and rankable(arm)
+            cells.append(f"[bold green]{text}[/]" if marked else text)
+        status = arm["status"] if arm["status"] != "failed" else f"[red]failed[/]: {safe((arm.get('error') or '')[:60])}"
         if arm["arm"]["name"] in flags:
             status += " [yellow]⚑[/]"
-        table.add_row(arm["arm"]["name"], status, *cells, fmt(c.get("steps")), fmt(c.get("examples")), fmt(c.get("tokens")))
+        if arm.get("health"):
+            status += " [red]⚑ " + safe(", ".join(h.split(":")[0] for h in arm["health"])) + "[/]"
+        table.add_row(safe(arm["arm"]["name"]), status, *cells, fmt(c.get("steps")), fmt(c.get("examples")), fmt(c.get("tokens")))
     return table
 
 
@@ -67,7 +72,11 @@ def print_results(results: dict, console: Console | None = None) -> None:
     console = console or Console()
     console.print(results_table(results))
     for name, reasons in results.get("budget_audit", {}).get("flags", {}).items():
-        console.print(f"[yellow]⚑ budget[/] {name}: {'; '.join(reasons)}")
+        console.print(f"[yellow]⚑ budget[/] {safe(name)}: {safe('; '.join(reasons))}", highlight=False)
+    for arm in results.get("arms", []):
+        for reason in arm.get("health") or []:
+            console.print(f"[red]⚑ {safe(reason.split(':')[0])}[/] {safe(arm['arm']['name'])}: "
+                          f"{safe(reason.split(':', 1)[-1].strip())} (never ranked best)", highlight=False)
 
     for line in summary_lines(results):
         console.print(line, markup=False, highlight=False)

@@ -7,7 +7,6 @@ its arguments."""
 
 from __future__ import annotations
 
-import json
 import secrets
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from harness.errors import HarnessError
 from harness.paths import atomic_write_text
 from harness.report import view
+from harness.results.arm_result import read_run_results
 
 
 def _environment() -> Environment:
@@ -35,13 +35,9 @@ def render(run_dir: Path, results: dict) -> str:
 def write_html_report(run_dir: Path) -> Path:
     """Read run_dir/results.json (and the arms' predictions) and write run_dir/index.html."""
     run_dir = Path(run_dir)
-    path = run_dir / "results.json"
-    if not path.is_file():
+    if not (run_dir / "results.json").is_file():
         raise HarnessError(f"no results.json in {run_dir}", fix="pass a reports/<experiment>/<run-id> folder")
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as error:
-        raise HarnessError(f"{path} is not valid JSON ({error})", fix="rerun the experiment to rewrite it") from None
+    results = read_run_results(run_dir, needs=("name", "task_key"))
     out = run_dir / "index.html"
     atomic_write_text(out, render(run_dir, results))
     return out

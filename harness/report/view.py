@@ -10,10 +10,12 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from harness.errors import HarnessError
 from harness.eval.compare import CORRECTION_NAMES, adjusted_p, difference_text
 from harness.eval.metrics import METRICS
 from harness.naming import base_name
 from harness.report import charts
+from harness.results.audit import rankable
 
 CONSUMED = ["steps", "examples", "tokens", "seconds"]
 PARETO_COSTS = ["peak_memory_mb", "latency_p50_ms", "trainable_params"]
@@ -55,7 +57,7 @@ def best_values(arms: list[dict], names: list[str]) -> dict[str, float]:
     """Best value per metric among ok arms by the metric's direction; none when all are equal."""
     best = {}
     for name in names:
-        values = [a["metrics"][name] for a in arms if a["status"] == "ok" and a["metrics"].get(name) is not None]
+        values = [a["metrics"][name] for a in arms if rankable(a) and a["metrics"].get(name) is not None]
         if name in METRICS and len(set(values)) > 1:
             best[name] = max(values) if METRICS[name].higher_is_better else min(values)
     return best
@@ -141,9 +143,13 @@ def headline(task_key: str, arms: list[dict], metric: str | None, comparisons: l
 
 def _best_sentence(task_key: str, arms: list[dict], metric: str | None, comparisons: list | None,
                    correction: str | None) -> Markup:
-    ok = [a for a in arms if a["status"] == "ok" and metric and a["metrics"].get(metric) is not None]
+    ok = [a for a in arms if rankable(a) and metric and a["metrics"].get(metric) is not None]
     failed = sum(a["status"] == "failed" for a in arms)
+    unhealthy = [a for a in arms if a["status"] == "ok" and a.get("health")]
     if not ok:
+        if unhealthy:
+            return Markup("No arm on <b>{}</b> trained soundly ({} diverged or collapsed, {} failed), so there is no "
+                          "answer yet.").format(task_key, len(unhealthy), failed)
         return Markup("No arm completed on <b>{}</b>, so there is no answer yet ({} failed).").format(task_key, failed)
     higher = METRICS[metric].higher_is_better
     ranked = sorted(ok, key=lambda a: a["metrics"][metric], reverse=higher)
@@ -200,6 +206,7 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
     best = best_values(arms, names)
     columns = [{"name": arm_name(a), "method": a["arm"].get("method"), "model": a["arm"].get("model_key"),
                 "status": a["status"], "error": a.get("error"), "flags": flags.get(arm_name(a), []),
+                "health": a.get("health") or [],
                 "reused_from": a.get("reused_from"), **evaluation_notes(a)} for a in arms]
     groups: dict[str, list] = {"quality": [], "cost": [], "other": []}
     for n in names:
@@ -207,7 +214,8 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
         groups[metric.kind if metric else "other"].append({
             "name": n, "unit": unit_of(n), "arrow": ("↑" if metric.higher_is_better else "↓") if metric else "",
             "description": metric.description if metric else "not in the metric registry",
-            "cells": [{"text": with_ci(a, n), "best": n in best and a["metrics"].get(n) == best[n]} for a in arms]})
+            "cells": [{"text": with_ci(a, n), "best": n in best and rankable(a) and a["metrics"].get(n) == best[n]}
+                      for a in arms]})
     groups["budget consumed"] = [{
         "name": k, "unit": "", "arrow": "", "description": f"{k} this arm consumed in training",
         "cells": [{"text": format_value((a.get("consumed") or {}).get(k)), "best": False} for a in arms]}
@@ -266,10 +274,18 @@ def read_predictions(run_dir: Path, arm: dict) -> list[dict]:
     if arm["status"] != "ok" or not path.is_file():
         return []
     rows = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                rows.append(json.loads(line))
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError("not a JSON object")
+                    rows.append(row)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise HarnessError(f"line {number} is not a JSON object ({str(err).splitlines()[0][:120]}; the file may be "
+                           "truncated)", file=str(path), line=number,
+                           fix="rerun the arm (`harness run --force --only <arm>`) to write it again") from None
     return rows
 
 

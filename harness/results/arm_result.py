@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from harness.eval.compare import run_statistics
 from harness.paths import atomic_write_text
-from harness.results.audit import budget_audit
+from harness.results.audit import arm_health, budget_audit
 
 
 LATEST = "latest"  # reports/<experiment>/latest names the newest run of an experiment
@@ -38,6 +38,7 @@ class ArmResult(BaseModel):
     finished_at: str | None = None
     reused_from: str | None = None          # the run a completed result was taken from on resume
     golden: dict[str, Any] = Field(default_factory=dict)  # {set name: harness.eval.golden.set_result}
+    health: list[str] = Field(default_factory=list)       # diverged / collapsed (harness.results.audit.arm_health)
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, self.model_dump_json(indent=2))
@@ -45,6 +46,44 @@ class ArmResult(BaseModel):
     @classmethod
     def read(cls, path: Path) -> "ArmResult":
         return cls.model_validate_json(Path(path).read_text(encoding="utf-8"))
+
+
+RERUN_FIX = "rerun the experiment (`harness run`) to write it again"
+
+
+def read_run_results(run_dir: Path, needs: tuple[str, ...] = ("name",)) -> dict:
+    """A run's results.json, checked to have the shape the report and the gate read (every arm a
+    valid ArmResult with a name and task); one HarnessError naming the file and key if not."""
+    from harness.errors import HarnessError
+    from harness.paths import read_json_file
+
+    path = Path(run_dir) / "results.json"
+    data = read_json_file(path, what="results file", fix=RERUN_FIX)
+    if not isinstance(data, dict) or not isinstance(data.get("arms"), list):
+        raise HarnessError("has no `arms` list", file=str(path), key="arms", fix=RERUN_FIX)
+    if not isinstance(data.get("experiment", {}), dict):
+        raise HarnessError("`experiment` is not a mapping", file=str(path), key="experiment", fix=RERUN_FIX)
+    for i, arm in enumerate(data["arms"]):
+        check_arm_result(arm, str(path), f"arms[{i}]", needs)
+    return data
+
+
+def check_arm_result(data, file: str, key: str | None = None, needs: tuple[str, ...] = ("name",)) -> None:
+    """One arm result (a result.json, or an entry of results.json) has the keys readers need."""
+    from pydantic import ValidationError
+
+    from harness.errors import HarnessError
+
+    try:
+        ArmResult.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise HarnessError(f"{first['msg']} at {where or 'the top'}", file=file, key=key, fix=RERUN_FIX) from None
+    for needed in needs:
+        if not isinstance(data["arm"].get(needed), str):
+            raise HarnessError(f"the arm has no `{needed}`", file=file, key=f"{key}.arm" if key else "arm",
+                               fix=RERUN_FIX)
 
 
 def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
@@ -64,6 +103,8 @@ def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
 def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult], extra: dict | None = None) -> Path:
     """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit."""
 
+    for r in results:
+        r.health = arm_health(r)
     payload = {"experiment": experiment, "written_at": now(), "arms": [r.model_dump() for r in results],
                "budget_audit": budget_audit(results), **_statistics(run_dir, experiment, results), **(extra or {})}
     path = run_dir / "results.json"

@@ -24,6 +24,7 @@ from rich.console import Console
 
 from harness import __version__
 from harness.data import loaders, prepared
+from harness.errors import safe
 from harness.execution.provenance import git_commit
 from harness.tracking.views import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_TAG, arm_note, view_state
 
@@ -102,6 +103,8 @@ class MlflowTracker:
     def start_run(self, experiment, run_dir: Path) -> None:
         if is_server(self.uri):
             _probe(self.uri)  # MLflow retries an unreachable server for minutes; fail in seconds
+        elif self.uri.startswith("sqlite:///"):
+            _probe_sqlite(self.uri)  # and a database it cannot open for ~100 s, with dozens of warnings
         mlflow = import_mlflow()
         self.client = mlflow.MlflowClient(tracking_uri=self.uri)
         self.experiment_id = self._experiment_id(self.experiment_name or experiment.name)
@@ -131,7 +134,8 @@ class MlflowTracker:
                 "harness.version": (provenance.get("packages") or {}).get("harness") or _version(),
                 "harness.git_commit": provenance.get("git_commit") or self.commit,
                 "harness.device": provenance.get("device"), "error": result.error, "mlflow.user": _user(),
-                "mlflow.note.content": arm_note(result)}  # the run's description: arm and headline metrics
+                "mlflow.note.content": arm_note(result),  # the run's description: arm and headline metrics
+                "arm.health": "; ".join(getattr(result, "health", None) or []) or None}
         run = self.client.create_run(self.experiment_id, start_time=_ms(result.started_at) or _ms(result.finished_at),
                                      run_name=arm.get("name"), tags=_clean(tags))
         run_id = run.info.run_id
@@ -182,8 +186,8 @@ class MlflowTracker:
     def _disable(self, err: Exception) -> None:
         self.enabled = False
         first_line = (str(err).strip().splitlines() or [""])[0][:300]
-        console.print(f"[yellow]warning:[/] MLflow tracking is off for this run ({self.uri}): "
-                      f"{type(err).__name__}: {first_line}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] MLflow tracking is off for this run ({safe(self.uri)}): "
+                      f"{type(err).__name__}: {safe(first_line)}", highlight=False, soft_wrap=True)
 
     def _abandon(self) -> None:
         if self.enabled and self.parent_id:
@@ -314,6 +318,28 @@ def _probe(uri: str, timeout_s: float = 5.0) -> None:
         pass  # it answers: a server behind a proxy may not expose /health
     except OSError as err:
         raise ConnectionError(f"no MLflow server answers at {uri} ({getattr(err, 'reason', err)})") from None
+
+
+def _probe_sqlite(uri: str) -> None:
+    """Open the SQLite store for writing once, in milliseconds: a read-only folder, a path that is
+    a folder or a file that is no database fails here, before MLflow's retry loop."""
+    import sqlite3
+
+    path = uri.removeprefix("sqlite:///").split("?")[0]
+    if not path or ":memory:" in path:
+        return
+    if not Path(path).parent.is_dir():
+        raise ConnectionError(f"the folder of the tracking database {path} does not exist")
+    try:
+        conn = sqlite3.connect(path, timeout=2)
+        try:
+            conn.execute("BEGIN IMMEDIATE")  # takes the write lock: fails on a read-only file or folder
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()  # fails on a non-database file
+            conn.rollback()
+        finally:
+            conn.close()
+    except sqlite3.Error as err:
+        raise ConnectionError(f"cannot write the tracking database {path} ({err})") from None
 
 
 def _clean(tags: dict) -> dict:

@@ -36,8 +36,11 @@ def start_ui(uri: str | None = None, *, host: str = "127.0.0.1", port: int = 500
     store, artifact_root = resolve_store(uri)
     if is_server(store) or store.startswith("databricks"):
         raise HarnessError(f"the tracking URI {store} is a server already", fix="open it in a browser")
-    if not port_is_free(host, port):
-        raise HarnessError(f"port {port} on {host} is in use", fix="pass --port with a free port")
+    if not 1 <= port <= 65535:
+        raise HarnessError(f"--port {port} is not a TCP port", key="--port", fix="pass a number from 1 to 65535, e.g. 5000")
+    bind_problem = _bind_problem(host, port)
+    if bind_problem:
+        raise HarnessError(bind_problem[0], key=bind_problem[1], fix=bind_problem[2])
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     log = tempfile.NamedTemporaryFile("w+", prefix="harness-mlflow-ui-", suffix=".log", delete=False)
     # Its own session: a Ctrl-C in the terminal reaches harness, which stops the server in order.
@@ -146,6 +149,33 @@ def healthy(url: str, timeout_s: float = 2.0) -> bool:
             return response.status == 200
     except (OSError, urllib.error.URLError):
         return False
+
+
+def _bind_problem(host: str, port: int) -> tuple[str, str, str] | None:
+    """(problem, option, fix) when the UI cannot listen on host:port; None when it can. A host
+    that is no address of this machine is not a busy port."""
+    import errno
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError, ValueError):
+        return f"--host {host} is not an address or name this machine can resolve", "--host", \
+            "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+    family, _, _, _, address = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
+        try:
+            sock.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use", "--port", "pass --port with a free port"
+            if err.errno == errno.EADDRNOTAVAIL:
+                return f"--host {host} is not an address of this machine", "--host", \
+                    "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+            if err.errno == errno.EACCES:
+                return f"port {port} needs root", "--port", "pass a port above 1023, e.g. 5000"
+            return f"cannot listen on {host}:{port} ({err.strerror})", "--host", "check --host and --port"
+    return None
 
 
 def port_is_free(host: str, port: int) -> bool:

@@ -75,6 +75,7 @@ def train_streams(model, streams: dict[str, Stream], budget: Budget, *, lr: floa
     """Train `model` for budget.max_steps optimizer steps per stream. Returns (consumed, curves),
     each keyed by stream. On a rank other than 0 of a multi-device arm the same, for the caller
     to drop (only rank 0 evaluates and writes)."""
+    start = time.perf_counter()  # time_limit_s holds from here, set-up (accelerator, optimizer) included
     import torch
 
     keys = list(streams)
@@ -117,7 +118,6 @@ def train_streams(model, streams: dict[str, Stream], budget: Budget, *, lr: floa
         accelerator.scaler.load_state_dict(saved["scaler"])
     trainable = [p for p in wrapped.parameters() if p.requires_grad]
     wrapped.train()
-    start = time.perf_counter()
     for step in range(first_step, total):
         key, task_step = next_batch(step)
         stream, t0 = streams[key], time.perf_counter()
