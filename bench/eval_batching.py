@@ -22,8 +22,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 LABELS = ["negative", "positive"]
-TASK = {"type": "classification", "labels": LABELS, "instruction": "Classify the sentiment as positive or negative.",
-        "prompt": "Review: {text}"}
+TASK = {
+    "type": "classification",
+    "labels": LABELS,
+    "instruction": "Classify the sentiment as positive or negative.",
+    "prompt": "Review: {text}",
+}
 
 
 def load_model(threads: int | None):
@@ -73,8 +77,9 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-seq-len", type=int, default=96)
     parser.add_argument("--max-new-tokens", type=int, default=16)
-    parser.add_argument("--modes", nargs="+", default=["score", "generate", "summarize"],
-                        choices=["score", "generate", "summarize"])
+    parser.add_argument(
+        "--modes", nargs="+", default=["score", "generate", "summarize"], choices=["score", "generate", "summarize"]
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     args = parser.parse_args(argv)
 
@@ -88,14 +93,26 @@ def main(argv=None) -> int:
     from harness.config.schema import Budget
 
     budget = Budget(max_seq_len=args.max_seq_len, max_new_tokens=args.max_new_tokens)
-    print(f"model {model_name} | data {data_name}, {len(examples)} examples | device {device_name()} "
-          f"| torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'mode':<10} {'batched (bs=' + str(args.batch_size) + ')':>18} {'per-example':>12} {'speed-up':>9}  identical")
+    print(
+        f"model {model_name} | data {data_name}, {len(examples)} examples | device {device_name()} "
+        f"| torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"{'mode':<10} {'batched (bs=' + str(args.batch_size) + ')':>18} {'per-example':>12} {'speed-up':>9}  identical"
+    )
     results = []
     for mode in args.modes:
-        task = ({**TASK, "decoder_eval": "score"} if mode == "score" else
-                {**TASK, "decoder_eval": "generate"} if mode == "generate" else
-                {"type": "generation", "instruction": "Summarise the review in a few words.", "prompt": "Review: {text}"})
+        task = (
+            {**TASK, "decoder_eval": "score"}
+            if mode == "score"
+            else {**TASK, "decoder_eval": "generate"}
+            if mode == "generate"
+            else {
+                "type": "generation",
+                "instruction": "Summarise the review in a few words.",
+                "prompt": "Review: {text}",
+            }
+        )
         predictor = predict.make_predictor(model, tokenizer, kind="causal_lm", task=task, budget=budget, shots=[])
         predictor(examples[:2])  # warm-up: first-call allocations are not what we measure
         batched, t_batched = timed(predictor, examples, args.batch_size)
@@ -105,10 +122,26 @@ def main(argv=None) -> int:
         if not same:
             diff = [(e["id"], b, s) for e, b, s in zip(examples, batched, single) if b != s]
             print(f"  {len(diff)} differ, e.g. {diff[:3]}")
-        results.append({"mode": mode, "batched_s": round(t_batched, 3), "per_example_s": round(t_single, 3),
-                        "speedup": round(t_single / t_batched, 2), "identical": same})
-    print(json.dumps({"model": model_name, "examples": len(examples), "batch_size": args.batch_size,
-                      "device": device_name(), "results": results}))
+        results.append(
+            {
+                "mode": mode,
+                "batched_s": round(t_batched, 3),
+                "per_example_s": round(t_single, 3),
+                "speedup": round(t_single / t_batched, 2),
+                "identical": same,
+            }
+        )
+    print(
+        json.dumps(
+            {
+                "model": model_name,
+                "examples": len(examples),
+                "batch_size": args.batch_size,
+                "device": device_name(),
+                "results": results,
+            }
+        )
+    )
     assert all(r["identical"] for r in results), "batched and per-example predictions differ"
     return 0
 

@@ -40,14 +40,24 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     root = Path(__file__).resolve().parents[1]
     exp = load_experiment(root / "experiments" / "encoder_vs_decoder.yaml")
-    _, test, task = load_task(exp.tasks["sentiment"].model_dump(), exp.budget.model_copy(update={"eval_examples": args.items}))
+    _, test, task = load_task(
+        exp.tasks["sentiment"].model_dump(), exp.budget.model_copy(update={"eval_examples": args.items})
+    )
     folder = models.resolve_model_dir("packaged:smollm2-135m-instruct")
     tok = models.load_tokenizer(folder)
     budget = exp.budget.model_copy(update={"max_new_tokens": args.max_new_tokens})
-    nets = {p: precision.for_evaluation(models.load_model(folder, "causal_lm", tokenizer=tok).eval(), p)
-            for p in ("fp32", "bf16")}
-    modes = {name: mode_task for name, mode_task, flag in (("label scoring", task, "score"),
-             ("generation", {**task, "decoder_eval": "generate"}, "generate")) if flag in args.modes}
+    nets = {
+        p: precision.for_evaluation(models.load_model(folder, "causal_lm", tokenizer=tok).eval(), p)
+        for p in ("fp32", "bf16")
+    }
+    modes = {
+        name: mode_task
+        for name, mode_task, flag in (
+            ("label scoring", task, "score"),
+            ("generation", {**task, "decoder_eval": "generate"}, "generate"),
+        )
+        if flag in args.modes
+    }
     seconds = {(m, p): [] for m in modes for p in nets}
     outputs = {}
     for _ in range(args.repeats):
@@ -58,16 +68,20 @@ def main() -> int:
                 with torch.inference_mode():
                     outputs[mode, p] = predict.predict_in_batches(predictor, test, budget.eval_batch_size)
                 seconds[mode, p].append(time.perf_counter() - start)
-    print(f"CPU native bf16: {precision.cpu_has_native_bf16()}; eval_precision auto -> {precision.resolve('auto')}; "
-          f"{args.items} items, {args.threads} threads, {args.repeats} alternating runs; load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+    print(
+        f"CPU native bf16: {precision.cpu_has_native_bf16()}; eval_precision auto -> {precision.resolve('auto')}; "
+        f"{args.items} items, {args.threads} threads, {args.repeats} alternating runs; load average "
+        f"{' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+    )
     print("| | fp32 s | bf16 s | bf16 speed-up | predictions changed | max log-prob diff |\n|---|---|---|---|---|---|")
     for mode in modes:
         (p32, x32), (p16, x16) = outputs[mode, "fp32"], outputs[mode, "bf16"]
         changed = sum(a != b for a, b in zip(p32, p16))
         diff = "–"
         if mode == "label scoring":
-            diff = f"{max(abs(a['logprobs'][k] - b['logprobs'][k]) for a, b in zip(x32, x16) for k in a['logprobs']):.3f}"
+            diff = (
+                f"{max(abs(a['logprobs'][k] - b['logprobs'][k]) for a, b in zip(x32, x16) for k in a['logprobs']):.3f}"
+            )
         s32, s16 = statistics.median(seconds[mode, "fp32"]), statistics.median(seconds[mode, "bf16"])
         print(f"| {mode} | {s32:.2f} | {s16:.2f} | {s32 / s16:.2f}x | {changed}/{len(p32)} | {diff} |")
     return 0

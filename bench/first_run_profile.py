@@ -18,8 +18,20 @@ import json
 import sys
 from pathlib import Path
 
-PHASES = ["startup", "data", "load", "forgetting_before", "train", "save", "forgetting_after", "label_scoring",
-          "generation", "latency", "quality", "golden"]
+PHASES = [
+    "startup",
+    "data",
+    "load",
+    "forgetting_before",
+    "train",
+    "save",
+    "forgetting_after",
+    "label_scoring",
+    "generation",
+    "latency",
+    "quality",
+    "golden",
+]
 
 
 def main() -> int:
@@ -30,8 +42,14 @@ def main() -> int:
     for path in sorted((args.run_dir / "arms").glob("*/result.json")):
         result = json.loads(path.read_text())
         detail = result.get("metrics_detail") or {}
-        rows.append((result["arm"]["name"], detail.get("phase_seconds") or {}, detail.get("cost_conditions") or {},
-                     result.get("reused_from")))
+        rows.append(
+            (
+                result["arm"]["name"],
+                detail.get("phase_seconds") or {},
+                detail.get("cost_conditions") or {},
+                result.get("reused_from"),
+            )
+        )
     used = [p for p in PHASES if any(p in r[1] for r in rows)]
     print("| arm | " + " | ".join(used) + " | total | load avg (cost) |")
     print("|---" * (len(used) + 3) + "|")
@@ -40,8 +58,11 @@ def main() -> int:
         for p in used:
             totals[p] += phases.get(p, 0.0)
         note = f"{conditions.get('load_avg_1m')}{' busy' if conditions.get('contended') else ''}" if conditions else "–"
-        print(f"| {name}{' (reused)' if reused else ''} | " + " | ".join(f"{phases.get(p, 0):.1f}" for p in used)
-              + f" | {sum(phases.values()):.1f} | {note} |")
+        print(
+            f"| {name}{' (reused)' if reused else ''} | "
+            + " | ".join(f"{phases.get(p, 0):.1f}" for p in used)
+            + f" | {sum(phases.values()):.1f} | {note} |"
+        )
     grand = sum(totals.values())
     print("| **all arms** | " + " | ".join(f"{totals[p]:.1f}" for p in used) + f" | {grand:.1f} | |")
     if grand:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import yaml
 
-PLAIN_SCRIPT = textwrap.dedent('''
+PLAIN_SCRIPT = textwrap.dedent("""
     import json, random, sys, torch
     from pathlib import Path
     from peft import LoraConfig, get_peft_model
@@ -77,23 +77,38 @@ PLAIN_SCRIPT = textwrap.dedent('''
             ids, mask, lab = collate(rows)
             logp = model(input_ids=ids, attention_mask=mask).logits[:, :-1].log_softmax(-1)
             tgt = lab[:, 1:]
-            tot = (logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1) * (tgt != -100)).sum(-1).view(len(chunk), 2)
+            picked = logp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+            tot = (picked * (tgt != -100)).sum(-1).view(len(chunk), 2)
             correct += sum(labels_[j] == e["label"] for j, e in zip(tot.argmax(-1).tolist(), chunk))
     print(json.dumps({"accuracy": correct / len(test)}))
-''')
+""")
 
 
 def experiment(steps: int, batch: int, n_eval: int, max_len: int, forgetting: bool) -> dict:
     return {
         "name": "overhead_bench",
-        "tasks": {"sentiment": {
-            "type": "classification", "data": {"prepared": "sentiment"}, "labels": ["negative", "positive"],
-            "instruction": "Classify the sentiment of the movie review as positive or negative. Answer with one word.",
-            "prompt": "Review: {text}"}},
+        "tasks": {
+            "sentiment": {
+                "type": "classification",
+                "data": {"prepared": "sentiment"},
+                "labels": ["negative", "positive"],
+                "instruction": (
+                    "Classify the sentiment of the movie review as positive or negative. Answer with one word."
+                ),
+                "prompt": "Review: {text}",
+            }
+        },
         "models": {"smollm2": {"source": "packaged:smollm2-135m-instruct"}},
-        "budget": {"max_steps": steps, "batch_size": batch, "max_seq_len": max_len, "eval_examples": n_eval,
-                   "eval_batch_size": 16, "latency_examples": 0, "warmup_ratio": 0.1,
-                   **({} if forgetting else {"forgetting_text": None})},
+        "budget": {
+            "max_steps": steps,
+            "batch_size": batch,
+            "max_seq_len": max_len,
+            "eval_examples": n_eval,
+            "eval_batch_size": 16,
+            "latency_examples": 0,
+            "warmup_ratio": 0.1,
+            **({} if forgetting else {"forgetting_text": None}),
+        },
         "arms": [{"method": "lora", "model": "smollm2", "lr": 3e-4}],
         "tracking": {"enabled": False},
     }
@@ -124,15 +139,28 @@ def main() -> None:
     model_dir = models.resolve_model_dir("packaged:smollm2-135m-instruct")
     data_dir = prepared.prepared_dir("sentiment")
     work = Path(tempfile.mkdtemp(prefix="harness-overhead-"))
-    (work / "exp.yaml").write_text(yaml.safe_dump(experiment(args.steps, args.batch, args.eval, args.max_len, args.forgetting)))
+    (work / "exp.yaml").write_text(
+        yaml.safe_dump(experiment(args.steps, args.batch, args.eval, args.max_len, args.forgetting))
+    )
     (work / "plain.py").write_text(PLAIN_SCRIPT)
     harness_cmd = [sys.executable, "-m", "harness", "run", "exp.yaml", "--force"]
-    plain_cmd = [sys.executable, "plain.py", str(model_dir), str(data_dir), str(args.steps), str(args.batch),
-                 str(args.eval), str(args.max_len)]
+    plain_cmd = [
+        sys.executable,
+        "plain.py",
+        str(model_dir),
+        str(data_dir),
+        str(args.steps),
+        str(args.batch),
+        str(args.eval),
+        str(args.max_len),
+    ]
     times: dict[str, list[float]] = {"harness": [], "plain": []}
     for r in range(args.repeats):
-        for name, cmd in (("plain", plain_cmd), ("harness", harness_cmd)) if r % 2 == 0 else (
-                ("harness", harness_cmd), ("plain", plain_cmd)):
+        for name, cmd in (
+            (("plain", plain_cmd), ("harness", harness_cmd))
+            if r % 2 == 0
+            else (("harness", harness_cmd), ("plain", plain_cmd))
+        ):
             times[name].append(timed(cmd, work))
             print(f"run {r + 1} {name:8s} {times[name][-1]:7.1f} s", flush=True)
     h, p = statistics.median(times["harness"]), statistics.median(times["plain"])

@@ -28,8 +28,18 @@ def load() -> str:
 
 
 def harness_run(args: list[str], out: Path) -> tuple[float, dict]:
-    command = [sys.executable, "-m", "harness", "run", str(ROOT / "experiments/peft_methods.yaml"), "--force",
-               "--no-track", "--set", f"output_dir={out}", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "harness",
+        "run",
+        str(ROOT / "experiments/peft_methods.yaml"),
+        "--force",
+        "--no-track",
+        "--set",
+        f"output_dir={out}",
+        *args,
+    ]
     start = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     wall = time.perf_counter() - start
@@ -52,24 +62,34 @@ def main() -> None:
     from ray.cluster_utils import Cluster
 
     session = tempfile.mkdtemp(prefix="rb", dir="/tmp")
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
-                                                            "temp_dir": session})
+    cluster = Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False, "temp_dir": session}
+    )
     cluster.add_node(num_cpus=1, temp_dir=session)
     cluster.wait_for_nodes(timeout=120)
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for round_ in range(options.rounds):
-                for mode, extra in (("local --jobs 2", ["--jobs", "2"]),
-                                    ("ray, 2 nodes x 1 CPU", ["--executor", "ray", "--address", cluster.address])):
+                for mode, extra in (
+                    ("local --jobs 2", ["--jobs", "2"]),
+                    ("ray, 2 nodes x 1 CPU", ["--executor", "ray", "--address", cluster.address]),
+                ):
                     before = load()
                     wall, results = harness_run(common + extra, Path(tmp) / mode.split()[0])
                     arms = results["arms"]
                     assert all(a["status"] == "ok" for a in arms), [a["error"] for a in arms]
-                    rows.append({"round": round_, "mode": mode, "arms": len(arms), "wall_s": round(wall, 1),
-                                 "load_before": before, "load_after": load(),
-                                 "arm_train_s": [a["consumed"]["seconds"] if a["consumed"] else None
-                                                 for a in arms]})
+                    rows.append(
+                        {
+                            "round": round_,
+                            "mode": mode,
+                            "arms": len(arms),
+                            "wall_s": round(wall, 1),
+                            "load_before": before,
+                            "load_after": load(),
+                            "arm_train_s": [a["consumed"]["seconds"] if a["consumed"] else None for a in arms],
+                        }
+                    )
                     print(json.dumps(rows[-1]), flush=True)
     finally:
         cluster.shutdown()
@@ -77,9 +97,16 @@ def main() -> None:
     ray = [r["wall_s"] for r in rows if r["mode"].startswith("ray")]
     arms = rows[0]["arms"]
     pairs = list(zip(local, ray))
-    print(json.dumps({"local_wall_s": local, "ray_wall_s": ray,
-                      "ray_overhead_per_arm_s": [round((on_ray - here) / arms, 1) for here, on_ray in pairs],
-                      "ray_overhead_share": [round((on_ray - here) / here, 3) for here, on_ray in pairs]}))
+    print(
+        json.dumps(
+            {
+                "local_wall_s": local,
+                "ray_wall_s": ray,
+                "ray_overhead_per_arm_s": [round((on_ray - here) / arms, 1) for here, on_ray in pairs],
+                "ray_overhead_share": [round((on_ray - here) / here, 3) for here, on_ray in pairs],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,9 @@ def rebuild(arm, arm_dir: Path, result: dict):
     folder = models.resolve_model_dir(arm.model["source"], base_dir=Path(arm.base_dir))
     tok = models.load_tokenizer(folder)
     train, _, task = load_task(arm.task, arm.budget)
-    ctx = ArmContext(kind=kind, task_type=task["type"], model_type="", device="cpu", seed=arm.seed, model_dir=str(folder))
+    ctx = ArmContext(
+        kind=kind, task_type=task["type"], model_type="", device="cpu", seed=arm.seed, model_dir=str(folder)
+    )
     trained = method.objective_for(kind) != "none"
     adapter = result.get("artifacts", {}).get("adapter")
     if trained and not adapter:
@@ -70,7 +72,9 @@ def main() -> int:
             print(f"| {arm.name} | " + " | ".join("(no saved weights)" for _ in rules) + " |")
             continue
         model, tok, shots, task = built
-        _, test, _ = load_task(arm.task, arm.budget.model_copy(update={"eval_examples": args.items or arm.budget.eval_examples}))
+        _, test, _ = load_task(
+            arm.task, arm.budget.model_copy(update={"eval_examples": args.items or arm.budget.eval_examples})
+        )
         summed = {}
         for end_of_turn in (False, True):
             rule_task = {**task, "label_scoring": {"end_of_turn": end_of_turn, "normalize": "none"}}

@@ -36,6 +36,7 @@ EXPERIMENT = ROOT / "experiments" / "encoder_vs_decoder.yaml"
 
 # ---------------------------------------------------------------- the items, written once
 
+
 def write_items(n: int, rule: str, path: Path) -> dict:
     """The test items with their context strings and label continuations, as both sides see them."""
     from harness import models
@@ -52,15 +53,20 @@ def write_items(n: int, rule: str, path: Path) -> dict:
     tokenizer = models.load_tokenizer(folder)
     formatter = PromptFormatter(tokenizer, task)
     end_of_turn = rule == "end-of-turn"
-    payload = {"model_dir": str(folder), "labels": task["labels"], "end_of_turn": end_of_turn,
-               "items": [{"id": e["id"], "context": formatter.prompt(e), "label": e["label"]} for e in test],
-               "continuations": [formatter.completion(label, end_of_turn) for label in task["labels"]],
-               "task": {k: task[k] for k in ("type", "labels", "instruction", "prompt")}}
+    payload = {
+        "model_dir": str(folder),
+        "labels": task["labels"],
+        "end_of_turn": end_of_turn,
+        "items": [{"id": e["id"], "context": formatter.prompt(e), "label": e["label"]} for e in test],
+        "continuations": [formatter.completion(label, end_of_turn) for label in task["labels"]],
+        "task": {k: task[k] for k in ("type", "labels", "instruction", "prompt")},
+    }
     path.write_text(json.dumps(payload), encoding="utf-8")
     return payload
 
 
 # ---------------------------------------------------------------- one scoring run (a child process)
+
 
 def peak_rss_mb() -> float:
     from harness.eval.profile import peak_rss_mb as peak
@@ -85,8 +91,14 @@ def score_with_harness(payload: dict, batch_size: int) -> tuple[list[list[float]
             return example["context"]
 
     formatter = Verbatim(tokenizer, payload["task"])
-    predictor = label_scoring_predictor(model, tokenizer, formatter, payload["labels"], max_len=10_000,
-                                        rule=ScoringRule(end_of_turn=payload["end_of_turn"]))
+    predictor = label_scoring_predictor(
+        model,
+        tokenizer,
+        formatter,
+        payload["labels"],
+        max_len=10_000,
+        rule=ScoringRule(end_of_turn=payload["end_of_turn"]),
+    )
     with torch.inference_mode():
         start = time.perf_counter()
         _, extras = predict_in_batches(predictor, payload["items"], batch_size)
@@ -99,8 +111,11 @@ def score_with_lm_eval(payload: dict, batch_size: int) -> tuple[list[list[float]
     from lm_eval.models.huggingface import HFLM
 
     lm = HFLM(pretrained=payload["model_dir"], device="cpu", dtype="float32", batch_size=batch_size)
-    requests = [Instance(request_type="loglikelihood", doc=item, arguments=(item["context"], continuation), idx=j)
-                for item in payload["items"] for j, continuation in enumerate(payload["continuations"])]
+    requests = [
+        Instance(request_type="loglikelihood", doc=item, arguments=(item["context"], continuation), idx=j)
+        for item in payload["items"]
+        for j, continuation in enumerate(payload["continuations"])
+    ]
     start = time.perf_counter()
     results = lm.loglikelihood(requests, disable_tqdm=True)
     seconds = time.perf_counter() - start
@@ -119,13 +134,35 @@ def worker(side: str, items: Path, out: Path, threads: int, batch_size: int) -> 
 
 # ---------------------------------------------------------------- the parent: alternate, compare, print
 
+
 def run_side(side: str, items: Path, threads: int, batch_size: int) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
         out = Path(fh.name)
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    subprocess.run([sys.executable, __file__, "--worker", side, "--items-file", str(items), "--out", str(out),
-                    "--threads", str(threads), "--batch-size", str(batch_size)], check=True, env=env)
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": str(threads),
+        "TOKENIZERS_PARALLELISM": "false",
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    }
+    subprocess.run(
+        [
+            sys.executable,
+            __file__,
+            "--worker",
+            side,
+            "--items-file",
+            str(items),
+            "--out",
+            str(out),
+            "--threads",
+            str(threads),
+            "--batch-size",
+            str(batch_size),
+        ],
+        check=True,
+        env=env,
+    )
     result = json.loads(out.read_text())
     out.unlink()
     return result
@@ -149,7 +186,7 @@ def main() -> int:
     try:
         import lm_eval  # noqa: F401
     except ImportError:
-        print("lm-eval is not installed: pip install -c constraints.txt \".[bench]\" (lm-eval[hf]==0.4.13)")
+        print('lm-eval is not installed: pip install -c constraints.txt ".[bench]" (lm-eval[hf]==0.4.13)')
         return 2
     items = Path(tempfile.mkdtemp()) / "items.json"
     payload = write_items(args.items, args.rule, items)
@@ -157,8 +194,11 @@ def main() -> int:
     for i in range(args.repeats):
         for side in ("harness", "lm-eval"):
             runs[side].append(run_side(side, items, args.threads, args.batch_size))
-            print(f"run {i + 1} {side}: {runs[side][-1]['seconds']:.2f} s scoring, "
-                  f"peak {runs[side][-1]['peak_rss_mb']:.0f} MiB (load {os.getloadavg()[0]:.2f})", flush=True)
+            print(
+                f"run {i + 1} {side}: {runs[side][-1]['seconds']:.2f} s scoring, "
+                f"peak {runs[side][-1]['peak_rss_mb']:.0f} MiB (load {os.getloadavg()[0]:.2f})",
+                flush=True,
+            )
 
     ours, theirs = runs["harness"][0]["scores"], runs["lm-eval"][0]["scores"]
     labels = payload["labels"]
@@ -173,14 +213,20 @@ def main() -> int:
     seconds = {side: statistics.median(r["seconds"] for r in runs[side]) for side in runs}
     memory = {side: max(r["peak_rss_mb"] for r in runs[side]) for side in runs}
     n = len(payload["items"])
-    print(f"\n{n} items, {len(labels)} labels, rule: {args.rule}, {args.threads} threads, batch {args.batch_size}, "
-          f"{args.repeats} alternating runs each; load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"\n{n} items, {len(labels)} labels, rule: {args.rule}, {args.threads} threads, batch {args.batch_size}, "
+        f"{args.repeats} alternating runs each; load average now {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+        f"{os.cpu_count()} CPUs"
+    )
     print("| | harness | lm-eval 0.4.13 | ratio |\n|---|---|---|---|")
-    print(f"| scoring seconds (median) | {seconds['harness']:.2f} | {seconds['lm-eval']:.2f} | "
-          f"{seconds['lm-eval'] / seconds['harness']:.2f}x faster |")
-    print(f"| peak memory (MiB, process) | {memory['harness']:.0f} | {memory['lm-eval']:.0f} | "
-          f"{memory['harness'] / memory['lm-eval']:.2f}x |")
+    print(
+        f"| scoring seconds (median) | {seconds['harness']:.2f} | {seconds['lm-eval']:.2f} | "
+        f"{seconds['lm-eval'] / seconds['harness']:.2f}x faster |"
+    )
+    print(
+        f"| peak memory (MiB, process) | {memory['harness']:.0f} | {memory['lm-eval']:.0f} | "
+        f"{memory['harness'] / memory['lm-eval']:.2f}x |"
+    )
     print(f"| accuracy | {accuracy['harness']:.4f} | {accuracy['lm-eval']:.4f} | |")
     print(f"\nsame label on {agree}/{n} items ({agree / n:.1%}); largest log-prob difference {diff:.2e}")
     if args.rule == "lm-eval":

@@ -29,7 +29,8 @@ def _silence_known_noise() -> None:
     import warnings
 
     logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(
-        lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward from kernels-community"))
+        lambda record: not str(record.msg).startswith("Failed to load CPU gemm_4bit_forward from kernels-community")
+    )
     warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 

@@ -25,15 +25,37 @@ from harness.results.arm_result import LATEST
 if TYPE_CHECKING:  # pandas loads in ~0.5 s: only when a table is asked for
     import pandas as pd
 
-ARM_COLUMNS = ["experiment", "run_id", "arm", "task", "method", "model", "model_path", "kind", "seed", "status",
-               "error", "trainable_params"]
+ARM_COLUMNS = [
+    "experiment",
+    "run_id",
+    "arm",
+    "task",
+    "method",
+    "model",
+    "model_path",
+    "kind",
+    "seed",
+    "status",
+    "error",
+    "trainable_params",
+]
 
 
 # ----------------------------------------------------------------------------- running
 
-def run(path_or_experiment, overrides: list[str] | None = None, jobs: int | None = None, track: bool = True, *,
-        force: bool = False, only: list[str] | None = None, executor: str | None = None, address: str | None = None,
-        reporter: Callable[[Path], None] | None = None) -> "Run":
+
+def run(
+    path_or_experiment,
+    overrides: list[str] | None = None,
+    jobs: int | None = None,
+    track: bool = True,
+    *,
+    force: bool = False,
+    only: list[str] | None = None,
+    executor: str | None = None,
+    address: str | None = None,
+    reporter: Callable[[Path], None] | None = None,
+) -> "Run":
     """Plan, train and evaluate every arm, as `harness run FILE --set ...` does; returns the finished Run.
 
     path_or_experiment: an experiment YAML path or an already loaded `harness.config.schema.Experiment`.
@@ -53,9 +75,15 @@ def run(path_or_experiment, overrides: list[str] | None = None, jobs: int | None
         arms = [a for a in arms if any(o in a.name for o in only)]
         if not arms:
             raise HarnessError(f"--only {only} matches no arm", fix="see `harness validate` for the arm names")
-    runner = Runner(experiment, arms, output_root=Path(experiment.output_dir), force=force,
-                    tracker=tracker_for(experiment, track), reporter=reporter or _write_html_quietly,
-                    executor=make_executor(experiment, name=executor, jobs=jobs, address=address))
+    runner = Runner(
+        experiment,
+        arms,
+        output_root=Path(experiment.output_dir),
+        force=force,
+        tracker=tracker_for(experiment, track),
+        reporter=reporter or _write_html_quietly,
+        executor=make_executor(experiment, name=executor, jobs=jobs, address=address),
+    )
     return load_run(runner.run())
 
 
@@ -65,8 +93,10 @@ def _experiment(path_or_experiment, overrides):
 
     if isinstance(path_or_experiment, Experiment):
         if overrides:
-            raise HarnessError("overrides apply to an experiment file, not to a loaded Experiment",
-                               fix="pass the YAML path, or change the Experiment with model_copy(update=...)")
+            raise HarnessError(
+                "overrides apply to an experiment file, not to a loaded Experiment",
+                fix="pass the YAML path, or change the Experiment with model_copy(update=...)",
+            )
         return path_or_experiment
     return load_experiment(Path(path_or_experiment), overrides)
 
@@ -91,6 +121,7 @@ def _write_html_quietly(run_dir: Path) -> None:
 
 # ----------------------------------------------------------------------------- the latest run
 
+
 def resolve_run_dir(run_dir) -> Path:
     """A run folder, or reports/<experiment>/latest (link or file), or a results.json path."""
     path = Path(run_dir)
@@ -99,12 +130,15 @@ def resolve_run_dir(run_dir) -> Path:
     if path.is_file() and path.name == LATEST:
         path = path.parent / path.read_text(encoding="utf-8").strip()
     if not (path / "results.json").is_file():
-        raise HarnessError(f"no results.json in {run_dir}",
-                           fix="pass a reports/<experiment>/<run-id> folder or reports/<experiment>/latest")
+        raise HarnessError(
+            f"no results.json in {run_dir}",
+            fix="pass a reports/<experiment>/<run-id> folder or reports/<experiment>/latest",
+        )
     return path.resolve()
 
 
 # ----------------------------------------------------------------------------- reading runs
+
 
 def load_run(run_dir) -> "Run":
     """The run in a reports/<experiment>/<run-id> folder (or .../latest)."""
@@ -175,8 +209,12 @@ class Run:
             rows.append(row)
         frame = pd.DataFrame(rows, columns=_ordered(rows, ARM_COLUMNS))
         known = [n for n in METRICS if n in frame.columns]
-        metric_cols = [c for n in known + sorted(set(frame.columns) - set(ARM_COLUMNS) - set(METRICS) - _ci_cols(frame))
-                       for c in (n, f"{n}_low", f"{n}_high") if c in frame.columns]
+        metric_cols = [
+            c
+            for n in known + sorted(set(frame.columns) - set(ARM_COLUMNS) - set(METRICS) - _ci_cols(frame))
+            for c in (n, f"{n}_low", f"{n}_high")
+            if c in frame.columns
+        ]
         return frame[ARM_COLUMNS + [c for c in metric_cols if c not in ARM_COLUMNS]]
 
     def comparisons(self) -> "pd.DataFrame":
@@ -184,9 +222,15 @@ class Run:
         p_value (and the adjusted p-value and correction when the run recorded them), significant."""
         import pandas as pd
 
-        rows = [{"experiment": self.experiment, "run_id": self.run_id, **c} for c in self.results.get("comparisons", [])]
-        return pd.DataFrame(rows, columns=_ordered(rows, ["experiment", "run_id", "metric", "a", "b", "difference",
-                                                          "p_value", "significant"]))
+        rows = [
+            {"experiment": self.experiment, "run_id": self.run_id, **c} for c in self.results.get("comparisons", [])
+        ]
+        return pd.DataFrame(
+            rows,
+            columns=_ordered(
+                rows, ["experiment", "run_id", "metric", "a", "b", "difference", "p_value", "significant"]
+            ),
+        )
 
     def predictions(self, arm: str | None = None) -> "pd.DataFrame":
         """One row per test item and arm: id, input, prediction, reference and each per-item score
@@ -196,13 +240,33 @@ class Run:
 
         rows = []
         for entry in self._select(arm):
-            identity = {k: v for k, v in self._identity(entry).items() if k in ("experiment", "run_id", "arm", "task",
-                                                                                  "method", "model", "seed")}
+            identity = {
+                k: v
+                for k, v in self._identity(entry).items()
+                if k in ("experiment", "run_id", "arm", "task", "method", "model", "seed")
+            }
             for item in _read_jsonl(self._predictions_path(entry)):
                 scores = item.pop("scores", None) or {}
                 rows.append({**identity, **item, **scores})
-        return pd.DataFrame(rows, columns=_ordered(rows, ["experiment", "run_id", "arm", "task", "method", "model",
-                                                          "seed", "id", "input", "prediction", "reference"]))
+        return pd.DataFrame(
+            rows,
+            columns=_ordered(
+                rows,
+                [
+                    "experiment",
+                    "run_id",
+                    "arm",
+                    "task",
+                    "method",
+                    "model",
+                    "seed",
+                    "id",
+                    "input",
+                    "prediction",
+                    "reference",
+                ],
+            ),
+        )
 
     def consumed(self) -> "pd.DataFrame":
         """The budget audit: per arm what it consumed (steps, examples, tokens, seconds, the hash
@@ -215,10 +279,32 @@ class Run:
             consumed = dict(arm.get("consumed") or {})
             extra = consumed.pop("extra", None) or {}
             reasons = flags.get(arm["arm"]["name"]) or []
-            rows.append({**self._identity(arm), **consumed, **{f"extra.{k}": v for k, v in extra.items()},
-                         "flagged": bool(reasons), "flag_reasons": "; ".join(reasons)})
-        base = ["experiment", "run_id", "arm", "task", "method", "model", "seed", "status", "steps", "examples",
-                "tokens", "seconds", "order_hash", "flagged", "flag_reasons"]
+            rows.append(
+                {
+                    **self._identity(arm),
+                    **consumed,
+                    **{f"extra.{k}": v for k, v in extra.items()},
+                    "flagged": bool(reasons),
+                    "flag_reasons": "; ".join(reasons),
+                }
+            )
+        base = [
+            "experiment",
+            "run_id",
+            "arm",
+            "task",
+            "method",
+            "model",
+            "seed",
+            "status",
+            "steps",
+            "examples",
+            "tokens",
+            "seconds",
+            "order_hash",
+            "flagged",
+            "flag_reasons",
+        ]
         return pd.DataFrame(rows, columns=_ordered(rows, base))
 
     def golden(self) -> "pd.DataFrame":
@@ -230,19 +316,54 @@ class Run:
             identity = self._identity(arm)
             for name, entry in (arm.get("golden") or {}).items():
                 for item in entry.get("items", []):
-                    rows.append({"experiment": identity["experiment"], "run_id": identity["run_id"],
-                                 "arm": identity["arm"], "set": name, "version": entry.get("version"),
-                                 "item_id": item["id"], **{k: v for k, v in item.items() if k != "id"}})
-        return pd.DataFrame(rows, columns=_ordered(rows, ["experiment", "run_id", "arm", "set", "version", "item_id",
-                                                          "passed", "must", "expected", "actual", "failures"]))
+                    rows.append(
+                        {
+                            "experiment": identity["experiment"],
+                            "run_id": identity["run_id"],
+                            "arm": identity["arm"],
+                            "set": name,
+                            "version": entry.get("version"),
+                            "item_id": item["id"],
+                            **{k: v for k, v in item.items() if k != "id"},
+                        }
+                    )
+        return pd.DataFrame(
+            rows,
+            columns=_ordered(
+                rows,
+                [
+                    "experiment",
+                    "run_id",
+                    "arm",
+                    "set",
+                    "version",
+                    "item_id",
+                    "passed",
+                    "must",
+                    "expected",
+                    "actual",
+                    "failures",
+                ],
+            ),
+        )
 
     # ------------------------------------------------------------------ helpers
 
     def _identity(self, arm: dict) -> dict:
         a = arm["arm"]
-        return {"experiment": self.experiment, "run_id": self.run_id, "arm": a.get("name"), "task": a.get("task_key"),
-                "method": a.get("method"), "model": a.get("model_key"), "model_path": a.get("model"),
-                "kind": a.get("kind"), "seed": a.get("seed"), "status": arm.get("status"), "error": arm.get("error")}
+        return {
+            "experiment": self.experiment,
+            "run_id": self.run_id,
+            "arm": a.get("name"),
+            "task": a.get("task_key"),
+            "method": a.get("method"),
+            "model": a.get("model_key"),
+            "model_path": a.get("model"),
+            "kind": a.get("kind"),
+            "seed": a.get("seed"),
+            "status": arm.get("status"),
+            "error": arm.get("error"),
+        }
 
     def _select(self, ref: str | None) -> list[dict]:
         if ref is None:

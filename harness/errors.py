@@ -26,8 +26,15 @@ def safe(text) -> str:
 class HarnessError(Exception):
     """An error a user can cause and fix. The CLI prints str(err) and exits with code 2."""
 
-    def __init__(self, message: str, *, file: str | None = None, key: str | None = None,
-                 line: int | None = None, fix: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        key: str | None = None,
+        line: int | None = None,
+        fix: str | None = None,
+    ):
         self.file, self.key, self.line, self.fix, self.bare = file, key, line, fix, message
         super().__init__(self._compose())
 

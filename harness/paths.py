@@ -43,8 +43,9 @@ def read_json_file(path: Path, *, what: str, fix: str):
     except UnicodeDecodeError:
         raise HarnessError(f"{what} {path} is not UTF-8 text", fix=fix) from None
     except json.JSONDecodeError as err:
-        raise HarnessError(f"{what} is not valid JSON ({err.msg}; it may be truncated)", file=str(path),
-                           line=err.lineno, fix=fix) from None
+        raise HarnessError(
+            f"{what} is not valid JSON ({err.msg}; it may be truncated)", file=str(path), line=err.lineno, fix=fix
+        ) from None
     except RecursionError:
         raise HarnessError(f"{what} {path} nests too deeply to read", fix=fix) from None
 
@@ -53,8 +54,13 @@ def os_problem(err: OSError) -> str:
     """What an OSError means for a user, in words (a full disk, a file where a folder should be)."""
     import errno
 
-    words = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-             errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-             errno.EPERM: "permission denied", errno.ENOTDIR: "a file is in the way where a folder should be",
-             errno.EEXIST: "a file is in the way where a folder should be"}
+    words = {
+        errno.ENOSPC: "the disk is full",
+        errno.EDQUOT: "the disk quota is used up",
+        errno.EROFS: "the file system is read-only",
+        errno.EACCES: "permission denied",
+        errno.EPERM: "permission denied",
+        errno.ENOTDIR: "a file is in the way where a folder should be",
+        errno.EEXIST: "a file is in the way where a folder should be",
+    }
     return words.get(err.errno, err.strerror or str(err))

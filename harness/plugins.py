@@ -51,17 +51,32 @@ def param_rows(params: type[BaseModel]) -> list[tuple[str, str, str, str]]:
     for name, field in params.model_fields.items():
         annotation = field.annotation
         kind = annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
-        bounds = ", ".join(f"{symbol} {getattr(m, attr)}" for m in field.metadata
-                           for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
-                           if getattr(m, attr, None) is not None)
-        rows.append((name, kind + (f" ({bounds})" if bounds else ""),
-                     repr(field.get_default(call_default_factory=True)), field.description or ""))
+        bounds = ", ".join(
+            f"{symbol} {getattr(m, attr)}"
+            for m in field.metadata
+            for attr, symbol in (("gt", ">"), ("ge", ">="), ("lt", "<"), ("le", "<="))
+            if getattr(m, attr, None) is not None
+        )
+        rows.append(
+            (
+                name,
+                kind + (f" ({bounds})" if bounds else ""),
+                repr(field.get_default(call_default_factory=True)),
+                field.description or "",
+            )
+        )
     return rows
 
 
 class Registry:
-    def __init__(self, kind: str, group: str, builtin_modules: list[str] | tuple[str, ...] = (),
-                 base: type | None = None, adapt=None):
+    def __init__(
+        self,
+        kind: str,
+        group: str,
+        builtin_modules: list[str] | tuple[str, ...] = (),
+        base: type | None = None,
+        adapt=None,
+    ):
         self.kind, self.group, self.builtin_modules = kind, group, list(builtin_modules)
         self.base = base  # every registered plugin must be a subclass (checked at registration)
         self.adapt = adapt  # turns a shorthand (a reward function) into a plugin class first
@@ -70,17 +85,21 @@ class Registry:
 
     def register(self, name: str):
         """Decorator; a class learns its registered name (`cls.name`)."""
+
         def decorate(obj):
             registered = obj
             obj = self.adapt(obj) if self.adapt else obj
             if name in self.entries and self.entries[name] is not obj:
-                raise ValueError(f"{self.kind} '{name}' is registered twice "
-                                 f"({self.entries[name].__module__} and {obj.__module__})")
+                raise ValueError(
+                    f"{self.kind} '{name}' is registered twice ({self.entries[name].__module__} and {obj.__module__})"
+                )
             if self.base is not None and not (isinstance(obj, type) and issubclass(obj, self.base)):
-                raise HarnessError(f"{self.kind} plugin '{name}' ({getattr(obj, '__module__', '?')}."
-                                   f"{getattr(obj, '__qualname__', obj)!s}) is not a subclass of "
-                                   f"{self.base.__module__}.{self.base.__qualname__}",
-                                   fix=f"derive it from {self.base.__qualname__} and declare its Params")
+                raise HarnessError(
+                    f"{self.kind} plugin '{name}' ({getattr(obj, '__module__', '?')}."
+                    f"{getattr(obj, '__qualname__', obj)!s}) is not a subclass of "
+                    f"{self.base.__module__}.{self.base.__qualname__}",
+                    fix=f"derive it from {self.base.__qualname__} and declare its Params",
+                )
             if isinstance(obj, type):
                 obj.name = name
             self.entries[name] = obj

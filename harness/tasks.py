@@ -13,12 +13,12 @@ from harness.errors import HarnessError, did_you_mean
 @dataclass(frozen=True)
 class TaskType:
     name: str
-    fields: tuple[str, ...]          # what every example needs (after `columns:` mapping)
-    target: str                      # the field a decoder is trained to produce
-    head: str | None = None          # transformers Auto class of an encoder's head; None: no head
-    labelled_head: bool = False      # the head has one output per label (QA: start/end instead)
-    objective: str | None = None     # harness.training objective that trains the encoder head
-    predictor: str | None = None     # encoder predictor (harness.eval.predict_heads.ENCODER_PREDICTORS)
+    fields: tuple[str, ...]  # what every example needs (after `columns:` mapping)
+    target: str  # the field a decoder is trained to produce
+    head: str | None = None  # transformers Auto class of an encoder's head; None: no head
+    labelled_head: bool = False  # the head has one output per label (QA: start/end instead)
+    objective: str | None = None  # harness.training objective that trains the encoder head
+    predictor: str | None = None  # encoder predictor (harness.eval.predict_heads.ENCODER_PREDICTORS)
     peft_task_type: str = "SEQ_CLS"  # peft.TaskType name for an encoder with this head
     primary_metric: str = "accuracy"
 
@@ -27,18 +27,45 @@ class TaskType:
         return self.head is not None
 
 
-TASK_TYPES: dict[str, TaskType] = {t.name: t for t in [
-    TaskType("classification", ("text", "label"), target="label",
-             head="AutoModelForSequenceClassification", labelled_head=True, objective="classification",
-             predictor="sequence", peft_task_type="SEQ_CLS", primary_metric="accuracy"),
-    TaskType("generation", ("text", "reference"), target="reference", primary_metric="rouge1"),
-    TaskType("token_classification", ("tokens", "tags"), target="tags",
-             head="AutoModelForTokenClassification", labelled_head=True, objective="token_classification",
-             predictor="token", peft_task_type="TOKEN_CLS", primary_metric="entity_f1"),
-    TaskType("extractive_qa", ("question", "context", "answer", "answer_start"), target="answer",
-             head="AutoModelForQuestionAnswering", labelled_head=False, objective="extractive_qa",
-             predictor="span", peft_task_type="QUESTION_ANS", primary_metric="exact_match"),
-]}
+TASK_TYPES: dict[str, TaskType] = {
+    t.name: t
+    for t in [
+        TaskType(
+            "classification",
+            ("text", "label"),
+            target="label",
+            head="AutoModelForSequenceClassification",
+            labelled_head=True,
+            objective="classification",
+            predictor="sequence",
+            peft_task_type="SEQ_CLS",
+            primary_metric="accuracy",
+        ),
+        TaskType("generation", ("text", "reference"), target="reference", primary_metric="rouge1"),
+        TaskType(
+            "token_classification",
+            ("tokens", "tags"),
+            target="tags",
+            head="AutoModelForTokenClassification",
+            labelled_head=True,
+            objective="token_classification",
+            predictor="token",
+            peft_task_type="TOKEN_CLS",
+            primary_metric="entity_f1",
+        ),
+        TaskType(
+            "extractive_qa",
+            ("question", "context", "answer", "answer_start"),
+            target="answer",
+            head="AutoModelForQuestionAnswering",
+            labelled_head=False,
+            objective="extractive_qa",
+            predictor="span",
+            peft_task_type="QUESTION_ANS",
+            primary_metric="exact_match",
+        ),
+    ]
+}
 
 # The peft TaskType of a decoder, whatever its task: it always trains as a causal LM.
 DECODER_PEFT_TASK_TYPE = "CAUSAL_LM"

@@ -42,7 +42,9 @@ def sentiment_rows(n: int, seed: int) -> list[dict]:
     for i in range(n):
         label = "positive" if i % 2 == 0 else "negative"
         word = rng.choice(POSITIVE if label == "positive" else NEGATIVE)
-        rows.append({"uid": f"r{seed}-{i}", "review": f"the film was {word} and the cast was {word}", "sentiment": label})
+        rows.append(
+            {"uid": f"r{seed}-{i}", "review": f"the film was {word} and the cast was {word}", "sentiment": label}
+        )
     return rows
 
 
@@ -56,22 +58,35 @@ def tiny_data(tmp_path_factory) -> Path:
     return folder
 
 
-def experiment_dict(tiny_models: dict, tiny_data: Path, arms: list[dict], *, name: str = "tiny",
-                    budget: dict | None = None) -> dict:
+def experiment_dict(
+    tiny_models: dict, tiny_data: Path, arms: list[dict], *, name: str = "tiny", budget: dict | None = None
+) -> dict:
     return {
         "name": name,
         "question": "Does a tiny encoder beat a tiny decoder?",
-        "tasks": {"sentiment": {
-            "type": "classification",
-            "data": {"train": str(tiny_data / "train.jsonl"), "test": str(tiny_data / "test.jsonl"),
-                     "columns": {"id": "uid", "text": "review", "label": "sentiment"}},
-            "labels": ["negative", "positive"],
-            "instruction": "Say positive or negative.",
-            "prompt": "Review: {text}",
-        }},
+        "tasks": {
+            "sentiment": {
+                "type": "classification",
+                "data": {
+                    "train": str(tiny_data / "train.jsonl"),
+                    "test": str(tiny_data / "test.jsonl"),
+                    "columns": {"id": "uid", "text": "review", "label": "sentiment"},
+                },
+                "labels": ["negative", "positive"],
+                "instruction": "Say positive or negative.",
+                "prompt": "Review: {text}",
+            }
+        },
         "models": {"llama": {"source": str(tiny_models["llama"])}, "bert": {"source": str(tiny_models["bert"])}},
-        "budget": {"max_steps": 2, "batch_size": 4, "max_seq_len": 48, "eval_examples": 8, "eval_batch_size": 4,
-                   "latency_examples": 2, **(budget or {})},
+        "budget": {
+            "max_steps": 2,
+            "batch_size": 4,
+            "max_seq_len": 48,
+            "eval_examples": 8,
+            "eval_batch_size": 4,
+            "latency_examples": 2,
+            **(budget or {}),
+        },
         "arms": arms,
     }
 

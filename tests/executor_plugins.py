@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-PLUGIN_SOURCE = '''
+PLUGIN_SOURCE = """
 import os, signal, time
 from pathlib import Path
 
@@ -52,7 +52,7 @@ class KillWorkerOnce(ZeroShot):
             time.sleep(120)  # the kernel kills this orphan (PR_SET_PDEATHSIG); if not, the arm fails below
             raise RuntimeError("the arm outlived its killed worker")
         return model
-'''
+"""
 
 
 def install_plugins(site: Path, monkeypatch) -> None:
@@ -61,10 +61,12 @@ def install_plugins(site: Path, monkeypatch) -> None:
     (site / "executor_plugins_pkg-0.1.dist-info").mkdir(parents=True)
     (site / "executor_test_plugins.py").write_text(PLUGIN_SOURCE)
     (site / "executor_plugins_pkg-0.1.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: executor-plugins-pkg\nVersion: 0.1\n")
+        "Metadata-Version: 2.1\nName: executor-plugins-pkg\nVersion: 0.1\n"
+    )
     (site / "executor_plugins_pkg-0.1.dist-info" / "entry_points.txt").write_text(
         "[harness.methods]\nrendezvous = executor_test_plugins:Rendezvous\n"
-        "kill_worker_once = executor_test_plugins:KillWorkerOnce\n")
+        "kill_worker_once = executor_test_plugins:KillWorkerOnce\n"
+    )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p))
     monkeypatch.syspath_prepend(str(site))
     from harness.methods import method_names, registry

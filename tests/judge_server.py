@@ -60,9 +60,12 @@ class JudgeServer:
             kwargs["prefix_allowed_tokens_fn"] = lambda batch_id, ids: allowed
         with self.lock:  # one generation at a time, like a single-slot server
             text, tokens = generate_reply(self.model, self.tokenizer, prompt, int(body.get("max_tokens", 8)), **kwargs)
-        return 200, {"object": "chat.completion", "model": body["model"],
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-                     "usage": {"total_tokens": tokens}}
+        return 200, {
+            "object": "chat.completion",
+            "model": body["model"],
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+            "usage": {"total_tokens": tokens},
+        }
 
     def _handler(self):
         server = self

@@ -16,9 +16,13 @@ from harness.planning.plan import plan
 from harness.stages.rewards import register_reward
 
 LORA = {"method": "lora", "model": "llama", "lr": 1e-3, "params": {"r": 4, "dropout": 0.0}}
-BUDGET = {"stage_steps": {"sft": 2, "dpo": 2, "orpo": 2, "grpo": 1},
-          "alignment": {"eval_pairs": 6, "prompts_per_step": 2, "max_completion_len": 3},
-          "forgetting_text": None, "eval_examples": 4, "latency_examples": 0}
+BUDGET = {
+    "stage_steps": {"sft": 2, "dpo": 2, "orpo": 2, "grpo": 1},
+    "alignment": {"eval_pairs": 6, "prompts_per_step": 2, "max_completion_len": 3},
+    "forgetting_text": None,
+    "eval_examples": 4,
+    "latency_examples": 0,
+}
 
 
 @register_reward("test_length")
@@ -40,14 +44,16 @@ def staged(write_experiment, tmp_path):
     from harness.methods import ArmContext, get_method
 
     def make(stages, method_name="lora"):
-        arm = planned_arm(write_experiment, stages, **({} if method_name == "lora" else {"method": method_name,
-                                                                                          "params": {}}))
+        arm = planned_arm(
+            write_experiment, stages, **({} if method_name == "lora" else {"method": method_name, "params": {}})
+        )
         train, test, task = load_task(arm.task, arm.budget)
         tok = models.load_tokenizer(arm.model["source"])
         model = models.load_model(arm.model["source"], "causal_lm", tokenizer=tok)
         method = get_method(method_name)
-        ctx = ArmContext(kind="causal_lm", task_type="classification", model_type=model.config.model_type,
-                         device="cpu", seed=0)
+        ctx = ArmContext(
+            kind="causal_lm", task_type="classification", model_type=model.config.model_type, device="cpu", seed=0
+        )
         torch.manual_seed(0)
         return method.wrap(model, arm.params, ctx), tok, train, test, task, arm, method
 
@@ -57,8 +63,19 @@ def staged(write_experiment, tmp_path):
 def run(stages, model, tok, train, test, task, arm, method):
     from harness.stages.run import run_stages
 
-    return run_stages(stages, model=model, tokenizer=tok, train=train, test=test, task=task, budget=arm.budget,
-                      method=method, kind="causal_lm", method_lr=1e-3, seed=0)
+    return run_stages(
+        stages,
+        model=model,
+        tokenizer=tok,
+        train=train,
+        test=test,
+        task=task,
+        budget=arm.budget,
+        method=method,
+        kind="causal_lm",
+        method_lr=1e-3,
+        seed=0,
+    )
 
 
 def trainable(model) -> dict:
@@ -71,14 +88,15 @@ def trainable(model) -> dict:
 @pytest.mark.parametrize("name", ["sft", "dpo", "orpo", "grpo"])
 def test_each_stage_trains_a_few_steps(name, staged):
     model, tok, train, test, task, arm, method = staged(
-        [{"grpo": {"rewards": ["test_length", "format"]}} if name == "grpo" else name])
+        [{"grpo": {"rewards": ["test_length", "format"]}} if name == "grpo" else name]
+    )
     before = trainable(model)
     consumed, curves, metrics = run(arm.stages, model, tok, train, test, task, arm, method)
     steps = BUDGET["stage_steps"][name]
     assert consumed.steps == steps and consumed.extra["stages"][0]["name"] == name
     assert consumed.examples > 0 and consumed.order_hash
     after = trainable(model)
-    assert set(after) == set(before)               # TRL's "ref" adapter is gone again
+    assert set(after) == set(before)  # TRL's "ref" adapter is gone again
     assert any(not torch.equal(before[n], after[n]) for n in before)
     loss_curve = next(v for k, v in curves.items() if k.endswith("loss"))
     assert len(loss_curve) == steps and all(math.isfinite(v) for _, v in loss_curve)
@@ -94,7 +112,8 @@ def test_each_stage_trains_a_few_steps(name, staged):
 @pytest.mark.parametrize("method_name, stage", [("qlora", "dpo"), ("full_ft", "grpo"), ("full_ft", "orpo")])
 def test_preference_stages_on_other_methods(method_name, stage, staged):
     model, tok, train, test, task, arm, method = staged(
-        ["sft", {"grpo": {"rewards": ["test_length"]}} if stage == "grpo" else stage], method_name)
+        ["sft", {"grpo": {"rewards": ["test_length"]}} if stage == "grpo" else stage], method_name
+    )
     consumed, curves, metrics = run(arm.stages, model, tok, train, test, task, arm, method)
     assert [s["name"] for s in consumed.extra["stages"]] == ["sft", stage]
     assert consumed.steps == 2 + BUDGET["stage_steps"][stage]
@@ -108,12 +127,12 @@ def test_frozen_copy_of_a_trl_patched_model_runs_its_own_weights(tiny_models):
     from harness.stages.trl_common import frozen_copy
 
     model = models.load_model(tiny_models["llama"], "causal_lm")
-    add_fused_lm_head(model)   # what an earlier TRL stage leaves on the instance
+    add_fused_lm_head(model)  # what an earlier TRL stage leaves on the instance
     ref = frozen_copy(model)
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         before = ref(input_ids=ids).logits
-        model.lm_head.weight.mul_(0)   # the policy moves; the reference must not
+        model.lm_head.weight.mul_(0)  # the policy moves; the reference must not
         assert torch.equal(ref(input_ids=ids).logits, before)
         assert not torch.equal(model(input_ids=ids).logits, before)
     assert "forward" in model.__dict__  # the policy keeps its patch
@@ -134,14 +153,24 @@ def test_same_order_for_every_arm_sharing_a_stage(staged):
 def _sft_then_dpo_trainer(staged, method_name="lora"):
     from harness.data.preference import build_pairs
     from harness.stages import get_stage
-    from harness.stages.run import stage_budget
     from harness.stages.registry import StageContext
+    from harness.stages.run import stage_budget
 
     model, tok, train, test, task, arm, method = staged(["sft", "dpo"], method_name)
-    run(arm.stages[:1], model, tok, train, test, task, arm, method)   # the SFT stage
+    run(arm.stages[:1], model, tok, train, test, task, arm, method)  # the SFT stage
     pairs = build_pairs(train[:4], task, tok, seed=0, max_len=48)
-    ctx = StageContext(model=model, tokenizer=tok, train=train, task=task, budget=stage_budget(arm.budget, "dpo"),
-                       method=method, kind="causal_lm", method_lr=1e-3, work_dir=None, pairs=lambda n: pairs[:n])
+    ctx = StageContext(
+        model=model,
+        tokenizer=tok,
+        train=train,
+        task=task,
+        budget=stage_budget(arm.budget, "dpo"),
+        method=method,
+        kind="causal_lm",
+        method_lr=1e-3,
+        work_dir=None,
+        pairs=lambda n: pairs[:n],
+    )
     import tempfile
 
     ctx.work_dir = tempfile.mkdtemp()
@@ -171,8 +200,9 @@ def test_dpo_reference_is_the_post_sft_model_and_stays_frozen(staged):
     assert not torch.allclose(reference, base, atol=1e-3)  # not the adapter-disabled base
     trainer.train()
     chosen2, rejected2 = trainer.compute_ref_log_probs(trainer.model, batch)
-    assert torch.allclose(torch.cat([chosen2, rejected2]) if len(chosen2) * 2 == len(post_sft) else chosen2,
-                          reference, atol=1e-4)
+    assert torch.allclose(
+        torch.cat([chosen2, rejected2]) if len(chosen2) * 2 == len(post_sft) else chosen2, reference, atol=1e-4
+    )
     model.eval()
     assert not torch.allclose(_sequence_logps(model, trainer, batch), post_sft, atol=1e-4)  # the policy moved
 
@@ -236,8 +266,7 @@ def _tok(tiny_models):
 def test_classification_pairs_are_honest_and_deterministic(tiny_models):
     from harness.data.preference import build_pairs
 
-    task = {"type": "classification", "labels": ["a", "b", "c"], "prompt": "Q: {text}", "instruction": None,
-            "data": {}}
+    task = {"type": "classification", "labels": ["a", "b", "c"], "prompt": "Q: {text}", "instruction": None, "data": {}}
     examples = [{"id": str(i), "text": f"item {i}", "label": "abc"[i % 3]} for i in range(30)]
     tok = _tok(tiny_models)
     pairs = build_pairs(examples, task, tok, seed=0, max_len=48)
@@ -247,7 +276,9 @@ def test_classification_pairs_are_honest_and_deterministic(tiny_models):
         assert pair["rejected"][0] in "abc" and f"item {ex['id']}" in pair["prompt"]
     assert pairs == build_pairs(examples, task, tok, seed=0, max_len=48)
     assert build_pairs(examples[5:9], task, tok, seed=0, max_len=48, pool=examples) == pairs[5:9]  # per example
-    assert [p["rejected"] for p in pairs] != [p["rejected"] for p in build_pairs(examples, task, tok, seed=1, max_len=48)]
+    assert [p["rejected"] for p in pairs] != [
+        p["rejected"] for p in build_pairs(examples, task, tok, seed=1, max_len=48)
+    ]
 
 
 def test_generation_pairs_reject_another_examples_reference(tiny_models, tmp_path):
@@ -270,17 +301,24 @@ def test_generation_pairs_reject_another_examples_reference(tiny_models, tmp_pat
 # ------------------------------------------------------------------ config errors
 
 
-@pytest.mark.parametrize("stages, budget, expected", [
-    (["sft", "dpoo"], {}, ["arms[0].stages[1]", "unknown stage 'dpoo'", "did you mean 'dpo'"]),
-    (["sft", {"dpo": {"betta": 0.2}}], {}, ["arms[0].stages[1].dpo.betta", "did you mean 'beta'"]),
-    ([{"grpo": {"rewards": ["label_corect"]}}], {}, ["unknown reward 'label_corect'", "did you mean 'label_correct'"]),
-    (["sft"], {"stage_steps": {"sfft": 3}}, ["budget.stage_steps.sfft", "did you mean 'sft'"]),
-    (["sft"], {"alignment": {"eval_pair": 3}}, ["budget.alignment.eval_pair", "did you mean 'eval_pairs'"]),
-    ([{"sft": {}, "dpo": {}}], {}, ["arms[0].stages", "exactly one name"]),
-    ([{"grpo": {"rewards": "format"}}], {}, ["arms[0].stages[0].grpo", "non-empty list of reward names"]),
-    (["sft", {"dpo": {"loss_type": "ipoo"}}], {}, ["unknown DPO loss_type 'ipoo'", "did you mean 'ipo'"]),
-    ([{"dpo": {}}], {}, []),   # replaced below: a preference stage on an encoder
-])
+@pytest.mark.parametrize(
+    "stages, budget, expected",
+    [
+        (["sft", "dpoo"], {}, ["arms[0].stages[1]", "unknown stage 'dpoo'", "did you mean 'dpo'"]),
+        (["sft", {"dpo": {"betta": 0.2}}], {}, ["arms[0].stages[1].dpo.betta", "did you mean 'beta'"]),
+        (
+            [{"grpo": {"rewards": ["label_corect"]}}],
+            {},
+            ["unknown reward 'label_corect'", "did you mean 'label_correct'"],
+        ),
+        (["sft"], {"stage_steps": {"sfft": 3}}, ["budget.stage_steps.sfft", "did you mean 'sft'"]),
+        (["sft"], {"alignment": {"eval_pair": 3}}, ["budget.alignment.eval_pair", "did you mean 'eval_pairs'"]),
+        ([{"sft": {}, "dpo": {}}], {}, ["arms[0].stages", "exactly one name"]),
+        ([{"grpo": {"rewards": "format"}}], {}, ["arms[0].stages[0].grpo", "non-empty list of reward names"]),
+        (["sft", {"dpo": {"loss_type": "ipoo"}}], {}, ["unknown DPO loss_type 'ipoo'", "did you mean 'ipo'"]),
+        ([{"dpo": {}}], {}, []),  # replaced below: a preference stage on an encoder
+    ],
+)
 def test_stage_config_errors_are_one_sentence(stages, budget, expected, write_experiment):
     arm = {**LORA, "stages": stages}
     if not expected:
@@ -299,8 +337,10 @@ def test_user_preference_file_is_checked_and_used(write_experiment, tmp_path, ti
     from harness.data.preference import task_pairs
 
     good = tmp_path / "pairs.jsonl"
-    good.write_text('{"prompt": "the film was great", "chosen": "positive", "rejected": "negative"}\n'
-                    '{"prompt": "the film was dull", "chosen": "negative", "rejected": "positive"}\n')
+    good.write_text(
+        '{"prompt": "the film was great", "chosen": "positive", "rejected": "negative"}\n'
+        '{"prompt": "the film was dull", "chosen": "negative", "rejected": "positive"}\n'
+    )
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "x", "chosen": "y", "reject": "z"}\n')
 
@@ -313,24 +353,42 @@ def test_user_preference_file_is_checked_and_used(write_experiment, tmp_path, ti
         load_experiment(write_experiment([{**LORA, "stages": ["dpo"]}], edit=with_file(tmp_path / "none.jsonl")))
     arm = plan(load_experiment(write_experiment([{**LORA, "stages": ["dpo"]}], edit=with_file(good))))[0]
     built = plan(load_experiment(write_experiment([{**LORA, "stages": ["dpo"]}])))[0]
-    assert arm.hash != built.hash   # the user's pairs are part of the arm's identity
+    assert arm.hash != built.hash  # the user's pairs are part of the arm's identity
     pairs = task_pairs(arm.task, [], "train", _tok(tiny_models), seed=0, max_len=48, count=4)
     assert len(pairs) == 4 and {p["target"] for p in pairs} == {"positive", "negative"}
     assert all("the film was" in p["prompt"] and p["chosen"] != p["rejected"] for p in pairs)
 
 
 def test_arms_differing_only_in_stage_params_get_distinct_names(write_experiment):
-    arms = plan(load_experiment(write_experiment(
-        [{**LORA, "stages": ["sft", {"dpo": {"beta": 0.1}}]}, {**LORA, "stages": ["sft", {"dpo": {"beta": 0.5}}]}],
-        budget=BUDGET)))
+    arms = plan(
+        load_experiment(
+            write_experiment(
+                [
+                    {**LORA, "stages": ["sft", {"dpo": {"beta": 0.1}}]},
+                    {**LORA, "stages": ["sft", {"dpo": {"beta": 0.5}}]},
+                ],
+                budget=BUDGET,
+            )
+        )
+    )
     assert len({a.name for a in arms}) == 2
     assert "dpo.beta=0.1" in arms[0].name and "dpo.beta=0.5" in arms[1].name
 
 
 def test_stages_enter_the_hash_and_the_name(write_experiment):
-    arms = plan(load_experiment(write_experiment(
-        [LORA, {**LORA, "stages": ["sft"]}, {**LORA, "stages": ["sft", "dpo"]},
-         {**LORA, "stages": ["sft", {"dpo": {"beta": 0.5}}]}], budget=BUDGET)))
+    arms = plan(
+        load_experiment(
+            write_experiment(
+                [
+                    LORA,
+                    {**LORA, "stages": ["sft"]},
+                    {**LORA, "stages": ["sft", "dpo"]},
+                    {**LORA, "stages": ["sft", {"dpo": {"beta": 0.5}}]},
+                ],
+                budget=BUDGET,
+            )
+        )
+    )
     assert len({a.hash for a in arms}) == 4
     assert arms[0].name == "lora · llama" and arms[2].name.startswith("sft+dpo lora · llama")
     assert arms[3].stages[1]["params"] == {"lr": 5e-5, "beta": 0.5, "loss_type": "sigmoid"}
@@ -345,9 +403,11 @@ def test_runner_staged_arm_writes_preference_metrics(write_experiment, tmp_path)
     from tests.test_runner import results_of, run_cli
 
     store = f"sqlite:///{tmp_path / 'track.db'}"
-    path = write_experiment([{**LORA, "stages": ["sft"]}, {**LORA, "stages": ["sft", "dpo"]}],
-                            budget={**BUDGET, "bootstrap_resamples": 0},
-                            edit=lambda d: d.update(tracking={"uri": store, "experiment_name": "tiny-aligned"}))
+    path = write_experiment(
+        [{**LORA, "stages": ["sft"]}, {**LORA, "stages": ["sft", "dpo"]}],
+        budget={**BUDGET, "bootstrap_resamples": 0},
+        edit=lambda d: d.update(tracking={"uri": store, "experiment_name": "tiny-aligned"}),
+    )
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     assert "tracking is off" not in result.output
@@ -373,7 +433,7 @@ def test_runner_staged_arm_writes_preference_metrics(write_experiment, tmp_path)
     logged = runs[dpo["arm"]["name"]].data
     assert logged.metrics["kl_to_reference"] == pytest.approx(dpo["metrics"]["kl_to_reference"])
     assert logged.params["stages"] == "sft+dpo" and logged.params["stage.dpo.beta"] == "0.1"
-    assert "kl_to_reference" not in runs[sft["arm"]["name"]].data.metrics   # None is not logged
+    assert "kl_to_reference" not in runs[sft["arm"]["name"]].data.metrics  # None is not logged
 
 
 def test_stages_command_lists_stages_and_rewards():
@@ -393,18 +453,18 @@ def test_summarise_on_known_numbers():
     from harness.eval.preference import summarise
 
     # rows alternate chosen, rejected: (summed log-prob, tokens)
-    seq = [(-2.0, 2), (-6.0, 3), (-9.0, 3), (-2.0, 1)]   # pair 1: -1 > -2 yes; pair 2: -3 > -2 no
-    ref = [-3.0, -5.0, -8.0, -4.0]                     # margins: (1) - (-1) = 2; (-1) - (2) = -3
+    seq = [(-2.0, 2), (-6.0, 3), (-9.0, 3), (-2.0, 1)]  # pair 1: -1 > -2 yes; pair 2: -3 > -2 no
+    ref = [-3.0, -5.0, -8.0, -4.0]  # margins: (1) - (-1) = 2; (-1) - (2) = -3
     out = summarise(seq, ref, 0.25)
     assert out == {"preference_accuracy": 0.5, "reward_accuracy": 0.5, "reward_margin": -0.5, "kl_to_reference": 0.25}
     assert summarise(seq, None, None)["reward_margin"] is None
 
 
 def test_probe_matches_a_direct_computation(staged):
+    from harness.data.encoding import pad_batch
     from harness.data.preference import build_pairs
     from harness.eval.likelihood import target_logprobs
     from harness.eval.preference import PreferenceProbe
-    from harness.data.encoding import pad_batch
 
     model, tok, train, test, task, arm, method = staged(["dpo"])
     pairs = build_pairs(test[:6], task, tok, seed=0, max_len=48)
@@ -422,7 +482,9 @@ def test_probe_matches_a_direct_computation(staged):
     def direct():
         tensors, _ = pad_batch(probe.rows, tok.pad_token_id)
         with torch.no_grad():
-            sums, counts = target_logprobs(model.eval(), tensors["input_ids"], tensors["attention_mask"], tensors["labels"])
+            sums, counts = target_logprobs(
+                model.eval(), tensors["input_ids"], tensors["attention_mask"], tensors["labels"]
+            )
         return sums, counts
 
     sums, counts = direct()

@@ -32,11 +32,16 @@ def workdir(tiny_models, tiny_data, tmp_path_factory):
     """A folder with two runs of a tiny experiment made by harness.run (the second reuses every
     arm), tracked to a SQLite store of its own."""
     folder = tmp_path_factory.mktemp("api")
-    data = experiment_dict(tiny_models, tiny_data, [
-        {"method": "zero_shot", "model": "llama"},
-        {"method": "full_ft", "model": "bert", "lr": 1e-3},
-        {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}},  # fails fast
-    ], name=NAME)
+    data = experiment_dict(
+        tiny_models,
+        tiny_data,
+        [
+            {"method": "zero_shot", "model": "llama"},
+            {"method": "full_ft", "model": "bert", "lr": 1e-3},
+            {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}},  # fails fast
+        ],
+        name=NAME,
+    )
     data["tracking"] = {"uri": f"sqlite:///{folder / 'track.db'}"}
     path = folder / "experiment.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -66,7 +71,11 @@ def test_table_has_one_row_per_arm_with_the_numbers_of_results_json(workdir):
     for _, row in table.iterrows():
         arm = next(a for a in results["arms"] if a["arm"]["name"] == row["arm"])
         assert (row["method"], row["model"], row["task"], row["seed"]) == (
-            arm["arm"]["method"], arm["arm"]["model_key"], arm["arm"]["task_key"], arm["arm"]["seed"])
+            arm["arm"]["method"],
+            arm["arm"]["model_key"],
+            arm["arm"]["task_key"],
+            arm["arm"]["seed"],
+        )
         for name, value in arm["metrics"].items():
             assert _same(row[name], value), (row["arm"], name)
         for name, (low, high) in arm["ci"].items():
@@ -138,6 +147,7 @@ def test_contradicting_executor_options_and_overrides_on_a_loaded_experiment_are
 
 # ----------------------------------------------------------------------------- exports
 
+
 def report(run_dir: Path, *args: str):
     return CliRunner().invoke(app, ["report", str(run_dir), *args])
 
@@ -194,7 +204,7 @@ def test_latex_export_is_booktabs_escaped_and_compiles(workdir, tmp_path):
     assert tex.count(r"\begin{tabular}") == 1 and tex.count(r"\end{tabular}") == 1
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
     spec = re.search(r"\\begin\{tabular\}\{([lr]+)\}", tex).group(1)
-    body = tex[tex.index(r"\midrule") + len(r"\midrule"):tex.index(r"\bottomrule")]
+    body = tex[tex.index(r"\midrule") + len(r"\midrule") : tex.index(r"\bottomrule")]
     rows = [r for r in body.split(r"\\") if r.strip()]
     assert len(rows) == len(run.arms)
     assert all(len(re.split(r"(?<!\\)&", r)) == len(spec) for r in rows)
@@ -202,12 +212,20 @@ def test_latex_export_is_booktabs_escaped_and_compiles(workdir, tmp_path):
     assert r"\bfseries" in tex and r"$\uparrow$" in tex
     pdflatex = shutil.which("pdflatex")
     if pdflatex is None:
-        pytest.skip("no pdflatex here: the LaTeX was checked structurally only (apt-get install texlive-latex-recommended)")
+        pytest.skip(
+            "no pdflatex here: the LaTeX was checked structurally only (apt-get install texlive-latex-recommended)"
+        )
     (tmp_path / "table.tex").write_text(tex)
-    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
-                                      "\\input{table.tex}\n\\end{document}\n")
-    done = subprocess.run([pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+    (tmp_path / "doc.tex").write_text(
+        "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{table.tex}\n\\end{document}\n"
+    )
+    done = subprocess.run(
+        [pdflatex, "-interaction=nonstopmode", "-halt-on-error", "doc.tex"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout[-2000:]
     assert (tmp_path / "doc.pdf").stat().st_size > 1000
 
@@ -223,7 +241,8 @@ def test_report_refuses_an_unknown_format_and_a_folder_without_results(workdir, 
 def _same(a, b) -> bool:
     if a is None or b is None or (isinstance(a, float) and math.isnan(a)):
         return (a is None or (isinstance(a, float) and math.isnan(a))) and (
-            b is None or (isinstance(b, float) and math.isnan(b)))
+            b is None or (isinstance(b, float) and math.isnan(b))
+        )
     return float(a) == pytest.approx(float(b), rel=1e-9, abs=1e-12)
 
 

@@ -13,8 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "harness"
 
 # Lowest first. A module may import modules of its own layer or of lower ones, never higher.
 LAYERS: list[tuple[str, ...]] = [
-    ("harness", "harness.errors", "harness.paths", "harness.plugins", "harness.naming",
-     "harness.tasks"),
+    ("harness", "harness.errors", "harness.paths", "harness.plugins", "harness.naming", "harness.tasks"),
     ("harness.config.schema", "harness.config.yamlfile", "harness.golden.schema"),
     ("harness.data", "harness.models"),
     ("harness.methods", "harness.training"),
@@ -24,8 +23,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("harness.config.checks", "harness.config.load", "harness.config", "harness.results"),
     ("harness.planning",),
     ("harness.execution",),
-    ("harness.tracking", "harness.report", "harness.golden.gate", "harness.golden.outputs",
-     "harness.golden.summary", "harness.golden"),
+    (
+        "harness.tracking",
+        "harness.report",
+        "harness.golden.gate",
+        "harness.golden.outputs",
+        "harness.golden.summary",
+        "harness.golden",
+    ),
     ("harness.api", "harness.cli", "harness.__main__"),  # the two front doors: Python and the command line
 ]
 
@@ -47,7 +52,9 @@ def harness_imports(path: Path, modules: set[str]) -> set[str]:
             base = node.module or ""
             if node.level:  # relative import: resolved against the file's own package
                 package = module_name(path) if path.name == "__init__.py" else module_name(path).rpartition(".")[0]
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             # `from harness.eval import predict` imports the submodule harness.eval.predict
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names]
         else:
@@ -82,7 +89,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state and (cycle := visit(nxt)):
                 return cycle
         stack.pop()
@@ -101,15 +108,23 @@ def test_no_import_cycle_between_harness_modules():
 
 
 def test_no_import_points_up_the_flow():
-    upward = [f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
-              for a, targets in sorted(import_graph().items()) for b in sorted(targets) if layer_of(b) > layer_of(a)]
+    upward = [
+        f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
+        for a, targets in sorted(import_graph().items())
+        for b in sorted(targets)
+        if layer_of(b) > layer_of(a)
+    ]
     assert not upward, "imports against the flow:\n" + "\n".join(upward)
 
 
 def test_the_checker_sees_a_cycle_and_an_upward_import():
     """The two tests above can fail: a constructed graph with a cycle and an upward arrow."""
-    graph = {"harness.eval.a": {"harness.eval.b"}, "harness.eval.b": {"harness.eval.a"},
-             "harness.training.x": {"harness.execution.runner"}, "harness.execution.runner": set()}
+    graph = {
+        "harness.eval.a": {"harness.eval.b"},
+        "harness.eval.b": {"harness.eval.a"},
+        "harness.training.x": {"harness.execution.runner"},
+        "harness.execution.runner": set(),
+    }
     assert find_cycle(graph) == ["harness.eval.a", "harness.eval.b", "harness.eval.a"]
     assert layer_of("harness.execution.runner") > layer_of("harness.training.x")
 

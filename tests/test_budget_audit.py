@@ -7,19 +7,20 @@ import json
 
 from rich.console import Console
 
-from harness.results.audit import budget_audit
-from harness.data.order import example_order, order_digest
 from harness.config.load import load_experiment
+from harness.data.order import example_order, order_digest
 from harness.data.tasks import load_task
 from harness.execution.single_task import execute_arm
 from harness.planning.plan import plan
 from harness.report.console import print_results
+from harness.results.audit import budget_audit
 from tests.test_runner import results_of, run_cli
 
 
 def test_two_methods_consume_the_same_examples_in_the_same_order(write_experiment, tmp_path):
-    path = write_experiment([{"method": "ia3", "model": "llama"}, {"method": "lora", "model": "bert"}],
-                            budget={"max_steps": 3})
+    path = write_experiment(
+        [{"method": "ia3", "model": "llama"}, {"method": "lora", "model": "bert"}], budget={"max_steps": 3}
+    )
     arms = plan(load_experiment(path))
     results = [execute_arm(arm, tmp_path / arm.slug) for arm in arms]
     ia3, lora = (r.consumed for r in results)
@@ -43,8 +44,10 @@ def test_two_methods_consume_the_same_examples_in_the_same_order(write_experimen
 
 
 def test_an_arm_stopped_by_time_limit_is_flagged(write_experiment, tmp_path):
-    path = write_experiment([{"method": "full_ft", "model": "bert", "lr": 1e-3}, {"method": "zero_shot", "model": "llama"}],
-                            budget={"max_steps": 50, "time_limit_s": 0.01})
+    path = write_experiment(
+        [{"method": "full_ft", "model": "bert", "lr": 1e-3}, {"method": "zero_shot", "model": "llama"}],
+        budget={"max_steps": 50, "time_limit_s": 0.01},
+    )
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     _, results = results_of(tmp_path)
@@ -72,6 +75,8 @@ def test_an_encoder_head_arm_gives_the_same_result_whatever_the_global_generator
     for i, generator_seed in enumerate((1, 12345)):
         torch.manual_seed(generator_seed)
         result = execute_arm(arm, tmp_path / f"run{i}")
-        probs = [json.loads(line)["probs"] for line in (tmp_path / f"run{i}" / "predictions.jsonl").read_text().splitlines()]
+        probs = [
+            json.loads(line)["probs"] for line in (tmp_path / f"run{i}" / "predictions.jsonl").read_text().splitlines()
+        ]
         runs.append((result.curves["train_loss"], probs))
     assert runs[0] == runs[1]

@@ -38,16 +38,43 @@ BAD_INPUTS = [
     ("wrong type", _set(["budget", "max_steps"], "ten"), ["budget.max_steps", "integer", "'ten'"]),
     ("negative steps", _set(["budget", "max_steps"], -1), ["budget.max_steps", "greater than 0"]),
     ("missing tasks", _delete(["tasks"]), ["tasks", "is required", "add `tasks:`"]),
-    ("unknown method", _set(["arms", 0, "method"], "lorra"), ["arms[0].method", "unknown method 'lorra'", "did you mean 'lora'"]),
+    (
+        "unknown method",
+        _set(["arms", 0, "method"], "lorra"),
+        ["arms[0].method", "unknown method 'lorra'", "did you mean 'lora'"],
+    ),
     ("unknown param", _set(["arms", 0, "params"], {"alpah": 8}), ["arms[0].params.alpah", "did you mean 'alpha'"]),
-    ("unknown model key", _set(["arms", 1, "model"], "bret"), ["arms[1].model", "unknown model 'bret'", "did you mean 'bert'"]),
+    (
+        "unknown model key",
+        _set(["arms", 1, "model"], "bret"),
+        ["arms[1].model", "unknown model 'bret'", "did you mean 'bert'"],
+    ),
     ("not applicable", _set(["arms", 1, "method"], "zero_shot"), ["arms[1].method", "does not apply", "encoder"]),
-    ("lr for untrained", _set(["arms", 0], {"method": "zero_shot", "model": "llama", "lr": 0.1}), ["arms[0].lr", "takes no learning rate"]),
-    ("missing data file", _set(["tasks", "sentiment", "data", "test"], "nope/test.jsonl"), ["tasks.sentiment.data.test", "data file not found"]),
-    ("missing column", _set(["tasks", "sentiment", "data", "columns"], {"id": "uid", "text": "reveiw", "label": "sentiment"}),
-     ["tasks.sentiment.data.columns.text", "column 'reveiw'", "did you mean 'review'"]),
-    ("unmapped column", _set(["tasks", "sentiment", "data", "columns"], {}), ["tasks.sentiment.data", "column 'text'", "columns: {text: <column>}"]),
-    ("unknown prepared data", _set(["tasks", "sentiment", "data"], {"prepared": "sentimnt"}), ["did you mean 'sentiment'"]),
+    (
+        "lr for untrained",
+        _set(["arms", 0], {"method": "zero_shot", "model": "llama", "lr": 0.1}),
+        ["arms[0].lr", "takes no learning rate"],
+    ),
+    (
+        "missing data file",
+        _set(["tasks", "sentiment", "data", "test"], "nope/test.jsonl"),
+        ["tasks.sentiment.data.test", "data file not found"],
+    ),
+    (
+        "missing column",
+        _set(["tasks", "sentiment", "data", "columns"], {"id": "uid", "text": "reveiw", "label": "sentiment"}),
+        ["tasks.sentiment.data.columns.text", "column 'reveiw'", "did you mean 'review'"],
+    ),
+    (
+        "unmapped column",
+        _set(["tasks", "sentiment", "data", "columns"], {}),
+        ["tasks.sentiment.data", "column 'text'", "columns: {text: <column>}"],
+    ),
+    (
+        "unknown prepared data",
+        _set(["tasks", "sentiment", "data"], {"prepared": "sentimnt"}),
+        ["did you mean 'sentiment'"],
+    ),
     ("batch not divisible", _set(["budget", "grad_accum"], 3), ["budget", "not divisible"]),
 ]
 

@@ -19,7 +19,7 @@ def test_pack_concatenates_documents_with_eos_into_full_blocks(tiny_models):
     docs = ["the film was great.", "the plot is dull", "i think the cast is so fun"]
     stream = [t for d in docs for t in tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
     blocks = pack(tok, docs, 5)
-    assert blocks == [stream[i:i + 5] for i in range(0, len(stream) // 5 * 5, 5)]
+    assert blocks == [stream[i : i + 5] for i in range(0, len(stream) // 5 * 5, 5)]
     assert all(len(b) == 5 for b in blocks) and tok.pad_token_id not in sum(blocks, [])
 
 
@@ -47,8 +47,10 @@ def test_aclsum_corpus_holds_no_test_paper():
     from harness.data.prepared import package_dir
 
     dataset = package_dir("aclsum") / "dataset"
-    ids = {f: {json.loads(line)["id"] for line in (dataset / f).read_text().splitlines() if line.strip()}
-           for f in ("train.jsonl", "val.jsonl", "test.jsonl")}
+    ids = {
+        f: {json.loads(line)["id"] for line in (dataset / f).read_text().splitlines() if line.strip()}
+        for f in ("train.jsonl", "val.jsonl", "test.jsonl")
+    }
     assert not (ids["train.jsonl"] | ids["val.jsonl"]) & ids["test.jsonl"]
     corpus = " ".join(load_documents("corpus:aclsum-papers") + load_documents("corpus:aclsum-papers-heldout"))
     for line in (dataset / "test.jsonl").read_text().splitlines():
@@ -60,15 +62,27 @@ def test_aclsum_corpus_holds_no_test_paper():
 @pytest.mark.slow
 def test_cpt_stage_trains_on_token_budget_and_moves_domain_perplexity(write_experiment, tmp_path):
     domain = tmp_path / "domain.txt"
-    domain.write_text("\n\n".join(f"the story of the cast was {w} and the music was {w}." for w in
-                                  ("good", "moving", "dull", "weak", "fun", "awful") * 4))
+    domain.write_text(
+        "\n\n".join(
+            f"the story of the cast was {w} and the music was {w}."
+            for w in ("good", "moving", "dull", "weak", "fun", "awful") * 4
+        )
+    )
     held_out = tmp_path / "held_out.txt"
     held_out.write_text("the music of the story was moving.\n\nthe cast was weak and the music was dull.")
-    path = write_experiment([{"method": "zero_shot", "model": "llama"},
-                             {"method": "lora", "model": "llama", "lr": 1e-2, "stages": [{"cpt": {"corpus": str(domain), "tokens": 300}}, "sft"]},
-                             {"method": "lora", "model": "llama", "lr": 1e-2, "stages": ["sft"]}],
-                            budget={"domain_text": str(held_out), "forgetting_text": None, "bootstrap_resamples": 20,
-                                    "max_seq_len": 32})
+    path = write_experiment(
+        [
+            {"method": "zero_shot", "model": "llama"},
+            {
+                "method": "lora",
+                "model": "llama",
+                "lr": 1e-2,
+                "stages": [{"cpt": {"corpus": str(domain), "tokens": 300}}, "sft"],
+            },
+            {"method": "lora", "model": "llama", "lr": 1e-2, "stages": ["sft"]},
+        ],
+        budget={"domain_text": str(held_out), "forgetting_text": None, "bootstrap_resamples": 20, "max_seq_len": 32},
+    )
     result = run_cli(path, "--no-track", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     _, results = results_of(tmp_path)
@@ -80,7 +94,7 @@ def test_cpt_stage_trains_on_token_budget_and_moves_domain_perplexity(write_expe
     detail = cpt["metrics_detail"]["domain_perplexity"]
     assert detail["after"] != detail["before"] and "domain_perplexity" in cpt["ci"]
     stages = {s["name"]: s for s in cpt["consumed"]["extra"]["stages"]}
-    steps = math.ceil(300 / (4 * 32))   # tokens / (batch_size x max_seq_len), rounded up
+    steps = math.ceil(300 / (4 * 32))  # tokens / (batch_size x max_seq_len), rounded up
     assert stages["cpt"]["steps"] == steps and stages["cpt"]["tokens"] == steps * 4 * 32
     assert stages["cpt"]["extra"]["unit"] == "tokens" and stages["cpt"]["extra"]["block_tokens"] == 32
     assert "cpt_loss" in cpt["curves"]
@@ -94,8 +108,13 @@ def test_validate_names_a_missing_corpus_and_domain_text(write_experiment, tmp_p
     from harness.cli.main import app
 
     for arms, budget, key in (
-            ([{"method": "lora", "model": "llama", "stages": [{"cpt": {"corpus": "nope.txt"}}, "sft"]}], {}, "cpt.corpus"),
-            ([{"method": "lora", "model": "llama", "stages": [{"cpt": {"corpus": "corpus:aclsum-paper"}}]}], {}, "did you mean"),
-            ([{"method": "zero_shot", "model": "llama"}], {"domain_text": "missing-dir"}, "budget.domain_text")):
+        ([{"method": "lora", "model": "llama", "stages": [{"cpt": {"corpus": "nope.txt"}}, "sft"]}], {}, "cpt.corpus"),
+        (
+            [{"method": "lora", "model": "llama", "stages": [{"cpt": {"corpus": "corpus:aclsum-paper"}}]}],
+            {},
+            "did you mean",
+        ),
+        ([{"method": "zero_shot", "model": "llama"}], {"domain_text": "missing-dir"}, "budget.domain_text"),
+    ):
         result = CliRunner().invoke(app, ["validate", str(write_experiment(arms, budget=budget))])
         assert result.exit_code == 2 and key in result.output, result.output

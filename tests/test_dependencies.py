@@ -43,8 +43,12 @@ def imported_modules(folder: Path) -> dict[str, str]:
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
-            elif (isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "importorskip"
-                  and node.args and isinstance(node.args[0], ast.Constant)):
+            elif (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", None) == "importorskip"
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 names = [node.args[0].value]
             for name in names:
                 top = name.split(".")[0]
@@ -79,7 +83,8 @@ def test_every_imported_module_is_declared():
 
 def test_every_declared_package_is_imported_or_explained():
     everything = declared(PYPROJECT["project"]["dependencies"]) | declared(
-        PYPROJECT["project"]["optional-dependencies"]["dev"])
+        PYPROJECT["project"]["optional-dependencies"]["dev"]
+    )
     used = set()
     for folder in (ROOT / "harness", ROOT / "tests", ROOT / "bench"):
         for module in imported_modules(folder):
@@ -99,7 +104,8 @@ def test_every_declared_package_is_pinned():
             assert version, f"constraints.txt: '{line}' is not a name==version pin"
             pins[canonical(name)] = version
     everything = declared(PYPROJECT["project"]["dependencies"]) | declared(
-        PYPROJECT["project"]["optional-dependencies"]["dev"])
+        PYPROJECT["project"]["optional-dependencies"]["dev"]
+    )
     unpinned = sorted(everything - set(pins) - NOT_PINNED)
     assert not unpinned, f"declared but not pinned in constraints.txt: {unpinned}"
     for name in everything & set(pins):  # the pins are what is installed and was tested
@@ -107,6 +113,8 @@ def test_every_declared_package_is_pinned():
 
 
 def test_the_scanner_sees_imports_inside_functions(tmp_path):
-    (tmp_path / "m.py").write_text("def f():\n    import yaml.parser\n    from scipy import stats\n"
-                                   "import pytest\npytest.importorskip('playwright.sync_api')\nfrom . import x\n")
+    (tmp_path / "m.py").write_text(
+        "def f():\n    import yaml.parser\n    from scipy import stats\n"
+        "import pytest\npytest.importorskip('playwright.sync_api')\nfrom . import x\n"
+    )
     assert set(imported_modules(tmp_path)) == {"yaml", "scipy", "pytest", "playwright"}

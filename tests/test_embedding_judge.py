@@ -20,10 +20,16 @@ def test_embedding_cosine_is_the_cosine_of_mean_pooled_states(tiny_models):
     from transformers import AutoModel, AutoTokenizer
 
     scorer = EmbeddingCosine(str(tiny_models["bert"]))
-    preds, refs = ["the film was great", "boring", "", "the cast was dull"], ["the film was great", "the plot was fun", "x", "dull"]
+    preds, refs = (
+        ["the film was great", "boring", "", "the cast was dull"],
+        ["the film was great", "the plot was fun", "x", "dull"],
+    )
     got = scorer(preds, refs)
     # By hand, one text at a time (no padding), mean over every token:
-    tok, model = AutoTokenizer.from_pretrained(tiny_models["bert"]), AutoModel.from_pretrained(tiny_models["bert"]).eval()
+    tok, model = (
+        AutoTokenizer.from_pretrained(tiny_models["bert"]),
+        AutoModel.from_pretrained(tiny_models["bert"]).eval(),
+    )
 
     def embed(text):
         with torch.inference_mode():
@@ -46,8 +52,6 @@ def test_embedding_cosine_is_the_cosine_of_mean_pooled_states(tiny_models):
 # Against a real OpenAI-compatible server on 127.0.0.1 serving the tiny decoder (tests/judge_server.py).
 
 
-
-
 @pytest.fixture(scope="module")
 def judge_server(tiny_models):
     server = JudgeServer(tiny_models["llama"])
@@ -56,8 +60,10 @@ def judge_server(tiny_models):
 
 
 def _rows(n=4):
-    return [{"id": f"i{i}", "input": f"the film was {w}", "prediction": w, "reference": "positive"}
-            for i, w in enumerate(["great", "dull", "moving", "boring"][:n])]
+    return [
+        {"id": f"i{i}", "input": f"the film was {w}", "prediction": w, "reference": "positive"}
+        for i, w in enumerate(["great", "dull", "moving", "boring"][:n])
+    ]
 
 
 def test_parsers():
@@ -67,8 +73,13 @@ def test_parsers():
 
 def test_http_judge_grades_caches_and_sends_the_key_from_the_environment(judge_server, monkeypatch):
     monkeypatch.setenv("HARNESS_TEST_JUDGE_KEY", "sk-test-secret")
-    spec = JudgeSpec(model="tiny", base_url=judge_server.base_url("digits"), api_key_env="HARNESS_TEST_JUDGE_KEY",
-                     max_tokens=1, rubric="Q: {question}\nA: {answer}\nGrade 1-10:")
+    spec = JudgeSpec(
+        model="tiny",
+        base_url=judge_server.base_url("digits"),
+        api_key_env="HARNESS_TEST_JUDGE_KEY",
+        max_tokens=1,
+        rubric="Q: {question}\nA: {answer}\nGrade 1-10:",
+    )
     rows, before = _rows(), judge_server.requests
     figures = judge_rows(rows, spec, "Say it.", None)
     assert judge_server.requests - before == 4
@@ -83,20 +94,28 @@ def test_http_judge_grades_caches_and_sends_the_key_from_the_environment(judge_s
     assert judge_server.requests - before == 4 and refigured["detail"]["cached_replies"] == 4
     assert refigured["judge_tokens"] == 0 and [r["judge"] for r in again] == [r["judge"] for r in rows]
     # The metric: the mean grade, per-item scores for the paired tests.
-    assessed = quality.assess(again, {"type": "generation", "instruction": "Say it."},
-                              Budget(judge=spec, bertscore_model=None, embedding_model=None, bootstrap_resamples=50))
+    assessed = quality.assess(
+        again,
+        {"type": "generation", "instruction": "Say it."},
+        Budget(judge=spec, bertscore_model=None, embedding_model=None, bootstrap_resamples=50),
+    )
     assert judge_server.requests - before == 4
     assert assessed.metrics["judge_score"] == pytest.approx(np.mean([r["judge"]["score"] for r in rows]))
     assert "judge_score" in assessed.ci and assessed.metrics["judge_failed_items"] == 0
     assert all(r["scores"]["judge_score"] == r["judge"]["score"] for r in again)
 
 
-@pytest.mark.parametrize("behaviour, reason", [("error", "HTTP 500"), ("slow", "timeout"), ("letters", "unparseable reply")])
+@pytest.mark.parametrize(
+    "behaviour, reason", [("error", "HTTP 500"), ("slow", "timeout"), ("letters", "unparseable reply")]
+)
 def test_judge_failures_are_counted_per_item_never_raised(judge_server, behaviour, reason):
     spec = JudgeSpec(model="tiny", base_url=judge_server.base_url(behaviour), max_tokens=3, timeout_s=0.5)
     rows = _rows(2)
-    assessed = quality.assess(rows, {"type": "generation"},
-                              Budget(judge=spec, bertscore_model=None, embedding_model=None, bootstrap_resamples=0))
+    assessed = quality.assess(
+        rows,
+        {"type": "generation"},
+        Budget(judge=spec, bertscore_model=None, embedding_model=None, bootstrap_resamples=0),
+    )
     assert assessed.metrics["judge_failed_items"] == 2 and "judge_score" not in assessed.metrics
     assert assessed.detail["judge"]["failures"] == {reason: 2}
     assert all(r["judge"]["score"] is None and "judge_score" not in r["scores"] for r in rows)
@@ -135,19 +154,32 @@ def test_local_judge_says_what_the_server_says_with_the_same_model(judge_server,
 
 
 @pytest.mark.slow
-def test_judge_end_to_end_in_results_report_and_mlflow(write_experiment, tmp_path, tiny_models, judge_server, monkeypatch):
+def test_judge_end_to_end_in_results_report_and_mlflow(
+    write_experiment, tmp_path, tiny_models, judge_server, monkeypatch
+):
     from tests.test_eval_run import to_generation
     from tests.test_runner import results_of, run_cli
 
     monkeypatch.setenv("HARNESS_TEST_JUDGE_KEY", "sk-never-written")
 
-    judge = {"model": "tiny", "base_url": judge_server.base_url("digits"), "api_key_env": "HARNESS_TEST_JUDGE_KEY",
-             "max_tokens": 1}
-    path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "llama", "lr": 1e-2}],
-                            budget={"bertscore_model": None, "embedding_model": str(tiny_models["bert"]),
-                                    "forgetting_text": None, "max_new_tokens": 3, "bootstrap_resamples": 50,
-                                    "judge": judge},
-                            edit=to_generation)
+    judge = {
+        "model": "tiny",
+        "base_url": judge_server.base_url("digits"),
+        "api_key_env": "HARNESS_TEST_JUDGE_KEY",
+        "max_tokens": 1,
+    }
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "llama", "lr": 1e-2}],
+        budget={
+            "bertscore_model": None,
+            "embedding_model": str(tiny_models["bert"]),
+            "forgetting_text": None,
+            "max_new_tokens": 3,
+            "bootstrap_resamples": 50,
+            "judge": judge,
+        },
+        edit=to_generation,
+    )
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     run_dir, results = results_of(tmp_path)
@@ -174,9 +206,21 @@ def test_judge_agreement_is_spearman_across_arms_of_a_task():
     def arm(task, judge, rouge, status="ok"):
         return SimpleNamespace(status=status, arm={"task_key": task}, metrics={"judge_score": judge, "rougeL": rouge})
 
-    results = [arm("t", 2.0, 0.1), arm("t", 5.0, 0.3), arm("t", 9.0, 0.2), arm("t", 1.0, 0.9, "failed"),
-               arm("u", 1.0, 0.5), arm("u", 2.0, 0.4)]
+    results = [
+        arm("t", 2.0, 0.1),
+        arm("t", 5.0, 0.3),
+        arm("t", 9.0, 0.2),
+        arm("t", 1.0, 0.9, "failed"),
+        arm("u", 1.0, 0.5),
+        arm("u", 2.0, 0.4),
+    ]
     (row,) = judge_agreement(results)  # task u has two arms: no correlation from two points
     # ranks judge 1,2,3 vs rouge 1,3,2: rho = 1 - 6 * (0 + 1 + 1) / (3 * 8) = 0.5
-    assert row == {"task": "t", "judge_metric": "judge_score", "reference_metric": "rougeL", "arms": 3,
-                   "spearman_rho": 0.5, "p_value": pytest.approx(0.666667, abs=1e-5)}
+    assert row == {
+        "task": "t",
+        "judge_metric": "judge_score",
+        "reference_metric": "rougeL",
+        "arms": 3,
+        "spearman_rho": 0.5,
+        "p_value": pytest.approx(0.666667, abs=1e-5),
+    }

@@ -28,8 +28,9 @@ def test_roberta_base_lora_r8_on_query_value_has_the_lora_papers_294912():
     from transformers import RobertaConfig
 
     method, params = lora(r=8, target_modules=["query", "value"])
-    model = wrapped_meta_model(method, params, RobertaConfig(), kind="encoder", task_type="classification",
-                               num_labels=None)
+    model = wrapped_meta_model(
+        method, params, RobertaConfig(), kind="encoder", task_type="classification", num_labels=None
+    )
     assert next(model.parameters()).device.type == "meta"
     assert lora_params(model) == 294_912
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 294_912  # no head: LoRA only
@@ -38,28 +39,46 @@ def test_roberta_base_lora_r8_on_query_value_has_the_lora_papers_294912():
 def test_mistral_7b_lora_r16_on_qkvo_has_13631488():
     from transformers import MistralConfig
 
-    config = MistralConfig(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-                           num_key_value_heads=8, vocab_size=32000)
+    config = MistralConfig(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=32000,
+    )
     method, params = lora(r=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     model = wrapped_meta_model(method, params, config, kind="causal_lm", task_type="generation", num_labels=None)
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == lora_params(model) == 13_631_488
     assert sum(p.numel() for p in model.parameters()) - 13_631_488 == 7_241_732_096  # Mistral-7B's size
     # `auto` on a mistral picks exactly those four projections
-    auto = wrapped_meta_model(method, lora(r=16)[1], MistralConfig(**{k: v for k, v in KNOWN_CONFIGS[
-        "mistralai/Mistral-7B-v0.1"].items() if k != "model_type"}), kind="causal_lm", task_type="generation",
-        num_labels=None)
+    auto = wrapped_meta_model(
+        method,
+        lora(r=16)[1],
+        MistralConfig(**{k: v for k, v in KNOWN_CONFIGS["mistralai/Mistral-7B-v0.1"].items() if k != "model_type"}),
+        kind="causal_lm",
+        task_type="generation",
+        num_labels=None,
+    )
     assert lora_params(auto) == 13_631_488
 
 
 METHOD_ARMS = [
-    {"method": "lora", "model": "llama"}, {"method": "qlora", "model": "llama", "params": {"r": 4}},
-    {"method": "ia3", "model": "llama"}, {"method": "prompt_tuning", "model": "llama"},
-    {"method": "prefix_tuning", "model": "llama"}, {"method": "p_tuning", "model": "llama"},
+    {"method": "lora", "model": "llama"},
+    {"method": "qlora", "model": "llama", "params": {"r": 4}},
+    {"method": "ia3", "model": "llama"},
+    {"method": "prompt_tuning", "model": "llama"},
+    {"method": "prefix_tuning", "model": "llama"},
+    {"method": "p_tuning", "model": "llama"},
     {"method": "bottleneck", "model": "llama", "params": {"placement": "houlsby"}},
-    {"method": "partial_ft", "model": "llama"}, {"method": "full_ft", "model": "llama"},
+    {"method": "partial_ft", "model": "llama"},
+    {"method": "full_ft", "model": "llama"},
     {"method": "zero_shot", "model": "llama"},
-    {"method": "lora", "model": "bert"}, {"method": "ia3", "model": "bert"}, {"method": "bottleneck", "model": "bert"},
-    {"method": "full_ft", "model": "bert"}, {"method": "partial_ft", "model": "bert"},
+    {"method": "lora", "model": "bert"},
+    {"method": "ia3", "model": "bert"},
+    {"method": "bottleneck", "model": "bert"},
+    {"method": "full_ft", "model": "bert"},
+    {"method": "partial_ft", "model": "bert"},
     {"method": "partial_ft", "model": "bert", "params": {"top_layers": 0}},
 ]
 
@@ -76,11 +95,19 @@ def test_plan_counts_equal_the_counts_of_real_loaded_models(write_experiment):
     for arm, est in zip(plan(experiment), estimates):
         method, kind = get_method(arm.method), arm.model["kind"]
         folder = Path(arm.model["source"])
-        ctx = ArmContext(kind=kind, task_type="classification", model_type="", device="cpu", seed=0,
-                         num_labels=2, model_dir=str(folder))
+        ctx = ArmContext(
+            kind=kind,
+            task_type="classification",
+            model_type="",
+            device="cpu",
+            seed=0,
+            num_labels=2,
+            model_dir=str(folder),
+        )
         head = kind == "encoder"
-        model = models.load_model(folder, kind, num_labels=2 if head else None,
-                                  extra_kwargs=method.load_kwargs(arm.params, ctx))
+        model = models.load_model(
+            folder, kind, num_labels=2 if head else None, extra_kwargs=method.load_kwargs(arm.params, ctx)
+        )
         ctx.model_type = model.config.model_type
         if method.objective_for(kind) == "none":
             model.requires_grad_(False)
@@ -91,22 +118,36 @@ def test_plan_counts_equal_the_counts_of_real_loaded_models(write_experiment):
 def test_4bit_column_is_na_only_where_quantized_base_weights_would_train(write_experiment):
     experiment = load_experiment(write_experiment(METHOD_ARMS))
     na = {e.arm for e in estimate_arms(experiment) if e.memory_gib["4bit"] is None}
-    assert na == {"partial_ft · llama", "full_ft · llama", "full_ft · bert",
-                  "partial_ft · bert (lr=5e-05, top_layers=2, train_head=True)"}, na
+    assert na == {
+        "partial_ft · llama",
+        "full_ft · llama",
+        "full_ft · bert",
+        "partial_ft · bert (lr=5e-05, top_layers=2, train_head=True)",
+    }, na
 
 
 def test_memory_estimates_order_as_expected(write_experiment):
-    experiment = load_experiment(write_experiment(
-        [{"method": "full_ft", "model": "llama"}, {"method": "lora", "model": "llama"},
-         {"method": "zero_shot", "model": "llama"}], budget={"batch_size": 8, "max_seq_len": 64}))
+    experiment = load_experiment(
+        write_experiment(
+            [
+                {"method": "full_ft", "model": "llama"},
+                {"method": "lora", "model": "llama"},
+                {"method": "zero_shot", "model": "llama"},
+            ],
+            budget={"batch_size": 8, "max_seq_len": 64},
+        )
+    )
     full, lora_, zero = estimate_arms(experiment)
     assert full.memory_gib["fp32"] > lora_.memory_gib["fp32"] > zero.memory_gib["fp32"] > 0
     assert zero.memory_gib["fp32"] > zero.memory_gib["bf16"] > zero.memory_gib["4bit"]
     assert lora_.memory_gib["fp32"] > lora_.memory_gib["bf16"]
     assert full.memory_gib["4bit"] is None  # 4-bit weights cannot be fully fine-tuned
     assert lora_.memory_gib["4bit"] is not None
-    bigger = estimate_arms(load_experiment(write_experiment([{"method": "lora", "model": "llama"}],
-                                                            budget={"batch_size": 16, "max_seq_len": 64})))[0]
+    bigger = estimate_arms(
+        load_experiment(
+            write_experiment([{"method": "lora", "model": "llama"}], budget={"batch_size": 16, "max_seq_len": 64})
+        )
+    )[0]
     assert bigger.memory_gib["fp32"] > lora_.memory_gib["fp32"]  # activations grow with the batch
 
 
@@ -116,7 +157,9 @@ def test_gpu_experiment_plans_offline_from_built_in_configs_but_does_not_validat
     # validate says whether the run can start here: offline, its hub models cannot be loaded.
     validated = CliRunner().invoke(app, ["validate", str(path)], env=env)
     assert validated.exit_code == 2, validated.output
-    assert "models.roberta_base.source" in validated.output and "not in the local Hugging Face cache" in validated.output
+    assert (
+        "models.roberta_base.source" in validated.output and "not in the local Hugging Face cache" in validated.output
+    )
     planned = CliRunner().invoke(app, ["plan", str(path)], env=env)
     assert planned.exit_code == 0, planned.output
     assert "13,631,488" in planned.output and "7,255,363,584" in planned.output
@@ -127,8 +170,10 @@ def test_gpu_experiment_plans_offline_from_built_in_configs_but_does_not_validat
 
 
 def test_plan_of_an_unknown_offline_hub_id_is_one_clear_error(write_experiment):
-    path = write_experiment([{"method": "lora", "model": "hub"}],
-                            edit=lambda d: d["models"].update({"hub": {"source": "nobody/no-such-model", "kind": "causal_lm"}}))
+    path = write_experiment(
+        [{"method": "lora", "model": "hub"}],
+        edit=lambda d: d["models"].update({"hub": {"source": "nobody/no-such-model", "kind": "causal_lm"}}),
+    )
     result = CliRunner().invoke(app, ["plan", str(path)], env={"COLUMNS": "250", "HF_HUB_OFFLINE": "1"})
     assert result.exit_code == 2 and "no config for model 'nobody/no-such-model'" in result.output
 
@@ -144,8 +189,11 @@ def test_plan_prints_the_minimum_detectable_difference_from_eval_examples(write_
     from harness.eval.compare import planned_mdd
     from harness.planning.estimate import sensitivity_notes
 
-    arms = [{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "llama"},
-            {"method": "full_ft", "model": "llama"}]
+    arms = [
+        {"method": "zero_shot", "model": "llama"},
+        {"method": "lora", "model": "llama"},
+        {"method": "full_ft", "model": "llama"},
+    ]
     path = write_experiment(arms, budget={"eval_examples": 128, "seeds": [0, 1]})
     notes = sensitivity_notes(load_experiment(path))
     assert len(notes) == 1

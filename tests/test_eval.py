@@ -15,15 +15,34 @@ import torch
 from harness.config.schema import Budget
 from harness.eval import metrics, stats
 from harness.eval.likelihood import IGNORE, target_logprobs
-from harness.eval.text_metrics import (bleu_from_stats, bleu_stats, confusion_matrix, confusion_rows,
-                                       macro_f1_from_rows, per_class_f1, token_f1)
-
+from harness.eval.text_metrics import (
+    bleu_from_stats,
+    bleu_stats,
+    confusion_matrix,
+    confusion_rows,
+    macro_f1_from_rows,
+    per_class_f1,
+    token_f1,
+)
 
 # ------------------------------------------------------------------ metric values
 
+
 def test_every_metric_declares_direction_and_unit_once():
-    for name in ("token_f1", "bleu", "bertscore_f1", "perplexity", "forgetting", "saved_mb",
-                 "generation_tokens_per_s", "accuracy", "macro_f1", "rouge1", "exact_match", "peak_memory_mb"):
+    for name in (
+        "token_f1",
+        "bleu",
+        "bertscore_f1",
+        "perplexity",
+        "forgetting",
+        "saved_mb",
+        "generation_tokens_per_s",
+        "accuracy",
+        "macro_f1",
+        "rouge1",
+        "exact_match",
+        "peak_memory_mb",
+    ):
         m = metrics.METRICS[name]
         assert m.unit and isinstance(m.higher_is_better, bool)
     assert metrics.METRICS["perplexity"].higher_is_better is False
@@ -44,8 +63,10 @@ def test_token_f1_by_hand():
 
 def test_bleu_matches_sacrebleus_documented_example():
     # sacrebleu README: BLEU = 48.53 for these hypotheses against two reference streams.
-    refs = [["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
-            ["The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."]]
+    refs = [
+        ["The dog bit the man.", "It was not unexpected.", "The man bit him first."],
+        ["The dog had bit the man.", "No one was surprised.", "The man had bitten the dog."],
+    ]
     hyps = ["The dog bit the man.", "It wasn't surprising.", "The man had just bitten him."]
     assert bleu_from_stats(bleu_stats(hyps, refs)) == pytest.approx(48.53, abs=0.005)
     # Single reference (our metric): identical text is 100; the registry's value is the same path.
@@ -63,8 +84,9 @@ def test_rouge_matches_documented_and_hand_computed_values():
     p, r = 6 / 8, 6 / 9
     value = rouge1(["The quick brown dog jumps on the log."], ["The quick brown fox jumps over the lazy dog"])
     assert value == pytest.approx(2 * p * r / (p + r))
-    items = metrics.Items(["The quick brown dog jumps on the log.", "x"],
-                          ["The quick brown fox jumps over the lazy dog", "x"])
+    items = metrics.Items(
+        ["The quick brown dog jumps on the log.", "x"], ["The quick brown fox jumps over the lazy dog", "x"]
+    )
     values, rows = metrics.score_items("generation", items)
     assert values["rouge1"] == pytest.approx((2 * p * r / (p + r) + 1) / 2, abs=1e-6)
     assert rows["rouge1"].shape == (2, 1)
@@ -84,14 +106,17 @@ def test_classification_rows_agree_with_scikit_learn():
     assert metrics.METRICS["macro_f1"].reduce(rows) == pytest.approx(expected)
     matrix = confusion_matrix(rows, 3)
     assert (matrix == sk_confusion(refs, preds, labels=labels + [""])).all()
-    assert per_class_f1(matrix)[:3] == pytest.approx(f1_score(refs, preds, labels=labels, average=None, zero_division=0))
+    assert per_class_f1(matrix)[:3] == pytest.approx(
+        f1_score(refs, preds, labels=labels, average=None, zero_division=0)
+    )
 
 
 def test_per_class_f1_and_confusion_matrix_land_in_the_detail():
     from harness.eval.quality import assess
 
-    rows = [{"prediction": p, "reference": r} for p, r in
-            [("pos", "pos"), ("pos", "neg"), ("neg", "neg"), ("neg", "neg")]]
+    rows = [
+        {"prediction": p, "reference": r} for p, r in [("pos", "pos"), ("pos", "neg"), ("neg", "neg"), ("neg", "neg")]
+    ]
     result = assess(rows, {"type": "classification", "labels": ["neg", "pos"]}, Budget(bootstrap_resamples=200))
     # neg: tp 2, fp 0, fn 1 -> 0.8; pos: tp 1, fp 1, fn 0 -> 2/3.
     assert result.detail["per_class_f1"] == {"neg": pytest.approx(0.8), "pos": pytest.approx(2 / 3)}
@@ -105,13 +130,17 @@ def test_per_class_f1_and_confusion_matrix_land_in_the_detail():
 def test_perplexity_is_token_weighted():
     rows = np.array([[2.0, 4], [6.0, 4]])  # NLL sums and token counts of two references
     assert metrics.METRICS["perplexity"].reduce(rows) == pytest.approx(math.exp(8 / 8))
-    items = metrics.Items(["a", "b"], ["a", "b"], rows=[{"reference_nll": 3.0, "reference_tokens": 2},
-                                                       {"reference_nll": 1.0, "reference_tokens": 2}])
+    items = metrics.Items(
+        ["a", "b"],
+        ["a", "b"],
+        rows=[{"reference_nll": 3.0, "reference_tokens": 2}, {"reference_nll": 1.0, "reference_tokens": 2}],
+    )
     values, _ = metrics.score_items("generation", items)
     assert values["perplexity"] == pytest.approx(math.exp(1.0))
 
 
 # ------------------------------------------------------------------ shifted log-likelihood
+
 
 class _FixedLogits(torch.nn.Module):
     """A 'model' with known logits; honours logits_to_keep like transformers, or ignores it."""
@@ -133,8 +162,9 @@ def test_target_logprobs_shifts_by_one_against_a_hand_computation(honour_keep):
     ids = torch.tensor([[1, 3, 0, 2]])
     labels = torch.tensor([[IGNORE, 3, 0, IGNORE]])  # targets: token 3 at t=1 and token 0 at t=2
     total, count = target_logprobs(_FixedLogits(logits, honour_keep), ids, torch.ones_like(ids), labels)
-    by_hand = sum(math.log(math.exp(logits[0, t - 1, ids[0, t]].item()) / logits[0, t - 1].exp().sum().item())
-                  for t in (1, 2))
+    by_hand = sum(
+        math.log(math.exp(logits[0, t - 1, ids[0, t]].item()) / logits[0, t - 1].exp().sum().item()) for t in (1, 2)
+    )
     assert total.item() == pytest.approx(by_hand, rel=1e-5) and count.item() == 2
 
 
@@ -171,7 +201,9 @@ def test_shared_prompt_scoring_equals_scoring_each_prompt_with_each_completion(t
         # Batches that share less of the start shorten the cached prefix and still agree.
         other = [tok("the review says nothing")["input_ids"] + [5, 6, 7]]
         alone = completion_logprobs(model, other, completions, tok.pad_token_id)
-        assert torch.allclose(completion_logprobs(model, other, completions, tok.pad_token_id, prefix), alone, atol=1e-4)
+        assert torch.allclose(
+            completion_logprobs(model, other, completions, tok.pad_token_id, prefix), alone, atol=1e-4
+        )
         for i, p in enumerate(prompts):
             for j, c in enumerate(completions):
                 ids = torch.tensor([p + c])
@@ -181,6 +213,7 @@ def test_shared_prompt_scoring_equals_scoring_each_prompt_with_each_completion(t
 
 
 # ------------------------------------------------------------------ statistics
+
 
 def test_bootstrap_ci_covers_the_true_value_about_95_percent_of_the_time():
     rng = np.random.default_rng(0)
@@ -224,21 +257,24 @@ def test_paired_bootstrap_separates_real_from_no_difference():
 
 
 def test_compare_has_the_shape_the_report_reads():
-    out = stats.compare("accuracy", "mcnemar", "lora", [1] * 20 + [0] * 5, "zero_shot", [0] * 20 + [1] * 5,
-                        higher_is_better=True)
+    out = stats.compare(
+        "accuracy", "mcnemar", "lora", [1] * 20 + [0] * 5, "zero_shot", [0] * 20 + [1] * 5, higher_is_better=True
+    )
     assert {"metric", "a", "b", "difference", "p_value", "significant"} <= set(out)
     assert out["significant"] is True and out["better"] == "lora" and out["difference"] == pytest.approx(0.6)
 
 
 def test_seed_summary_mean_std_and_values():
-    summary = stats.seed_summary({"lora": [(0, {"accuracy": 0.5}), (1, {"accuracy": 0.7}), (2, {"accuracy": 0.9})]},
-                                 ["accuracy"])
+    summary = stats.seed_summary(
+        {"lora": [(0, {"accuracy": 0.5}), (1, {"accuracy": 0.7}), (2, {"accuracy": 0.9})]}, ["accuracy"]
+    )
     entry = summary[0]["metrics"]["accuracy"]
     assert entry["mean"] == pytest.approx(0.7) and entry["std"] == pytest.approx(0.2)
     assert entry["values"] == [0.5, 0.7, 0.9] and summary[0]["seeds"] == [0, 1, 2]
 
 
 # ------------------------------------------------------------------ cost profile
+
 
 def test_memory_profiler_sees_a_deliberate_allocation():
     code = textwrap.dedent("""
@@ -259,7 +295,8 @@ def test_memory_profiler_sees_a_deliberate_allocation():
         import numpy as np
         from harness.eval.profile import peak_rss_mb
         block = np.ones(400 * 2**20 // 8)
-        child = subprocess.run([sys.executable, "-c", "from harness.eval.profile import peak_rss_mb; print(peak_rss_mb())"],
+        code = "from harness.eval.profile import peak_rss_mb; print(peak_rss_mb())"
+        child = subprocess.run([sys.executable, "-c", code],
                                capture_output=True, text=True, check=True)
         print(peak_rss_mb(), child.stdout)
     """)
@@ -283,16 +320,23 @@ def test_saved_mb_and_generated_lengths(tmp_path):
 
 # ------------------------------------------------------------------ batched == unbatched
 
+
 def _examples(n=12):
     from tests.conftest import sentiment_rows
 
     # Different lengths, so batches really pad.
-    return [{"id": r["uid"], "text": r["review"] + " and so on" * (i % 4), "label": r["sentiment"]}
-            for i, r in enumerate(sentiment_rows(n, 5))]
+    return [
+        {"id": r["uid"], "text": r["review"] + " and so on" * (i % 4), "label": r["sentiment"]}
+        for i, r in enumerate(sentiment_rows(n, 5))
+    ]
 
 
-TASK = {"type": "classification", "labels": ["negative", "positive"], "instruction": "Say positive or negative.",
-        "prompt": "Review: {text}"}
+TASK = {
+    "type": "classification",
+    "labels": ["negative", "positive"],
+    "instruction": "Say positive or negative.",
+    "prompt": "Review: {text}",
+}
 
 
 @pytest.mark.parametrize("mode", ["score", "generate"])
@@ -303,8 +347,9 @@ def test_batched_and_unbatched_decoder_predictions_agree(tiny_models, mode):
     tok = models.load_tokenizer(tiny_models["llama"])
     model = models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval()
     task = {**TASK, "decoder_eval": mode}
-    predictor = predict.make_predictor(model, tok, kind="causal_lm", task=task,
-                                       budget=Budget(max_seq_len=64, max_new_tokens=6), shots=[])
+    predictor = predict.make_predictor(
+        model, tok, kind="causal_lm", task=task, budget=Budget(max_seq_len=64, max_new_tokens=6), shots=[]
+    )
     examples = _examples()
     batched_preds, batched_extra = predictor(examples)
     single = [predictor([e]) for e in examples]
@@ -324,8 +369,9 @@ def test_batched_and_unbatched_generation_agree_on_free_text(tiny_models):
     tok = models.load_tokenizer(tiny_models["llama"])
     model = models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval()
     task = {"type": "generation", "prompt": "Review: {text}"}
-    predictor = predict.make_predictor(model, tok, kind="causal_lm", task=task,
-                                       budget=Budget(max_seq_len=64, max_new_tokens=8), shots=[])
+    predictor = predict.make_predictor(
+        model, tok, kind="causal_lm", task=task, budget=Budget(max_seq_len=64, max_new_tokens=8), shots=[]
+    )
     examples = _examples(8)
     texts, _ = predictor(examples)
     assert texts == [predictor([e])[0][0] for e in examples]
@@ -337,8 +383,9 @@ def test_batched_and_unbatched_encoder_predictions_agree(tiny_models):
     from harness.eval import predict
 
     tok = models.load_tokenizer(tiny_models["bert"])
-    model = models.load_model(tiny_models["bert"], "encoder", num_labels=2,
-                              id2label={0: "negative", 1: "positive"}).eval()
+    model = models.load_model(
+        tiny_models["bert"], "encoder", num_labels=2, id2label={0: "negative", 1: "positive"}
+    ).eval()
     predictor = predict.make_predictor(model, tok, kind="encoder", task=TASK, budget=Budget(max_seq_len=64), shots=[])
     examples = _examples()
     preds, extra = predictor(examples)
@@ -384,7 +431,10 @@ def test_forgetting_is_the_change_of_general_loss(tiny_models, tmp_path):
     assert value == pytest.approx(detail["loss_after"] - detail["loss_before"], abs=1e-5) and value != 0
     assert ci[0] <= value <= ci[1]
     assert Forgetting.measure_before(model, tok, kind="encoder", budget=budget, base_dir=None) is None
-    assert Forgetting.measure_before(model, tok, kind="causal_lm", budget=Budget(forgetting_text=None), base_dir=None) is None
+    assert (
+        Forgetting.measure_before(model, tok, kind="causal_lm", budget=Budget(forgetting_text=None), base_dir=None)
+        is None
+    )
     jsonl = tmp_path / "g.jsonl"
     jsonl.write_text('{"text": "one"}\n{"text": "two"}\n')
     assert load_passages(str(jsonl)) == ["one", "two"]
@@ -395,9 +445,12 @@ def test_forgetting_is_the_change_of_general_loss(tiny_models, tmp_path):
 def test_console_summary_names_only_significant_winners():
     from harness.eval.compare import summary_lines
 
-    comparisons = [stats.compare("accuracy", "mcnemar", "lora", [1] * 20, "zero_shot", [0] * 20, higher_is_better=True),
-                   stats.compare("rouge1", "paired_bootstrap", "lora", [0.5, 0.4, 0.6], "zero_shot", [0.5, 0.4, 0.6],
-                                 higher_is_better=True)]
+    comparisons = [
+        stats.compare("accuracy", "mcnemar", "lora", [1] * 20, "zero_shot", [0] * 20, higher_is_better=True),
+        stats.compare(
+            "rouge1", "paired_bootstrap", "lora", [0.5, 0.4, 0.6], "zero_shot", [0.5, 0.4, 0.6], higher_is_better=True
+        ),
+    ]
     lines = summary_lines({"comparisons": comparisons, "seed_summary": []})
     assert lines[0].startswith("lora beats zero_shot on accuracy")
     assert not any("beats" in line for line in lines[1:])

@@ -12,11 +12,17 @@ import torch
 from harness.config.schema import Budget
 from harness.eval.scoring_rule import ScoringRule
 
-TASK = {"type": "classification", "labels": ["negative", "positive", "so so"], "instruction": "Say positive or negative.",
-        "prompt": "Review: {text}"}
-EXAMPLES = [{"id": "a", "text": "the film was good", "label": "positive"},
-            {"id": "b", "text": "a long, dull and badly acted film", "label": "negative"},
-            {"id": "c", "text": "fine", "label": "so so"}]
+TASK = {
+    "type": "classification",
+    "labels": ["negative", "positive", "so so"],
+    "instruction": "Say positive or negative.",
+    "prompt": "Review: {text}",
+}
+EXAMPLES = [
+    {"id": "a", "text": "the film was good", "label": "positive"},
+    {"id": "b", "text": "a long, dull and badly acted film", "label": "negative"},
+    {"id": "c", "text": "fine", "label": "so so"},
+]
 
 
 @pytest.fixture(scope="module")
@@ -57,8 +63,9 @@ def test_each_scoring_rule_equals_a_direct_computation(llama, end_of_turn, norma
     model, tok = llama
     rule = ScoringRule(end_of_turn=end_of_turn, normalize=normalize)
     task = {**TASK, "label_scoring": rule.as_dict()}
-    predictor = predict.make_predictor(model, tok, kind="causal_lm", task=task,
-                                       budget=Budget(max_seq_len=512, max_new_tokens=4), shots=[])
+    predictor = predict.make_predictor(
+        model, tok, kind="causal_lm", task=task, budget=Budget(max_seq_len=512, max_new_tokens=4), shots=[]
+    )
     preds, extras = predictor(EXAMPLES)
     expected = _direct_scores(model, tok, rule)
     for pred, extra, row in zip(preds, extras, expected):
@@ -92,10 +99,16 @@ def test_scoring_rule_enters_the_hash_of_decoder_scoring_arms_only(write_experim
     before = {a.method: a.hash for a in plan(load_experiment(path))}
     after = {a.method: a.hash for a in plan(load_experiment(path, ["tasks.sentiment.label_scoring.end_of_turn=true"]))}
     assert after["zero_shot"] != before["zero_shot"]  # the decoder's predictions can change
-    assert after["lora"] == before["lora"]            # the encoder's cannot
+    assert after["lora"] == before["lora"]  # the encoder's cannot
     generate = {a.method: a.hash for a in plan(load_experiment(path, ["tasks.sentiment.decoder_eval=generate"]))}
-    generate_eot = {a.method: a.hash for a in plan(load_experiment(
-        path, ["tasks.sentiment.decoder_eval=generate", "tasks.sentiment.label_scoring.normalize=chars"]))}
+    generate_eot = {
+        a.method: a.hash
+        for a in plan(
+            load_experiment(
+                path, ["tasks.sentiment.decoder_eval=generate", "tasks.sentiment.label_scoring.normalize=chars"]
+            )
+        )
+    }
     assert generate_eot["zero_shot"] == generate["zero_shot"]  # generating decoders do not score labels
 
 
@@ -128,10 +141,13 @@ def test_bf16_label_scores_stay_within_the_stated_tolerance_of_fp32(tiny_models)
     tok = models.load_tokenizer(tiny_models["llama"])
     scores = {}
     for name in ("fp32", "bf16"):
-        model = precision.for_evaluation(models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval(), name)
+        model = precision.for_evaluation(
+            models.load_model(tiny_models["llama"], "causal_lm", tokenizer=tok).eval(), name
+        )
         assert next(model.parameters()).dtype == (torch.bfloat16 if name == "bf16" else torch.float32)
-        predictor = predict.make_predictor(model, tok, kind="causal_lm", task=TASK,
-                                           budget=Budget(max_seq_len=512, max_new_tokens=4), shots=[])
+        predictor = predict.make_predictor(
+            model, tok, kind="causal_lm", task=TASK, budget=Budget(max_seq_len=512, max_new_tokens=4), shots=[]
+        )
         scores[name] = np.array([[e["logprobs"][label] for label in TASK["labels"]] for e in predictor(EXAMPLES)[1]])
     assert np.abs(scores["bf16"] - scores["fp32"]).max() < BF16_TOLERANCE
     assert not np.array_equal(scores["bf16"], scores["fp32"])  # the cast really happened
@@ -139,7 +155,10 @@ def test_bf16_label_scores_stay_within_the_stated_tolerance_of_fp32(tiny_models)
 
 # ------------------------------------------------------------------ cached base measurements
 
-def test_base_forgetting_is_reused_only_when_model_and_text_fingerprints_match(llama, tiny_models, tmp_path, monkeypatch):
+
+def test_base_forgetting_is_reused_only_when_model_and_text_fingerprints_match(
+    llama, tiny_models, tmp_path, monkeypatch
+):
     from harness.eval import base_cache, forgetting
 
     model, tok = llama
@@ -150,12 +169,14 @@ def test_base_forgetting_is_reused_only_when_model_and_text_fingerprints_match(l
     text = tmp_path / "general.txt"
     text.write_text("The council met on Monday.\n\nPrices rose in May.\n\nThe team won the cup.")
     budget = Budget(forgetting_text=str(text))
-    identity = base_cache.model_identity(str(tiny_models["llama"]), tiny_models["llama"], model, base_dir=None,
-                                         precision="fp32")
+    identity = base_cache.model_identity(
+        str(tiny_models["llama"]), tiny_models["llama"], model, base_dir=None, precision="fp32"
+    )
 
     def measure(ident=identity):
-        return forgetting.Forgetting.measure_before(model, tok, kind="causal_lm", budget=budget, base_dir=None,
-                                                    model_identity=ident)
+        return forgetting.Forgetting.measure_before(
+            model, tok, kind="causal_lm", budget=budget, base_dir=None, model_identity=ident
+        )
 
     first, second = measure(), measure()
     assert len(calls) == 1 and not first.before_reused and second.before_reused
@@ -167,8 +188,9 @@ def test_base_forgetting_is_reused_only_when_model_and_text_fingerprints_match(l
     assert measure().before_reused and len(calls) == 2
     weights = next(tiny_models["llama"].glob("*.safetensors"))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 10**9))  # weights rewritten
-    moved = base_cache.model_identity(str(tiny_models["llama"]), tiny_models["llama"], model, base_dir=None,
-                                      precision="fp32")
+    moved = base_cache.model_identity(
+        str(tiny_models["llama"]), tiny_models["llama"], model, base_dir=None, precision="fp32"
+    )
     assert not measure(moved).before_reused and len(calls) == 3
     other_precision = {**identity, "precision": "bf16"}
     assert not measure(other_precision).before_reused and len(calls) == 4
@@ -186,6 +208,7 @@ def test_a_cache_entry_with_another_key_is_measured_again(tmp_path, monkeypatch)
 
 
 # ------------------------------------------------------------------ cost under load
+
 
 def test_latency_has_a_warm_up_and_repeats_and_records_the_load():
     from harness.eval.predict import LATENCY_REPEATS, run_predictions
@@ -205,7 +228,9 @@ def test_latency_has_a_warm_up_and_repeats_and_records_the_load():
 
 
 @pytest.mark.parametrize("load, others, contended", [(0.5, 0.0, False), (64.0, 0.0, True), (0.5, 0.6, True)])
-def test_a_measurement_is_contended_when_the_load_or_other_processes_exceed_the_cpus(monkeypatch, load, others, contended):
+def test_a_measurement_is_contended_when_the_load_or_other_processes_exceed_the_cpus(
+    monkeypatch, load, others, contended
+):
     from harness.eval import machine_load
 
     monkeypatch.setattr(os, "getloadavg", lambda: (load * (os.cpu_count() or 1) if load > 1 else load, 0.0, 0.0))
@@ -226,13 +251,19 @@ def test_report_and_mlflow_say_how_an_arm_was_evaluated_and_when_its_cost_was_co
     notes = evaluation_notes(arm)
     assert notes["evaluation"] == "label + end-of-turn, log-prob per character · bf16"
     assert "load 7.5 on 2 CPUs" in notes["contended"]
-    quiet = evaluation_notes({"provenance": {"eval_precision": "fp32"},
-                              "metrics_detail": {"cost_conditions": {**busy, "contended": False}}})
+    quiet = evaluation_notes(
+        {"provenance": {"eval_precision": "fp32"}, "metrics_detail": {"cost_conditions": {**busy, "contended": False}}}
+    )
     assert quiet == {"evaluation": "fp32", "contended": None}
     result = ArmResult(arm={}, status="ok", provenance=provenance, metrics_detail={"cost_conditions": busy})
     params = _evaluation_params(result)
-    assert params == {"label_scoring.end_of_turn": True, "label_scoring.normalize": "chars", "eval_precision": "bf16",
-                      "cost.contended": True, "cost.load_avg_1m": 7.5}
+    assert params == {
+        "label_scoring.end_of_turn": True,
+        "label_scoring.normalize": "chars",
+        "eval_precision": "bf16",
+        "cost.contended": True,
+        "cost.load_avg_1m": 7.5,
+    }
 
 
 def test_golden_results_of_an_untouched_base_are_reused_only_for_the_same_model_and_set(tmp_path, monkeypatch):
@@ -249,8 +280,10 @@ def test_golden_results_of_an_untouched_base_are_reused_only_for_the_same_model_
 
     monkeypatch.setattr(scoring, "score_golden", fake_score)
     golden = tmp_path / "set.yaml"
-    golden.write_text("name: mini\ntask: classification\nversion: 1\nlabels: [negative, positive]\n"
-                      "items:\n  - {id: a, input: great film, expect: {label: positive}}\n")
+    golden.write_text(
+        "name: mini\ntask: classification\nversion: 1\nlabels: [negative, positive]\n"
+        "items:\n  - {id: a, input: great film, expect: {label: positive}}\n"
+    )
     arm = SimpleNamespace(golden_sets=[str(golden)], budget=Budget(max_seq_len=32), base_dir=str(tmp_path))
     base = {"fingerprint": "local:abc", "files": [["model.safetensors", 10, 1]], "precision": "fp32"}
 

@@ -10,14 +10,20 @@ from tests.test_runner import results_of, run_cli
 
 @pytest.mark.slow
 def test_seeds_cis_and_comparisons_in_results(write_experiment, tmp_path):
-    path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "full_ft", "model": "bert", "lr": 1e-3}],
-                            budget={"seeds": [0, 1], "bootstrap_resamples": 200})
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}, {"method": "full_ft", "model": "bert", "lr": 1e-3}],
+        budget={"seeds": [0, 1], "bootstrap_resamples": 200},
+    )
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     _, results = results_of(tmp_path)
     arms = results["arms"]
-    assert [a["arm"]["name"] for a in arms] == ["zero_shot · llama · seed 0", "zero_shot · llama · seed 1",
-                                                "full_ft · bert · seed 0", "full_ft · bert · seed 1"]
+    assert [a["arm"]["name"] for a in arms] == [
+        "zero_shot · llama · seed 0",
+        "zero_shot · llama · seed 1",
+        "full_ft · bert · seed 0",
+        "full_ft · bert · seed 1",
+    ]
     assert [a["arm"]["seed"] for a in arms] == [0, 1, 0, 1]
     assert len({a["arm"]["hash"] for a in arms}) == 4
     for arm in arms:
@@ -37,7 +43,10 @@ def test_seeds_cis_and_comparisons_in_results(write_experiment, tmp_path):
     # One seed-aware comparison per pair of arms (seeds and items resampled), not one per seed;
     # macro-F1 gets its paired bootstrap too; each (task, metric) family is Holm-corrected.
     pairs = {(c["a"], c["b"], c["metric"]) for c in results["comparisons"]}
-    assert pairs == {("zero_shot · llama", "full_ft · bert", "accuracy"), ("zero_shot · llama", "full_ft · bert", "macro_f1")}
+    assert pairs == {
+        ("zero_shot · llama", "full_ft · bert", "accuracy"),
+        ("zero_shot · llama", "full_ft · bert", "macro_f1"),
+    }
     for c in results["comparisons"]:
         assert c["test"] == "seed_bootstrap" and c["seeds"] == [0, 1] and 0 <= c["p_value"] <= c["p_adjusted"] <= 1
         assert c["correction"] == "holm" and c["significant"] == (c["p_adjusted"] < 0.05)
@@ -59,11 +68,18 @@ def test_generation_metrics_bertscore_perplexity_forgetting(write_experiment, tm
     general = tmp_path / "general.txt"
     general.write_text("the music was great.\n\ni think the plot is dull.\n\nthe cast felt moving!\n")
 
-    path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "llama", "lr": 1e-2}],
-                            budget={"bertscore_model": str(tiny_models["bert"]), "bertscore_layer": 1,
-                                    "embedding_model": str(tiny_models["bert"]),
-                                    "forgetting_text": str(general), "max_new_tokens": 4, "bootstrap_resamples": 100},
-                            edit=to_generation)
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "llama", "lr": 1e-2}],
+        budget={
+            "bertscore_model": str(tiny_models["bert"]),
+            "bertscore_layer": 1,
+            "embedding_model": str(tiny_models["bert"]),
+            "forgetting_text": str(general),
+            "max_new_tokens": 4,
+            "bootstrap_resamples": 100,
+        },
+        edit=to_generation,
+    )
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     run_dir, results = results_of(tmp_path)
@@ -71,8 +87,17 @@ def test_generation_metrics_bertscore_perplexity_forgetting(write_experiment, tm
     for arm in (zero, lora):
         m = arm["metrics"]
         assert arm["status"] == "ok", arm.get("error")
-        for name in ("rouge1", "rouge2", "rougeL", "exact_match", "token_f1", "bleu", "bertscore_f1", "embedding_cosine",
-                     "perplexity"):
+        for name in (
+            "rouge1",
+            "rouge2",
+            "rougeL",
+            "exact_match",
+            "token_f1",
+            "bleu",
+            "bertscore_f1",
+            "embedding_cosine",
+            "perplexity",
+        ):
             assert m[name] is not None and name in arm["ci"], name
         assert m["perplexity"] > 1 and m["generation_tokens_per_s"] > 0
         assert arm["metrics_detail"]["bertscore"]["model"] == str(tiny_models["bert"])

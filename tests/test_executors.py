@@ -27,10 +27,12 @@ def test_two_jobs_run_two_arms_at_once_each_on_its_own_device(write_experiment, 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")  # two fake devices: the pool hands one to each arm
     meeting = tmp_path / "meeting"
     meeting.mkdir()
-    path = write_experiment([
-        {"method": "rendezvous", "model": "llama", "params": {"folder": str(meeting), "me": "a", "other": "b"}},
-        {"method": "rendezvous", "model": "llama", "params": {"folder": str(meeting), "me": "b", "other": "a"}},
-    ])
+    path = write_experiment(
+        [
+            {"method": "rendezvous", "model": "llama", "params": {"folder": str(meeting), "me": "a", "other": "b"}},
+            {"method": "rendezvous", "model": "llama", "params": {"folder": str(meeting), "me": "b", "other": "a"}},
+        ]
+    )
     result = run_cli(path, "--jobs", "2", "--no-track", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     _, results = results_of(tmp_path)
@@ -47,8 +49,9 @@ def test_two_jobs_run_two_arms_at_once_each_on_its_own_device(write_experiment, 
 
 @pytest.mark.slow
 def test_two_jobs_give_the_results_of_one_job(write_experiment, tmp_path):
-    path = write_experiment([{"method": "lora", "model": "llama", "lr": 1e-3},
-                             {"method": "full_ft", "model": "bert", "lr": 1e-3}])
+    path = write_experiment(
+        [{"method": "lora", "model": "llama", "lr": 1e-3}, {"method": "full_ft", "model": "bert", "lr": 1e-3}]
+    )
     first = run_cli(path, "--jobs", "2", "--no-track", cwd=tmp_path)
     assert first.exit_code == 0, first.output
     _, parallel = results_of(tmp_path)
@@ -77,11 +80,14 @@ def test_device_pool_makes_an_arm_wait_for_k_free_devices():
     assert pool.acquire(3) is None  # a closed pool (the run is stopping) hands out nothing
 
 
-@pytest.mark.parametrize("args, words", [
-    (["--executor", "slurm"], "--executor slurm is not an executor"),
-    (["--jobs", "2", "--executor", "ray"], "--jobs sets the local pool's size"),
-    (["--address", "auto"], "--address names a Ray cluster"),
-])
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--executor", "slurm"], "--executor slurm is not an executor"),
+        (["--jobs", "2", "--executor", "ray"], "--jobs sets the local pool's size"),
+        (["--address", "auto"], "--address names a Ray cluster"),
+    ],
+)
 def test_contradicting_executor_options_are_one_sentence(write_experiment, tmp_path, args, words):
     path = write_experiment([{"method": "zero_shot", "model": "llama"}])
     result = run_cli(path, *args, "--no-track", cwd=tmp_path)

@@ -19,10 +19,14 @@ from tests.test_runner import results_of, run_cli
 def arm(name: str, accuracy: float, *, losses=(0.7, 0.6, 0.5, 0.45), predicted=None) -> ArmResult:
     labels = ["negative", "positive"]
     matrix = [[5, 5], [0, 10]] if predicted is None else [[0, 10], [0, 10]]
-    return ArmResult(arm={"name": name, "task_key": "sentiment", "method": "lora"}, status="ok",
-                     metrics={"accuracy": accuracy}, consumed={"steps": 4, "examples": 8, "order_hash": "x"},
-                     curves={"train_loss": [[i + 1, v] for i, v in enumerate(losses)]},
-                     metrics_detail={"confusion_matrix": {"labels": labels, "matrix": matrix}})
+    return ArmResult(
+        arm={"name": name, "task_key": "sentiment", "method": "lora"},
+        status="ok",
+        metrics={"accuracy": accuracy},
+        consumed={"steps": 4, "examples": 8, "order_hash": "x"},
+        curves={"train_loss": [[i + 1, v] for i, v in enumerate(losses)]},
+        metrics_detail={"confusion_matrix": {"labels": labels, "matrix": matrix}},
+    )
 
 
 def test_a_diverged_and_a_collapsed_arm_are_flagged_and_never_best(tmp_path):
@@ -40,8 +44,12 @@ def test_a_diverged_and_a_collapsed_arm_are_flagged_and_never_best(tmp_path):
         r.health = arm_health(r)
     audit = budget_audit(results)
     assert set(audit["health"]) == {"lora · lr 1e3", "lora · one label"} and audit["identical"]
-    as_json = {"experiment": {"name": "x"}, "run_id": "r", "budget_audit": audit,
-               "arms": [r.model_dump() for r in results]}
+    as_json = {
+        "experiment": {"name": "x"},
+        "run_id": "r",
+        "budget_audit": audit,
+        "arms": [r.model_dump() for r in results],
+    }
     assert best_by_metric(as_json["arms"], ["accuracy"]) == {"accuracy": 0.70}  # not 0.80, not 0.75
     assert view.best_values(as_json["arms"], ["accuracy"]) == {"accuracy": 0.70}
     sentence = str(view.headline("sentiment", as_json["arms"], "accuracy", None))
@@ -65,8 +73,7 @@ def test_an_unopenable_tracking_store_is_one_warning_and_the_run_goes_on(uri, wr
     assert results["arms"][0]["status"] == "ok"
 
 
-def test_a_full_disk_at_the_start_of_a_run_is_one_sentence_and_leaves_nothing(write_experiment, tmp_path,
-                                                                              monkeypatch):
+def test_a_full_disk_at_the_start_of_a_run_is_one_sentence_and_leaves_nothing(write_experiment, tmp_path, monkeypatch):
     from harness.execution import runner
 
     def full(path, text):

@@ -20,8 +20,12 @@ from harness.golden.schema import GoldenItem, GoldenSet, load_golden
 from harness.golden.scoring import golden_task, score_golden, summarize
 
 GOLDEN = {
-    "name": "mini", "task": "classification", "version": "1", "labels": ["negative", "positive"],
-    "instruction": "Say positive or negative.", "prompt": "review: {text} sentiment:",
+    "name": "mini",
+    "task": "classification",
+    "version": "1",
+    "labels": ["negative", "positive"],
+    "instruction": "Say positive or negative.",
+    "prompt": "review: {text} sentiment:",
     "items": [
         {"id": "a", "input": "the movie was great.", "must": True, "expect": {"label": "positive"}},
         {"id": "b", "input": "the plot was awful.", "expect": {"label": "negative"}},
@@ -44,25 +48,49 @@ def write_golden(folder: Path, data: dict | None = None) -> Path:
 
 def rows(passing: set[str], version: str = "1") -> list[dict]:
     musts = {i["id"] for i in GOLDEN["items"] if i.get("must")}
-    return [{"id": i, "passed": i in passing, "must": i in musts, "expected": "label = 'x'",
-             "actual": "positive" if i in passing else "negative",
-             "failures": [] if i in passing else ["label: expected 'positive', got 'negative'"]} for i in IDS]
+    return [
+        {
+            "id": i,
+            "passed": i in passing,
+            "must": i in musts,
+            "expected": "label = 'x'",
+            "actual": "positive" if i in passing else "negative",
+            "failures": [] if i in passing else ["label: expected 'positive', got 'negative'"],
+        }
+        for i in IDS
+    ]
 
 
 def write_run(folder: Path, arms: dict[str, set[str]], version: str = "1") -> Path:
     """A run folder as `harness run` writes it, with each arm's golden results."""
     folder.mkdir(parents=True, exist_ok=True)
-    payload = {"experiment": {"name": "x"}, "arms": [
-        {"arm": {"name": name, "slug": name.replace(" ", "-")}, "status": "ok",
-         "golden": {"mini": {"set": "mini", "version": version, **summarize(rows(p)), "items": rows(p)}}}
-        for name, p in arms.items()]}
+    payload = {
+        "experiment": {"name": "x"},
+        "arms": [
+            {
+                "arm": {"name": name, "slug": name.replace(" ", "-")},
+                "status": "ok",
+                "golden": {"mini": {"set": "mini", "version": version, **summarize(rows(p)), "items": rows(p)}},
+            }
+            for name, p in arms.items()
+        ],
+    }
     (folder / "results.json").write_text(json.dumps(payload))
     return folder
 
 
 def write_baseline(path: Path, passing: set[str], version: str = "1") -> Path:
-    path.write_text(json.dumps({"kind": gate.BASELINE_KIND, "set": "mini", "version": version,
-                                "source": "recorded", "items": rows(passing)}))
+    path.write_text(
+        json.dumps(
+            {
+                "kind": gate.BASELINE_KIND,
+                "set": "mini",
+                "version": version,
+                "source": "recorded",
+                "items": rows(passing),
+            }
+        )
+    )
     return path
 
 
@@ -79,6 +107,7 @@ def gate_cli(golden: Path, candidate, baseline=None, *extra: str):
 
 # ---------------------------------------------------------------- the schema
 
+
 def _edited(change) -> dict:
     data = json.loads(json.dumps(GOLDEN))
     change(data)
@@ -86,19 +115,35 @@ def _edited(change) -> dict:
 
 
 BAD_SETS = [
-    ("unknown assertion", lambda d: d["items"][1]["expect"].update(lable="negative"),
-     ["items[1].expect.lable", "unknown key 'lable'", "did you mean 'label'"]),
+    (
+        "unknown assertion",
+        lambda d: d["items"][1]["expect"].update(lable="negative"),
+        ["items[1].expect.lable", "unknown key 'lable'", "did you mean 'label'"],
+    ),
     ("unknown top key", lambda d: d.update(lables=["x"]), ["unknown key 'lables'", "did you mean 'labels'"]),
     ("missing version", lambda d: d.pop("version"), ["version", "is required", "add `version:`"]),
-    ("label not in labels", lambda d: d["items"][2]["expect"].update(label="neutral"),
-     ["expects label 'neutral'", "not in labels"]),
+    (
+        "label not in labels",
+        lambda d: d["items"][2]["expect"].update(label="neutral"),
+        ["expects label 'neutral'", "not in labels"],
+    ),
     ("duplicate id", lambda d: d["items"][3].update(id="a"), ["item id 'a' appears twice"]),
     ("no assertions", lambda d: d["items"][0].update(expect={}), ["items[0]", "has no assertions"]),
-    ("rouge without reference", lambda d: d["items"][0].update(expect={"rouge_l": 0.3}),
-     ["items[0]", "compare with `reference:`"]),
-    ("bad regex", lambda d: d["items"][0].update(expect={"regex": "(unclosed"}), ["items[0].expect.regex", "does not compile"]),
-    ("rouge out of range", lambda d: d["items"][0].update(reference="r", expect={"rouge_l": 2}),
-     ["items[0].expect.rouge_l", "less than or equal to 1"]),
+    (
+        "rouge without reference",
+        lambda d: d["items"][0].update(expect={"rouge_l": 0.3}),
+        ["items[0]", "compare with `reference:`"],
+    ),
+    (
+        "bad regex",
+        lambda d: d["items"][0].update(expect={"regex": "(unclosed"}),
+        ["items[0].expect.regex", "does not compile"],
+    ),
+    (
+        "rouge out of range",
+        lambda d: d["items"][0].update(reference="r", expect={"rouge_l": 2}),
+        ["items[0].expect.rouge_l", "less than or equal to 1"],
+    ),
     ("bad task", lambda d: d.update(task="summarize"), ["task", "'summarize'"]),
     ("prompt field", lambda d: d.update(prompt="{title}: {text}"), ["prompt", "not {title}"]),
 ]
@@ -125,33 +170,75 @@ def test_validate_accepts_golden_sets_and_the_shipped_ones(tmp_path):
         golden = load_golden(shipped / f"{name}.yaml")
         assert len(golden.items) >= 30, name
         tags = {t for i in golden.items for t in i.tags}
-        expected = {"sentiment": {"negation", "sarcasm", "mixed"}, "topics": {"short", "long"},
-                    "summarization": {"short", "long"}}[name]
+        expected = {
+            "sentiment": {"negation", "sarcasm", "mixed"},
+            "topics": {"short", "long"},
+            "summarization": {"short", "long"},
+        }[name]
         assert expected <= tags, (name, tags)
 
 
 def test_every_assertion_kind_reports_expected_and_actual():
-    item = GoldenItem.model_validate({"id": "x", "input": "t", "reference": "the cat sat on the mat", "expect": {
-        "equals": "no", "contains": ["cat", "dog"], "not_contains": "mat", "regex": r"^\{", "label": "positive",
-        "json_valid": True, "rouge_l": 0.9, "bertscore": 0.5, "max_tokens": 3, "max_latency_ms": 10}})
+    item = GoldenItem.model_validate(
+        {
+            "id": "x",
+            "input": "t",
+            "reference": "the cat sat on the mat",
+            "expect": {
+                "equals": "no",
+                "contains": ["cat", "dog"],
+                "not_contains": "mat",
+                "regex": r"^\{",
+                "label": "positive",
+                "json_valid": True,
+                "rouge_l": 0.9,
+                "bertscore": 0.5,
+                "max_tokens": 3,
+                "max_latency_ms": 10,
+            },
+        }
+    )
     failures, notes = check_item(item, text="the cat sat on a mat", label="negative", n_tokens=6, latency_ms=50.0)
     text = "\n".join(failures)
-    for part in ["equals: expected 'no', got 'the cat sat on a mat'", "contains: 'dog' not in output",
-                 "not_contains: 'mat' is in output", "regex: /^\\{/ does not match", "label: expected 'positive', got 'negative'",
-                 "json_valid: output is not JSON", "rouge_l: 0.", "max_tokens: 6 > 3", "max_latency_ms: 50 > 10"]:
+    for part in [
+        "equals: expected 'no', got 'the cat sat on a mat'",
+        "contains: 'dog' not in output",
+        "not_contains: 'mat' is in output",
+        "regex: /^\\{/ does not match",
+        "label: expected 'positive', got 'negative'",
+        "json_valid: output is not JSON",
+        "rouge_l: 0.",
+        "max_tokens: 6 > 3",
+        "max_latency_ms: 50 > 10",
+    ]:
         assert part in text, (part, text)
     assert "contains: 'cat'" not in text
     assert notes == ["bertscore skipped: budget.bertscore_model is null (BERTScore off)"]
     # with the experiment's scorer (any (predictions, references) -> per-item F1 callable)
-    failures, notes = check_item(item, text="the cat", label=None, n_tokens=2, latency_ms=1.0,
-                                 bertscore=lambda preds, refs: [0.4 for _ in preds])
+    failures, notes = check_item(
+        item, text="the cat", label=None, n_tokens=2, latency_ms=1.0, bertscore=lambda preds, refs: [0.4 for _ in preds]
+    )
     assert "bertscore: 0.400 < 0.5" in failures and not notes
-    ok = GoldenItem.model_validate({"id": "y", "input": "t", "reference": "the cat sat", "expect": {
-        "equals": '{"a": 1}', "contains": "a", "regex": r"^\{", "json_valid": True, "rouge_l": 0.0, "max_tokens": 9}})
+    ok = GoldenItem.model_validate(
+        {
+            "id": "y",
+            "input": "t",
+            "reference": "the cat sat",
+            "expect": {
+                "equals": '{"a": 1}',
+                "contains": "a",
+                "regex": r"^\{",
+                "json_valid": True,
+                "rouge_l": 0.0,
+                "max_tokens": 9,
+            },
+        }
+    )
     assert check_item(ok, text='{"a": 1}', label=None, n_tokens=5, latency_ms=1.0) == ([], [])
 
 
 # ---------------------------------------------------------------- the verdict rules
+
 
 def test_identical_candidate_passes_and_the_baseline_is_really_read(tmp_path):
     golden = write_golden(tmp_path)
@@ -178,7 +265,7 @@ def test_a_candidate_that_flips_one_must_item_fails(tmp_path):
     result = gate_cli(golden, run, baseline, "--max-drop", "0.5", "--junit", str(junit))
     assert result.exit_code == 1, result.output
     assert "must item(s) failing: a" in result.output and "(must)" in result.output
-    from junitparser import Failure, JUnitXml
+    from junitparser import JUnitXml
 
     xml = JUnitXml.fromfile(str(junit))
     cases = {case.name: case for suite in xml for case in suite}
@@ -187,19 +274,24 @@ def test_a_candidate_that_flips_one_must_item_fails(tmp_path):
 
 
 def test_noise_alone_passes_a_significant_drop_fails():
-    golden = GoldenSet.model_validate({**GOLDEN, "items": [
-        {"id": f"i{n}", "input": "x", "expect": {"label": "positive"}} for n in range(40)]})
+    golden = GoldenSet.model_validate(
+        {**GOLDEN, "items": [{"id": f"i{n}", "input": "x", "expect": {"label": "positive"}} for n in range(40)]}
+    )
 
     def side(failing: set[int]) -> gate.Side:
-        return gate.Side("s", "s", "1", [{"id": f"i{n}", "passed": n not in failing, "must": False, "failures": []}
-                                         for n in range(40)])
+        return gate.Side(
+            "s",
+            "s",
+            "1",
+            [{"id": f"i{n}", "passed": n not in failing, "must": False, "failures": []} for n in range(40)],
+        )
 
     # max_drop 1.0: only the McNemar rule can fail these.
     noise = gate.compare(golden, side({1, 2}), side({3}), max_drop=1.0, alpha=0.05)
     assert noise["passed"] and noise["pass_to_fail"] == ["i1", "i2"] and noise["fail_to_pass"] == ["i3"]
     assert noise["p_value"] == pytest.approx(0.5)  # 2 of 3 discordant pairs: binomial tail
     drop = gate.compare(golden, side(set(range(6))), side(set()), max_drop=1.0, alpha=0.05)
-    assert not drop["passed"] and drop["p_value"] == pytest.approx(0.5 ** 6)
+    assert not drop["passed"] and drop["p_value"] == pytest.approx(0.5**6)
     assert any("McNemar exact p" in r for r in drop["reasons"])
     # The drop rule alone: 1 of 40 is 2.5 points, more than 2.
     assert not gate.compare(golden, side({0}), side(set()), max_drop=0.02, alpha=1e-9)["passed"]
@@ -211,7 +303,9 @@ def test_outputs_junit_markdown_and_per_item_diff(tmp_path):
     baseline = write_baseline(tmp_path / "base.json", set(IDS) - {"h"})
     run = write_run(tmp_path / "run", {"lora": set(IDS) - {"b", "d", "e"} | {"h"}})
     junit, md = tmp_path / "junit.xml", tmp_path / "gate.md"
-    result = gate_cli(golden, run, baseline, "--junit", str(junit), "--markdown", str(md), "--json", str(tmp_path / "v.json"))
+    result = gate_cli(
+        golden, run, baseline, "--junit", str(junit), "--markdown", str(md), "--json", str(tmp_path / "v.json")
+    )
     assert result.exit_code == 1, result.output
     verdict = json.loads((tmp_path / "v.json").read_text())
     assert verdict["pass_to_fail"] == ["b", "d", "e"] and verdict["fail_to_pass"] == ["h"] and not verdict["passed"]
@@ -230,13 +324,16 @@ def test_outputs_junit_markdown_and_per_item_diff(tmp_path):
     assert "passed in the baseline" in failure.message
     assert suites[1].name == "harness.gate" and suites[1].failures == 1
     text = md.read_text()
-    assert "❌ **regression**" in text and "| baseline | 7/8 | 87.5% |" in text and "| candidate | 5/8 | 62.5% |" in text
+    assert (
+        "❌ **regression**" in text and "| baseline | 7/8 | 87.5% |" in text and "| candidate | 5/8 | 62.5% |" in text
+    )
     diff = text.split("**Passed before, fails now**")[1]
     assert all(f"`{i}`" in diff for i in "bde") and "`h`" not in diff.split("Fixed")[0]
     assert "Fixed (failed before, passes now): `h`" in text
 
 
 # ---------------------------------------------------------------- baselines and exit codes
+
 
 def test_record_then_compare_against_the_recorded_baseline(tmp_path):
     golden = write_golden(tmp_path)
@@ -255,22 +352,29 @@ def test_record_then_compare_against_the_recorded_baseline(tmp_path):
     assert result.exit_code == 2 and "version 1 of golden set 'mini', which is now version 2" in result.output
 
 
-@pytest.mark.parametrize("case,message", [
-    ("missing candidate", "candidate 'nope' does not exist"),
-    ("missing golden", "golden set not found"),
-    ("no baseline", "no baseline given and none recorded"),
-    ("several arms", "has 2 arms scored on 'mini'; pick one with --arm"),
-    ("unknown arm", "--arm 'qlora' matches no arm"),
-    ("bad max drop", "--max-drop 5.0 is not a fraction"),
-])
+@pytest.mark.parametrize(
+    "case,message",
+    [
+        ("missing candidate", "candidate 'nope' does not exist"),
+        ("missing golden", "golden set not found"),
+        ("no baseline", "no baseline given and none recorded"),
+        ("several arms", "has 2 arms scored on 'mini'; pick one with --arm"),
+        ("unknown arm", "--arm 'qlora' matches no arm"),
+        ("bad max drop", "--max-drop 5.0 is not a fraction"),
+    ],
+)
 def test_usage_errors_exit_2_with_one_sentence(tmp_path, case, message):
     golden = write_golden(tmp_path)
     run = write_run(tmp_path / "run", {"lora r8": set(IDS), "full_ft": set(IDS)})
     baseline = write_baseline(tmp_path / "base.json", set(IDS))
-    args = {"missing candidate": (golden, "nope", baseline), "missing golden": (tmp_path / "x.yaml", run, baseline),
-            "no baseline": (golden, run, None), "several arms": (golden, run, baseline),
-            "unknown arm": (golden, run, baseline, "--arm", "qlora"),
-            "bad max drop": (golden, run, baseline, "--arm", "full_ft", "--max-drop", "5")}[case]
+    args = {
+        "missing candidate": (golden, "nope", baseline),
+        "missing golden": (tmp_path / "x.yaml", run, baseline),
+        "no baseline": (golden, run, None),
+        "several arms": (golden, run, baseline),
+        "unknown arm": (golden, run, baseline, "--arm", "qlora"),
+        "bad max drop": (golden, run, baseline, "--arm", "full_ft", "--max-drop", "5"),
+    }[case]
     result = gate_cli(*args)
     assert result.exit_code == 2, result.output
     assert message in result.output.replace("\n", " ") and "Traceback" not in result.output
@@ -279,15 +383,27 @@ def test_usage_errors_exit_2_with_one_sentence(tmp_path, case, message):
 
 
 def test_mlflow_logging_is_best_effort(tmp_path):
-    verdict = {"set": "mini", "version": "1", "passed": True, "candidate": "c", "baseline": "b", "max_drop": 0.02,
-               "alpha": 0.05, "candidate_pass_rate": 1.0, "baseline_pass_rate": 1.0, "p_value": 1.0,
-               "pass_to_fail": [], "fail_to_pass": []}
+    verdict = {
+        "set": "mini",
+        "version": "1",
+        "passed": True,
+        "candidate": "c",
+        "baseline": "b",
+        "max_drop": 0.02,
+        "alpha": 0.05,
+        "candidate_pass_rate": 1.0,
+        "baseline_pass_rate": 1.0,
+        "p_value": 1.0,
+        "pass_to_fail": [],
+        "fail_to_pass": [],
+    }
     # An unusable tracking URI or a malformed verdict: None, never an exception.
     assert outputs.log_verdict_to_mlflow(verdict, "nosuchscheme://x") is None
     assert outputs.log_verdict_to_mlflow({}, "nosuchscheme://x") is None
 
 
 # ---------------------------------------------------------------- real models
+
 
 @pytest.fixture(scope="module")
 def learned(tiny_models, tmp_path_factory):
@@ -313,10 +429,17 @@ def learned(tiny_models, tmp_path_factory):
 
     torch.manual_seed(0)
     lora = get_method("lora")
-    params = {**lora.defaults, "r": 8, "dropout": 0.0,
-              "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj", "lm_head"]}
-    model = lora.wrap(model, params, ArmContext(kind="causal_lm", task_type="classification", model_type="llama",
-                                                device="cpu", seed=0))
+    params = {
+        **lora.defaults,
+        "r": 8,
+        "dropout": 0.0,
+        "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj", "lm_head"],
+    }
+    model = lora.wrap(
+        model,
+        params,
+        ArmContext(kind="causal_lm", task_type="classification", model_type="llama", device="cpu", seed=0),
+    )
     train = [{"id": i.id, "text": i.input, "label": i.expect.label} for i in golden.items]
     budget = Budget(max_steps=12, batch_size=8, max_seq_len=48, warmup_ratio=0.0, lr_schedule="constant")
     get_objective("sft").train(model, tok, train, golden_task(golden), budget, 2e-2)
@@ -326,7 +449,8 @@ def learned(tiny_models, tmp_path_factory):
 
 
 def test_a_base_model_against_the_adapter_that_learned_the_set_fails_with_the_right_items(
-        tmp_path, tiny_models, learned):
+    tmp_path, tiny_models, learned
+):
     data, adapter, base_fails = learned
     golden = write_golden(tmp_path, data)
     gset = load_golden(golden)
@@ -337,8 +461,11 @@ def test_a_base_model_against_the_adapter_that_learned_the_set_fails_with_the_ri
     junit = tmp_path / "j.xml"
     result = gate_cli(golden, tiny_models["llama"], adapter, "--junit", str(junit))
     assert result.exit_code == 1, result.output
-    listed = sorted(line.split("fails now: ")[1].split(":")[0].split(" ")[0]
-                    for line in result.output.splitlines() if "passed before, fails now" in line)
+    listed = sorted(
+        line.split("fails now: ")[1].split(":")[0].split(" ")[0]
+        for line in result.output.splitlines()
+        if "passed before, fails now" in line
+    )
     assert listed == broken
     assert "pass rate dropped" in result.output
     assert gate_cli(golden, adapter, adapter).exit_code == 0
@@ -346,8 +473,9 @@ def test_a_base_model_against_the_adapter_that_learned_the_set_fails_with_the_ri
 
 def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp_path):
     golden = write_golden(tmp_path)
-    path = write_experiment([{"method": "zero_shot", "model": "llama"}],
-                            edit=lambda d: d.update(golden_sets=[golden.name]))
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}], edit=lambda d: d.update(golden_sets=[golden.name])
+    )
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     old = os.getcwd()
     os.chdir(tmp_path)
@@ -377,13 +505,34 @@ def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp
     from harness.tracking.mlflow_tracker import import_mlflow
 
     client = import_mlflow().tracking.MlflowClient(store)
-    child = next(r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
-                 if r.data.tags.get("arm.hash"))
+    child = next(
+        r
+        for e in client.search_experiments()
+        for r in client.search_runs([e.experiment_id])
+        if r.data.tags.get("arm.hash")
+    )
 
     def gate_process(candidate, *extra):
         env = {**os.environ, "MLFLOW_TRACKING_URI": store}
-        return subprocess.run([sys.executable, "-m", "harness", "gate", "--golden", str(golden), "--candidate", candidate,
-                               "--baseline", str(run_dir), *extra], cwd=tmp_path, env=env, capture_output=True, text=True)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "harness",
+                "gate",
+                "--golden",
+                str(golden),
+                "--candidate",
+                candidate,
+                "--baseline",
+                str(run_dir),
+                *extra,
+            ],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
 
     by_id = gate_process(f"mlflow:{child.info.run_id}", "--json", str(tmp_path / "v.json"))
     unknown = gate_process("mlflow:0123456789abcdef")
@@ -394,9 +543,13 @@ def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp
 
 def test_an_experiment_naming_a_broken_golden_set_fails_validation(write_experiment, tmp_path):
     bad = write_golden(tmp_path, _edited(lambda d: d["items"][0]["expect"].update(label="neutral")))
-    path = write_experiment([{"method": "zero_shot", "model": "llama"}], edit=lambda d: d.update(golden_sets=[bad.name]))
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}], edit=lambda d: d.update(golden_sets=[bad.name])
+    )
     result = cli("validate", str(path))
     assert result.exit_code == 2 and str(bad) in result.output.replace("\n", "") and "neutral" in result.output
-    path = write_experiment([{"method": "zero_shot", "model": "llama"}], edit=lambda d: d.update(golden_sets=["no.yaml"]))
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}], edit=lambda d: d.update(golden_sets=["no.yaml"])
+    )
     result = cli("validate", str(path))
     assert result.exit_code == 2 and "golden_sets[0]: golden set not found: no.yaml" in result.output.replace("\n", "")

@@ -26,32 +26,49 @@ def lora_count(r: int, shapes: list[tuple[int, int]], layers: int = L) -> int:
 
 
 ATTN = [(H, H), (H, KV), (H, KV), (H, H)]  # q, k, v, o
-MLP = [(H, FF), (H, FF), (FF, H)]          # gate, up, down
-BOTTLENECK = (H * 4 + 4) + (4 * H + H)      # reduction 16: 64 -> 4 -> 64, with biases
+MLP = [(H, FF), (H, FF), (FF, H)]  # gate, up, down
+BOTTLENECK = (H * 4 + 4) + (4 * H + H)  # reduction 16: 64 -> 4 -> 64, with biases
 
 CASES = {
     # name: (arm, expected trainable parameters)
     "lora": ({"method": "lora", "model": "llama"}, lora_count(16, ATTN)),
-    "lora_r4_all_linear": ({"method": "lora", "model": "llama", "params": {"r": 4, "target_modules": "all-linear"}},
-                           lora_count(4, ATTN + MLP)),
-    "lora_list_rslora": ({"method": "lora", "model": "llama",
-                          "params": {"r": 8, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
-                                     "use_rslora": True}}, lora_count(8, [(H, H), (H, KV)])),
-    "dora": ({"method": "lora", "model": "llama", "params": {"r": 8, "use_dora": True}},
-             lora_count(8, ATTN) + L * (H + KV + KV + H)),  # + a magnitude per output feature
+    "lora_r4_all_linear": (
+        {"method": "lora", "model": "llama", "params": {"r": 4, "target_modules": "all-linear"}},
+        lora_count(4, ATTN + MLP),
+    ),
+    "lora_list_rslora": (
+        {
+            "method": "lora",
+            "model": "llama",
+            "params": {"r": 8, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"], "use_rslora": True},
+        },
+        lora_count(8, [(H, H), (H, KV)]),
+    ),
+    "dora": (
+        {"method": "lora", "model": "llama", "params": {"r": 8, "use_dora": True}},
+        lora_count(8, ATTN) + L * (H + KV + KV + H),
+    ),  # + a magnitude per output feature
     "qlora": ({"method": "qlora", "model": "llama", "params": {"r": 8}}, lora_count(8, ATTN)),
     "prompt_tuning_text": ({"method": "prompt_tuning", "model": "llama", "params": {"num_virtual_tokens": 8}}, 8 * H),
     "prompt_tuning_random": ({"method": "prompt_tuning", "model": "llama", "params": {"init": "random"}}, 16 * H),
-    "prefix_tuning": ({"method": "prefix_tuning", "model": "llama", "params": {"num_virtual_tokens": 4}},
-                      4 * L * 2 * KV),  # a key and a value prefix per layer, as wide as the kv heads
-    "p_tuning": ({"method": "p_tuning", "model": "llama", "params": {"num_virtual_tokens": 4, "encoder_hidden_size": 32}},
-                 4 * H + (H * 32 + 32) + (32 * 32 + 32) + (32 * H + H)),  # embedding + 3-layer MLP
+    "prefix_tuning": (
+        {"method": "prefix_tuning", "model": "llama", "params": {"num_virtual_tokens": 4}},
+        4 * L * 2 * KV,
+    ),  # a key and a value prefix per layer, as wide as the kv heads
+    "p_tuning": (
+        {"method": "p_tuning", "model": "llama", "params": {"num_virtual_tokens": 4, "encoder_hidden_size": 32}},
+        4 * H + (H * 32 + 32) + (32 * 32 + 32) + (32 * H + H),
+    ),  # embedding + 3-layer MLP
     "ia3": ({"method": "ia3", "model": "llama"}, L * (KV + KV + FF)),  # k, v outputs; down_proj input
     "bottleneck": ({"method": "bottleneck", "model": "llama"}, L * BOTTLENECK),
-    "bottleneck_houlsby": ({"method": "bottleneck", "model": "llama", "params": {"placement": "houlsby"}},
-                           2 * L * BOTTLENECK),
-    "partial_ft": ({"method": "partial_ft", "model": "llama", "params": {"top_layers": 1, "train_head": False}},
-                   (H * H * 2 + H * KV * 2) + 3 * H * FF + 2 * H + H),  # one layer + final norm
+    "bottleneck_houlsby": (
+        {"method": "bottleneck", "model": "llama", "params": {"placement": "houlsby"}},
+        2 * L * BOTTLENECK,
+    ),
+    "partial_ft": (
+        {"method": "partial_ft", "model": "llama", "params": {"top_layers": 1, "train_head": False}},
+        (H * H * 2 + H * KV * 2) + 3 * H * FF + 2 * H + H,
+    ),  # one layer + final norm
     "lora_bert": ({"method": "lora", "model": "bert", "params": {"r": 8}}, L * 3 * 8 * (H + H) + HEAD),
     "ia3_bert": ({"method": "ia3", "model": "bert"}, L * (H + H + H + FF) + HEAD),
     "bottleneck_bert": ({"method": "bottleneck", "model": "bert"}, L * BOTTLENECK + HEAD),
@@ -101,6 +118,7 @@ def test_qlora_counts_packed_4bit_weights_as_whole_parameters(write_experiment, 
 
 # ------------------------------------------------------------------ save, reload, merge
 
+
 def reload(method: str, model_dir: Path, adapter: Path, kind: str = "causal_lm"):
     from harness import models
     from harness.methods import get_method
@@ -108,8 +126,13 @@ def reload(method: str, model_dir: Path, adapter: Path, kind: str = "causal_lm")
 
     head = kind == "encoder"
     extra = get_method(method).load_kwargs(get_method(method).defaults, _ctx(kind))
-    model = models.load_model(model_dir, kind, num_labels=2 if head else None,
-                              id2label={0: "negative", 1: "positive"} if head else None, extra_kwargs=extra)
+    model = models.load_model(
+        model_dir,
+        kind,
+        num_labels=2 if head else None,
+        id2label={0: "negative", 1: "positive"} if head else None,
+        extra_kwargs=extra,
+    )
     if method == "bottleneck":
         return load_adapters(model, adapter).eval()
     if method == "qlora":  # what the method does after loading (STACK_NOTES: bnb on AVX512-BF16)
@@ -139,8 +162,19 @@ def predict_again(model, model_dir: Path, planned, tiny_data, kind: str) -> list
     return rows
 
 
-SAVED = ["lora", "dora", "qlora", "prompt_tuning_text", "prefix_tuning", "p_tuning", "ia3", "bottleneck_houlsby",
-         "lora_bert", "ia3_bert", "bottleneck_bert"]
+SAVED = [
+    "lora",
+    "dora",
+    "qlora",
+    "prompt_tuning_text",
+    "prefix_tuning",
+    "p_tuning",
+    "ia3",
+    "bottleneck_houlsby",
+    "lora_bert",
+    "ia3_bert",
+    "bottleneck_bert",
+]
 
 
 @pytest.mark.parametrize("case", SAVED)
@@ -195,6 +229,7 @@ def test_merge_and_unload_gives_the_same_logits(case, write_experiment, tmp_path
 
 # ------------------------------------------------------------------ virtual tokens in evaluation
 
+
 @pytest.mark.parametrize("method", ["prompt_tuning", "prefix_tuning", "p_tuning"])
 def test_label_scoring_and_generation_line_up_with_virtual_tokens(method, tiny_models, tiny_data):
     """peft prepends virtual tokens (and returns their logits for prompt/P-tuning): a label's score
@@ -210,16 +245,21 @@ def test_label_scoring_and_generation_line_up_with_virtual_tokens(method, tiny_m
     folder = tiny_models["llama"]
     tok = models.load_tokenizer(folder)
     m = get_method(method)
-    ctx = ArmContext(kind="causal_lm", task_type="classification", model_type="llama", device="cpu", seed=0,
-                     model_dir=str(folder))
+    ctx = ArmContext(
+        kind="causal_lm", task_type="classification", model_type="llama", device="cpu", seed=0, model_dir=str(folder)
+    )
     torch.manual_seed(0)
     model = m.wrap(models.load_model(folder, "causal_lm"), {**m.defaults, "num_virtual_tokens": 4}, ctx).eval()
     with torch.no_grad():  # make the virtual tokens matter
         for p in model.parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p))
-    task = {"type": "classification", "labels": ["negative", "positive"], "instruction": "Say positive or negative.",
-            "prompt": "Review: {text}"}
+    task = {
+        "type": "classification",
+        "labels": ["negative", "positive"],
+        "instruction": "Say positive or negative.",
+        "prompt": "Review: {text}",
+    }
     examples = load_examples(tiny_data / "test.jsonl", {"id": "uid", "text": "review", "label": "sentiment"})[:4]
     examples[1] = {**examples[1], "text": examples[1]["text"] + " and long, long, long"}  # uneven lengths: padding
     formatter = PromptFormatter(tok, task)
@@ -252,7 +292,19 @@ def test_label_scoring_and_generation_line_up_with_virtual_tokens(method, tiny_m
 def test_default_learning_rates_follow_what_each_family_needs():
     from harness.methods import get_method
 
-    lr = {name: get_method(name).defaults["lr"] for name in
-          ("full_ft", "partial_ft", "lora", "qlora", "bottleneck", "ia3", "prefix_tuning", "p_tuning", "prompt_tuning")}
+    lr = {
+        name: get_method(name).defaults["lr"]
+        for name in (
+            "full_ft",
+            "partial_ft",
+            "lora",
+            "qlora",
+            "bottleneck",
+            "ia3",
+            "prefix_tuning",
+            "p_tuning",
+            "prompt_tuning",
+        )
+    }
     assert lr["full_ft"] < lr["partial_ft"] < lr["lora"] == lr["qlora"] < lr["bottleneck"]
     assert min(lr["ia3"], lr["prefix_tuning"], lr["p_tuning"], lr["prompt_tuning"]) >= 10 * lr["lora"]

@@ -26,8 +26,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path(CHROMIUM).is_file(),
 def tracked(tiny_models, tiny_data, tmp_path_factory):
     folder = tmp_path_factory.mktemp("ui")
     store = f"sqlite:///{folder / 'mlflow.db'}"
-    data = experiment_dict(tiny_models, tiny_data, [{"method": "full_ft", "model": "bert", "lr": 1e-3},
-                                                    {"method": "zero_shot", "model": "llama"}])
+    data = experiment_dict(
+        tiny_models,
+        tiny_data,
+        [{"method": "full_ft", "model": "bert", "lr": 1e-3}, {"method": "zero_shot", "model": "llama"}],
+    )
     data["tracking"] = {"uri": store}
     (folder / "e.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     run = run_in(folder, folder / "e.yaml")
@@ -47,7 +50,9 @@ def test_the_experiment_is_tagged_and_the_view_is_stored(tracked):
     children = [r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("arm.hash")]
     notes = {r.info.run_name: r.data.tags["mlflow.note.content"] for r in children}
     arm = next(a for a in run.arms if a["arm"]["name"] == "full_ft · bert")
-    assert notes["full_ft · bert"].startswith(f"full_ft on bert (sentiment): accuracy {arm['metrics']['accuracy']:.3f} [")
+    assert notes["full_ft · bert"].startswith(
+        f"full_ft on bert (sentiment): accuracy {arm['metrics']['accuracy']:.3f} ["
+    )
 
 
 def test_the_printed_link_lands_on_the_arms_with_their_accuracy(tracked, tmp_path):

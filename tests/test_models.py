@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from harness import models
-from harness.models import packaged
 from harness.errors import HarnessError
+from harness.models import packaged
 from tests.tiny_models import CHAT_TEMPLATE, build_tiny_models, write_tiny_gguf
 
 
@@ -33,8 +33,7 @@ def offline(monkeypatch, tmp_path):
 
 def _hide_package(monkeypatch, module: str):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",
-                        lambda name, *a: None if name == module else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == module else real(name, *a))
 
 
 # --- local folders -------------------------------------------------------------------------
@@ -193,8 +192,7 @@ def test_fingerprint_is_cheap_and_follows_the_checkpoint(tiny, tmp_path):
 
 def test_convert_gguf_round_trips_a_tiny_llama(tiny, tmp_path):
     gguf_path = write_tiny_gguf(tiny["llama"], tmp_path / "tiny.gguf")
-    out = models.convert_gguf(gguf_path, tmp_path / "converted", marker={"x": 1},
-                              require_chat_template=True)
+    out = models.convert_gguf(gguf_path, tmp_path / "converted", marker={"x": 1}, require_chat_template=True)
     assert json.loads((out / packaged.MARKER).read_text()) == {"x": 1}
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
     assert (out / "model.safetensors").is_file()
@@ -222,12 +220,20 @@ def fake_package(tiny, tmp_path, monkeypatch):
     write_tiny_gguf(tiny["llama"], site / "tiny_gguf_pkg" / "tiny.gguf")
     (site / "tiny_gguf_pkg-0.3.dist-info").mkdir()
     (site / "tiny_gguf_pkg-0.3.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: tiny-gguf-pkg\nVersion: 0.3\n")
+        "Metadata-Version: 2.1\nName: tiny-gguf-pkg\nVersion: 0.3\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
-    entry = models.PackagedModel(name="tiny-gguf", pip_name="tiny-gguf-pkg", module="tiny_gguf_pkg",
-                                 kind="causal_lm", description="test", file="tiny.gguf",
-                                 locate="gguf", chat=True)
+    entry = models.PackagedModel(
+        name="tiny-gguf",
+        pip_name="tiny-gguf-pkg",
+        module="tiny_gguf_pkg",
+        kind="causal_lm",
+        description="test",
+        file="tiny.gguf",
+        locate="gguf",
+        chat=True,
+    )
     monkeypatch.setitem(models.PACKAGED, entry.name, entry)
     return entry
 
@@ -269,7 +275,9 @@ def test_a_damaged_converted_cache_is_named_at_validate_and_load_and_prepare_rep
     marker = json.loads((out / packaged.MARKER).read_text())
     assert marker["files"]["model.safetensors"]["size"] == weights.stat().st_size  # fingerprinted at conversion
     os.truncate(weights, weights.stat().st_size // 2)
-    with pytest.raises(HarnessError, match=r"model.safetensors is .* bytes, but .* were written.*harness prepare --force"):
+    with pytest.raises(
+        HarnessError, match=r"model.safetensors is .* bytes, but .* were written.*harness prepare --force"
+    ):
         models.resolve_model_dir("packaged:tiny-gguf")
     assert "damaged" in packaged.packaged_problem("tiny-gguf")  # what `harness validate` reports
     # Same size, other bytes: only the full hash of `harness prepare` sees it, and it rebuilds.
@@ -314,7 +322,11 @@ def test_packaged_smollm2_converts_and_answers(monkeypatch):
     tok = models.load_tokenizer(folder)
     model = models.load_model(folder, "causal_lm", tokenizer=tok)
     assert tok.chat_template and tok.eos_token == "<|im_end|>"
-    inputs = tok.apply_chat_template([{"role": "user", "content": "What is the capital of France?"}],
-                                     add_generation_prompt=True, return_tensors="pt", return_dict=True)
+    inputs = tok.apply_chat_template(
+        [{"role": "user", "content": "What is the capital of France?"}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )
     out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
-    assert "Paris" in tok.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert "Paris" in tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)

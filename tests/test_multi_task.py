@@ -8,23 +8,34 @@ import json
 import random
 
 import pytest
-from pydantic import ValidationError
 import torch
 import yaml
+from pydantic import ValidationError
 
 from harness.config.schema import Budget
+from harness.data.encoding import IGNORE, align_labels, answer_span, encode_pairs, encode_words
 from harness.data.order import example_order, order_digest
 from harness.data.prepared import build_ner, read_conll
 from harness.eval import metrics
 from harness.methods import ArmContext, get_method
 from harness.training import get_objective
-from harness.data.encoding import answer_span, encode_pairs
-from harness.training.multi_task import TaskData, train as train_multi
-from harness.data.encoding import IGNORE, align_labels, encode_words
+from harness.training.multi_task import TaskData
+from harness.training.multi_task import train as train_multi
 
 TAGS = ["O", "B-person", "I-person", "B-geo-loc", "I-geo-loc"]
-BUDGET = Budget(**{"max_steps": 2, "batch_size": 4, "grad_accum": 1, "max_seq_len": 32, "seed": 0, "lr_schedule": "linear",
-          "warmup_ratio": 0.0, "weight_decay": 0.0, "max_grad_norm": 1.0})
+BUDGET = Budget(
+    **{
+        "max_steps": 2,
+        "batch_size": 4,
+        "grad_accum": 1,
+        "max_seq_len": 32,
+        "seed": 0,
+        "lr_schedule": "linear",
+        "warmup_ratio": 0.0,
+        "weight_decay": 0.0,
+        "max_grad_norm": 1.0,
+    }
+)
 
 
 def ner_rows(n: int, seed: int) -> list[dict]:
@@ -34,8 +45,12 @@ def ner_rows(n: int, seed: int) -> list[dict]:
         subject = rng.choice([["john", "smith"], ["mary"]])
         place = rng.choice([["paris"], ["new", "york"]])
         tokens = ["the", "movie", "with"] + subject + ["was", "great", "in"] + place
-        tags = ["O", "O", "O", "B-person"] + ["I-person"] * (len(subject) - 1) + ["O", "O", "O", "B-geo-loc"] + \
-            ["I-geo-loc"] * (len(place) - 1)
+        tags = (
+            ["O", "O", "O", "B-person"]
+            + ["I-person"] * (len(subject) - 1)
+            + ["O", "O", "O", "B-geo-loc"]
+            + ["I-geo-loc"] * (len(place) - 1)
+        )
         rows.append({"id": f"n{seed}-{i}", "tokens": tokens, "tags": tags, "text": " ".join(tokens)})
     return rows
 
@@ -45,14 +60,27 @@ def qa_rows(n: int) -> list[dict]:
     for i in range(n):
         word = ["great", "boring", "good", "dull"][i % 4]
         context = f"the movie was {word} and the cast was fun"
-        rows.append({"id": f"q{i}", "question": "how was the movie?", "context": context, "answer": word,
-                     "answer_start": context.index(word)})
+        rows.append(
+            {
+                "id": f"q{i}",
+                "question": "how was the movie?",
+                "context": context,
+                "answer": word,
+                "answer_start": context.index(word),
+            }
+        )
     return rows
 
 
 def cls_rows(n: int) -> list[dict]:
-    return [{"id": f"c{i}", "text": f"the film was {'great' if i % 2 else 'bad'}",
-             "label": "positive" if i % 2 else "negative"} for i in range(n)]
+    return [
+        {
+            "id": f"c{i}",
+            "text": f"the film was {'great' if i % 2 else 'bad'}",
+            "label": "positive" if i % 2 else "negative",
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -66,30 +94,43 @@ def wrapped(tiny_models, adapters="none", tasks=None, **params):
     from harness.models import load_model
 
     method = get_method("multi_task")
-    tasks = tasks or {"sent": {"type": "classification", "num_labels": 2},
-                      "ner": {"type": "token_classification", "num_labels": len(TAGS)},
-                      "qa": {"type": "extractive_qa", "num_labels": None}}
+    tasks = tasks or {
+        "sent": {"type": "classification", "num_labels": 2},
+        "ner": {"type": "token_classification", "num_labels": len(TAGS)},
+        "qa": {"type": "extractive_qa", "num_labels": None},
+    }
     encoder = load_model(tiny_models["bert"], "encoder", dtype="float32")
     ctx = ArmContext(kind="encoder", task_type="multi_task", model_type="bert", device="cpu", seed=0, tasks=tasks)
     torch.manual_seed(0)
-    return method.wrap(encoder, {**method.defaults, "adapters": adapters, "target_modules": ["query", "value"],
-                                 **params}, ctx)
+    return method.wrap(
+        encoder, {**method.defaults, "adapters": adapters, "target_modules": ["query", "value"], **params}, ctx
+    )
 
 
 def batches(tokenizer):
     ner = {"type": "token_classification", "labels": TAGS}
     sent = {"type": "classification", "labels": ["negative", "positive"]}
-    make = {"ner": get_objective("token_classification").batcher(tokenizer, ner_rows(4, 0), ner, BUDGET),
-            "sent": get_objective("classification").batcher(tokenizer, cls_rows(4), sent, BUDGET),
-            "qa": get_objective("extractive_qa").batcher(tokenizer, qa_rows(4), {"type": "extractive_qa"}, BUDGET)}
+    make = {
+        "ner": get_objective("token_classification").batcher(tokenizer, ner_rows(4, 0), ner, BUDGET),
+        "sent": get_objective("classification").batcher(tokenizer, cls_rows(4), sent, BUDGET),
+        "qa": get_objective("extractive_qa").batcher(tokenizer, qa_rows(4), {"type": "extractive_qa"}, BUDGET),
+    }
     return {k: m([0, 1, 2, 3])[0] for k, m in make.items()}
 
 
 # ------------------------------------------------------------------ heads, alignment, metrics
 
+
 def test_labels_go_on_the_first_subtoken_only(tokenizer):
     ids = {t: i for i, t in enumerate(TAGS)}
-    assert align_labels([None, 0, 1, 1, 2, None], ["B-person", "I-person", "O"], ids) == [IGNORE, 1, 2, IGNORE, 0, IGNORE]
+    assert align_labels([None, 0, 1, 1, 2, None], ["B-person", "I-person", "O"], ids) == [
+        IGNORE,
+        1,
+        2,
+        IGNORE,
+        0,
+        IGNORE,
+    ]
     words, tags = ["john", "wonderfulness", "paris"], ["B-person", "O", "B-geo-loc"]
     enc = encode_words(tokenizer, [words], 32)
     word_ids = enc.word_ids(0)
@@ -117,18 +158,24 @@ def test_entity_f1_on_a_hand_computed_case():
 def test_answer_span_points_at_the_answer_tokens(tokenizer):
     example = qa_rows(1)[0]
     enc = encode_pairs(tokenizer, [example], 64)
-    start, end = answer_span(enc.sequence_ids(0), enc["offset_mapping"][0].tolist(), example["answer_start"],
-                             example["answer_start"] + len(example["answer"]))
+    start, end = answer_span(
+        enc.sequence_ids(0),
+        enc["offset_mapping"][0].tolist(),
+        example["answer_start"],
+        example["answer_start"] + len(example["answer"]),
+    )
     assert 0 < start <= end
-    assert tokenizer.decode(enc["input_ids"][0][start:end + 1]).replace(" ", "") == example["answer"]
+    assert tokenizer.decode(enc["input_ids"][0][start : end + 1]).replace(" ", "") == example["answer"]
     assert answer_span(enc.sequence_ids(0), enc["offset_mapping"][0].tolist(), 500, 505) == (0, 0)
 
 
 # ------------------------------------------------------------------ the NER dataset
 
-FAKE_NER = ("@paul\tO\nEmpire\tB-facility\nState\tI-facility\n.\tO\n\t\n"
-            "Ian\tB-person\nrocks\tO\r\n\nI\tO\nlove\tO\nNYC\tB-geo-loc\n\t\n" +
-            "".join(f"w{i}\tO\nx{i}\tB-other\ny{i}\tI-other\n\n" for i in range(7)))
+FAKE_NER = (
+    "@paul\tO\nEmpire\tB-facility\nState\tI-facility\n.\tO\n\t\n"
+    "Ian\tB-person\nrocks\tO\r\n\nI\tO\nlove\tO\nNYC\tB-geo-loc\n\t\n"
+    + "".join(f"w{i}\tO\nx{i}\tB-other\ny{i}\tI-other\n\n" for i in range(7))
+)
 
 
 def test_ner_build_on_a_tiny_fake_source(tmp_path):
@@ -146,6 +193,7 @@ def test_ner_build_on_a_tiny_fake_source(tmp_path):
 
 
 # ------------------------------------------------------------------ the multi-task model
+
 
 def test_each_batch_reaches_only_its_own_head(tiny_models, tokenizer):
     model = wrapped(tiny_models)
@@ -166,13 +214,20 @@ def test_each_batch_reaches_only_its_own_head(tiny_models, tokenizer):
             else:
                 assert all(g is None for g in grads), f"a {key} batch reached the {other} head"
         assert any(p.grad is not None for p in model.encoder.parameters())  # the shared encoder trains
-    assert model.for_task("ner")(**{k: v for k, v in data["ner"].items() if k != "labels"}).logits.shape[-1] == len(TAGS)
+    assert model.for_task("ner")(**{k: v for k, v in data["ner"].items() if k != "labels"}).logits.shape[-1] == len(
+        TAGS
+    )
 
 
 def test_per_task_adapters_leave_the_encoder_and_other_tasks_alone(tiny_models, tokenizer):
-    model = wrapped(tiny_models, adapters="per_task", tasks={
-        "sent": {"type": "classification", "num_labels": 2},
-        "ner": {"type": "token_classification", "num_labels": len(TAGS)}})
+    model = wrapped(
+        tiny_models,
+        adapters="per_task",
+        tasks={
+            "sent": {"type": "classification", "num_labels": 2},
+            "ner": {"type": "token_classification", "num_labels": len(TAGS)},
+        },
+    )
     snapshot = {n: p.detach().clone() for n, p in model.named_parameters()}
     data = batches(tokenizer)
     optimizer = torch.optim.AdamW(model.param_groups(1e-2, 1e-2))
@@ -195,25 +250,51 @@ def test_per_task_adapters_leave_the_encoder_and_other_tasks_alone(tiny_models, 
 def test_each_task_trains_on_exactly_its_single_task_order(tiny_models, tokenizer):
     from harness.models import load_model
 
-    ner_task, sent_task = {"type": "token_classification", "labels": TAGS}, {"type": "classification",
-                                                                               "labels": ["negative", "positive"]}
+    ner_task, sent_task = (
+        {"type": "token_classification", "labels": TAGS},
+        {"type": "classification", "labels": ["negative", "positive"]},
+    )
     ner_train, sent_train = ner_rows(6, 1), cls_rows(10)
     budget = BUDGET.model_copy(update={"max_steps": 3})
-    single = load_model(tiny_models["bert"], "encoder", num_labels=len(TAGS), head_class="AutoModelForTokenClassification")
+    single = load_model(
+        tiny_models["bert"], "encoder", num_labels=len(TAGS), head_class="AutoModelForTokenClassification"
+    )
     alone, _ = get_objective("token_classification").train(single, tokenizer, ner_train, ner_task, budget, 1e-3)
-    model = wrapped(tiny_models, tasks={"sent": {"type": "classification", "num_labels": 2},
-                                        "ner": {"type": "token_classification", "num_labels": len(TAGS)}})
-    data = {"sent": TaskData(get_objective("classification").batcher(tokenizer, sent_train, sent_task, budget),
-                             [e["id"] for e in sent_train]),
-            "ner": TaskData(get_objective("token_classification").batcher(tokenizer, ner_train, ner_task, budget),
-                            [e["id"] for e in ner_train])}
+    model = wrapped(
+        tiny_models,
+        tasks={
+            "sent": {"type": "classification", "num_labels": 2},
+            "ner": {"type": "token_classification", "num_labels": len(TAGS)},
+        },
+    )
+    data = {
+        "sent": TaskData(
+            get_objective("classification").batcher(tokenizer, sent_train, sent_task, budget),
+            [e["id"] for e in sent_train],
+        ),
+        "ner": TaskData(
+            get_objective("token_classification").batcher(tokenizer, ner_train, ner_task, budget),
+            [e["id"] for e in ner_train],
+        ),
+    }
     seen = []
-    consumed, curves = train_multi(model, data, budget, lr=1e-3, head_lr=1e-3, loss_weights={"ner": 2.0},
-                                   on_step=lambda step, total, loss: seen.append((step, total)))
+    consumed, curves = train_multi(
+        model,
+        data,
+        budget,
+        lr=1e-3,
+        head_lr=1e-3,
+        loss_weights={"ner": 2.0},
+        on_step=lambda step, total, loss: seen.append((step, total)),
+    )
     assert seen[-1] == (6, 6)  # n_tasks x max_steps optimizer steps
     ner = consumed["ner"]
-    assert (ner.steps, ner.examples, ner.tokens, ner.order_hash) == (alone.steps, alone.examples, alone.tokens,
-                                                                   alone.order_hash)
+    assert (ner.steps, ner.examples, ner.tokens, ner.order_hash) == (
+        alone.steps,
+        alone.examples,
+        alone.tokens,
+        alone.order_hash,
+    )
     expected = order_digest([sent_train[i]["id"] for i in example_order(10, 12, 0)])
     assert consumed["sent"].order_hash == expected != ner.order_hash
     assert len(curves["sent"]) == len(curves["ner"]) == 3
@@ -221,18 +302,32 @@ def test_each_task_trains_on_exactly_its_single_task_order(tiny_models, tokenize
 
 # ------------------------------------------------------------------ plan and runner
 
+
 def multi_experiment(tiny_models, tiny_data, tmp_path) -> dict:
     from tests.conftest import experiment_dict
 
     for split, n, seed in (("train", 24, 3), ("test", 6, 4)):
         (tmp_path / f"ner_{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ner_rows(n, seed)))
-    data = experiment_dict(tiny_models, tiny_data, [
-        {"method": "full_ft", "model": "bert", "task": "ner", "lr": 1e-3},
-        {"method": "multi_task", "model": "bert", "name": "mt adapters", "lr": 1e-3,
-         "params": {"adapters": "per_task", "target_modules": ["query", "value"], "loss_weights": {"ner": 2.0}}},
-    ], budget={"eval_examples": 6, "latency_examples": 1, "bootstrap_resamples": 20})
-    data["tasks"]["ner"] = {"type": "token_classification", "labels": TAGS,
-                            "data": {"train": str(tmp_path / "ner_train.jsonl"), "test": str(tmp_path / "ner_test.jsonl")}}
+    data = experiment_dict(
+        tiny_models,
+        tiny_data,
+        [
+            {"method": "full_ft", "model": "bert", "task": "ner", "lr": 1e-3},
+            {
+                "method": "multi_task",
+                "model": "bert",
+                "name": "mt adapters",
+                "lr": 1e-3,
+                "params": {"adapters": "per_task", "target_modules": ["query", "value"], "loss_weights": {"ner": 2.0}},
+            },
+        ],
+        budget={"eval_examples": 6, "latency_examples": 1, "bootstrap_resamples": 20},
+    )
+    data["tasks"]["ner"] = {
+        "type": "token_classification",
+        "labels": TAGS,
+        "data": {"train": str(tmp_path / "ner_train.jsonl"), "test": str(tmp_path / "ner_test.jsonl")},
+    }
     path = tmp_path / "mt.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -258,8 +353,11 @@ def test_a_multi_task_arm_reports_per_task_metrics(tiny_models, tiny_data, tmp_p
     assert result.exit_code == 0, result.output
     run_dir, results = results_of(tmp_path)
     rows = {(a["arm"]["name"], a["arm"]["task_key"]): a for a in results["arms"]}
-    assert set(rows) == {("full_ft · bert · ner", "ner"), ("mt adapters · sentiment", "sentiment"),
-                         ("mt adapters · ner", "ner")}, [a.get("error") for a in results["arms"]]
+    assert set(rows) == {
+        ("full_ft · bert · ner", "ner"),
+        ("mt adapters · sentiment", "sentiment"),
+        ("mt adapters · ner", "ner"),
+    }, [a.get("error") for a in results["arms"]]
     assert all(a["status"] == "ok" for a in results["arms"])
     ner, sent = rows["mt adapters · ner", "ner"], rows["mt adapters · sentiment", "sentiment"]
     assert {"entity_f1", "entity_precision", "tag_accuracy"} <= set(ner["metrics"]) and "accuracy" not in ner["metrics"]

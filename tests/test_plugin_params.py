@@ -19,23 +19,37 @@ MULTI = {"method": "multi_task", "model": "bert"}
 DPO_ARM = {"method": "lora", "model": "llama", "stages": ["sft", {"dpo": {"beta": -1}}]}
 
 
-@pytest.mark.parametrize("arm, expected", [
-    ({**LORA, "params": {"r": "eight"}}, ["arms[0].params.r", "valid integer", "(got 'eight')"]),
-    ({**LORA, "params": {"rank": 8}}, ["arms[0].params.rank", "unknown key 'rank'", "did you mean 'r'"]),
-    ({**LORA, "params": {"r": -4}}, ["arms[0].params.r", "greater than 0"]),
-    ({**LORA, "params": {"alpha": [1, 2]}}, ["arms[0].params.alpha"]),
-    ({**LORA, "params": {"bias": "some"}}, ["arms[0].params.bias", "'none', 'all' or 'lora_only'"]),
-    ({**LORA, "params": {"dropout": 1.5}}, ["arms[0].params.dropout", "less than 1"]),
-    ({**MULTI, "params": {"adapters": "shared"}}, ["arms[0].params.adapters", "'none' or 'per_task'"]),
-    ({**MULTI, "params": {"loss_weights": {"nope": 1}}},
-     ["arms[0].params.loss_weights", "'nope' is not a task of this arm", "choose one of: sentiment"]),
-    ({**MULTI, "params": {"head_lr": {"sentimnt": 1e-3}}}, ["arms[0].params.head_lr", "'sentimnt' is not a task"]),
-    ({**MULTI, "params": {"loss_weights": {"sentiment": -1}}}, ["arms[0].params.loss_weights", "greater than or equal"]),
-    (DPO_ARM, ["arms[0].stages[1].dpo.beta", "greater than 0"]),
-    ({**LORA, "stages": [{"grpo": {"group_size": 1}}]}, ["arms[0].stages[0].grpo.group_size", "greater than or equal to 2"]),
-    ({"method": "zero_shot", "model": "llama", "params": {"k": 2}}, ["arms[0].params", "takes no parameters"]),
-    ({"method": "few_shot", "model": "llama", "params": {"k": 0}}, ["arms[0].params.k", "greater than or equal to 1"]),
-])
+@pytest.mark.parametrize(
+    "arm, expected",
+    [
+        ({**LORA, "params": {"r": "eight"}}, ["arms[0].params.r", "valid integer", "(got 'eight')"]),
+        ({**LORA, "params": {"rank": 8}}, ["arms[0].params.rank", "unknown key 'rank'", "did you mean 'r'"]),
+        ({**LORA, "params": {"r": -4}}, ["arms[0].params.r", "greater than 0"]),
+        ({**LORA, "params": {"alpha": [1, 2]}}, ["arms[0].params.alpha"]),
+        ({**LORA, "params": {"bias": "some"}}, ["arms[0].params.bias", "'none', 'all' or 'lora_only'"]),
+        ({**LORA, "params": {"dropout": 1.5}}, ["arms[0].params.dropout", "less than 1"]),
+        ({**MULTI, "params": {"adapters": "shared"}}, ["arms[0].params.adapters", "'none' or 'per_task'"]),
+        (
+            {**MULTI, "params": {"loss_weights": {"nope": 1}}},
+            ["arms[0].params.loss_weights", "'nope' is not a task of this arm", "choose one of: sentiment"],
+        ),
+        ({**MULTI, "params": {"head_lr": {"sentimnt": 1e-3}}}, ["arms[0].params.head_lr", "'sentimnt' is not a task"]),
+        (
+            {**MULTI, "params": {"loss_weights": {"sentiment": -1}}},
+            ["arms[0].params.loss_weights", "greater than or equal"],
+        ),
+        (DPO_ARM, ["arms[0].stages[1].dpo.beta", "greater than 0"]),
+        (
+            {**LORA, "stages": [{"grpo": {"group_size": 1}}]},
+            ["arms[0].stages[0].grpo.group_size", "greater than or equal to 2"],
+        ),
+        ({"method": "zero_shot", "model": "llama", "params": {"k": 2}}, ["arms[0].params", "takes no parameters"]),
+        (
+            {"method": "few_shot", "model": "llama", "params": {"k": 0}},
+            ["arms[0].params.k", "greater than or equal to 1"],
+        ),
+    ],
+)
 def test_validate_rejects_bad_params_in_one_sentence(arm, expected, write_experiment):
     path = write_experiment([arm])
     result = runner.invoke(app, ["validate", str(path)])
@@ -54,8 +68,12 @@ def test_the_error_names_the_line_of_the_bad_key(write_experiment):
 
 
 def test_plan_carries_validated_typed_params(write_experiment):
-    path = write_experiment([{**LORA, "lr": "1e-3", "params": {"r": "8", "alpha": 16}},
-                             {"method": "lora", "model": "llama", "stages": ["sft", "dpo"]}])
+    path = write_experiment(
+        [
+            {**LORA, "lr": "1e-3", "params": {"r": "8", "alpha": 16}},
+            {"method": "lora", "model": "llama", "stages": ["sft", "dpo"]},
+        ]
+    )
     arms = plan(load_experiment(path))
     assert arms[0].params["r"] == 8 and isinstance(arms[0].params["r"], int)
     assert arms[0].params["lr"] == pytest.approx(1e-3) and isinstance(arms[0].params["lr"], float)

@@ -41,11 +41,19 @@ def ray_cluster(tmp_path_factory):
     scratch = {name: tmp_path_factory.mktemp(f"scratch-{name}") for name in ("head", "worker")}
     cluster = None
     try:
-        cluster = Cluster(initialize_head=True, head_node_args={
-            "num_cpus": 1, "num_gpus": 1, "include_dashboard": False, "temp_dir": session_root,
-            "env_vars": {"HARNESS_SCRATCH": str(scratch["head"])}})
-        cluster.add_node(num_cpus=1, num_gpus=1, temp_dir=session_root,
-                         env_vars={"HARNESS_SCRATCH": str(scratch["worker"])})
+        cluster = Cluster(
+            initialize_head=True,
+            head_node_args={
+                "num_cpus": 1,
+                "num_gpus": 1,
+                "include_dashboard": False,
+                "temp_dir": session_root,
+                "env_vars": {"HARNESS_SCRATCH": str(scratch["head"])},
+            },
+        )
+        cluster.add_node(
+            num_cpus=1, num_gpus=1, temp_dir=session_root, env_vars={"HARNESS_SCRATCH": str(scratch["worker"])}
+        )
         cluster.wait_for_nodes(timeout=120)
         yield cluster.address, scratch
     finally:
@@ -63,8 +71,9 @@ def ray_cluster(tmp_path_factory):
 
 def test_arms_spread_over_both_nodes_and_equal_a_local_run(ray_cluster, write_experiment, tmp_path):
     address, scratch = ray_cluster
-    path = write_experiment([{"method": "zero_shot", "model": "llama"},
-                             {"method": "lora", "model": "llama", "lr": 1e-3}])
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "llama", "lr": 1e-3}]
+    )
     result = run_cli(path, "--executor", "ray", "--address", address, "--no-track", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     run_dir, on_ray = results_of(tmp_path)
@@ -92,16 +101,17 @@ def test_arms_spread_over_both_nodes_and_equal_a_local_run(ray_cluster, write_ex
         assert quality(one) == quality(other), one["arm"]["name"]
 
 
-def test_a_killed_worker_is_retried_and_a_raising_arm_fails_alone(ray_cluster, write_experiment, tmp_path,
-                                                                   monkeypatch):
+def test_a_killed_worker_is_retried_and_a_raising_arm_fails_alone(ray_cluster, write_experiment, tmp_path, monkeypatch):
     address, _ = ray_cluster
     install_plugins(tmp_path / "site", monkeypatch)
     marker = tmp_path / "worker-killed"
-    path = write_experiment([
-        {"method": "kill_worker_once", "model": "llama", "params": {"marker": str(marker)}},
-        {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}},
-        {"method": "zero_shot", "model": "llama"},
-    ])
+    path = write_experiment(
+        [
+            {"method": "kill_worker_once", "model": "llama", "params": {"marker": str(marker)}},
+            {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}},
+            {"method": "zero_shot", "model": "llama"},
+        ]
+    )
     result = run_cli(path, "--executor", "ray", "--address", address, "--no-track", cwd=tmp_path)
     assert result.exit_code == 1, result.output  # one arm failed
     _, results = results_of(tmp_path)
@@ -114,15 +124,21 @@ def test_a_killed_worker_is_retried_and_a_raising_arm_fails_alone(ray_cluster, w
 
 def test_ctrl_c_cancels_running_arms_and_keeps_finished_ones(ray_cluster, write_experiment, tmp_path):
     address, scratch = ray_cluster
-    path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "full_ft", "model": "llama"}],
-                            budget={"max_steps": 2000})
-    driver = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path), "--executor", "ray",
-                               "--address", address, "--no-track"], cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}, {"method": "full_ft", "model": "llama"}], budget={"max_steps": 2000}
+    )
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(path), "--executor", "ray", "--address", address, "--no-track"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     # zero_shot's folder is in the driver's run only once its task returned it
     while time.monotonic() < deadline and not list(tmp_path.glob("reports/tiny/*/arms/zero_shot*/result.json")):
         time.sleep(0.5)
+
     def arm_processes() -> list:
         return ray_processes(str(scratch["head"])) + ray_processes(str(scratch["worker"]))
 

@@ -10,23 +10,29 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from harness.golden import gate
 from harness.cli import app
+from harness.golden import gate
 from harness.golden.schema import load_golden
 from harness.tracking.mlflow_tracker import import_mlflow
 from tests.conftest import experiment_dict, run_in
 
 NAME = "tiny-sentiment"
 GOLDEN = {
-    "name": "mini", "task": "classification", "version": "3", "labels": ["negative", "positive"],
-    "instruction": "Say positive or negative.", "prompt": "review: {text} sentiment:",
+    "name": "mini",
+    "task": "classification",
+    "version": "3",
+    "labels": ["negative", "positive"],
+    "instruction": "Say positive or negative.",
+    "prompt": "review: {text} sentiment:",
     # The twins share an input and want opposite labels: no model passes both, so a baseline
     # that claims every item passes is always a regression for the candidate.
-    "items": [{"id": "twin-pos", "input": "the movie was fine.", "expect": {"label": "positive"}},
-              {"id": "twin-neg", "input": "the movie was fine.", "expect": {"label": "negative"}},
-              {"id": "b", "input": "the plot was awful.", "expect": {"label": "negative"}},
-              {"id": "c", "input": "the music was wonderful.", "expect": {"label": "positive"}},
-              {"id": "d", "input": "the cast was boring.", "expect": {"label": "negative"}}],
+    "items": [
+        {"id": "twin-pos", "input": "the movie was fine.", "expect": {"label": "positive"}},
+        {"id": "twin-neg", "input": "the movie was fine.", "expect": {"label": "negative"}},
+        {"id": "b", "input": "the plot was awful.", "expect": {"label": "negative"}},
+        {"id": "c", "input": "the music was wonderful.", "expect": {"label": "positive"}},
+        {"id": "d", "input": "the cast was boring.", "expect": {"label": "negative"}},
+    ],
 }
 
 
@@ -38,8 +44,11 @@ def tracked_run(tiny_models, tiny_data, tmp_path_factory):
     golden = folder / "mini.yaml"
     golden.write_text(yaml.safe_dump(GOLDEN, sort_keys=False))
     store = f"sqlite:///{folder / 'mlflow.db'}"
-    data = experiment_dict(tiny_models, tiny_data, [{"method": "lora", "model": "llama", "lr": 1e-2},
-                                                    {"method": "zero_shot", "model": "llama"}])
+    data = experiment_dict(
+        tiny_models,
+        tiny_data,
+        [{"method": "lora", "model": "llama", "lr": 1e-2}, {"method": "zero_shot", "model": "llama"}],
+    )
     data.update(golden_sets=[str(golden)], tracking={"uri": store})
     path = folder / "experiment.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
@@ -49,8 +58,9 @@ def tracked_run(tiny_models, tiny_data, tmp_path_factory):
 
 
 def gate_cli(store: str, *args: str):
-    return CliRunner().invoke(app, ["gate", *args, "--mlflow", store],
-                              env={"COLUMNS": "250", "MLFLOW_TRACKING_URI": store})
+    return CliRunner().invoke(
+        app, ["gate", *args, "--mlflow", store], env={"COLUMNS": "250", "MLFLOW_TRACKING_URI": store}
+    )
 
 
 def versions(store: str) -> list:
@@ -60,8 +70,19 @@ def versions(store: str) -> list:
 
 def test_pass_registers_a_version_that_reproduces_the_golden_predictions(tracked_run, tmp_path):
     folder, store, golden, run = tracked_run
-    result = gate_cli(store, "--golden", str(golden), "--candidate", str(run.run_dir), "--baseline", str(run.run_dir),
-                      "--arm", "lora", "--register", NAME)
+    result = gate_cli(
+        store,
+        "--golden",
+        str(golden),
+        "--candidate",
+        str(run.run_dir),
+        "--baseline",
+        str(run.run_dir),
+        "--arm",
+        "lora",
+        "--register",
+        NAME,
+    )
     assert result.exit_code == 0, result.output
     assert f"registered {NAME} version 1" in result.output
     [version] = versions(store)
@@ -74,13 +95,15 @@ def test_pass_registers_a_version_that_reproduces_the_golden_predictions(tracked
     assert "Passed golden gate mini@3" in version.description and version.run_id
 
     mlflow = import_mlflow()
-    loaded = Path(mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp_path),
-                                                      tracking_uri=store))
+    loaded = Path(
+        mlflow.artifacts.download_artifacts(artifact_uri=version.source, dst_path=str(tmp_path), tracking_uri=store)
+    )
     assert (loaded / "adapter_config.json").is_file() and (loaded / "adapter_model.safetensors").is_file()
     rescored = gate.resolve_side(str(loaded), load_golden(golden), role="candidate")
     recorded = arm["golden"]["mini"]["items"]
     assert [(r["id"], r["actual"], r["passed"]) for r in rescored.items] == [
-        (r["id"], r["actual"], r["passed"]) for r in recorded]
+        (r["id"], r["actual"], r["passed"]) for r in recorded
+    ]
 
 
 def test_a_failing_gate_registers_nothing(tracked_run, tmp_path):
@@ -89,10 +112,26 @@ def test_a_failing_gate_registers_nothing(tracked_run, tmp_path):
     baseline = tmp_path / "all-pass.json"
     arm = next(a for a in run.arms if a["arm"]["method"] == "lora")
     items = [{**r, "passed": True, "failures": []} for r in arm["golden"]["mini"]["items"]]
-    baseline.write_text(__import__("json").dumps({"kind": gate.BASELINE_KIND, "set": "mini", "version": "3",
-                                                  "source": "claimed", "items": items}))
-    result = gate_cli(store, "--golden", str(golden), "--candidate", str(run.run_dir), "--baseline", str(baseline),
-                      "--arm", "lora", "--max-drop", "0", "--register", NAME)
+    baseline.write_text(
+        __import__("json").dumps(
+            {"kind": gate.BASELINE_KIND, "set": "mini", "version": "3", "source": "claimed", "items": items}
+        )
+    )
+    result = gate_cli(
+        store,
+        "--golden",
+        str(golden),
+        "--candidate",
+        str(run.run_dir),
+        "--baseline",
+        str(baseline),
+        "--arm",
+        "lora",
+        "--max-drop",
+        "0",
+        "--register",
+        NAME,
+    )
     assert result.exit_code == 1, result.output
     assert "not registered" in result.output and len(versions(store)) == before
 
@@ -102,11 +141,21 @@ def test_an_arms_mlflow_run_registers_where_it_already_holds_the_adapter(tracked
     client = import_mlflow().MlflowClient(tracking_uri=store)
     experiment = client.get_experiment_by_name("tiny")
     assert experiment.tags["mlflow.experimentKind"] == "finetuning"
-    child = next(r for r in client.search_runs([experiment.experiment_id])
-                 if r.data.tags.get("arm.method") == "lora")
+    child = next(r for r in client.search_runs([experiment.experiment_id]) if r.data.tags.get("arm.method") == "lora")
     before = len(versions(store))
-    result = gate_cli(store, "--golden", str(golden), "--candidate", f"mlflow:{child.info.run_id}",
-                      "--baseline", str(run.run_dir), "--arm", "lora", "--register", NAME)
+    result = gate_cli(
+        store,
+        "--golden",
+        str(golden),
+        "--candidate",
+        f"mlflow:{child.info.run_id}",
+        "--baseline",
+        str(run.run_dir),
+        "--arm",
+        "lora",
+        "--register",
+        NAME,
+    )
     assert result.exit_code == 0, result.output
     newest = versions(store)[-1]
     assert len(versions(store)) == before + 1 and newest.run_id == child.info.run_id
@@ -116,7 +165,18 @@ def test_an_arms_mlflow_run_registers_where_it_already_holds_the_adapter(tracked
 def test_nothing_to_register_is_a_usage_error_before_the_gate_runs(tracked_run):
     folder, store, golden, run = tracked_run
     before = len(versions(store))
-    result = gate_cli(store, "--golden", str(golden), "--candidate", str(run.run_dir), "--baseline", str(run.run_dir),
-                      "--arm", "zero_shot", "--register", NAME)
+    result = gate_cli(
+        store,
+        "--golden",
+        str(golden),
+        "--candidate",
+        str(run.run_dir),
+        "--baseline",
+        str(run.run_dir),
+        "--arm",
+        "zero_shot",
+        "--register",
+        NAME,
+    )
     assert result.exit_code == 2 and "saved no adapter" in result.output, result.output
     assert "gate mini@3" not in result.output and len(versions(store)) == before

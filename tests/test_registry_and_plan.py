@@ -6,13 +6,12 @@ import pytest
 from typer.testing import CliRunner
 
 from harness import plugins
-from harness.data.order import example_order
 from harness.cli.main import app
 from harness.config.load import load_experiment
+from harness.data.order import example_order
 from harness.errors import HarnessError
-from harness.methods import Method, get_method, method_names, register
+from harness.methods import Method, get_method, method_names, register, registry
 from harness.methods.registry import TrainedParams
-from harness.methods import registry
 from harness.planning.plan import plan
 
 
@@ -30,6 +29,7 @@ def test_unknown_method_suggests_the_close_name():
 
 def test_duplicate_registration_is_rejected():
     with pytest.raises(ValueError, match="registered twice"):
+
         @register("lora")
         class Impostor(Method):
             pass
@@ -63,10 +63,15 @@ def test_methods_command_lists_names_targets_and_defaults():
 
 
 def test_plan_crosses_models_and_hashes_stably(write_experiment):
-    path = write_experiment([{"method": "lora", "models": ["llama", "bert"]}, {"method": "zero_shot", "model": "llama"}])
+    path = write_experiment(
+        [{"method": "lora", "models": ["llama", "bert"]}, {"method": "zero_shot", "model": "llama"}]
+    )
     arms = plan(load_experiment(path))
     assert [(a.method, a.model_key, a.model["kind"]) for a in arms] == [
-        ("lora", "llama", "causal_lm"), ("lora", "bert", "encoder"), ("zero_shot", "llama", "causal_lm")]
+        ("lora", "llama", "causal_lm"),
+        ("lora", "bert", "encoder"),
+        ("zero_shot", "llama", "causal_lm"),
+    ]
     assert [a.hash for a in arms] == [a.hash for a in plan(load_experiment(path))]
     assert len({a.hash for a in arms}) == 3
 

@@ -16,13 +16,22 @@ from harness.cli.main import app
 from tests.conftest import sentiment_rows
 
 CHROMIUM = os.environ.get("HARNESS_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 XSS = "<script>alert(1)</script>"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
-                                reason=f"Chromium not found at {CHROMIUM}: install the Debian packages "
-                                       "`chromium chromium-driver` (setup.sh does, as root)")
+pytestmark = pytest.mark.skipif(
+    not Path(CHROMIUM).is_file(),
+    reason=f"Chromium not found at {CHROMIUM}: install the Debian packages "
+    "`chromium chromium-driver` (setup.sh does, as root)",
+)
 
 
 def xss_test_split(folder: Path) -> Path:
@@ -39,11 +48,14 @@ def run_tiny_experiment(write_experiment, tmp_path: Path) -> Path:
     def use_xss_split(data):
         data["tasks"]["sentiment"]["data"]["test"] = str(test_split)
 
-    path = write_experiment([
-        {"method": "full_ft", "model": "bert", "lr": 1e-3},
-        {"method": "zero_shot", "model": "llama"},
-        {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}},  # fails fast
-    ], edit=use_xss_split)
+    path = write_experiment(
+        [
+            {"method": "full_ft", "model": "bert", "lr": 1e-3},
+            {"method": "zero_shot", "model": "llama"},
+            {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}},  # fails fast
+        ],
+        edit=use_xss_split,
+    )
     old = os.getcwd()
     os.chdir(tmp_path)
     try:
@@ -74,8 +86,11 @@ def test_report_renders_in_a_browser(write_experiment, tmp_path):
             page.goto((run_dir / "index.html").as_uri())
 
             # The table has a column for every arm, the failed one with its error.
-            assert page.locator("table.comparison thead th.arm").all_inner_texts() and [
-                t.splitlines()[0] for t in page.locator("table.comparison thead th.arm").all_inner_texts()] == arm_names
+            assert (
+                page.locator("table.comparison thead th.arm").all_inner_texts()
+                and [t.splitlines()[0] for t in page.locator("table.comparison thead th.arm").all_inner_texts()]
+                == arm_names
+            )
             assert "no_such_module" in page.locator("table.comparison .error").inner_text()
             assert page.locator("#answer").inner_text().startswith("On sentiment")
 

@@ -19,27 +19,63 @@ XSS = "<script>alert(1)</script>"
 
 def arm(name, accuracy, latency, *, status="ok", ci=None, trainable=1000.0, error=None, task="sentiment"):
     method, model = name.split("-")
-    metrics = {} if status != "ok" else {
-        "accuracy": accuracy, "macro_f1": accuracy - 0.1, "peak_memory_mb": 500.0 + latency,
-        "latency_p50_ms": latency, "trainable_params": trainable}
+    metrics = (
+        {}
+        if status != "ok"
+        else {
+            "accuracy": accuracy,
+            "macro_f1": accuracy - 0.1,
+            "peak_memory_mb": 500.0 + latency,
+            "latency_p50_ms": latency,
+            "trainable_params": trainable,
+        }
+    )
     return {
-        "arm": {"name": name, "method": method, "model_key": model, "model": f"/models/{model}", "kind": "encoder",
-                "task_key": task, "params": {}, "hash": f"hash{name}", "slug": f"{name}-{task}"},
-        "status": status, "error": error, "metrics": metrics, "ci": ci or {},
+        "arm": {
+            "name": name,
+            "method": method,
+            "model_key": model,
+            "model": f"/models/{model}",
+            "kind": "encoder",
+            "task_key": task,
+            "params": {},
+            "hash": f"hash{name}",
+            "slug": f"{name}-{task}",
+        },
+        "status": status,
+        "error": error,
+        "metrics": metrics,
+        "ci": ci or {},
         "consumed": {"steps": 4, "examples": 16, "tokens": 300, "seconds": 1.5} if status == "ok" else None,
         "curves": {"train_loss": [[1, 0.9], [2, 0.7], [3, 0.6]]} if status == "ok" else {},
-        "provenance": {"packages": {"torch": "2.13.0"}, "python": "3.11.7", "device": "cpu", "git_commit": "abc1234",
-                       "data_fingerprint": "f00d"} if status == "ok" else {},
+        "provenance": {
+            "packages": {"torch": "2.13.0"},
+            "python": "3.11.7",
+            "device": "cpu",
+            "git_commit": "abc1234",
+            "data_fingerprint": "f00d",
+        }
+        if status == "ok"
+        else {},
         "artifacts": {"predictions": "predictions.jsonl"} if status == "ok" else {},
     }
 
 
 def make_run(tmp_path: Path, arms: list[dict], task_type: str = "classification", **extra) -> Path:
     run_dir = tmp_path / "reports" / "demo" / "20260101-000000"
-    results = {"experiment": {"name": "demo", "question": "Which arm should we ship?",
-                              "tasks": {"sentiment": {"type": task_type, "labels": ["neg", "pos"]}},
-                              "models": {"bert": {"source": "/models/bert"}}, "budget": {"max_steps": 4}},
-               "run_id": run_dir.name, "arms": arms, "budget_audit": {"identical": True, "flags": {}}, **extra}
+    results = {
+        "experiment": {
+            "name": "demo",
+            "question": "Which arm should we ship?",
+            "tasks": {"sentiment": {"type": task_type, "labels": ["neg", "pos"]}},
+            "models": {"bert": {"source": "/models/bert"}},
+            "budget": {"max_steps": 4},
+        },
+        "run_id": run_dir.name,
+        "arms": arms,
+        "budget_audit": {"identical": True, "flags": {}},
+        **extra,
+    }
     run_dir.mkdir(parents=True)
     (run_dir / "results.json").write_text(json.dumps(results))
     for a in arms:
@@ -47,8 +83,15 @@ def make_run(tmp_path: Path, arms: list[dict], task_type: str = "classification"
             continue
         folder = run_dir / "arms" / a["arm"]["slug"]
         folder.mkdir(parents=True)
-        rows = [{"id": "x1", "input": XSS, "reference": "pos", "prediction": "pos" if a["arm"]["method"] == "lora" else "neg"},
-                {"id": "x2", "input": "plain", "reference": "neg", "prediction": "neg"}]
+        rows = [
+            {
+                "id": "x1",
+                "input": XSS,
+                "reference": "pos",
+                "prediction": "pos" if a["arm"]["method"] == "lora" else "neg",
+            },
+            {"id": "x2", "input": "plain", "reference": "neg", "prediction": "neg"},
+        ]
         (folder / "predictions.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     return run_dir
 
@@ -69,7 +112,7 @@ def test_best_is_marked_by_the_metric_direction(tmp_path):
     run_dir = make_run(tmp_path, [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.7, 5.0)])
     table = view.build(run_dir, results_of(run_dir))["tasks"][0]["table"]
     rows = {r["name"]: r for g in table["groups"] for r in g["rows"]}
-    assert [c["best"] for c in rows["accuracy"]["cells"]] == [True, False]        # higher is better
+    assert [c["best"] for c in rows["accuracy"]["cells"]] == [True, False]  # higher is better
     assert [c["best"] for c in rows["latency_p50_ms"]["cells"]] == [False, True]  # lower is better
     assert rows["latency_p50_ms"]["arrow"] == "↓" and rows["accuracy"]["arrow"] == "↑"
     # All equal: nothing is marked best.
@@ -78,8 +121,16 @@ def test_best_is_marked_by_the_metric_direction(tmp_path):
 
 def test_confidence_intervals_and_significant_comparison(tmp_path):
     arms = [arm("lora-bert", 0.8, 20.0, ci={"accuracy": [0.7, 0.9]}), arm("full-bert", 0.7, 5.0)]
-    comparisons = [{"metric": "accuracy", "a": "lora-bert", "b": "full-bert", "difference": 0.1, "p_value": 0.01,
-                    "significant": True}]
+    comparisons = [
+        {
+            "metric": "accuracy",
+            "a": "lora-bert",
+            "b": "full-bert",
+            "difference": 0.1,
+            "p_value": 0.01,
+            "significant": True,
+        }
+    ]
     run_dir = make_run(tmp_path, arms, comparisons=comparisons)
     html = render(run_dir, results_of(run_dir))
     assert "0.800 [0.700, 0.900]" in html
@@ -89,8 +140,16 @@ def test_confidence_intervals_and_significant_comparison(tmp_path):
 
 def test_not_significant_and_missing_pair(tmp_path):
     arms = [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.7, 5.0)]
-    not_sig = [{"metric": "accuracy", "a": "hashfull-bert", "b": "hashlora-bert", "difference": -0.1, "p_value": 0.4,
-                "significant": False}]
+    not_sig = [
+        {
+            "metric": "accuracy",
+            "a": "hashfull-bert",
+            "b": "hashlora-bert",
+            "difference": -0.1,
+            "p_value": 0.4,
+            "significant": False,
+        }
+    ]
     run_dir = make_run(tmp_path, arms, comparisons=not_sig)
     assert "<b>not significant</b>" in str(view.build(run_dir, results_of(run_dir))["tasks"][0]["headline"])
     other = [{"metric": "macro_f1", "a": "lora-bert", "b": "full-bert", "significant": True}]
@@ -99,7 +158,9 @@ def test_not_significant_and_missing_pair(tmp_path):
 
 def test_ties_single_arm_and_all_failed(tmp_path):
     tie = [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.8, 5.0)]
-    assert "<b>lora-bert</b> and <b>full-bert</b> tie on accuracy (0.800)" in str(view.headline("t", tie, "accuracy", None))
+    assert "<b>lora-bert</b> and <b>full-bert</b> tie on accuracy (0.800)" in str(
+        view.headline("t", tie, "accuracy", None)
+    )
     assert "nothing to compare it with" in str(view.headline("t", tie[:1], "accuracy", None))
     failed = [arm("lora-bert", None, None, status="failed", error="boom")]
     assert "No arm completed" in str(view.headline("t", failed, None, None))
@@ -118,7 +179,9 @@ def test_model_and_dataset_text_is_escaped(tmp_path):
 
 def test_failed_arm_is_shown_with_its_error_and_flags(tmp_path):
     arms = [arm("lora-bert", 0.8, 20.0), arm("full-bert", None, None, status="failed", error="CUDA out of memory")]
-    run_dir = make_run(tmp_path, arms, budget_audit={"identical": False, "flags": {"lora-bert": ["stopped early: time"]}})
+    run_dir = make_run(
+        tmp_path, arms, budget_audit={"identical": False, "flags": {"lora-bert": ["stopped early: time"]}}
+    )
     html = render(run_dir, results_of(run_dir))
     assert "CUDA out of memory" in html and 'class="status failed"' in html
     assert "stopped early: time" in html and "1 arm(s) flagged" in html
@@ -126,7 +189,10 @@ def test_failed_arm_is_shown_with_its_error_and_flags(tmp_path):
 
 def test_golden_results_in_either_shape(tmp_path):
     per_arm = {"lora-bert": [{"item_id": "g1", "passed": True}, {"item_id": "g2", "passed": False}]}
-    flat = [{"arm": "lora-bert", "item_id": "g1", "passed": True}, {"arm": "lora-bert", "item_id": "g2", "passed": False}]
+    flat = [
+        {"arm": "lora-bert", "item_id": "g1", "passed": True},
+        {"arm": "lora-bert", "item_id": "g2", "passed": False},
+    ]
     for data in (per_arm, flat):
         g = view.golden({"golden": data})
         assert g["arms"] == ["lora-bert"] and g["rates"] == ["1/2"]
@@ -194,7 +260,9 @@ def test_generation_task_uses_its_own_primary_metric_and_has_no_classes(tmp_path
 
 
 def test_confidence_interval_is_drawn_on_the_pareto_chart(tmp_path):
-    run_dir = make_run(tmp_path, [arm("lora-bert", 0.8, 20.0, ci={"accuracy": [0.6, 0.95]}), arm("full-bert", 0.7, 5.0)])
+    run_dir = make_run(
+        tmp_path, [arm("lora-bert", 0.8, 20.0, ci={"accuracy": [0.6, 0.95]}), arm("full-bert", 0.7, 5.0)]
+    )
     chart = view.build(run_dir, results_of(run_dir))["tasks"][0]["pareto"][0]["chart"]
     with_ci, without = chart["points"]
     assert without["ci"] is None
@@ -203,8 +271,12 @@ def test_confidence_interval_is_drawn_on_the_pareto_chart(tmp_path):
 
 
 def test_each_task_gets_its_own_answer_and_best_marks(tmp_path):
-    arms = [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.7, 5.0),
-            arm("lora-bert", 0.5, 9.0, task="topics"), arm("full-bert", 0.6, 8.0, task="topics")]
+    arms = [
+        arm("lora-bert", 0.8, 20.0),
+        arm("full-bert", 0.7, 5.0),
+        arm("lora-bert", 0.5, 9.0, task="topics"),
+        arm("full-bert", 0.6, 8.0, task="topics"),
+    ]
     run_dir = make_run(tmp_path, arms)
     page = view.build(run_dir, results_of(run_dir))
     assert page["multi_task"] and [t["key"] for t in page["tasks"]] == ["sentiment", "topics"]
@@ -215,30 +287,84 @@ def test_each_task_gets_its_own_answer_and_best_marks(tmp_path):
 
 def test_headline_uses_the_corrected_p_and_the_sensitivity(tmp_path):
     arms = [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.7, 5.0), arm("zero-bert", 0.6, 5.0)]
-    corrected = [{"task": "sentiment", "metric": "accuracy", "a": "lora-bert", "b": "full-bert", "difference": 0.1,
-                  "p_value": 0.02, "p_adjusted": 0.06, "correction": "holm", "family_size": 3, "significant": False},
-                 {"task": "sentiment", "metric": "accuracy", "a": "lora-bert", "b": "zero-bert", "difference": 0.2,
-                  "p_value": 0.03, "p_adjusted": 0.06, "correction": "holm", "family_size": 3, "significant": False}]
-    sensitivity = {"sentiment": {"metric": "accuracy", "unit": "fraction", "n": 128, "mdd": 0.1108,
-                                 "basis": "observed discordant rate of the McNemar pairs (median over 3)"}}
+    corrected = [
+        {
+            "task": "sentiment",
+            "metric": "accuracy",
+            "a": "lora-bert",
+            "b": "full-bert",
+            "difference": 0.1,
+            "p_value": 0.02,
+            "p_adjusted": 0.06,
+            "correction": "holm",
+            "family_size": 3,
+            "significant": False,
+        },
+        {
+            "task": "sentiment",
+            "metric": "accuracy",
+            "a": "lora-bert",
+            "b": "zero-bert",
+            "difference": 0.2,
+            "p_value": 0.03,
+            "p_adjusted": 0.06,
+            "correction": "holm",
+            "family_size": 3,
+            "significant": False,
+        },
+    ]
+    sensitivity = {
+        "sentiment": {
+            "metric": "accuracy",
+            "unit": "fraction",
+            "n": 128,
+            "mdd": 0.1108,
+            "basis": "observed discordant rate of the McNemar pairs (median over 3)",
+        }
+    }
     run_dir = make_run(tmp_path, arms, comparisons=corrected, correction="holm", sensitivity=sensitivity)
     html = render(run_dir, results_of(run_dir))
-    assert ("the difference is <b>not significant</b> after correction (difference +0.1, p = 0.02, "
-            "Holm-adjusted p = 0.06 over 3 pairs)") in html
-    assert "No pair of arms differs significantly on accuracy after Holm correction; the smallest adjusted p is 0.06" in html
+    assert (
+        "the difference is <b>not significant</b> after correction (difference +0.1, p = 0.02, "
+        "Holm-adjusted p = 0.06 over 3 pairs)"
+    ) in html
+    assert (
+        "No pair of arms differs significantly on accuracy after Holm correction; the smallest adjusted p is 0.06"
+        in html
+    )
     assert "With 128 items this comparison can detect accuracy differences of about 11.1 points" in html
     assert "pairwise tests: Holm correction per task and metric" in html
 
 
 def test_seeded_arms_are_ranked_by_their_mean_and_matched_by_base_name(tmp_path):
-    arms = [arm("lora-bert", 0.9, 20.0), arm("lora-bert", 0.7, 20.0), arm("full-bert", 0.75, 5.0), arm("full-bert", 0.75, 5.0)]
+    arms = [
+        arm("lora-bert", 0.9, 20.0),
+        arm("lora-bert", 0.7, 20.0),
+        arm("full-bert", 0.75, 5.0),
+        arm("full-bert", 0.75, 5.0),
+    ]
     for a, name, seed in zip(arms, ["lora", "lora", "full", "full"], [0, 1, 0, 1]):
         a["arm"].update(name=f"{name} · seed {seed}", slug=f"{name}-{seed}", seed=seed)
-    seed_summary = [{"arm": "lora", "seeds": [0, 1], "metrics": {"accuracy": {"mean": 0.8, "std": 0.14, "values": [0.9, 0.7]}}},
-                    {"arm": "full", "seeds": [0, 1], "metrics": {"accuracy": {"mean": 0.75, "std": 0.0, "values": [0.75, 0.75]}}}]
-    comparisons = [{"task": "sentiment", "metric": "accuracy", "a": "lora", "b": "full", "difference": 0.05,
-                    "p_value": 0.4, "p_adjusted": 0.4, "correction": "holm", "family_size": 1, "significant": False,
-                    "seeds": [0, 1], "test": "seed_bootstrap"}]
+    seed_summary = [
+        {"arm": "lora", "seeds": [0, 1], "metrics": {"accuracy": {"mean": 0.8, "std": 0.14, "values": [0.9, 0.7]}}},
+        {"arm": "full", "seeds": [0, 1], "metrics": {"accuracy": {"mean": 0.75, "std": 0.0, "values": [0.75, 0.75]}}},
+    ]
+    comparisons = [
+        {
+            "task": "sentiment",
+            "metric": "accuracy",
+            "a": "lora",
+            "b": "full",
+            "difference": 0.05,
+            "p_value": 0.4,
+            "p_adjusted": 0.4,
+            "correction": "holm",
+            "family_size": 1,
+            "significant": False,
+            "seeds": [0, 1],
+            "test": "seed_bootstrap",
+        }
+    ]
     run_dir = make_run(tmp_path, arms, comparisons=comparisons, correction="holm", seed_summary=seed_summary)
     headline = str(view.build(run_dir, results_of(run_dir))["tasks"][0]["headline"])
     assert "<b>lora</b> is best by accuracy (0.800), ahead of full (0.750)" in headline
@@ -246,10 +372,27 @@ def test_seeded_arms_are_ranked_by_their_mean_and_matched_by_base_name(tmp_path)
 
 
 def test_judge_agreement_sentence_is_shown_under_its_task(tmp_path):
-    agreement = [{"task": "sentiment", "judge_metric": "judge_score", "reference_metric": "rougeL", "arms": 3,
-                  "spearman_rho": 0.5, "p_value": 0.67},
-                 {"task": "other", "judge_metric": "judge_score", "reference_metric": "bertscore_f1", "arms": 3,
-                  "spearman_rho": -1.0, "p_value": 0.0}]
+    agreement = [
+        {
+            "task": "sentiment",
+            "judge_metric": "judge_score",
+            "reference_metric": "rougeL",
+            "arms": 3,
+            "spearman_rho": 0.5,
+            "p_value": 0.67,
+        },
+        {
+            "task": "other",
+            "judge_metric": "judge_score",
+            "reference_metric": "bertscore_f1",
+            "arms": 3,
+            "spearman_rho": -1.0,
+            "p_value": 0.0,
+        },
+    ]
     run_dir = make_run(tmp_path, [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.7, 5.0)], judge_agreement=agreement)
     html = render(run_dir, results_of(run_dir))
-    assert "judge_score vs rougeL\n    0.50 (3 arms)." in html and "bertscore_f1" not in html.split("judge-agreement")[1][:400]
+    assert (
+        "judge_score vs rougeL\n    0.50 (3 arms)." in html
+        and "bertscore_f1" not in html.split("judge-agreement")[1][:400]
+    )

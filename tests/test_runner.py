@@ -59,23 +59,28 @@ def test_end_to_end_every_method_trains_scores_and_shares_the_budget(write_exper
     assert len(trained) == 4
     # The budget audit: same steps, same examples, same order for every trained arm.
     assert {(a["consumed"]["steps"], a["consumed"]["examples"], a["consumed"]["order_hash"]) for a in trained} == {
-        (2, 8, trained[0]["consumed"]["order_hash"])}
+        (2, 8, trained[0]["consumed"]["order_hash"])
+    }
     assert results["budget_audit"]["identical"] is True
     untrained = [a for a in arms if not a["consumed"]]
     assert all(a["metrics"]["trainable_params"] == 0 for a in untrained)
     lora = next(a for a in arms if a["arm"]["method"] == "lora" and a["arm"]["model_key"] == "llama")
     full = next(a for a in arms if a["arm"]["method"] == "full_ft" and a["arm"]["model_key"] == "llama")
-    assert 0 < lora["metrics"]["trainable_params"] < full["metrics"]["trainable_params"] == full["metrics"]["total_params"]
+    assert (
+        0 < lora["metrics"]["trainable_params"] < full["metrics"]["trainable_params"] == full["metrics"]["total_params"]
+    )
     assert (run_dir / "arms" / lora["arm"]["slug"] / "adapter" / "adapter_config.json").is_file()
     for arm in arms:  # the console table names every arm
         assert arm["arm"]["name"] in result.output
 
 
 def test_failing_arm_is_recorded_and_the_others_go_on(write_experiment, tmp_path):
-    path = write_experiment([
-        {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}},
-        {"method": "zero_shot", "model": "llama"},
-    ])
+    path = write_experiment(
+        [
+            {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}},
+            {"method": "zero_shot", "model": "llama"},
+        ]
+    )
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 1, result.output
     _, results = results_of(tmp_path)
@@ -105,8 +110,12 @@ def test_hard_crash_of_an_arm_process_is_recorded(write_experiment, tmp_path, mo
     site = tmp_path / "site"
     (site / "crash_plugin-0.1.dist-info").mkdir(parents=True)
     (site / "crash_plugin.py").write_text(textwrap.dedent(CRASHING_PLUGIN))
-    (site / "crash_plugin-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: crash-plugin\nVersion: 0.1\n")
-    (site / "crash_plugin-0.1.dist-info" / "entry_points.txt").write_text("[harness.methods]\ncrash = crash_plugin:Crash\n")
+    (site / "crash_plugin-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: crash-plugin\nVersion: 0.1\n"
+    )
+    (site / "crash_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        "[harness.methods]\ncrash = crash_plugin:Crash\n"
+    )
     monkeypatch.setenv("PYTHONPATH", str(site))
     monkeypatch.syspath_prepend(str(site))
     from harness.methods import registry
@@ -138,10 +147,18 @@ def test_rerun_reuses_completed_arms_and_force_redoes_them(write_experiment, tmp
 
 
 def test_ctrl_c_keeps_completed_arms(write_experiment, tmp_path):
-    path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "full_ft", "model": "llama"}],
-                            budget={"max_steps": 1_000_000})  # never ends by itself (the example order is lazy)
-    proc = subprocess.Popen([sys.executable, "-m", "harness", "run", str(path)], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}, {"method": "full_ft", "model": "llama"}],
+        budget={"max_steps": 1_000_000},
+    )  # never ends by itself (the example order is lazy)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(path)],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     # Wait for events, not a clock: the first arm's result, then the second arm's process started.
     while time.time() < deadline and not list(tmp_path.glob("reports/tiny/*/arms/full_ft*/log.txt")):

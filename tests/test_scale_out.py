@@ -4,25 +4,36 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.test_runner import results_of, run_cli
 
-TIMINGS = {"train_seconds", "train_tokens_per_s", "load_seconds", "peak_memory_mb", "peak_rss_mb",
-           "eval_seconds", "latency_p50_ms", "latency_p95_ms", "examples_per_s", "saved_mb"}
+TIMINGS = {
+    "train_seconds",
+    "train_tokens_per_s",
+    "load_seconds",
+    "peak_memory_mb",
+    "peak_rss_mb",
+    "eval_seconds",
+    "latency_p50_ms",
+    "latency_p95_ms",
+    "examples_per_s",
+    "saved_mb",
+}
 
 
 def _quality(metrics: dict) -> dict:
     """Metrics that depend on what was learned, not on how fast or where."""
-    return {k: v for k, v in metrics.items() if k not in TIMINGS and "seconds" not in k and "memory" not in k
-            and "latency" not in k and "_per_s" not in k}
+    return {
+        k: v
+        for k, v in metrics.items()
+        if k not in TIMINGS and "seconds" not in k and "memory" not in k and "latency" not in k and "_per_s" not in k
+    }
 
 
 @pytest.mark.slow
@@ -32,8 +43,12 @@ def test_an_arm_on_two_cpu_processes_matches_one_under_ddp_and_fsdp(write_experi
     lora = {"method": "lora", "model": "llama", "lr": 1e-3, "params": {"dropout": 0.0}}
     # FSDP runs on CPU too (torch 2.13, gloo): a full fine-tune sharded over two processes.
     full = {"method": "full_ft", "model": "llama", "lr": 1e-3}
-    arms = [{**lora, "name": "lora one"}, {**lora, "name": "lora ddp", "devices": 2},
-            {**full, "name": "full one"}, {**full, "name": "full fsdp", "devices": 2, "strategy": "fsdp"}]
+    arms = [
+        {**lora, "name": "lora one"},
+        {**lora, "name": "lora ddp", "devices": 2},
+        {**full, "name": "full one"},
+        {**full, "name": "full fsdp", "devices": 2, "strategy": "fsdp"},
+    ]
     path = write_experiment(arms, budget={"max_steps": 3, "batch_size": 4, "grad_accum": 2})
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 0, result.output
@@ -50,7 +65,8 @@ def test_an_arm_on_two_cpu_processes_matches_one_under_ddp_and_fsdp(write_experi
         # rank 0 alone evaluated and wrote: the same files as the one-device arm, one result
         folder = run_dir / "arms" / two["arm"]["slug"]
         assert sorted(p.name for p in folder.iterdir()) == sorted(
-            p.name for p in (run_dir / "arms" / one["arm"]["slug"]).iterdir())
+            p.name for p in (run_dir / "arms" / one["arm"]["slug"]).iterdir()
+        )
         assert len((folder / "predictions.jsonl").read_text().splitlines()) == 8
         assert "Traceback" not in (folder / "log.txt").read_text()
 

@@ -14,6 +14,7 @@ from harness.results.arm_result import ArmResult
 
 # ------------------------------------------------------------------ corrections
 
+
 def test_holm_and_bh_on_a_hand_computed_family():
     p = [0.01, 0.04, 0.03, 0.005]
     # Holm: sorted 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 -> max(0.06, 0.04) = 0.06.
@@ -55,8 +56,11 @@ def test_holm_keeps_78_comparisons_of_identical_arms_quiet():
         rng = np.random.default_rng(rep)
         truth = rng.random(128) < 0.7
         arms = [np.where(rng.random(128) < 0.1, ~truth, truth).astype(float) for _ in range(13)]
-        family = [stats.compare("accuracy", "mcnemar", f"arm{i}", arms[i], f"arm{j}", arms[j], higher_is_better=True)
-                  for i in range(13) for j in range(i + 1, 13)]
+        family = [
+            stats.compare("accuracy", "mcnemar", f"arm{i}", arms[i], f"arm{j}", arms[j], higher_is_better=True)
+            for i in range(13)
+            for j in range(i + 1, 13)
+        ]
         assert len(family) == 78
         clean_raw += not any(c["significant"] for c in family)
         stats.correct_family(family, "holm")
@@ -67,9 +71,11 @@ def test_holm_keeps_78_comparisons_of_identical_arms_quiet():
 
 
 def test_correction_sets_significance_and_keeps_the_raw_p():
-    family = [stats.compare("accuracy", "mcnemar", "a", [1] * 9 + [0] * 31, "b", [0] * 40, higher_is_better=True),
-              stats.compare("accuracy", "mcnemar", "a", [1] * 30 + [0] * 10, "c", [0] * 40, higher_is_better=True),
-              stats.compare("accuracy", "mcnemar", "b", [0] * 40, "d", [0] * 40, higher_is_better=True)]
+    family = [
+        stats.compare("accuracy", "mcnemar", "a", [1] * 9 + [0] * 31, "b", [0] * 40, higher_is_better=True),
+        stats.compare("accuracy", "mcnemar", "a", [1] * 30 + [0] * 10, "c", [0] * 40, higher_is_better=True),
+        stats.compare("accuracy", "mcnemar", "b", [0] * 40, "d", [0] * 40, higher_is_better=True),
+    ]
     assert family[0]["significant"] and family[0]["better"] == "a"  # p = 2/2^9 = 0.0039 alone
     raw = [c["p_value"] for c in family]
     stats.correct_family(family, "holm", alpha=0.005)
@@ -79,6 +85,7 @@ def test_correction_sets_significance_and_keeps_the_raw_p():
 
 
 # ------------------------------------------------------------------ seeds
+
 
 def _correct(n_right: int, n: int = 200) -> np.ndarray:
     return np.array([1.0] * n_right + [0.0] * (n - n_right))
@@ -93,8 +100,16 @@ def test_seed_aware_test_does_not_trust_a_difference_that_flips_sign():
     flipping = stats.compare("accuracy", "seed_bootstrap", "a", a, "b", b, higher_is_better=True, seeds=[0, 1, 2])
     assert flipping["difference"] == pytest.approx(0.05)
     assert not flipping["significant"] and flipping["p_value"] > 0.3  # about 15/27 by enumeration
-    consistent = stats.compare("accuracy", "seed_bootstrap", "a", [a[0], a[2], a[0]], "b", [b[0], b[2], b[0]],
-                               higher_is_better=True, seeds=[0, 1, 2])
+    consistent = stats.compare(
+        "accuracy",
+        "seed_bootstrap",
+        "a",
+        [a[0], a[2], a[0]],
+        "b",
+        [b[0], b[2], b[0]],
+        higher_is_better=True,
+        seeds=[0, 1, 2],
+    )
     assert consistent["significant"] and consistent["better"] == "a" and consistent["seeds"] == [0, 1, 2]
 
 
@@ -111,29 +126,52 @@ def _write_run(tmp_path, arms: dict[tuple[str, int], list[str]], refs: list[str]
         slug = f"{name}-s{seed}"
         folder = tmp_path / "arms" / slug
         folder.mkdir(parents=True)
-        rows = [{"id": i, "prediction": p, "reference": r, "scores": {"accuracy": float(p == r)}}
-                for i, (p, r) in enumerate(zip(preds, refs))]
+        rows = [
+            {"id": i, "prediction": p, "reference": r, "scores": {"accuracy": float(p == r)}}
+            for i, (p, r) in enumerate(zip(preds, refs))
+        ]
         folder.joinpath("predictions.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
         accuracy = sum(p == r for p, r in zip(preds, refs)) / len(refs)
         macro = f1_score(refs, preds, average="macro", labels=sorted(set(refs) | set(preds)), zero_division=0)
-        results.append(ArmResult(arm={"name": seed_name(name, seed), "slug": slug, "task_key": "t", "seed": seed},
-                                 status="ok", metrics={"accuracy": accuracy, "macro_f1": float(macro)}))
+        results.append(
+            ArmResult(
+                arm={"name": seed_name(name, seed), "slug": slug, "task_key": "t", "seed": seed},
+                status="ok",
+                metrics={"accuracy": accuracy, "macro_f1": float(macro)},
+            )
+        )
     return results
 
 
 def test_run_comparisons_test_each_pair_of_seeded_arms_once(tmp_path):
     refs = ["pos", "neg"] * 100
     right = lambda k: [r if i < k else ("neg" if r == "pos" else "pos") for i, r in enumerate(refs)]  # noqa: E731
-    arms = {("a", 0): right(140), ("a", 1): right(110), ("a", 2): right(140),
-            ("b", 0): right(110), ("b", 1): right(140), ("b", 2): right(110),
-            ("c", 0): right(60), ("c", 1): right(62), ("c", 2): right(58)}
+    arms = {
+        ("a", 0): right(140),
+        ("a", 1): right(110),
+        ("a", 2): right(140),
+        ("b", 0): right(110),
+        ("b", 1): right(140),
+        ("b", 2): right(110),
+        ("c", 0): right(60),
+        ("c", 1): right(62),
+        ("c", 2): right(58),
+    }
     results = _write_run(tmp_path, arms, refs)
-    found = compare.comparisons(tmp_path, results, tasks={"t": {"type": "classification", "labels": ["neg", "pos"]}},
-                                resamples=500)
+    found = compare.comparisons(
+        tmp_path, results, tasks={"t": {"type": "classification", "labels": ["neg", "pos"]}}, resamples=500
+    )
     by_pair = {(c["a"], c["b"], c["metric"]): c for c in found}
-    assert set(by_pair) == {(x, y, m) for x, y in [("a", "b"), ("a", "c"), ("b", "c")] for m in ("accuracy", "macro_f1")}
-    assert all(c["test"] == "seed_bootstrap" and c["seeds"] == [0, 1, 2] and c["correction"] == "holm"
-               and c["family_size"] == 3 for c in found)
+    assert set(by_pair) == {
+        (x, y, m) for x, y in [("a", "b"), ("a", "c"), ("b", "c")] for m in ("accuracy", "macro_f1")
+    }
+    assert all(
+        c["test"] == "seed_bootstrap"
+        and c["seeds"] == [0, 1, 2]
+        and c["correction"] == "holm"
+        and c["family_size"] == 3
+        for c in found
+    )
     assert not by_pair[("a", "b", "accuracy")]["significant"]
     assert by_pair[("a", "c", "accuracy")]["significant"] and by_pair[("a", "c", "accuracy")]["better"] == "a"
     sens = compare.sensitivity(found, results, {"t": {"type": "classification"}})
@@ -142,6 +180,7 @@ def test_run_comparisons_test_each_pair_of_seeded_arms_once(tmp_path):
 
 
 # ------------------------------------------------------------------ corpus metrics
+
 
 def test_corpus_metric_paired_bootstrap_on_a_hand_computed_case():
     """Entity F1 of two sentences, rows (correct, predicted, gold). Corpus F1: a = 4/6, b = 2/6,
@@ -174,6 +213,7 @@ def test_macro_f1_and_entity_f1_are_compared_from_the_predictions(tmp_path):
 
 
 # ------------------------------------------------------------------ sensitivity
+
 
 def test_minimum_detectable_difference_matches_statsmodels():
     from statsmodels.stats.power import NormalIndPower
@@ -215,8 +255,10 @@ def test_sensitivity_from_mcnemar_pairs_uses_the_observed_discordant_rate(tmp_pa
 
 
 def test_summary_says_when_nothing_survives_the_correction():
-    family = [stats.compare("accuracy", "mcnemar", "a", [1] * 9 + [0] * 31, "b", [0] * 40, higher_is_better=True),
-              stats.compare("accuracy", "mcnemar", "a", [1] * 2 + [0] * 38, "c", [0] * 40, higher_is_better=True)]
+    family = [
+        stats.compare("accuracy", "mcnemar", "a", [1] * 9 + [0] * 31, "b", [0] * 40, higher_is_better=True),
+        stats.compare("accuracy", "mcnemar", "a", [1] * 2 + [0] * 38, "c", [0] * 40, higher_is_better=True),
+    ]
     for c in family:
         c["task"] = "t"
     stats.correct_family(family, "holm", alpha=0.005)
@@ -235,11 +277,25 @@ def test_report_recompute_rewrites_an_older_runs_statistics(tmp_path):
 
     refs = ["pos", "neg"] * 32
     results = _write_run(tmp_path, {("a", 0): refs, ("b", 0): ["pos"] * 64, ("c", 0): ["neg"] * 64}, refs)
-    old = {"experiment": {"name": "old", "tasks": {"t": {"type": "classification", "labels": ["neg", "pos"]}},
-                          "budget": {"bootstrap_resamples": 200}},
-           "arms": [r.model_dump() for r in results],
-           "comparisons": [{"metric": "accuracy", "a": "a · seed 0", "b": "b · seed 0", "difference": 0.5,
-                            "p_value": 1e-6, "significant": True, "test": "mcnemar"}]}
+    old = {
+        "experiment": {
+            "name": "old",
+            "tasks": {"t": {"type": "classification", "labels": ["neg", "pos"]}},
+            "budget": {"bootstrap_resamples": 200},
+        },
+        "arms": [r.model_dump() for r in results],
+        "comparisons": [
+            {
+                "metric": "accuracy",
+                "a": "a · seed 0",
+                "b": "b · seed 0",
+                "difference": 0.5,
+                "p_value": 1e-6,
+                "significant": True,
+                "test": "mcnemar",
+            }
+        ],
+    }
     (tmp_path / "results.json").write_text(json.dumps(old))
     shown = CliRunner().invoke(app, ["report", str(tmp_path)])  # an older run still renders as it was
     assert shown.exit_code == 0, shown.output

@@ -11,9 +11,9 @@ import urllib.request
 import pytest
 
 from harness.config.load import load_experiment
-from harness.tracking.ui import healthy, port_is_free, start_ui, stop_ui
 from harness.results.arm_result import ArmResult
 from harness.tracking.mlflow_tracker import MlflowTracker, resolve_store
+from harness.tracking.ui import healthy, port_is_free, start_ui, stop_ui
 from tests.test_runner import results_of, run_cli
 
 FAILING = {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}}
@@ -36,8 +36,12 @@ class Api:
             return json.loads(response.read())
 
     def post(self, path: str, body: dict) -> dict:
-        request = urllib.request.Request(self.base + path, data=json.dumps(body).encode(), method="POST",
-                                         headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            self.base + path,
+            data=json.dumps(body).encode(),
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
 
@@ -60,7 +64,8 @@ def test_run_is_tracked_and_served_by_harness_ui(write_experiment, tmp_path):
     (tmp_path / "team").mkdir()
     path = write_experiment(
         [{"method": "lora", "model": "bert", "lr": 1e-3}, FAILING],
-        edit=lambda d: d.update(tracking={"uri": store, "experiment_name": "tiny-tracked"}))
+        edit=lambda d: d.update(tracking={"uri": store, "experiment_name": "tiny-tracked"}),
+    )
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 1, result.output  # one arm failed, as planned
     assert "tracking is off" not in result.output
@@ -91,7 +96,10 @@ def test_run_is_tracked_and_served_by_harness_ui(write_experiment, tmp_path):
             assert tags["mlflow.parentRunId"] == parent["info"]["run_id"]
             assert tags["arm.hash"] == arm["arm"]["hash"] and tags["arm.status"] == arm["status"]
             assert (tags["arm.method"], tags["arm.model_key"], tags["arm.task_key"]) == (
-                arm["arm"]["method"], arm["arm"]["model_key"], "sentiment")
+                arm["arm"]["method"],
+                arm["arm"]["model_key"],
+                "sentiment",
+            )
             assert tags["harness.version"] and tags["harness.git_commit"]
             assert params["method"] == arm["arm"]["method"] and params["task"] == "sentiment"
             assert params["model"] == arm["arm"]["model"] and params["budget.max_steps"] == "2"
@@ -109,7 +117,8 @@ def test_run_is_tracked_and_served_by_harness_ui(write_experiment, tmp_path):
         assert ok["info"]["status"] == "FINISHED" and "harness.device" in tags_of(ok)
         history = api.get("metrics/get-history", run_id=ok["info"]["run_id"], metric_key="train_loss")["metrics"]
         assert len(history) == 2 and sorted((m["step"], m["value"]) for m in history) == [
-            (step, pytest.approx(loss)) for step, loss in arm["curves"]["train_loss"]]
+            (step, pytest.approx(loss)) for step, loss in arm["curves"]["train_loss"]
+        ]
         files = {f["path"] for f in api.get("artifacts/list", run_id=ok["info"]["run_id"])["files"]}
         assert {"predictions.jsonl", "result.json", "adapter"} <= files
 
@@ -126,8 +135,9 @@ def test_run_is_tracked_and_served_by_harness_ui(write_experiment, tmp_path):
 
 def test_broken_tracking_uri_only_warns_and_the_run_completes(write_experiment, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    path = write_experiment([{"method": "zero_shot", "model": "llama"}],
-                            edit=lambda d: d.update(tracking={"uri": dead}))
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}], edit=lambda d: d.update(tracking={"uri": dead})
+    )
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 0, result.output
     assert result.output.count("MLflow tracking is off") == 1 and dead in result.output
@@ -141,7 +151,9 @@ def test_tracker_turns_itself_off_on_any_mlflow_error(uri, write_experiment, tmp
     (tmp_path / "a-file").write_text("a file where the store's folder should be")
     tracker = MlflowTracker(uri=uri.format(tmp=tmp_path))
     tracker.start_run(experiment, tmp_path)
-    result = ArmResult(arm={"name": "zero_shot · llama", "slug": "x", "hash": "h"}, status="ok", metrics={"accuracy": 1})
+    result = ArmResult(
+        arm={"name": "zero_shot · llama", "slug": "x", "hash": "h"}, status="ok", metrics={"accuracy": 1}
+    )
     tracker.log_arm(result, tmp_path)
     tracker.finish_run(tmp_path, [result])
     assert tracker.enabled is False
@@ -154,8 +166,11 @@ def test_tracking_can_be_switched_off(write_experiment, tmp_path):
     on = load_experiment(write_experiment([{"method": "zero_shot", "model": "llama"}]))
     assert isinstance(_tracker(on), MlflowTracker)
     assert _tracker(on, track=False) is None  # --no-track
-    off = load_experiment(write_experiment([{"method": "zero_shot", "model": "llama"}],
-                                           edit=lambda d: d.update(tracking={"enabled": False})))
+    off = load_experiment(
+        write_experiment(
+            [{"method": "zero_shot", "model": "llama"}], edit=lambda d: d.update(tracking={"enabled": False})
+        )
+    )
     assert _tracker(off) is None
 
 
@@ -190,15 +205,48 @@ def test_parent_run_gets_the_corrected_comparisons(write_experiment, tmp_path):
     experiment = load_experiment(write_experiment([{"method": "zero_shot", "model": "llama"}]))
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    comparisons = [{"task": "sentiment", "metric": "accuracy", "a": "x", "b": "y", "difference": 0.2, "p_value": 0.01,
-                    "p_adjusted": 0.03, "significant": True, "better": "x", "test": "mcnemar", "correction": "holm",
-                    "family_size": 3, "n": 64},
-                   {"task": "sentiment", "metric": "accuracy", "a": "x", "b": "z", "difference": 0.1, "p_value": 0.04,
-                    "p_adjusted": 0.08, "significant": False, "better": None, "test": "mcnemar", "correction": "holm",
-                    "family_size": 3, "n": 64}]
-    (run_dir / "results.json").write_text(json.dumps({
-        "comparisons": comparisons, "correction": "holm", "alpha": 0.05,
-        "sensitivity": {"sentiment": {"metric": "accuracy", "mdd": 0.157}}}))
+    comparisons = [
+        {
+            "task": "sentiment",
+            "metric": "accuracy",
+            "a": "x",
+            "b": "y",
+            "difference": 0.2,
+            "p_value": 0.01,
+            "p_adjusted": 0.03,
+            "significant": True,
+            "better": "x",
+            "test": "mcnemar",
+            "correction": "holm",
+            "family_size": 3,
+            "n": 64,
+        },
+        {
+            "task": "sentiment",
+            "metric": "accuracy",
+            "a": "x",
+            "b": "z",
+            "difference": 0.1,
+            "p_value": 0.04,
+            "p_adjusted": 0.08,
+            "significant": False,
+            "better": None,
+            "test": "mcnemar",
+            "correction": "holm",
+            "family_size": 3,
+            "n": 64,
+        },
+    ]
+    (run_dir / "results.json").write_text(
+        json.dumps(
+            {
+                "comparisons": comparisons,
+                "correction": "holm",
+                "alpha": 0.05,
+                "sensitivity": {"sentiment": {"metric": "accuracy", "mdd": 0.157}},
+            }
+        )
+    )
     tracker = MlflowTracker(uri=f"sqlite:///{tmp_path / 'track.db'}")
     tracker.start_run(experiment, run_dir)
     parent = tracker.parent_id
@@ -206,9 +254,15 @@ def test_parent_run_gets_the_corrected_comparisons(write_experiment, tmp_path):
     assert tracker.enabled, "tracking turned itself off"
     client = mlflow.MlflowClient(tracking_uri=tracker.uri)
     run = client.get_run(parent)
-    assert {k: run.data.metrics[k] for k in ("comparisons_tested", "comparisons_significant_raw",
-                                            "comparisons_significant", "min_p_adjusted")} == {
-        "comparisons_tested": 2, "comparisons_significant_raw": 2, "comparisons_significant": 1, "min_p_adjusted": 0.03}
+    assert {
+        k: run.data.metrics[k]
+        for k in ("comparisons_tested", "comparisons_significant_raw", "comparisons_significant", "min_p_adjusted")
+    } == {
+        "comparisons_tested": 2,
+        "comparisons_significant_raw": 2,
+        "comparisons_significant": 1,
+        "min_p_adjusted": 0.03,
+    }
     assert run.data.metrics["mdd.sentiment.accuracy"] == pytest.approx(0.157)
     assert run.data.params["statistics.correction"] == "holm"
     with open(client.download_artifacts(parent, "comparisons.json", str(tmp_path)), encoding="utf-8") as fh:

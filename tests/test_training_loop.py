@@ -16,8 +16,17 @@ from harness.training import checkpoint, loop
 from harness.training.devices import make_accelerator
 from harness.training.sft import predicted_tokens
 
-BUDGET = Budget(max_steps=1, batch_size=8, grad_accum=1, seed=0, lr_schedule="constant", warmup_ratio=0.0,
-                weight_decay=0.0, max_grad_norm=1e9, precision="fp32")
+BUDGET = Budget(
+    max_steps=1,
+    batch_size=8,
+    grad_accum=1,
+    seed=0,
+    lr_schedule="constant",
+    warmup_ratio=0.0,
+    weight_decay=0.0,
+    max_grad_norm=1e9,
+    precision="fp32",
+)
 
 
 def budget(**changes) -> Budget:
@@ -40,7 +49,7 @@ def _gradients(model_dir, rows, pad_id, accum: int, normalise) -> torch.Tensor:
     model.eval()  # no dropout: the two runs must see the same function
     accelerator = make_accelerator(BUDGET)
     micro = len(rows) // accum
-    batches = [pad_batch(rows[m * micro:(m + 1) * micro], pad_id)[0] for m in range(accum)]
+    batches = [pad_batch(rows[m * micro : (m + 1) * micro], pad_id)[0] for m in range(accum)]
     stream = loop.Stream(lambda idx: None, [], predicted_tokens)
     if normalise:
         items = sum(predicted_tokens(b) for b in batches)
@@ -55,8 +64,13 @@ def test_accumulation_normalises_over_the_steps_target_tokens(llama):
     tokenizer, model_dir = llama
     # Completions of very different lengths: a per-micro-batch mean would weigh a short one's
     # tokens as much as a long one's.
-    rows = [(tokenizer("review: the film was good sentiment:")["input_ids"],
-             tokenizer(" positive" * (1 + 5 * (i % 2 == 0) * (i < 2)))["input_ids"]) for i in range(8)]
+    rows = [
+        (
+            tokenizer("review: the film was good sentiment:")["input_ids"],
+            tokenizer(" positive" * (1 + 5 * (i % 2 == 0) * (i < 2)))["input_ids"],
+        )
+        for i in range(8)
+    ]
     whole = _gradients(model_dir, rows, tokenizer.pad_token_id, 1, normalise=True)
     split = _gradients(model_dir, rows, tokenizer.pad_token_id, 4, normalise=True)
     torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-7)
@@ -85,8 +99,14 @@ def test_bf16_autocast_keeps_fp32_master_weights_and_small_updates():
         return {"x": torch.ones(len(indices), 1), "labels": torch.zeros(len(indices), 1)}, len(indices)
 
     lr = 1e-4  # Adam's first update is ~lr: far below bf16's spacing at 1.0 (2**-7)
-    consumed, _ = loop.train(model, n_examples=8, ids=[str(i) for i in range(8)], make_batch=make_batch,
-                             budget=budget(precision="bf16"), lr=lr)
+    consumed, _ = loop.train(
+        model,
+        n_examples=8,
+        ids=[str(i) for i in range(8)],
+        make_batch=make_batch,
+        budget=budget(precision="bf16"),
+        lr=lr,
+    )
     assert consumed.steps == 1
     assert model.forward_dtypes == [torch.bfloat16]  # the forward ran under autocast
     assert model.w.dtype == torch.float32  # the master weight
@@ -106,9 +126,14 @@ def test_optimizer_state_is_fp32_under_bf16(monkeypatch):
 
     monkeypatch.setattr(torch.optim.AdamW, "step", spy)
     model = OneWeight()
-    loop.train(model, n_examples=4, ids=list("abcd"), budget=budget(batch_size=4, precision="bf16"),
-               make_batch=lambda idx: ({"x": torch.ones(len(idx), 1), "labels": torch.zeros(len(idx), 1)}, 1),
-               lr=1e-3)
+    loop.train(
+        model,
+        n_examples=4,
+        ids=list("abcd"),
+        budget=budget(batch_size=4, precision="bf16"),
+        make_batch=lambda idx: ({"x": torch.ones(len(idx), 1), "labels": torch.zeros(len(idx), 1)}, 1),
+        lr=1e-3,
+    )
     assert states and set(states) == {torch.float32}
 
 
@@ -131,8 +156,7 @@ def test_a_torn_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
         warnings.simplefilter("always")
         state = checkpoint.load_latest(folder)
     assert state["step"] == 4 and state["value"].item() == 4.0
-    assert any("skipping unreadable checkpoint" in str(w.message) and "step-00000006" in str(w.message)
-               for w in caught)
+    assert any("skipping unreadable checkpoint" in str(w.message) and "step-00000006" in str(w.message) for w in caught)
 
 
 def test_rng_state_round_trips():
@@ -158,9 +182,11 @@ def test_devices_and_precision_in_the_plan(write_experiment):
     from harness.errors import HarnessError
     from harness.planning.plan import plan
 
-    arms = [{"method": "lora", "model": "llama", "lr": 1e-3},
-            {"method": "lora", "model": "llama", "lr": 1e-3, "name": "two", "devices": 2},
-            {"method": "zero_shot", "model": "llama"}]
+    arms = [
+        {"method": "lora", "model": "llama", "lr": 1e-3},
+        {"method": "lora", "model": "llama", "lr": 1e-3, "name": "two", "devices": 2},
+        {"method": "zero_shot", "model": "llama"},
+    ]
     base, spread, prompting = plan(load_experiment(write_experiment(arms)))
     assert (base.devices, spread.devices, prompting.devices) == (1, 2, 1)
     assert spread.budget.strategy == "ddp"

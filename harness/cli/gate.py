@@ -11,10 +11,24 @@ from harness.errors import HarnessError, safe
 PASS, REGRESSION = 0, 1
 
 
-def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, arm: str | None,
-             baseline_arm: str | None, max_drop: float, alpha: float, junit: Path | None,
-             markdown: Path | None, record: bool, mlflow_uri: str | None, json_out: Path | None = None,
-             register: str | None = None) -> int:
+def run_gate(
+    out,
+    err,
+    *,
+    golden: Path,
+    candidate: str,
+    baseline: str | None,
+    arm: str | None,
+    baseline_arm: str | None,
+    max_drop: float,
+    alpha: float,
+    junit: Path | None,
+    markdown: Path | None,
+    record: bool,
+    mlflow_uri: str | None,
+    json_out: Path | None = None,
+    register: str | None = None,
+) -> int:
     from harness.golden import gate, outputs, promote
     from harness.golden.schema import load_golden
     from harness.paths import atomic_write_text
@@ -27,16 +41,23 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
     recorded = gate.baseline_path(golden_set, golden)
     if baseline is None and not recorded.is_file():
         if not record:
-            raise HarnessError(f"no baseline given and none recorded for {golden_set.name}@{golden_set.version} "
-                               f"({recorded})", fix="pass --baseline, or record one with --record")
+            raise HarnessError(
+                f"no baseline given and none recorded for {golden_set.name}@{golden_set.version} ({recorded})",
+                fix="pass --baseline, or record one with --record",
+            )
         side = gate.resolve_side(candidate, golden_set, arm=arm, role="candidate")
         path = gate.record_baseline(golden_set, golden, side)
-        out.print(f"recorded baseline {safe(path)} (first baseline of {safe(golden_set.name)}@{safe(golden_set.version)}; "
-                  "nothing to compare)", highlight=False)
+        out.print(
+            f"recorded baseline {safe(path)} (first baseline of {safe(golden_set.name)}@{safe(golden_set.version)}; "
+            "nothing to compare)",
+            highlight=False,
+        )
         must_failed = [i.id for i in golden_set.items if i.must and not _passed(side, i.id)]
         if must_failed:
-            err.print(f"[yellow]note[/]: the recorded candidate fails must item(s) {safe(', '.join(must_failed))}; "
-                      "every later gate fails until they pass")
+            err.print(
+                f"[yellow]note[/]: the recorded candidate fails must item(s) {safe(', '.join(must_failed))}; "
+                "every later gate fails until they pass"
+            )
         return PASS
     # What --register would register is found first: nothing to register is a usage error (exit 2).
     to_register = promote.registrable(candidate, golden_set, arm=arm) if register else None
@@ -60,18 +81,29 @@ def run_gate(out, err, *, golden: Path, candidate: str, baseline: str | None, ar
     uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if uri:
         run_id = outputs.log_verdict_to_mlflow(verdict, uri)
-        out.print(f"mlflow run: {safe(run_id)}" if run_id else "[yellow]could not log the verdict to MLflow[/] (the gate stands)")
+        out.print(
+            f"mlflow run: {safe(run_id)}"
+            if run_id
+            else "[yellow]could not log the verdict to MLflow[/] (the gate stands)"
+        )
     if register:
         if verdict["passed"]:
             try:
                 version = promote.register(register, to_register, verdict, mlflow_uri)
             except Exception as error:  # noqa: BLE001 - the store's own message, as one sentence
-                raise HarnessError(f"--register {register}: the gate passed but MLflow refused the version "
-                                   f"({type(error).__name__}: {str(error).splitlines()[0][:300]})",
-                                   fix="check the tracking URI (--mlflow or MLFLOW_TRACKING_URI)") from None
-            out.print(f"registered {safe(register)} version {version.version} ({safe(version.source)})", highlight=False)
+                raise HarnessError(
+                    f"--register {register}: the gate passed but MLflow refused the version "
+                    f"({type(error).__name__}: {str(error).splitlines()[0][:300]})",
+                    fix="check the tracking URI (--mlflow or MLFLOW_TRACKING_URI)",
+                ) from None
+            out.print(
+                f"registered {safe(register)} version {version.version} ({safe(version.source)})", highlight=False
+            )
         else:
-            err.print(f"[yellow]not registered[/]: a candidate that fails the gate does not become a version of {safe(register)}")
+            err.print(
+                "[yellow]not registered[/]: a candidate that fails the gate does not become a version of "
+                f"{safe(register)}"
+            )
     if record:
         if verdict["passed"]:
             path = gate.record_baseline(golden_set, golden, cand_side)

@@ -13,8 +13,12 @@ from rich.console import Console
 
 from harness.errors import HarnessError, safe
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Compare fine-tuning methods under one budget, evaluated one way.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Compare fine-tuning methods under one budget, evaluated one way.",
+)
 # Piped output (CI logs, files) gets a wide table instead of rich's 80-column default.
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
@@ -47,14 +51,18 @@ def validate(file: Path, set_: SetOption = None):
     if is_golden_file(file):
         golden = load_golden(file)
         must = sum(i.must for i in golden.items)
-        out.print(f"[green]ok[/] {safe(file)}: golden set {safe(golden.name)}@{safe(golden.version)}, "
-                  f"{len(golden.items)} item(s), {must} must", highlight=False)
+        out.print(
+            f"[green]ok[/] {safe(file)}: golden set {safe(golden.name)}@{safe(golden.version)}, "
+            f"{len(golden.items)} item(s), {must} must",
+            highlight=False,
+        )
         return
 
     experiment = load_experiment(file, set_)
     arms = plan(experiment)
-    out.print(f"[green]ok[/] {safe(file)}: {len(arms)} arm(s) — " + ", ".join(safe(a.name) for a in arms),
-              highlight=False)
+    out.print(
+        f"[green]ok[/] {safe(file)}: {len(arms)} arm(s) — " + ", ".join(safe(a.name) for a in arms), highlight=False
+    )
 
 
 @app.command("plan")
@@ -76,24 +84,44 @@ def plan_command(file: Path, set_: SetOption = None):
 
 @app.command()
 @user_errors
-def run(file: Path, set_: SetOption = None,
-        force: Annotated[bool, typer.Option(help="rerun arms that already have a completed result, and start "
-                                                 "killed arms again from step 0 (ignoring their checkpoints)")] = False,
-        only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
-        track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True,
-        jobs: Annotated[Optional[int], typer.Option(
-            min=1, help="local: arms at once (default: one per visible GPU, 1 on CPU)")] = None,
-        executor: Annotated[Optional[str], typer.Option(
-            help="local (this machine) or ray (a Ray cluster); default: executor: in the YAML")] = None,
-        address: Annotated[Optional[str], typer.Option(
-            help="ray: auto, ray://host:port; default: start Ray on this machine")] = None):
+def run(
+    file: Path,
+    set_: SetOption = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            help="rerun arms that already have a completed result, and start "
+            "killed arms again from step 0 (ignoring their checkpoints)"
+        ),
+    ] = False,
+    only: Annotated[Optional[list[str]], typer.Option(help="run only arms whose name contains this")] = None,
+    track: Annotated[bool, typer.Option("--track/--no-track", help="log to MLflow (tracking: in the YAML)")] = True,
+    jobs: Annotated[
+        Optional[int], typer.Option(min=1, help="local: arms at once (default: one per visible GPU, 1 on CPU)")
+    ] = None,
+    executor: Annotated[
+        Optional[str], typer.Option(help="local (this machine) or ray (a Ray cluster); default: executor: in the YAML")
+    ] = None,
+    address: Annotated[
+        Optional[str], typer.Option(help="ray: auto, ray://host:port; default: start Ray on this machine")
+    ] = None,
+):
     """Train and evaluate every arm of an experiment; write results.json and the report."""
     from harness import api
     from harness.report.console import print_results
 
     try:
-        finished = api.run(file, set_, jobs=jobs, track=track, force=force, only=only, executor=executor,
-                           address=address, reporter=_write_html_report)
+        finished = api.run(
+            file,
+            set_,
+            jobs=jobs,
+            track=track,
+            force=force,
+            only=only,
+            executor=executor,
+            address=address,
+            reporter=_write_html_report,
+        )
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
     results, run_dir = finished.results, finished.run_dir
@@ -118,10 +146,13 @@ def _shown(path: Path) -> Path:
 
 @app.command()
 @user_errors
-def ui(port: Annotated[int, typer.Option(help="port to listen on")] = 5000,
-       host: Annotated[str, typer.Option(help="interface to bind; 127.0.0.1 keeps it on this machine")] = "127.0.0.1",
-       uri: Annotated[Optional[str], typer.Option(help="tracking store (default $MLFLOW_TRACKING_URI, "
-                                                      "else ./mlflow.db)")] = None):
+def ui(
+    port: Annotated[int, typer.Option(help="port to listen on")] = 5000,
+    host: Annotated[str, typer.Option(help="interface to bind; 127.0.0.1 keeps it on this machine")] = "127.0.0.1",
+    uri: Annotated[
+        Optional[str], typer.Option(help="tracking store (default $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    ] = None,
+):
     """Open the MLflow UI on the tracking store `harness run` logs to; Ctrl-C stops it."""
     from harness.tracking.ui import serve
 
@@ -135,8 +166,11 @@ def _write_html_report(run_dir: Path) -> None:
     try:
         out.print(f"report: {safe(write_html_report(run_dir))}", soft_wrap=True, highlight=False)
     except Exception as error:  # noqa: BLE001 - never lose a finished run to a drawing bug
-        err.print(f"[yellow]could not write the HTML report[/] ({type(error).__name__}: {safe(error)}); "
-                  f"retry with `harness report {safe(run_dir)}`", highlight=False)
+        err.print(
+            f"[yellow]could not write the HTML report[/] ({type(error).__name__}: {safe(error)}); "
+            f"retry with `harness report {safe(run_dir)}`",
+            highlight=False,
+        )
 
 
 @app.command("methods")
@@ -146,8 +180,13 @@ def list_methods():
     default, description) from each method's Params model."""
     from harness.methods import get_method, method_names
 
-    out.print(_plugin_table("method", [get_method(name) for name in method_names()],
-                            lambda m: ", ".join(f"{k}: {v}" for k, v in m.objective.items())))
+    out.print(
+        _plugin_table(
+            "method",
+            [get_method(name) for name in method_names()],
+            lambda m: ", ".join(f"{k}: {v}" for k, v in m.objective.items()),
+        )
+    )
 
 
 def _plugin_table(kind: str, plugins: list, trained_by):
@@ -160,8 +199,15 @@ def _plugin_table(kind: str, plugins: list, trained_by):
 
     table = Table(kind, "applies to", "trained by", "parameter", "type", "default", "description")
     for plugin in plugins:
-        table.add_row(Text(plugin.name, style="bold"), Text(", ".join(sorted(plugin.applies_to))),
-                      Text(trained_by(plugin)), "", "", "", Text(plugin.description))
+        table.add_row(
+            Text(plugin.name, style="bold"),
+            Text(", ".join(sorted(plugin.applies_to))),
+            Text(trained_by(plugin)),
+            "",
+            "",
+            "",
+            Text(plugin.description),
+        )
         for name, kind_text, default, description in param_rows(plugin.Params):
             table.add_row("", "", "", Text(name), Text(kind_text), Text(default), Text(description))
     return table
@@ -186,28 +232,47 @@ def list_stages():
 
 @app.command()
 @user_errors
-def report(run_dir: Path,
-           format_: Annotated[str, typer.Option("--format", help="html (index.html and the console table), md "
-                                                                 "(PR comments, READMEs), csv (spreadsheets) or latex "
-                                                                 "(booktabs, for papers)")] = "html",
-           output: Annotated[Optional[Path], typer.Option("--output", "-o", help="write md/csv/latex here "
-                                                                                "instead of printing it")] = None,
-           recompute: Annotated[bool, typer.Option(
-               help="recompute the pairwise tests, their correction and the sensitivity from the arm folders "
-                    "(no retraining) and rewrite results.json")] = False,
-           correction: Annotated[Optional[str], typer.Option(
-               help="with --recompute: holm, bh or none (default: the run's budget.correction, else holm)")] = None):
+def report(
+    run_dir: Path,
+    format_: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="html (index.html and the console table), md "
+            "(PR comments, READMEs), csv (spreadsheets) or latex "
+            "(booktabs, for papers)",
+        ),
+    ] = "html",
+    output: Annotated[
+        Optional[Path], typer.Option("--output", "-o", help="write md/csv/latex here instead of printing it")
+    ] = None,
+    recompute: Annotated[
+        bool,
+        typer.Option(
+            help="recompute the pairwise tests, their correction and the sensitivity from the arm folders "
+            "(no retraining) and rewrite results.json"
+        ),
+    ] = False,
+    correction: Annotated[
+        Optional[str],
+        typer.Option(help="with --recompute: holm, bh or none (default: the run's budget.correction, else holm)"),
+    ] = None,
+):
     """Print the comparison table of a finished run (a reports/<experiment>/<run-id> folder, or
     reports/<experiment>/latest) and rebuild its HTML report, index.html; or export the table."""
     from harness.api import load_run
     from harness.report import exports
 
     if format_ not in exports.FORMATS:
-        raise HarnessError(f"--format {format_!r} is not one of {', '.join(exports.FORMATS)}",
-                           fix="pass --format md for a PR comment, csv for a spreadsheet, latex for a paper")
+        raise HarnessError(
+            f"--format {format_!r} is not one of {', '.join(exports.FORMATS)}",
+            fix="pass --format md for a PR comment, csv for a spreadsheet, latex for a paper",
+        )
     if correction is not None and not recompute:
-        raise HarnessError("--correction only applies with --recompute",
-                           fix=f"harness report {run_dir} --recompute --correction {correction}")
+        raise HarnessError(
+            "--correction only applies with --recompute",
+            fix=f"harness report {run_dir} --recompute --correction {correction}",
+        )
     finished = load_run(run_dir)
     if recompute:
         from harness.results.arm_result import recompute_statistics
@@ -234,9 +299,11 @@ def report(run_dir: Path,
 
 @app.command()
 @user_errors
-def prepare(force: Annotated[bool, typer.Option(help="rebuild even when cached")] = False,
-            data: Annotated[bool, typer.Option(help="prepare the packaged datasets")] = True,
-            models: Annotated[bool, typer.Option(help="convert the packaged models")] = True):
+def prepare(
+    force: Annotated[bool, typer.Option(help="rebuild even when cached")] = False,
+    data: Annotated[bool, typer.Option(help="prepare the packaged datasets")] = True,
+    models: Annotated[bool, typer.Option(help="convert the packaged models")] = True,
+):
     """Prepare the packaged datasets and models once (the set-up command runs this)."""
     from harness.data import prepared
 
@@ -253,28 +320,56 @@ def prepare(force: Annotated[bool, typer.Option(help="rebuild even when cached")
 
 
 @app.command()
-def gate(golden: Annotated[Path, typer.Option(help="the golden set YAML")],
-         candidate: Annotated[str, typer.Option(help="run folder, arm folder, baseline .json, mlflow:<run id>, or model/adapter folder")],
-         baseline: Annotated[Optional[str], typer.Option(help="as --candidate; default: the recorded baseline of the set")] = None,
-         arm: Annotated[Optional[str], typer.Option(help="the candidate's arm, when its run has several")] = None,
-         baseline_arm: Annotated[Optional[str], typer.Option(help="the baseline's arm (default: --arm)")] = None,
-         max_drop: Annotated[float, typer.Option(help="largest allowed drop of the pass rate")] = 0.02,
-         alpha: Annotated[float, typer.Option(help="significance level of the McNemar test on flipped items")] = 0.05,
-         junit: Annotated[Optional[Path], typer.Option(help="write JUnit XML here")] = None,
-         markdown: Annotated[Optional[Path], typer.Option(help="write a Markdown summary (PR comment) here")] = None,
-         json_out: Annotated[Optional[Path], typer.Option("--json", help="write the verdict with every item here")] = None,
-         record: Annotated[bool, typer.Option(help="store the candidate's results as the set's baseline when it passes")] = False,
-         mlflow_uri: Annotated[Optional[str], typer.Option("--mlflow", help="log the verdict to this MLflow tracking URI")] = None,
-         register: Annotated[Optional[str], typer.Option(help="when the gate passes, register the candidate's adapter "
-                                                              "(or model) as a new version of this name in the MLflow "
-                                                              "Model Registry (--mlflow, $MLFLOW_TRACKING_URI or ./mlflow.db)")] = None):
+def gate(
+    golden: Annotated[Path, typer.Option(help="the golden set YAML")],
+    candidate: Annotated[
+        str, typer.Option(help="run folder, arm folder, baseline .json, mlflow:<run id>, or model/adapter folder")
+    ],
+    baseline: Annotated[
+        Optional[str], typer.Option(help="as --candidate; default: the recorded baseline of the set")
+    ] = None,
+    arm: Annotated[Optional[str], typer.Option(help="the candidate's arm, when its run has several")] = None,
+    baseline_arm: Annotated[Optional[str], typer.Option(help="the baseline's arm (default: --arm)")] = None,
+    max_drop: Annotated[float, typer.Option(help="largest allowed drop of the pass rate")] = 0.02,
+    alpha: Annotated[float, typer.Option(help="significance level of the McNemar test on flipped items")] = 0.05,
+    junit: Annotated[Optional[Path], typer.Option(help="write JUnit XML here")] = None,
+    markdown: Annotated[Optional[Path], typer.Option(help="write a Markdown summary (PR comment) here")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="write the verdict with every item here")] = None,
+    record: Annotated[
+        bool, typer.Option(help="store the candidate's results as the set's baseline when it passes")
+    ] = False,
+    mlflow_uri: Annotated[
+        Optional[str], typer.Option("--mlflow", help="log the verdict to this MLflow tracking URI")
+    ] = None,
+    register: Annotated[
+        Optional[str],
+        typer.Option(
+            help="when the gate passes, register the candidate's adapter "
+            "(or model) as a new version of this name in the MLflow "
+            "Model Registry (--mlflow, $MLFLOW_TRACKING_URI or ./mlflow.db)"
+        ),
+    ] = None,
+):
     """Fail the build when a candidate regresses on a golden set: exit 0 pass, 1 regression, 2 usage error."""
     from harness.cli.gate import run_gate
 
-    code = _never_exit_1(user_errors(run_gate))(out, err, golden=golden, candidate=candidate, baseline=baseline, arm=arm,
-                                 baseline_arm=baseline_arm, max_drop=max_drop, alpha=alpha, junit=junit,
-                                 markdown=markdown, json_out=json_out, record=record, mlflow_uri=mlflow_uri,
-                                 register=register)
+    code = _never_exit_1(user_errors(run_gate))(
+        out,
+        err,
+        golden=golden,
+        candidate=candidate,
+        baseline=baseline,
+        arm=arm,
+        baseline_arm=baseline_arm,
+        max_drop=max_drop,
+        alpha=alpha,
+        junit=junit,
+        markdown=markdown,
+        json_out=json_out,
+        record=record,
+        mlflow_uri=mlflow_uri,
+        register=register,
+    )
     raise typer.Exit(code)
 
 
@@ -290,8 +385,12 @@ def _never_exit_1(fn):
             raise
         except Exception as error:  # noqa: BLE001 - see the docstring
             first = (str(error).splitlines() or [""])[0][:300]
-            err.print(f"[red]error:[/] the gate could not decide ({type(error).__name__}: {safe(first)}); "
-                      "this is not a regression verdict", highlight=False, soft_wrap=True)
+            err.print(
+                f"[red]error:[/] the gate could not decide ({type(error).__name__}: {safe(first)}); "
+                "this is not a regression verdict",
+                highlight=False,
+                soft_wrap=True,
+            )
             raise typer.Exit(2) from None
 
     return wrapper

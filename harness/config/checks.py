@@ -30,8 +30,9 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None, sources:
         raise HarnessError(message, file=file, line=lines.line(loc), key=dotted(loc), fix=fix)
 
     kinds = {key: _model_kind(exp, key, spec, fail, sources) for key, spec in exp.models.items()}
-    decoder_tasks = {t for arm in exp.arms for t in (arm.tasks or exp.tasks)
-                     if any(kinds.get(m) == "causal_lm" for m in arm.models)}
+    decoder_tasks = {
+        t for arm in exp.arms for t in (arm.tasks or exp.tasks) if any(kinds.get(m) == "causal_lm" for m in arm.models)
+    }
     for key, task in exp.tasks.items():
         _check_task(exp, key, task, fail, decoder=key in decoder_tasks)
         _check_preference_files(exp, key, task, fail)
@@ -47,12 +48,14 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None, sources:
             fail(("budget", "domain_text"), *found)
     judge = exp.budget.judge
     if judge and judge.api_key_env and not os.environ.get(judge.api_key_env):
-        fail(("budget", "judge", "api_key_env"), f"the environment variable {judge.api_key_env} is not set",
-             f"export {judge.api_key_env}=<your key> before the run (the key itself never goes in the YAML)")
+        fail(
+            ("budget", "judge", "api_key_env"),
+            f"the environment variable {judge.api_key_env} is not set",
+            f"export {judge.api_key_env}=<your key> before the run (the key itself never goes in the YAML)",
+        )
     for i, golden in enumerate(exp.golden_sets):
         if not (exp.base_dir / golden).is_file():
-            fail(("golden_sets", i), f"golden set not found: {golden}",
-                 "paths are relative to the experiment file")
+            fail(("golden_sets", i), f"golden set not found: {golden}", "paths are relative to the experiment file")
 
         load_golden(exp.base_dir / golden)  # its own schema errors name the golden file
 
@@ -61,8 +64,7 @@ def _model_kind(exp, key, spec, fail, sources: bool = True) -> str:
     if spec.source.startswith("packaged:"):
         name = spec.source.split(":", 1)[1]
         if name not in models.PACKAGED:
-            fail(("models", key, "source"), f"unknown packaged model '{name}'",
-                 did_you_mean(name, models.PACKAGED))
+            fail(("models", key, "source"), f"unknown packaged model '{name}'", did_you_mean(name, models.PACKAGED))
         from harness.models.packaged import packaged_problem
 
         damage = packaged_problem(name)
@@ -74,8 +76,11 @@ def _model_kind(exp, key, spec, fail, sources: bool = True) -> str:
             fail(("models", key, "source"), problem[0], problem[1])
     kind = spec.kind or models.infer_kind(spec.source, base_dir=exp.base_dir)
     if kind is None:
-        fail(("models", key, "kind"), f"cannot tell whether '{spec.source}' is a decoder or an encoder",
-             "add `kind: causal_lm` or `kind: encoder`")
+        fail(
+            ("models", key, "kind"),
+            f"cannot tell whether '{spec.source}' is a decoder or an encoder",
+            "add `kind: causal_lm` or `kind: encoder`",
+        )
     return kind
 
 
@@ -102,8 +107,11 @@ def _check_task(exp, key, task, fail, *, decoder: bool) -> None:
     required = task_type(task.type).fields
     if data.prepared is not None:
         if data.prepared not in prepared.PREPARED:
-            fail(("tasks", key, "data", "prepared"), f"unknown prepared dataset '{data.prepared}'",
-                 did_you_mean(data.prepared, prepared.PREPARED))
+            fail(
+                ("tasks", key, "data", "prepared"),
+                f"unknown prepared dataset '{data.prepared}'",
+                did_you_mean(data.prepared, prepared.PREPARED),
+            )
         try:  # a prepared set not built yet is built by the run; nothing to read here
             folder = prepared.prepared_dir(data.prepared, prepare_if_missing=False)
         except HarnessError:
@@ -121,8 +129,11 @@ def _check_task(exp, key, task, fail, *, decoder: bool) -> None:
             column = data.columns.get(field, field)
             if column not in columns:
                 loc = ("tasks", key, "data", "columns", field) if field in data.columns else ("tasks", key, "data")
-                fail(loc, f"column '{column}' (the {field}) is not in {path.name}, which has: {', '.join(columns)}",
-                     f"map it with `columns: {{{field}: <column>}}`; " + did_you_mean(column, columns))
+                fail(
+                    loc,
+                    f"column '{column}' (the {field}) is not in {path.name}, which has: {', '.join(columns)}",
+                    f"map it with `columns: {{{field}: <column>}}`; " + did_you_mean(column, columns),
+                )
         count = _scan_rows(path, task, key, split, required, seen_labels, fail, decoder=decoder)
         if count == 0:
             fail(("tasks", key, "data", split), f"data file {path.name} has no rows", "give it at least one example")
@@ -133,8 +144,9 @@ def _scan_rows(path, task, key, split, required, seen_labels, fail, *, decoder: 
     from harness.data import loaders
 
     count = 0
-    for count, row in enumerate(loaders.iter_examples(path, task.data.columns, fmt=task.data.format,
-                                                      required=required), start=1):
+    for count, row in enumerate(
+        loaders.iter_examples(path, task.data.columns, fmt=task.data.format, required=required), start=1
+    ):
         if count == 1 and decoder:
             _check_prompt_fields(task, key, row, path.name, fail)
         if task.type == "classification":
@@ -142,8 +154,11 @@ def _scan_rows(path, task, key, split, required, seen_labels, fail, *, decoder: 
         elif task.type == "token_classification":
             tokens, tags = row["tokens"], row["tags"]
             if not isinstance(tokens, list) or not isinstance(tags, list) or len(tokens) != len(tags):
-                fail(("tasks", key, "data", split), f"row {count - 1} of {path.name} needs `tokens` and `tags` "
-                     "as lists of the same length", "give one tag per token")
+                fail(
+                    ("tasks", key, "data", split),
+                    f"row {count - 1} of {path.name} needs `tokens` and `tags` as lists of the same length",
+                    "give one tag per token",
+                )
             for tag in tags:
                 seen_labels.setdefault(str(tag), (path.name, count - 1))
     return count
@@ -155,8 +170,11 @@ def _check_labels_cover(task, key, seen_labels, fail) -> None:
         return
     for label, (name, row) in seen_labels.items():
         if label not in task.labels:
-            fail(("tasks", key, "labels"), f"row {row} of {name} has label '{label}', which is not in labels "
-                 f"[{', '.join(task.labels)}]", "add it to `labels:`, or correct the row")
+            fail(
+                ("tasks", key, "labels"),
+                f"row {row} of {name} has label '{label}', which is not in labels [{', '.join(task.labels)}]",
+                "add it to `labels:`, or correct the row",
+            )
 
 
 def _first_row(path: Path) -> dict | None:
@@ -177,14 +195,25 @@ def _check_prompt_fields(task, key, row: dict | None, name: str, fail) -> None:
     try:
         fields = [f for _, f, _, _ in string.Formatter().parse(task.prompt) if f is not None]
     except ValueError as err:
-        fail(("tasks", key, "prompt"), f"is not a valid template ({err})", "write fields as {text}; a literal brace as {{")
+        fail(
+            ("tasks", key, "prompt"),
+            f"is not a valid template ({err})",
+            "write fields as {text}; a literal brace as {{",
+        )
     for field in fields:
         if not field or not field.isidentifier():
-            fail(("tasks", key, "prompt"), f"names the field '{{{field}}}', which is not a plain field name",
-                 "write fields as {text}; a literal brace as {{")
+            fail(
+                ("tasks", key, "prompt"),
+                f"names the field '{{{field}}}', which is not a plain field name",
+                "write fields as {text}; a literal brace as {{",
+            )
         if field not in row:
-            fail(("tasks", key, "prompt"), f"names the field '{{{field}}}', which the rows of {name} lack "
-                 f"(they have: {', '.join(sorted(k for k in row if k != 'id'))})", did_you_mean(field, row))
+            fail(
+                ("tasks", key, "prompt"),
+                f"names the field '{{{field}}}', which the rows of {name} lack "
+                f"(they have: {', '.join(sorted(k for k in row if k != 'id'))})",
+                did_you_mean(field, row),
+            )
 
 
 def _check_arm(exp, i, arm, kinds, fail, lines, file) -> None:
@@ -196,20 +225,27 @@ def _check_arm(exp, i, arm, kinds, fail, lines, file) -> None:
         if model not in exp.models:
             fail(("arms", i, "model"), f"unknown model '{model}'", did_you_mean(model, exp.models))
         if kinds[model] not in method.applies_to:
-            fail(("arms", i, "method"),
-                 f"method '{arm.method}' does not apply to '{model}' (a {kinds[model]})",
-                 f"it applies to: {', '.join(sorted(method.applies_to))}")
+            fail(
+                ("arms", i, "method"),
+                f"method '{arm.method}' does not apply to '{model}' (a {kinds[model]})",
+                f"it applies to: {', '.join(sorted(method.applies_to))}",
+            )
     for task in arm.tasks or []:
         if task not in exp.tasks:
             fail(("arms", i, "task"), f"unknown task '{task}'", did_you_mean(task, exp.tasks))
     accepted = set(method.Params.model_fields)
     if arm.lr is not None and "lr" not in accepted:
-        fail(("arms", i, "lr"), f"method '{arm.method}' trains nothing, so it takes no learning rate",
-             "remove `lr:`")
+        fail(("arms", i, "lr"), f"method '{arm.method}' trains nothing, so it takes no learning rate", "remove `lr:`")
     if not accepted and arm.params:
         fail(("arms", i, "params"), f"method '{arm.method}' takes no parameters", "remove `params:`")
-    check_params(method.Params, arm.params, ("arms", i, "params"), lines, file,
-                 context={"tasks": arm.tasks or list(exp.tasks), "kind": kinds.get(arm.models[0])})
+    check_params(
+        method.Params,
+        arm.params,
+        ("arms", i, "params"),
+        lines,
+        file,
+        context={"tasks": arm.tasks or list(exp.tasks), "kind": kinds.get(arm.models[0])},
+    )
     _check_devices(exp, i, arm, fail)
 
 
@@ -222,14 +258,20 @@ def _check_devices(exp, i, arm, fail) -> None:
     where = ("arms", i, "devices") if arm.devices else ("budget", "devices")
     micro = budget.batch_size // budget.grad_accum
     if micro % devices:
-        fail(where, f"a micro-batch of {micro} examples (budget.batch_size / grad_accum) cannot be split evenly "
-                    f"over {devices} devices", f"make batch_size / grad_accum a multiple of {devices}")
+        fail(
+            where,
+            f"a micro-batch of {micro} examples (budget.batch_size / grad_accum) cannot be split evenly "
+            f"over {devices} devices",
+            f"make batch_size / grad_accum a multiple of {devices}",
+        )
     if devices > 1 and arm.stages:
         fail(where, "arms with `stages:` train on one device", "set `devices: 1` on this arm")
     if devices > 1 and strategy == "fsdp" and arm.method in ("qlora", "multi_task"):
-        fail(("arms", i, "strategy") if arm.strategy else ("budget", "strategy"),
-             f"method '{arm.method}' does not train under FSDP (a 4-bit or shared-encoder model is not sharded)",
-             "use `strategy: ddp` for this arm: each device holds a copy and only gradients are exchanged")
+        fail(
+            ("arms", i, "strategy") if arm.strategy else ("budget", "strategy"),
+            f"method '{arm.method}' does not train under FSDP (a 4-bit or shared-encoder model is not sharded)",
+            "use `strategy: ddp` for this arm: each device holds a copy and only gradients are exchanged",
+        )
 
 
 def _check_stages(i, arm, kinds, fail, lines, file) -> None:
@@ -237,8 +279,11 @@ def _check_stages(i, arm, kinds, fail, lines, file) -> None:
     if not arm.stages:
         return
     if get_method(arm.method).objective_for(kinds[arm.models[0]]) == "none":
-        fail(("arms", i, "stages"), f"method '{arm.method}' trains nothing, so it cannot run stages",
-             "use a trainable method (lora, qlora, full_ft, ...)")
+        fail(
+            ("arms", i, "stages"),
+            f"method '{arm.method}' trains nothing, so it cannot run stages",
+            "use a trainable method (lora, qlora, full_ft, ...)",
+        )
     for j, item in enumerate(arm.stages):
         name, params = (item, {}) if isinstance(item, str) else next(iter(item.items()))
         try:
@@ -251,19 +296,30 @@ def _check_stages(i, arm, kinds, fail, lines, file) -> None:
             fail(("arms", i, "stages", j, name, found[0]), found[1], found[2])
         for model in arm.models:
             if kinds.get(model) not in stage.applies_to:
-                fail(("arms", i, "stages", j), f"stage '{name}' does not apply to '{model}' (a {kinds.get(model)})",
-                     f"it applies to: {', '.join(sorted(stage.applies_to))}")
+                fail(
+                    ("arms", i, "stages", j),
+                    f"stage '{name}' does not apply to '{model}' (a {kinds.get(model)})",
+                    f"it applies to: {', '.join(sorted(stage.applies_to))}",
+                )
 
 
-def check_params(model: type[BaseModel], params: dict | None, loc: tuple, lines: KeyLines, file: str | None,
-                 context: dict | None = None, listing: str = "harness methods") -> None:
+def check_params(
+    model: type[BaseModel],
+    params: dict | None,
+    loc: tuple,
+    lines: KeyLines,
+    file: str | None,
+    context: dict | None = None,
+    listing: str = "harness methods",
+) -> None:
     """A plugin's params against its Params model: unknown key (did you mean), wrong type, out of
     range, a per-task key naming a task the arm doesn't have; one sentence with the YAML line."""
     try:
         model.model_validate(params or {}, context=context)
     except ValidationError as err:
-        raise schema_error(err, lines, file, root=model, prefix=loc,
-                           fix=f"`{listing}` lists every parameter with its type and range") from None
+        raise schema_error(
+            err, lines, file, root=model, prefix=loc, fix=f"`{listing}` lists every parameter with its type and range"
+        ) from None
 
 
 def _check_stage_budget(exp, fail) -> None:
@@ -283,5 +339,8 @@ def _check_preference_files(exp, key, task, fail) -> None:
         path, columns = _existing_file_columns(exp, ("tasks", key, "data", split), rel, "jsonl", "preference", fail)
         for field in PAIR_FIELDS:
             if field not in columns:
-                fail(("tasks", key, "data", split), f"field '{field}' is not in {path.name}, which has: "
-                     f"{', '.join(columns)}", "preference pairs need prompt, chosen and rejected")
+                fail(
+                    ("tasks", key, "data", split),
+                    f"field '{field}' is not in {path.name}, which has: {', '.join(columns)}",
+                    "preference pairs need prompt, chosen and rejected",
+                )

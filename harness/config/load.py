@@ -12,8 +12,9 @@ from harness.config.schema import Experiment
 from harness.config.yamlfile import KeyLines, apply_override, read_yaml_mapping, schema_error
 
 
-def load_experiment(path: str | Path, overrides: list[str] | None = None, *, check: bool = True,
-                    check_sources: bool = True) -> Experiment:
+def load_experiment(
+    path: str | Path, overrides: list[str] | None = None, *, check: bool = True, check_sources: bool = True
+) -> Experiment:
     """Read, override (--set), validate and check an experiment file. Raises HarnessError."""
     path = Path(path)
     raw, text = read_yaml_mapping(path, what="experiment file", keys="name, tasks, models, budget and arms")

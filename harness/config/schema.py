@@ -43,22 +43,27 @@ class LabelScoring(Strict):
 
     end_of_turn: bool = Field(default=False, description="also score the end-of-turn token after the label")
     normalize: Literal["none", "tokens", "chars"] = Field(
-        default="none", description="summed log-prob, per token, or per character (lm-eval's acc_norm)")
+        default="none", description="summed log-prob, per token, or per character (lm-eval's acc_norm)"
+    )
 
 
 class TaskSpec(Strict):
     type: Literal["classification", "generation", "token_classification", "extractive_qa"] = "classification"
     data: DataSpec
     labels: list[str] | None = Field(
-        default=None, description="classification labels (BIO tags for token_classification); "
-                                   "read from the train split when omitted")
+        default=None,
+        description="classification labels (BIO tags for token_classification); read from the train split when omitted",
+    )
     instruction: str | None = Field(
-        default=None, description="what a decoder is asked to do (system turn of the chat template)")
+        default=None, description="what a decoder is asked to do (system turn of the chat template)"
+    )
     prompt: str = Field(default="{text}", description="template of a decoder's user turn; {field}s of an example")
     decoder_eval: Literal["score", "generate"] = Field(
-        default="score", description="classification by a decoder: label log-likelihood or free generation")
-    label_scoring: LabelScoring = Field(default_factory=LabelScoring,
-                                        description="the scoring rule of `decoder_eval: score` (and golden labels)")
+        default="score", description="classification by a decoder: label log-likelihood or free generation"
+    )
+    label_scoring: LabelScoring = Field(
+        default_factory=LabelScoring, description="the scoring rule of `decoder_eval: score` (and golden labels)"
+    )
     max_train_examples: int | None = Field(default=None, gt=0)
 
     @field_validator("labels")
@@ -95,10 +100,12 @@ class AlignmentBudget(Strict):
 GRADE_RUBRIC = (
     "Grade the answer to the question below.\nQuestion: {question}\nReference answer: {reference}\n"
     "Answer to grade: {answer}\nRate its quality, its factual agreement with the reference and its tone "
-    "on a scale from 1 (worst) to 10 (best). Reply with the number only.")
+    "on a scale from 1 (worst) to 10 (best). Reply with the number only."
+)
 PAIRWISE_PROMPT = (
     "Which answer to the question is better?\nQuestion: {question}\nAnswer A: {answer_a}\nAnswer B: {answer_b}\n"
-    "Reply with A, B or tie only.")
+    "Reply with A, B or tie only."
+)
 
 
 def _placeholders(template: str) -> set[str]:
@@ -113,12 +120,18 @@ class JudgeSpec(Strict):
 
     model: str = Field(description="a local/packaged/hub model, or the model name the endpoint serves")
     base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
-    api_key_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-                                    description="name of the environment variable holding the API key (never the key)")
+    api_key_env: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="name of the environment variable holding the API key (never the key)",
+    )
     mode: Literal["grade", "pairwise_reference"] = Field(
-        default="grade", description="1-10 grade on the rubric, or answer vs reference in both orders")
+        default="grade", description="1-10 grade on the rubric, or answer vs reference in both orders"
+    )
     rubric: str = Field(default=GRADE_RUBRIC, description="grade prompt with {question}, {answer}, {reference}")
-    pairwise_prompt: str = Field(default=PAIRWISE_PROMPT, description="pairwise prompt with {question}, {answer_a}, {answer_b}")
+    pairwise_prompt: str = Field(
+        default=PAIRWISE_PROMPT, description="pairwise prompt with {question}, {answer_a}, {answer_b}"
+    )
     max_tokens: int = Field(default=8, gt=0, description="tokens the judge may reply with")
     timeout_s: float = Field(default=60.0, gt=0, description="per request to an endpoint")
 
@@ -126,13 +139,16 @@ class JudgeSpec(Strict):
     def _templates(self):
         if self.api_key_env and not self.base_url:
             raise ValueError("api_key_env is for an endpoint: give base_url too, or drop api_key_env")
-        for key, template, allowed, needed in (("rubric", self.rubric, {"question", "answer", "reference"}, {"answer"}),
-                                               ("pairwise_prompt", self.pairwise_prompt,
-                                                {"question", "answer_a", "answer_b"}, {"answer_a", "answer_b"})):
+        for key, template, allowed, needed in (
+            ("rubric", self.rubric, {"question", "answer", "reference"}, {"answer"}),
+            ("pairwise_prompt", self.pairwise_prompt, {"question", "answer_a", "answer_b"}, {"answer_a", "answer_b"}),
+        ):
             names = _placeholders(template)
             if names - allowed or needed - names:
-                raise ValueError(f"{key} may use {{{'}, {'.join(sorted(allowed))}}} and must use "
-                                 f"{{{'}, {'.join(sorted(needed))}}}; it uses {sorted(names) or 'none'}")
+                raise ValueError(
+                    f"{key} may use {{{'}, {'.join(sorted(allowed))}}} and must use "
+                    f"{{{'}, {'.join(sorted(needed))}}}; it uses {sorted(names) or 'none'}"
+                )
         return self
 
 
@@ -168,36 +184,55 @@ class Budget(Strict):
     latency_examples: int = Field(default=16, ge=0, description="test items timed one at a time")
     max_new_tokens: int = Field(default=16, gt=0)
     eval_precision: Literal["auto", "fp32", "bf16"] = Field(
-        default="auto", description="precision of evaluation; auto: bf16 where the hardware has it, else fp32")
-    seeds: list[int] | None = Field(default=None, min_length=1,
-                                    description="run every arm once per seed (mean, std and each seed reported)")
+        default="auto", description="precision of evaluation; auto: bf16 where the hardware has it, else fp32"
+    )
+    seeds: list[int] | None = Field(
+        default=None, min_length=1, description="run every arm once per seed (mean, std and each seed reported)"
+    )
     bootstrap_resamples: int = Field(default=1000, ge=0, description="resamples of the 95% bootstrap CIs (0: none)")
     correction: Literal["holm", "bh", "none"] = Field(
-        default="holm", description="correction of the pairwise tests for their number, per task and metric: "
-                                    "holm (family-wise error), bh (Benjamini-Hochberg, false discovery rate), none")
-    bertscore_model: str | None = Field(default="packaged:minilm-l6",
-                                        description="local scorer model of BERTScore (generation); null: off")
+        default="holm",
+        description="correction of the pairwise tests for their number, per task and metric: "
+        "holm (family-wise error), bh (Benjamini-Hochberg, false discovery rate), none",
+    )
+    bertscore_model: str | None = Field(
+        default="packaged:minilm-l6", description="local scorer model of BERTScore (generation); null: off"
+    )
     bertscore_layer: int | None = Field(default=None, gt=0, description="its layer; default: next to last")
-    embedding_model: str | None = Field(default="packaged:minilm-l6",
-                                        description="local encoder of embedding_cosine (generation, mean pooling); null: off")
-    domain_text: str | None = Field(default=None, description="held-out domain text of domain_perplexity (decoders): "
-                                    "corpus:<name>, a .txt/.jsonl file or a folder; null: off")
+    embedding_model: str | None = Field(
+        default="packaged:minilm-l6",
+        description="local encoder of embedding_cosine (generation, mean pooling); null: off",
+    )
+    domain_text: str | None = Field(
+        default=None,
+        description="held-out domain text of domain_perplexity (decoders): "
+        "corpus:<name>, a .txt/.jsonl file or a folder; null: off",
+    )
     judge: JudgeSpec | None = Field(default=None, description="LLM-as-a-judge of generation tasks; null: off")
-    forgetting_text: str | None = Field(default="prepared:topics",
-                                        description="general text for forgetting (decoders); null: off")
-    stage_steps: dict[str, PositiveInt] = Field(default_factory=dict,
-                                        description="steps per stage of arms with `stages:` (default max_steps)")
+    forgetting_text: str | None = Field(
+        default="prepared:topics", description="general text for forgetting (decoders); null: off"
+    )
+    stage_steps: dict[str, PositiveInt] = Field(
+        default_factory=dict, description="steps per stage of arms with `stages:` (default max_steps)"
+    )
     alignment: AlignmentBudget = Field(default_factory=AlignmentBudget)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
-        default="auto", description="training precision: mixed (fp32 weights and optimizer state, autocast "
-                                    "forward); auto: bf16 on a CUDA device that supports it, fp32 on CPU")
+        default="auto",
+        description="training precision: mixed (fp32 weights and optimizer state, autocast "
+        "forward); auto: bf16 on a CUDA device that supports it, fp32 on CPU",
+    )
     devices: int = Field(default=1, gt=0, description="devices ONE arm trains on (torchrun, one process each)")
     strategy: Literal["ddp", "fsdp"] = Field(
-        default="ddp", description="with devices > 1: ddp (a full copy per device) or fsdp (a full "
-                                   "fine-tune sharded over the devices)")
+        default="ddp",
+        description="with devices > 1: ddp (a full copy per device) or fsdp (a full "
+        "fine-tune sharded over the devices)",
+    )
     checkpoint_every: int | None = Field(
-        default=None, ge=0, description="optimizer steps between checkpoints inside an arm (0: none); "
-                                        "default: every 10% of steps for arms of more than 200 steps")
+        default=None,
+        ge=0,
+        description="optimizer steps between checkpoints inside an arm (0: none); "
+        "default: every 10% of steps for arms of more than 200 steps",
+    )
 
     @model_validator(mode="after")
     def _divisible(self):
@@ -205,8 +240,10 @@ class Budget(Strict):
             raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
         micro = self.batch_size // self.grad_accum
         if micro % self.devices:
-            raise ValueError(f"a micro-batch of {micro} examples (batch_size / grad_accum) cannot be split "
-                             f"evenly over {self.devices} devices; make it a multiple of devices")
+            raise ValueError(
+                f"a micro-batch of {micro} examples (batch_size / grad_accum) cannot be split "
+                f"evenly over {self.devices} devices; make it a multiple of devices"
+            )
         return self
 
 
@@ -218,7 +255,8 @@ class ArmSpec(Strict):
     lr: float | None = Field(default=None, gt=0)
     params: dict[str, Any] = Field(default_factory=dict)
     stages: list[str | dict[str, dict[str, Any] | None]] | None = Field(
-        default=None, description="post-training stages in order, e.g. [sft, {dpo: {beta: 0.1}}]")
+        default=None, description="post-training stages in order, e.g. [sft, {dpo: {beta: 0.1}}]"
+    )
     devices: int | None = Field(default=None, gt=0, description="devices of this arm (default: budget.devices)")
     strategy: Literal["ddp", "fsdp"] | None = Field(default=None, description="default: budget.strategy")
 
@@ -256,12 +294,15 @@ class TrackingSpec(Strict):
 class ExecutorSpec(Strict):
     """How the arms are spread: a local pool of processes, or a Ray cluster (`--executor` etc. override)."""
 
-    name: Literal["local", "ray"] = Field(default="local",
-                                          description="local: processes on this machine; ray: a Ray cluster")
-    jobs: int | None = Field(default=None, gt=0,
-                             description="local: arms at once (default: one per visible GPU, 1 on CPU)")
-    address: str | None = Field(default=None,
-                                description="ray: auto, ray://host:port, or none to start Ray on this machine")
+    name: Literal["local", "ray"] = Field(
+        default="local", description="local: processes on this machine; ray: a Ray cluster"
+    )
+    jobs: int | None = Field(
+        default=None, gt=0, description="local: arms at once (default: one per visible GPU, 1 on CPU)"
+    )
+    address: str | None = Field(
+        default=None, description="ray: auto, ray://host:port, or none to start Ray on this machine"
+    )
     cpus_per_arm: int = Field(default=1, gt=0, description="ray: CPUs reserved for (and threads of) one arm")
     max_retries: int = Field(default=2, ge=0, description="ray: reruns of an arm whose worker or node died")
 

@@ -15,9 +15,9 @@ from harness.errors import HarnessError, did_you_mean
 # Bounds of every YAML file harness reads (experiments, golden sets, --set values). A file within
 # them parses in well under a second; one outside them (an alias bomb, 10,000 nested brackets, a
 # log file passed by mistake) is refused with one sentence instead of eating memory or the stack.
-MAX_YAML_BYTES = 4 << 20       # 4 MiB: a golden set of a few thousand paragraphs fits
-MAX_YAML_DEPTH = 64            # nesting of mappings/lists; real files stay under 10
-MAX_YAML_NODES = 200_000       # values after expanding every alias (*ref) to its anchor (&ref)
+MAX_YAML_BYTES = 4 << 20  # 4 MiB: a golden set of a few thousand paragraphs fits
+MAX_YAML_DEPTH = 64  # nesting of mappings/lists; real files stay under 10
+MAX_YAML_NODES = 200_000  # values after expanding every alias (*ref) to its anchor (&ref)
 
 
 class _Refused(yaml.MarkedYAMLError):
@@ -40,8 +40,7 @@ class _BoundedLoader(yaml.SafeLoader):
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
-                raise _Refused(f"nests deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark,
-                               "flatten it")
+                raise _Refused(f"nests deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark, "flatten it")
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -75,10 +74,15 @@ def load_yaml_text(text: str, *, file: str, what: str = "") -> Any:
         mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         if isinstance(err, _Refused):
-            raise HarnessError(f"{what}{problem}", file=file, line=mark.line + 1 if mark else None,
-                               fix=err.fix) from None
-        raise HarnessError(f"{what}is not valid YAML ({problem})", file=file,
-                           line=mark.line + 1 if mark else None, fix="fix the YAML syntax") from None
+            raise HarnessError(
+                f"{what}{problem}", file=file, line=mark.line + 1 if mark else None, fix=err.fix
+            ) from None
+        raise HarnessError(
+            f"{what}is not valid YAML ({problem})",
+            file=file,
+            line=mark.line + 1 if mark else None,
+            fix="fix the YAML syntax",
+        ) from None
     except RecursionError:  # a structure the bounds above did not foresee: still one sentence
         raise HarnessError(f"{what}is nested too deeply to read", file=file, fix="flatten it") from None
 
@@ -105,14 +109,20 @@ def _check_expansion(root) -> None:
             open_nodes.discard(key)
             sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
             if sizes[key] > MAX_YAML_NODES:
-                raise _Refused(f"its aliases expand to more than {MAX_YAML_NODES:,} values", node.start_mark,
-                               "write the values out, or use fewer nested aliases (*name)")
+                raise _Refused(
+                    f"its aliases expand to more than {MAX_YAML_NODES:,} values",
+                    node.start_mark,
+                    "write the values out, or use fewer nested aliases (*name)",
+                )
             continue
         if key in sizes:
             continue
         if key in open_nodes:
-            raise _Refused("an alias refers to the value that contains it", node.start_mark,
-                           "an alias (*name) may only repeat a finished value")
+            raise _Refused(
+                "an alias refers to the value that contains it",
+                node.start_mark,
+                "an alias (*name) may only repeat a finished value",
+            )
         if isinstance(node, yaml.MappingNode):
             _refuse_duplicate_keys(node)
         open_nodes.add(key)
@@ -126,8 +136,11 @@ def _refuse_duplicate_keys(node: yaml.MappingNode) -> None:
     for key, _ in node.value:
         if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
             if key.value in seen:
-                raise _Refused(f"key '{key.value}' appears twice in one mapping", key.start_mark,
-                               "keep one of them (YAML would silently keep the last)")
+                raise _Refused(
+                    f"key '{key.value}' appears twice in one mapping",
+                    key.start_mark,
+                    "keep one of them (YAML would silently keep the last)",
+                )
             seen.add(key.value)
 
 
@@ -139,18 +152,24 @@ def read_text_file(path: str | Path, *, what: str, max_bytes: int = MAX_YAML_BYT
     try:
         size = path.stat().st_size
         if size > max_bytes:
-            raise HarnessError(f"is {size:,} bytes, more than the {max_bytes:,} harness reads",
-                               file=str(path), fix="check that this is the right file")
+            raise HarnessError(
+                f"is {size:,} bytes, more than the {max_bytes:,} harness reads",
+                file=str(path),
+                fix="check that this is the right file",
+            )
         data = path.read_bytes()
     except OSError as err:
-        raise HarnessError(f"cannot be read ({err.strerror})", file=str(path),
-                           fix="check its permissions") from None
+        raise HarnessError(f"cannot be read ({err.strerror})", file=str(path), fix="check its permissions") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise HarnessError(f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})",
-                           file=str(path), line=line, fix="save it as UTF-8") from None
+        line = data[: err.start].count(b"\n") + 1
+        raise HarnessError(
+            f"is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start})",
+            file=str(path),
+            line=line,
+            fix="save it as UTF-8",
+        ) from None
 
 
 def read_yaml_mapping(path: str | Path, *, what: str, keys: str) -> tuple[dict, str]:
@@ -170,14 +189,19 @@ def apply_override(raw: dict, item: str, *, file: str) -> None:
     key, value = item.split("=", 1)
     parts = key.strip().split(".")
     if not all(parts):
-        raise HarnessError(f"--set {key!r} is not a key path", fix="write --set key.path=value, e.g. budget.max_steps=10")
+        raise HarnessError(
+            f"--set {key!r} is not a key path", fix="write --set key.path=value, e.g. budget.max_steps=10"
+        )
     node: Any = raw
     for i, part in enumerate(parts):
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise HarnessError(f"--set {key}: '{part}' is not an index of a {len(node)}-item list",
-                                   file=file, fix="use a number from 0")
+                raise HarnessError(
+                    f"--set {key}: '{part}' is not an index of a {len(node)}-item list",
+                    file=file,
+                    fix="use a number from 0",
+                )
             part = int(part)
         elif not isinstance(node, dict):
             raise HarnessError(f"--set {key}: '{'.'.join(parts[:i])}' is not a mapping", file=file)
@@ -192,8 +216,14 @@ def apply_override(raw: dict, item: str, *, file: str) -> None:
             node = node[part]
 
 
-def schema_error(err: ValidationError, text: str | KeyLines, file: str, root: type[BaseModel] | None = None,
-                 prefix: tuple = (), fix: str = "see the YAML format in README.md") -> HarnessError:
+def schema_error(
+    err: ValidationError,
+    text: str | KeyLines,
+    file: str,
+    root: type[BaseModel] | None = None,
+    prefix: tuple = (),
+    fix: str = "see the YAML format in README.md",
+) -> HarnessError:
     """The first pydantic error as one sentence with line, key path and fix. `root` is the
     schema that was validated (Experiment unless said), for did-you-mean on unknown keys;
     `prefix` is where that schema sits in the file (a plugin's params: ("arms", 2, "params"))."""
@@ -209,8 +239,7 @@ def schema_error(err: ValidationError, text: str | KeyLines, file: str, root: ty
         fix = ("remove it, or " + did_you_mean(str(loc[-1]), allowed)) if allowed else "remove it"
         return HarnessError(f"unknown key '{loc[-1]}'", file=file, line=line, key=key, fix=fix)
     if kind == "missing":
-        return HarnessError("is required but missing", file=file, line=line, key=key,
-                            fix=f"add `{loc[-1]}:`")
+        return HarnessError("is required but missing", file=file, line=line, key=key, fix=f"add `{loc[-1]}:`")
     message = first["msg"].removeprefix("Value error, ")
     got = first.get("input")
     got_text = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
@@ -220,8 +249,10 @@ def schema_error(err: ValidationError, text: str | KeyLines, file: str, root: ty
 def _is_validator_step(part) -> bool:
     """pydantic puts validator and union-member names into `loc` ("function-after[...]", "int",
     "list[str]"); they are not keys of the file."""
-    return isinstance(part, str) and (part.startswith(("function-", "literal[", "list[", "dict[")) or
-                                      part in ("int", "float", "str", "bool", "constrained-float"))
+    return isinstance(part, str) and (
+        part.startswith(("function-", "literal[", "list[", "dict["))
+        or part in ("int", "float", "str", "bool", "constrained-float")
+    )
 
 
 def dotted(loc) -> str:

@@ -17,18 +17,29 @@ def _aclsum_papers(split_file: str) -> list[str]:
     from harness.data.prepared import package_dir
 
     path = package_dir("aclsum", "aclsum") / "dataset" / split_file
-    papers = sorted((json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()),
-                    key=lambda paper: paper["id"])
-    return [" ".join([paper["title"].strip()] + [s.strip() for section in ("abstract", "introduction", "conclusion")
-                                                 for s in paper["sentences"][section]]) for paper in papers]
+    papers = sorted(
+        (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()),
+        key=lambda paper: paper["id"],
+    )
+    return [
+        " ".join(
+            [paper["title"].strip()]
+            + [s.strip() for section in ("abstract", "introduction", "conclusion") for s in paper["sentences"][section]]
+        )
+        for paper in papers
+    ]
 
 
 # name -> (what it is, how to read it)
 CORPORA = {
-    "aclsum-papers": ("the 100 ACLSum train papers (title, abstract, introduction, conclusion; ~100k words)",
-                      lambda: _aclsum_papers("train.jsonl")),
-    "aclsum-papers-heldout": ("the 50 ACLSum validation papers, same sections (held-out domain text)",
-                              lambda: _aclsum_papers("val.jsonl")),
+    "aclsum-papers": (
+        "the 100 ACLSum train papers (title, abstract, introduction, conclusion; ~100k words)",
+        lambda: _aclsum_papers("train.jsonl"),
+    ),
+    "aclsum-papers-heldout": (
+        "the 50 ACLSum validation papers, same sections (held-out domain text)",
+        lambda: _aclsum_papers("val.jsonl"),
+    ),
 }
 
 
@@ -39,7 +50,10 @@ def source_problem(source: str, base_dir: Path | None) -> tuple[str, str] | None
         return None if name in CORPORA else (f"unknown corpus '{name}'", did_you_mean(name, CORPORA))
     path = Path(source) if Path(source).is_absolute() or base_dir is None else Path(base_dir) / source
     if not path.exists():
-        return f"text not found: {path}", "name corpus:<name>, a .txt/.jsonl file or a folder (relative to the experiment file)"
+        return (
+            f"text not found: {path}",
+            "name corpus:<name>, a .txt/.jsonl file or a folder (relative to the experiment file)",
+        )
     return None
 
 
@@ -47,8 +61,12 @@ def load_documents(source: str, base_dir: Path | None = None, *, key: str = "cor
     if source.startswith("corpus:"):
         name = source.split(":", 1)[1]
         if name not in CORPORA:
-            raise HarnessError(f"unknown corpus '{name}'", key=key, fix=did_you_mean(name, CORPORA)
-                               or f"use one of {', '.join(sorted(CORPORA))}, or a .txt/.jsonl file or a folder")
+            raise HarnessError(
+                f"unknown corpus '{name}'",
+                key=key,
+                fix=did_you_mean(name, CORPORA)
+                or f"use one of {', '.join(sorted(CORPORA))}, or a .txt/.jsonl file or a folder",
+            )
         return CORPORA[name][1]()
     path = Path(source) if Path(source).is_absolute() or base_dir is None else Path(base_dir) / source
     if path.is_dir():
@@ -58,9 +76,11 @@ def load_documents(source: str, base_dir: Path | None = None, *, key: str = "cor
     elif path.is_file():
         documents = [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n")]
     else:
-        raise HarnessError(f"text '{source}' not found", key=key,
-                           fix="name corpus:<name>, a .txt or .jsonl file or a folder of .txt files "
-                               "(relative to the experiment file)")
+        raise HarnessError(
+            f"text '{source}' not found",
+            key=key,
+            fix="name corpus:<name>, a .txt or .jsonl file or a folder of .txt files (relative to the experiment file)",
+        )
     documents = [d for d in documents if d]
     if not documents:
         raise HarnessError(f"text '{source}' has no documents", key=key, fix="give a file or folder with text in it")
@@ -75,4 +95,4 @@ def pack(tokenizer, documents: list[str], block: int) -> list[list[int]]:
         stream += tokenizer(document, add_special_tokens=False)["input_ids"]
         if tokenizer.eos_token_id is not None:
             stream.append(tokenizer.eos_token_id)
-    return [stream[i:i + block] for i in range(0, len(stream) - block + 1, block)]
+    return [stream[i : i + block] for i in range(0, len(stream) - block + 1, block)]

@@ -29,8 +29,9 @@ def encode_texts(tokenizer, texts: list[str], max_len: int) -> dict:
 
 def encode_words(tokenizer, words: list[list[str]], max_len: int):
     """A batch of pre-split sentences; the BatchEncoding keeps word_ids(i) (fast tokenizers)."""
-    return tokenizer(words, is_split_into_words=True, truncation=True, max_length=max_len, padding=True,
-                     return_tensors="pt")
+    return tokenizer(
+        words, is_split_into_words=True, truncation=True, max_length=max_len, padding=True, return_tensors="pt"
+    )
 
 
 def align_labels(word_ids: list[int | None], tags: list[str], label_id: dict[str, int]) -> list[int]:
@@ -42,8 +43,9 @@ def align_labels(word_ids: list[int | None], tags: list[str], label_id: dict[str
     return out
 
 
-def first_subtoken_tags(word_ids: list[int | None], token_label_ids: list[int], labels: list[str],
-                        n_words: int) -> list[str]:
+def first_subtoken_tags(
+    word_ids: list[int | None], token_label_ids: list[int], labels: list[str], n_words: int
+) -> list[str]:
     """Per word, the label predicted at its first sub-token; words cut off by truncation get "O"."""
     tags = ["O"] * n_words
     previous = None
@@ -55,8 +57,15 @@ def first_subtoken_tags(word_ids: list[int | None], token_label_ids: list[int], 
 
 
 def encode_pairs(tokenizer, batch: list[dict], max_len: int):
-    return tokenizer([e["question"] for e in batch], [e["context"] for e in batch], truncation="only_second",
-                     max_length=max_len, padding=True, return_offsets_mapping=True, return_tensors="pt")
+    return tokenizer(
+        [e["question"] for e in batch],
+        [e["context"] for e in batch],
+        truncation="only_second",
+        max_length=max_len,
+        padding=True,
+        return_offsets_mapping=True,
+        return_tensors="pt",
+    )
 
 
 def answer_span(sequence_ids: list, offsets: list, start_char: int, end_char: int) -> tuple[int, int]:

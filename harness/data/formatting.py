@@ -36,8 +36,10 @@ class PromptFormatter:
         if self.chat:
             messages = [{"role": "system", "content": instruction}] if instruction else []
             for shot in self.shots:
-                messages += [{"role": "user", "content": render(self.task["prompt"], shot)},
-                             {"role": "assistant", "content": target_of(shot, self.task)}]
+                messages += [
+                    {"role": "user", "content": render(self.task["prompt"], shot)},
+                    {"role": "assistant", "content": target_of(shot, self.task)},
+                ]
             messages.append({"role": "user", "content": render(self.task["prompt"], example)})
             return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         parts = [instruction] if instruction else []

@@ -21,6 +21,7 @@ SUPPORTED = "jsonl (.jsonl/.json), csv (.csv), parquet (.parquet)"
 
 # ---------------------------------------------------------------- readers, one per format
 
+
 def _read_jsonl(path: Path) -> Iterator[dict]:
     with path.open(encoding="utf-8-sig") as handle:
         for line_no, line in enumerate(handle, start=1):
@@ -29,12 +30,19 @@ def _read_jsonl(path: Path) -> Iterator[dict]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as err:
-                raise HarnessError(f"line {line_no} is not valid JSON ({err.msg})", file=str(path),
-                                   line=line_no, fix="write one JSON object per line") from None
+                raise HarnessError(
+                    f"line {line_no} is not valid JSON ({err.msg})",
+                    file=str(path),
+                    line=line_no,
+                    fix="write one JSON object per line",
+                ) from None
             if not isinstance(row, dict):
-                raise HarnessError(f"line {line_no} is a JSON {type(row).__name__}, not an object",
-                                   file=str(path), line=line_no,
-                                   fix="write one JSON object per line") from None
+                raise HarnessError(
+                    f"line {line_no} is a JSON {type(row).__name__}, not an object",
+                    file=str(path),
+                    line=line_no,
+                    fix="write one JSON object per line",
+                ) from None
             yield row
 
 
@@ -58,8 +66,11 @@ def _peek_jsonl(path: Path) -> list[str]:
                 try:
                     row = json.loads(line)
                 except json.JSONDecodeError as err:
-                    raise HarnessError(f"the first row is not valid JSON ({err.msg})",
-                                       file=str(path), fix="write one JSON object per line") from None
+                    raise HarnessError(
+                        f"the first row is not valid JSON ({err.msg})",
+                        file=str(path),
+                        fix="write one JSON object per line",
+                    ) from None
                 return list(row) if isinstance(row, dict) else []
     return []
 
@@ -76,33 +87,47 @@ def _peek_parquet(path: Path) -> list[str]:
 
 
 READERS: dict[str, Callable[[Path], Iterator[dict]]] = {
-    "jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}
-PEEKERS: dict[str, Callable[[Path], list[str]]] = {
-    "jsonl": _peek_jsonl, "csv": _peek_csv, "parquet": _peek_parquet}
+    "jsonl": _read_jsonl,
+    "csv": _read_csv,
+    "parquet": _read_parquet,
+}
+PEEKERS: dict[str, Callable[[Path], list[str]]] = {"jsonl": _peek_jsonl, "csv": _peek_csv, "parquet": _peek_parquet}
 
 
 def _format_of(path: Path, fmt: str | None, yaml_file: str | None, yaml_key: str | None) -> str:
     if fmt:
         fmt = "jsonl" if fmt == "json" else fmt
         if fmt not in READERS:
-            raise HarnessError(f"unknown data format '{fmt}' ({did_you_mean(fmt, READERS)})",
-                               file=yaml_file, key=yaml_key, fix=f"use one of: {SUPPORTED}")
+            raise HarnessError(
+                f"unknown data format '{fmt}' ({did_you_mean(fmt, READERS)})",
+                file=yaml_file,
+                key=yaml_key,
+                fix=f"use one of: {SUPPORTED}",
+            )
         return fmt
     try:
         return FORMAT_BY_SUFFIX[path.suffix.lower()]
     except KeyError:
-        raise HarnessError(f"cannot tell the format of data file {path} from its suffix "
-                           f"'{path.suffix}'", file=yaml_file, key=yaml_key,
-                           fix=f"use one of: {SUPPORTED}") from None
+        raise HarnessError(
+            f"cannot tell the format of data file {path} from its suffix '{path.suffix}'",
+            file=yaml_file,
+            key=yaml_key,
+            fix=f"use one of: {SUPPORTED}",
+        ) from None
 
 
 def _check_exists(path: Path, yaml_file: str | None, yaml_key: str | None) -> None:
     if not path.is_file():
-        raise HarnessError(f"data file not found: {path}", file=yaml_file, key=yaml_key,
-                           fix="check the path (relative paths are relative to the experiment file)")
+        raise HarnessError(
+            f"data file not found: {path}",
+            file=yaml_file,
+            key=yaml_key,
+            fix="check the path (relative paths are relative to the experiment file)",
+        )
 
 
 # ---------------------------------------------------------------- public API
+
 
 def format_of(path: Path, fmt: str | None = None) -> str:
     """The reader a data file gets: `format:` when given, else from its suffix; HarnessError if neither."""
@@ -127,23 +152,35 @@ def _unreadable_as_error(path: Path, fmt: str):
     except HarnessError:
         raise
     except UnicodeDecodeError as err:
-        raise HarnessError(f"data file {path} is not UTF-8 text (it has the byte 0x{err.object[err.start]:02x})", file=str(path), fix="save it as UTF-8") from None
+        raise HarnessError(
+            f"data file {path} is not UTF-8 text (it has the byte 0x{err.object[err.start]:02x})",
+            file=str(path),
+            fix="save it as UTF-8",
+        ) from None
     except csv.Error as err:
-        raise HarnessError(f"data file {path} is not readable csv ({err})", file=str(path),
-                           fix="save it as comma-separated UTF-8 text") from None
+        raise HarnessError(
+            f"data file {path} is not readable csv ({err})", file=str(path), fix="save it as comma-separated UTF-8 text"
+        ) from None
     except OSError as err:
-        raise HarnessError(f"data file {path} cannot be read ({err.strerror or err})", file=str(path),
-                           fix="check the file and its permissions") from None
+        raise HarnessError(
+            f"data file {path} cannot be read ({err.strerror or err})",
+            file=str(path),
+            fix="check the file and its permissions",
+        ) from None
     except Exception as err:  # noqa: BLE001 - pyarrow's errors (ArrowInvalid, ...) share no base we import
         if fmt != "parquet":
             raise
         first = (str(err).splitlines() or [""])[0][:200]
-        raise HarnessError(f"data file {path} is not a readable parquet file ({type(err).__name__}: {first})",
-                           file=str(path), fix="write it again with pandas.DataFrame.to_parquet") from None
+        raise HarnessError(
+            f"data file {path} is not a readable parquet file ({type(err).__name__}: {first})",
+            file=str(path),
+            fix="write it again with pandas.DataFrame.to_parquet",
+        ) from None
 
 
-def iter_examples(path: Path, columns: dict[str, str] | None = None, *, fmt: str | None = None,
-                  required: tuple[str, ...] = ("text",)) -> Iterator[dict]:
+def iter_examples(
+    path: Path, columns: dict[str, str] | None = None, *, fmt: str | None = None, required: tuple[str, ...] = ("text",)
+) -> Iterator[dict]:
     """The rows of `path` one at a time, as load_examples maps them (for `validate`, which reads
     every row of a large file without holding it in memory)."""
     path = Path(path)
@@ -156,9 +193,15 @@ def iter_examples(path: Path, columns: dict[str, str] | None = None, *, fmt: str
             yield _to_ours(row, index, columns, mapped_sources, path, required)
 
 
-def load_examples(path: Path, columns: dict[str, str] | None = None, *, fmt: str | None = None,
-                  yaml_file: str | None = None, yaml_key: str | None = None,
-                  required: tuple[str, ...] = ("text",)) -> list[dict]:
+def load_examples(
+    path: Path,
+    columns: dict[str, str] | None = None,
+    *,
+    fmt: str | None = None,
+    yaml_file: str | None = None,
+    yaml_key: str | None = None,
+    required: tuple[str, ...] = ("text",),
+) -> list[dict]:
     """Rows of `path` as dicts keyed by our field names; every row gets a string `id`."""
     path = Path(path)
     columns = dict(columns or {})
@@ -169,14 +212,12 @@ def load_examples(path: Path, columns: dict[str, str] | None = None, *, fmt: str
     available = _columns_of(rows)
     for field, source in columns.items():
         if source not in available:
-            raise _missing_column(source, field, path, available, yaml_file,
-                                  _join_key(yaml_key, "columns", field))
+            raise _missing_column(source, field, path, available, yaml_file, _join_key(yaml_key, "columns", field))
     mapped_sources = set(columns.values())
     for field in required:
         if field not in columns and field not in available:
             raise _missing_column(field, field, path, available, yaml_file, yaml_key)
-    return [_to_ours(row, index, columns, mapped_sources, path, required)
-            for index, row in enumerate(rows)]
+    return [_to_ours(row, index, columns, mapped_sources, path, required) for index, row in enumerate(rows)]
 
 
 def fingerprint_files(paths: Iterable[Path]) -> str:
@@ -194,6 +235,7 @@ def fingerprint_files(paths: Iterable[Path]) -> str:
 
 # ---------------------------------------------------------------- helpers
 
+
 def _columns_of(rows: list[dict]) -> list[str]:
     # jsonl rows may differ; a column any row has counts as available.
     seen: dict[str, None] = {}
@@ -207,26 +249,32 @@ def _join_key(*parts: str | None) -> str | None:
     return joined or None
 
 
-def _missing_column(column: str, field: str, path: Path, available: list[str],
-                    yaml_file: str | None, key: str | None) -> HarnessError:
+def _missing_column(
+    column: str, field: str, path: Path, available: list[str], yaml_file: str | None, key: str | None
+) -> HarnessError:
     role = f" (for '{field}')" if field != column else ""
     hint = did_you_mean(column, available) if available else ""
     hint = f" ({hint})" if hint.startswith("did you mean") else ""
     listed = ", ".join(available) or "none"
-    return HarnessError(f"column '{column}'{role} is not in data file {path}{hint}; "
-                        f"its columns are: {listed}", file=yaml_file, key=key,
-                        fix=f"set columns.{field} to one of those columns")
+    return HarnessError(
+        f"column '{column}'{role} is not in data file {path}{hint}; its columns are: {listed}",
+        file=yaml_file,
+        key=key,
+        fix=f"set columns.{field} to one of those columns",
+    )
 
 
-def _to_ours(row: dict, index: int, columns: dict[str, str], mapped_sources: set[str],
-             path: Path, required: tuple[str, ...]) -> dict:
+def _to_ours(
+    row: dict, index: int, columns: dict[str, str], mapped_sources: set[str], path: Path, required: tuple[str, ...]
+) -> dict:
     out = {key: value for key, value in row.items() if key not in mapped_sources}
     for field, source in columns.items():
         out[field] = row.get(source)
     for field in required:
         if _is_missing(out.get(field)):
-            raise HarnessError(f"row {index} has no value for '{field}'", file=str(path),
-                               fix="fill it in or drop the row")
+            raise HarnessError(
+                f"row {index} has no value for '{field}'", file=str(path), fix="fill it in or drop the row"
+            )
     out["id"] = f"{path.stem}-{index}" if _is_missing(out.get("id")) else str(out["id"])
     if not _is_missing(out.get("label")):
         out["label"] = _label_text(out["label"])

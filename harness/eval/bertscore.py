@@ -39,8 +39,12 @@ class BertScore:
         import torch
         from bert_score import BERTScorer
 
-        self._scorer = BERTScorer(model_type=str(self.model_dir), num_layers=self.layer, batch_size=self.batch_size,
-                                  device="cuda" if torch.cuda.is_available() else "cpu")
+        self._scorer = BERTScorer(
+            model_type=str(self.model_dir),
+            num_layers=self.layer,
+            batch_size=self.batch_size,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+        )
         # A tokenizer saved without model_max_length reports a huge sentinel, which bert_score
         # passes on as the truncation length (OverflowError): cap it at the model's positions.
         tokenizer = self._scorer._tokenizer
@@ -55,8 +59,13 @@ class BertScore:
         return [0.0 if not p.strip() else float(f) for p, f in zip(predictions, f1.tolist())]
 
     def detail(self) -> dict:
-        return {"model": self.source, "model_dir": str(self.model_dir), "layer": self.layer,
-                "idf": False, "rescaled": False}
+        return {
+            "model": self.source,
+            "model_dir": str(self.model_dir),
+            "layer": self.layer,
+            "idf": False,
+            "rescaled": False,
+        }
 
 
 def from_budget(budget: Budget, base_dir: Path | None) -> BertScore | None:

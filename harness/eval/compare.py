@@ -43,8 +43,12 @@ def _metric_rows(metric: metrics.Metric, rows: dict[str, dict], ids: list[str], 
         scores = [(rows[i].get("scores") or {}).get(metric.name) for i in ids]
         return None if any(s is None for s in scores) else np.asarray(scores, dtype=float).reshape(-1, 1)
     chosen = [rows[i] for i in ids]
-    items = metrics.Items(preds=[r.get("prediction") for r in chosen], refs=[r.get("reference") for r in chosen],
-                          labels=labels, rows=chosen)
+    items = metrics.Items(
+        preds=[r.get("prediction") for r in chosen],
+        refs=[r.get("reference") for r in chosen],
+        labels=labels,
+        rows=chosen,
+    )
     try:
         table = metric.item_stats(items)
     except (KeyError, TypeError, ValueError):  # rows lacking what the metric reads (an older run)
@@ -58,9 +62,16 @@ def _test_of(metric: metrics.Metric, n_seeds: int) -> str | None:
     return "seed_bootstrap" if n_seeds > 1 else metric.paired_test
 
 
-def comparisons(run_dir: Path, results: list, *, tasks: dict | None = None,
-                resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0,
-                correction: str = stats.DEFAULT_CORRECTION, alpha: float = stats.ALPHA) -> list[dict]:
+def comparisons(
+    run_dir: Path,
+    results: list,
+    *,
+    tasks: dict | None = None,
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = 0,
+    correction: str = stats.DEFAULT_CORRECTION,
+    alpha: float = stats.ALPHA,
+) -> list[dict]:
     """Every pair of ok arms on the same task, on every metric with a paired test, corrected per
     (task, metric) family. Arms that share several seeds get one seed-aware test per pair, named
     by the arm's name without its seed; arms with one common seed get the item-level test."""
@@ -79,8 +90,12 @@ def comparisons(run_dir: Path, results: list, *, tasks: dict | None = None,
             recorded = result.metrics.get(metric.name)
             # Rebuilt statistics must give the arm's own value on all its items; if they do not
             # (rows that changed meaning since the run), no test beats a wrong one.
-            if found is not None and len(ids) == len(rows[result.arm["name"]]) and recorded is not None \
-                    and not abs(metric.reduce(found) - recorded) <= 1e-4 * max(1.0, abs(recorded)):
+            if (
+                found is not None
+                and len(ids) == len(rows[result.arm["name"]])
+                and recorded is not None
+                and not abs(metric.reduce(found) - recorded) <= 1e-4 * max(1.0, abs(recorded))
+            ):
                 found = None
             tables[key] = found
         return tables[key]
@@ -112,9 +127,20 @@ def comparisons(run_dir: Path, results: list, *, tasks: dict | None = None,
                 continue
             if test != "seed_bootstrap":
                 a_tables, b_tables = a_tables[0], b_tables[0]
-            c = stats.compare(metric.name, test, name_a, a_tables, name_b, b_tables,
-                              higher_is_better=metric.higher_is_better, reduce=metric.reduce,
-                              seeds=common if len(common) > 1 else None, resamples=resamples, seed=seed, alpha=alpha)
+            c = stats.compare(
+                metric.name,
+                test,
+                name_a,
+                a_tables,
+                name_b,
+                b_tables,
+                higher_is_better=metric.higher_is_better,
+                reduce=metric.reduce,
+                seeds=common if len(common) > 1 else None,
+                resamples=resamples,
+                seed=seed,
+                alpha=alpha,
+            )
             out.append({"task": task_a, **c})
     for family in families(out).values():
         stats.correct_family(family, correction, alpha)
@@ -131,8 +157,15 @@ def families(comparisons: list[dict]) -> dict[tuple, list[dict]]:
 
 # ------------------------------------------------------------------ sensitivity
 
-def sensitivity(comparisons: list[dict], results: list, tasks: dict | None = None, *, alpha: float = stats.ALPHA,
-                power: float = stats.POWER) -> dict[str, dict]:
+
+def sensitivity(
+    comparisons: list[dict],
+    results: list,
+    tasks: dict | None = None,
+    *,
+    alpha: float = stats.ALPHA,
+    power: float = stats.POWER,
+) -> dict[str, dict]:
     """Per task: the minimum detectable difference (MDD) of its primary metric at `power`, for
     its number of test items, from the standard errors the comparisons observed (median over the
     pairs: for McNemar pairs sqrt(discordant rate / n), for bootstrap tests the bootstrap's).
@@ -152,12 +185,19 @@ def sensitivity(comparisons: list[dict], results: list, tasks: dict | None = Non
         n = int(statistics.median(c["n"] for c in mine))
         tests = sorted({c["test"] for c in mine})
         family_size = max(c.get("family_size", len(mine)) for c in mine)
-        entry = {"metric": primary, "unit": metrics.METRICS[primary].unit, "n": n, "pairs": len(mine),
-                 "se": round(se, 6), "power": power, "alpha": alpha,
-                 "mdd": round(stats.minimum_detectable_difference(se, alpha=alpha, power=power), 6),
-                 "mdd_first_step": round(stats.minimum_detectable_difference(se, alpha=alpha / family_size,
-                                                                             power=power), 6),
-                 "family_size": family_size, "tests": tests}
+        entry = {
+            "metric": primary,
+            "unit": metrics.METRICS[primary].unit,
+            "n": n,
+            "pairs": len(mine),
+            "se": round(se, 6),
+            "power": power,
+            "alpha": alpha,
+            "mdd": round(stats.minimum_detectable_difference(se, alpha=alpha, power=power), 6),
+            "mdd_first_step": round(stats.minimum_detectable_difference(se, alpha=alpha / family_size, power=power), 6),
+            "family_size": family_size,
+            "tests": tests,
+        }
         if tests == ["mcnemar"]:
             entry["discordant_rate"] = round(statistics.median(c["discordant"] / c["n"] for c in mine), 6)
             entry["basis"] = f"observed discordant rate of the McNemar pairs, median over {len(mine)}"
@@ -189,6 +229,7 @@ def difference_text(value: float, unit: str) -> str:
 
 # ------------------------------------------------------------------ the run
 
+
 def seed_summary(results: list) -> list[dict]:
     """Arms that ran under several seeds: mean, std and each seed's value of every metric."""
     groups: dict[str, list] = {}
@@ -204,11 +245,18 @@ def run_statistics(run_dir: Path, results: list, budget: dict, tasks: dict | Non
     """What write_run_results adds to results.json."""
     resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
     correction = budget.get("correction") or stats.DEFAULT_CORRECTION
-    found = comparisons(run_dir, results, tasks=tasks, resamples=resamples, seed=int(budget.get("seed", 0)),
-                        correction=correction)
-    return {"comparisons": found, "correction": correction, "seed_summary": seed_summary(results),
-            "sensitivity": sensitivity(found, results, tasks), "alpha": stats.ALPHA,
-            "metric_info": metrics.describe(), "judge_agreement": judge_agreement(results)}
+    found = comparisons(
+        run_dir, results, tasks=tasks, resamples=resamples, seed=int(budget.get("seed", 0)), correction=correction
+    )
+    return {
+        "comparisons": found,
+        "correction": correction,
+        "seed_summary": seed_summary(results),
+        "sensitivity": sensitivity(found, results, tasks),
+        "alpha": stats.ALPHA,
+        "metric_info": metrics.describe(),
+        "judge_agreement": judge_agreement(results),
+    }
 
 
 JUDGE_METRICS, REFERENCE_METRICS = ("judge_score", "judge_win_rate"), ("rougeL", "bertscore_f1", "embedding_cosine")
@@ -226,17 +274,27 @@ def judge_agreement(results: list) -> list[dict]:
     out = []
     for task, rows in by_task.items():
         for judge, reference in itertools.product(JUDGE_METRICS, REFERENCE_METRICS):
-            pairs = [(m[judge], m[reference]) for m in rows if m.get(judge) is not None and m.get(reference) is not None]
+            pairs = [
+                (m[judge], m[reference]) for m in rows if m.get(judge) is not None and m.get(reference) is not None
+            ]
             if len(pairs) < 3:
                 continue
             rho, p = spearmanr(*zip(*pairs))
-            out.append({"task": task, "judge_metric": judge, "reference_metric": reference, "arms": len(pairs),
-                        "spearman_rho": None if rho != rho else round(float(rho), 6),
-                        "p_value": None if p != p else round(float(p), 6)})
+            out.append(
+                {
+                    "task": task,
+                    "judge_metric": judge,
+                    "reference_metric": reference,
+                    "arms": len(pairs),
+                    "spearman_rho": None if rho != rho else round(float(rho), 6),
+                    "p_value": None if p != p else round(float(p), 6),
+                }
+            )
     return out
 
 
 # ------------------------------------------------------------------ words
+
 
 def _p_text(p: float) -> str:
     # results.json rounds p to 6 decimals: a 0 there means smaller than that, never zero.
@@ -256,9 +314,12 @@ def significance_counts(results: dict) -> dict:
     """How many comparisons are significant before and after the correction."""
     found = results.get("comparisons") or []
     alpha = results.get("alpha", stats.ALPHA)
-    return {"tested": len(found), "raw": sum(c["p_value"] < alpha for c in found),
-            "corrected": sum(bool(c.get("significant")) for c in found),
-            "correction": results.get("correction")}
+    return {
+        "tested": len(found),
+        "raw": sum(c["p_value"] < alpha for c in found),
+        "corrected": sum(bool(c.get("significant")) for c in found),
+        "correction": results.get("correction"),
+    }
 
 
 def _test_text(c: dict) -> str:
@@ -278,28 +339,43 @@ def summary_lines(results: dict) -> list[str]:
     for c in found:
         if c.get("significant") and c.get("better"):
             worse = c["b"] if c["better"] == c["a"] else c["a"]
-            p = (f"p {_p_text(c['p_value'])}, adjusted {_p_text(c['p_adjusted'])}" if c.get("p_adjusted") is not None
-                 else f"p {_p_text(c['p_value'])}")
-            lines.append(f"{c['better']} beats {worse} on {c['metric']} "
-                         f"(by {abs(c['difference']):.3f}, {p}, {_test_text(c)})")
+            p = (
+                f"p {_p_text(c['p_value'])}, adjusted {_p_text(c['p_adjusted'])}"
+                if c.get("p_adjusted") is not None
+                else f"p {_p_text(c['p_value'])}"
+            )
+            lines.append(
+                f"{c['better']} beats {worse} on {c['metric']} (by {abs(c['difference']):.3f}, {p}, {_test_text(c)})"
+            )
     counts = significance_counts(results)
     if found:
-        how = (f"after {CORRECTION_NAMES.get(correction, correction)} correction per task and metric"
-               if correction and correction != "none" else "uncorrected" if correction else
-               "uncorrected (this run predates corrections; `harness report --recompute` adds them)")
+        how = (
+            f"after {CORRECTION_NAMES.get(correction, correction)} correction per task and metric"
+            if correction and correction != "none"
+            else "uncorrected"
+            if correction
+            else "uncorrected (this run predates corrections; `harness report --recompute` adds them)"
+        )
         if not lines:
             smallest = min(found, key=adjusted_p)
-            lines.append(f"no significant difference at p < {alpha} ({how}) in {len(found)} paired test(s); "
-                         f"smallest {'adjusted ' if smallest.get('p_adjusted') is not None else ''}p "
-                         f"{_p_text(adjusted_p(smallest))} ({smallest['a']} vs {smallest['b']} on {smallest['metric']})")
+            lines.append(
+                f"no significant difference at p < {alpha} ({how}) in {len(found)} paired test(s); "
+                f"smallest {'adjusted ' if smallest.get('p_adjusted') is not None else ''}p "
+                f"{_p_text(adjusted_p(smallest))} ({smallest['a']} vs {smallest['b']} on {smallest['metric']})"
+            )
         else:
-            lines.append(f"{counts['corrected']} of {len(found)} paired test(s) significant at p < {alpha} ({how}); "
-                         f"{counts['raw']} before correction")
+            lines.append(
+                f"{counts['corrected']} of {len(found)} paired test(s) significant at p < {alpha} ({how}); "
+                f"{counts['raw']} before correction"
+            )
     for key, s in (results.get("sensitivity") or {}).items():
         lines.append(sensitivity_sentence(key, s))
     for entry in results.get("seed_summary", []):
-        parts = [f"{m} {v['mean']:.3f} ± {v['std']:.3f}" for m, v in entry["metrics"].items()
-                 if m in metrics.METRICS and metrics.METRICS[m].kind == "quality"]
+        parts = [
+            f"{m} {v['mean']:.3f} ± {v['std']:.3f}"
+            for m, v in entry["metrics"].items()
+            if m in metrics.METRICS and metrics.METRICS[m].kind == "quality"
+        ]
         if parts:
             lines.append(f"{entry['arm']} over seeds {entry['seeds']}: " + ", ".join(parts))
     return lines
@@ -308,8 +384,12 @@ def summary_lines(results: dict) -> list[str]:
 def sensitivity_sentence(task: str, s: dict) -> str:
     first = ""
     if s.get("family_size", 1) > 1 and s.get("mdd_first_step") is not None:
-        first = (f"; {difference_text(s['mdd_first_step'], s.get('unit', ''))} for the first step of a correction "
-                 f"over {s['family_size']} pairs")
-    return (f"sensitivity on {task}: with {s['n']} items this comparison can detect {s['metric']} differences of "
-            f"about {difference_text(s['mdd'], s.get('unit', ''))} ({int(100 * s.get('power', stats.POWER))}% power, "
-            f"alpha {s.get('alpha', stats.ALPHA)}, from the {s.get('basis', 'observed standard error')}{first})")
+        first = (
+            f"; {difference_text(s['mdd_first_step'], s.get('unit', ''))} for the first step of a correction "
+            f"over {s['family_size']} pairs"
+        )
+    return (
+        f"sensitivity on {task}: with {s['n']} items this comparison can detect {s['metric']} differences of "
+        f"about {difference_text(s['mdd'], s.get('unit', ''))} ({int(100 * s.get('power', stats.POWER))}% power, "
+        f"alpha {s.get('alpha', stats.ALPHA)}, from the {s.get('basis', 'observed standard error')}{first})"
+    )

@@ -41,7 +41,13 @@ class DomainPerplexity:
 
         after = passage_losses(model, tokenizer, self.passages, PASSAGE_TOKENS) if trained else self.before
         value = perplexity_of(after)
-        detail = {"text": self.source, "passages": len(self.passages), "tokens": int(after[:, 1].sum()),
-                  "max_tokens_per_passage": PASSAGE_TOKENS, "before": round(perplexity_of(self.before), 6),
-                  "after": round(value, 6), "measured_after": trained}
+        detail = {
+            "text": self.source,
+            "passages": len(self.passages),
+            "tokens": int(after[:, 1].sum()),
+            "max_tokens_per_passage": PASSAGE_TOKENS,
+            "before": round(perplexity_of(self.before), 6),
+            "after": round(value, 6),
+            "measured_after": trained,
+        }
         return round(value, 6), bootstrap_ci(after, perplexity_of, resamples=resamples, seed=seed), detail

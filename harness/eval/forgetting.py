@@ -36,8 +36,11 @@ def load_passages(source: str, base_dir: Path | None = None, limit: int = PASSAG
     else:
         path = Path(source) if Path(source).is_absolute() or base_dir is None else Path(base_dir) / source
     if not path.is_file():
-        raise HarnessError(f"forgetting text '{source}' not found", key="budget.forgetting_text",
-                           fix="name a prepared dataset (prepared:topics), a .txt or .jsonl file, or null")
+        raise HarnessError(
+            f"forgetting text '{source}' not found",
+            key="budget.forgetting_text",
+            fix="name a prepared dataset (prepared:topics), a .txt or .jsonl file, or null",
+        )
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         passages = [json.loads(line)["text"] for line in text.splitlines() if line.strip()]
@@ -53,7 +56,9 @@ def passage_losses(model, tokenizer, passages: list[str], max_tokens: int = PASS
     rows = []
     with torch.inference_mode():
         for i in range(0, len(passages), BATCH):
-            encoded = [tokenizer(p, truncation=True, max_length=max_tokens)["input_ids"] for p in passages[i:i + BATCH]]
+            encoded = [
+                tokenizer(p, truncation=True, max_length=max_tokens)["input_ids"] for p in passages[i : i + BATCH]
+            ]
             width = max(map(len, encoded))
             ids = torch.tensor([e + [pad] * (width - len(e)) for e in encoded], device=device)
             mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded], device=device)
@@ -74,12 +79,21 @@ class Forgetting:
     before: np.ndarray
 
     trained: bool = True
-    before_reused: bool = False          # taken from the per-machine cache of base measurements
+    before_reused: bool = False  # taken from the per-machine cache of base measurements
     after_rows: np.ndarray | None = None  # measured early (measure_after), before any cast for evaluation
 
     @classmethod
-    def measure_before(cls, model, tokenizer, *, kind: str, budget: Budget, base_dir: Path | None, trained: bool = True,
-                       model_identity: dict | None = None):
+    def measure_before(
+        cls,
+        model,
+        tokenizer,
+        *,
+        kind: str,
+        budget: Budget,
+        base_dir: Path | None,
+        trained: bool = True,
+        model_identity: dict | None = None,
+    ):
         """The base model's losses; None for encoders or when the budget turns it off. An arm
         that trains nothing keeps the base's weights: its forgetting is 0 without measuring.
         With `model_identity` (harness.eval.base_cache.model_identity) the losses are computed
@@ -95,8 +109,9 @@ class Forgetting:
         from harness.eval import base_cache
 
         key = {"model": model_identity, "text": base_cache.text_fingerprint(passages), "max_tokens": PASSAGE_TOKENS}
-        rows, reused = base_cache.cached("forgetting_before", key,
-                                         lambda: passage_losses(model, tokenizer, passages).tolist())
+        rows, reused = base_cache.cached(
+            "forgetting_before", key, lambda: passage_losses(model, tokenizer, passages).tolist()
+        )
         return cls(source, passages, np.array(rows, dtype=float).reshape(-1, 2), before_reused=reused)
 
     def measure_after(self, model, tokenizer) -> None:
@@ -114,10 +129,17 @@ class Forgetting:
         rows = np.column_stack([self.before[:, 0], after[:, 0], self.before[:, 1]])
         value = mean_loss(after) - mean_loss(self.before)
         ci = bootstrap_ci(rows, forgetting_from_rows, resamples=resamples, seed=seed)
-        detail = {"text": self.source, "measured": True, "passages": len(self.passages), "tokens": int(self.before[:, 1].sum()),
-                  "max_tokens_per_passage": PASSAGE_TOKENS, "loss_before": round(mean_loss(self.before), 6),
-                  "loss_after": round(mean_loss(after), 6), "unit": "nats/token",
-                  "loss_before_reused": self.before_reused}
+        detail = {
+            "text": self.source,
+            "measured": True,
+            "passages": len(self.passages),
+            "tokens": int(self.before[:, 1].sum()),
+            "max_tokens_per_passage": PASSAGE_TOKENS,
+            "loss_before": round(mean_loss(self.before), 6),
+            "loss_after": round(mean_loss(after), 6),
+            "unit": "nats/token",
+            "loss_before_reused": self.before_reused,
+        }
         return round(value, 6), ci, detail
 
 

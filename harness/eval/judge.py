@@ -43,16 +43,22 @@ class HttpJudge:
         self.model, self.timeout_s, self.max_tokens = spec.model, spec.timeout_s, spec.max_tokens
         self._key = os.environ.get(spec.api_key_env) if spec.api_key_env else None
         if spec.api_key_env and not self._key:
-            raise HarnessError(f"budget.judge.api_key_env: the environment variable {spec.api_key_env} is not set; "
-                               "export it before the run")
+            raise HarnessError(
+                f"budget.judge.api_key_env: the environment variable {spec.api_key_env} is not set; "
+                "export it before the run"
+            )
         self.identity = f"http {self.url} {self.model}"
 
     def complete(self, prompt: str) -> Reply:
         import urllib.error
         import urllib.request
 
-        body = {"model": self.model, "messages": [{"role": "user", "content": prompt}],
-                "max_tokens": self.max_tokens, "temperature": 0}
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": prompt}],
+            "max_tokens": self.max_tokens,
+            "temperature": 0,
+        }
         headers = {"Content-Type": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
@@ -98,12 +104,19 @@ def generate_reply(model, tokenizer, prompt: str, max_tokens: int, **generate_kw
     """Greedy chat reply and the tokens it used (prompt + completion), as a server would count them."""
     import torch
 
-    ids = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                        return_tensors="pt", return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], add_generation_prompt=True, return_tensors="pt", return_dict=True
+    )["input_ids"]
     with torch.inference_mode():
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **generate_kwargs)
-    new = out[0, ids.shape[1]:]
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+            **generate_kwargs,
+        )
+    new = out[0, ids.shape[1] :]
     return tokenizer.decode(new, skip_special_tokens=True), int(ids.shape[1] + len(new))
 
 
@@ -141,11 +154,15 @@ def judge_rows(rows: list[dict], spec, instruction: str | None, base_dir: Path |
     for row in rows:
         question = "\n".join(x for x in (instruction, row.get("input")) if x)
         if spec.mode == "grade":
-            replies = [ask(judge, spec.rubric.format(question=question, answer=row["prediction"], reference=row["reference"]))]
+            replies = [
+                ask(judge, spec.rubric.format(question=question, answer=row["prediction"], reference=row["reference"]))
+            ]
             score = parse_grade(replies[0].text)
         else:  # pairwise_reference: the answer as A, then as B
-            prompts = [spec.pairwise_prompt.format(question=question, answer_a=a, answer_b=b)
-                       for a, b in ((row["prediction"], row["reference"]), (row["reference"], row["prediction"]))]
+            prompts = [
+                spec.pairwise_prompt.format(question=question, answer_a=a, answer_b=b)
+                for a, b in ((row["prediction"], row["reference"]), (row["reference"], row["prediction"]))
+            ]
             replies = [ask(judge, p) for p in prompts]
             first, second = (parse_verdict(r.text) for r in replies)
             score = None
@@ -158,16 +175,29 @@ def judge_rows(rows: list[dict], spec, instruction: str | None, base_dir: Path |
         failed += score is None
         tokens += sum(r.tokens for r in replies)
         cached += sum(r.cached for r in replies)
-        row["judge"] = {"mode": spec.mode, "score": score, "replies": [r.text for r in replies],
-                        "error": errors[0] if errors else (None if score is not None else "unparseable reply")}
-    figures = {"judge_seconds": round(time.perf_counter() - start, 3), "judge_tokens": tokens,
-               "judge_failed_items": failed}
+        row["judge"] = {
+            "mode": spec.mode,
+            "score": score,
+            "replies": [r.text for r in replies],
+            "error": errors[0] if errors else (None if score is not None else "unparseable reply"),
+        }
+    figures = {
+        "judge_seconds": round(time.perf_counter() - start, 3),
+        "judge_tokens": tokens,
+        "judge_failed_items": failed,
+    }
     if spec.mode == "pairwise_reference":
         figures["judge_position_consistency"] = round(consistent / paired, 6) if paired else None
     reasons: dict[str, int] = {}
     for row in rows:
         if row["judge"]["score"] is None:
             reasons[row["judge"]["error"]] = reasons.get(row["judge"]["error"], 0) + 1
-    figures["detail"] = {"judge": judge.identity, "mode": spec.mode, "items": len(rows), "failed": failed,
-                         "failures": reasons, "cached_replies": cached}
+    figures["detail"] = {
+        "judge": judge.identity,
+        "mode": spec.mode,
+        "items": len(rows),
+        "failed": failed,
+        "failures": reasons,
+        "cached_replies": cached,
+    }
     return figures

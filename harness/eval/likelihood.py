@@ -17,8 +17,9 @@ def _prompt_learning(model) -> bool:
     return any(getattr(c, "is_prompt_learning", False) for c in configs.values())
 
 
-def shifted_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def shifted_logprobs(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(log-softmax over the vocabulary, targets, target mask) at the positions that predict a
     target token of some row.
 
@@ -29,21 +30,22 @@ def shifted_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     """
     targets = labels[:, 1:]
     mask = targets != IGNORE
-    needed = mask.any(0).nonzero().squeeze(-1)           # predicting positions (t-1) in use by any row
+    needed = mask.any(0).nonzero().squeeze(-1)  # predicting positions (t-1) in use by any row
     if len(needed) and not _prompt_learning(model):
         logits = model(input_ids=input_ids, attention_mask=attention_mask, logits_to_keep=needed).logits
-        if logits.shape[1] == len(needed):               # a model that ignores logits_to_keep returns all
+        if logits.shape[1] == len(needed):  # a model that ignores logits_to_keep returns all
             return logits.float().log_softmax(-1), targets[:, needed], mask[:, needed]
     else:
         logits = model(input_ids=input_ids, attention_mask=attention_mask).logits
     # Prompt-learning wrappers prepend virtual positions to the output: the last
     # input_ids.shape[1] positions are the ones that belong to the real tokens.
-    logits = logits[:, -input_ids.shape[1]:].float()
+    logits = logits[:, -input_ids.shape[1] :].float()
     return logits[:, :-1].log_softmax(-1), targets, mask
 
 
-def target_logprobs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def target_logprobs(
+    model, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(summed log-probability, number of target tokens) per row (see shifted_logprobs)."""
     logprobs, targets, mask = shifted_logprobs(model, input_ids, attention_mask, labels)
     picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
@@ -85,15 +87,21 @@ class SharedPrefix:
         if self.ids is None or len(self.ids) != n:
             self.ids, self.cache = prompts[0][:n], DynamicCache()
             ids = torch.tensor([self.ids], device=next(self.model.parameters()).device)
-            self.model(input_ids=ids, attention_mask=torch.ones_like(ids), past_key_values=self.cache,
-                       use_cache=True, logits_to_keep=1)
+            self.model(
+                input_ids=ids,
+                attention_mask=torch.ones_like(ids),
+                past_key_values=self.cache,
+                use_cache=True,
+                logits_to_keep=1,
+            )
         cache = copy.deepcopy(self.cache)
         cache.batch_repeat_interleave(len(prompts))
         return n, cache
 
 
-def completion_logprobs(model, prompts: list[list[int]], completions: list[list[int]],
-                        pad_id: int, shared: SharedPrefix | None = None) -> torch.Tensor:
+def completion_logprobs(
+    model, prompts: list[list[int]], completions: list[list[int]], pad_id: int, shared: SharedPrefix | None = None
+) -> torch.Tensor:
     """Summed log-probability of every completion after every prompt: a (prompts x completions)
     tensor, computing each prompt once.
 
@@ -118,9 +126,20 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     own_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in own], device=device)
     mask = torch.cat([torch.ones(n, start, dtype=own_mask.dtype, device=device), own_mask], -1)
     positions = start + (own_mask.cumsum(-1) - 1).clamp(min=0)
-    first = model(input_ids=ids, attention_mask=mask, position_ids=positions, past_key_values=cache,
-                  use_cache=True, logits_to_keep=1).logits[:, -1].float().log_softmax(-1)       # (n, vocab)
-    total = first[:, torch.tensor([c[0] for c in completions], device=device)]                  # (n, k)
+    first = (
+        model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        .logits[:, -1]
+        .float()
+        .log_softmax(-1)
+    )  # (n, vocab)
+    total = first[:, torch.tensor([c[0] for c in completions], device=device)]  # (n, k)
     longest = max(map(len, completions))
     if longest == 1:
         return total
@@ -130,9 +149,17 @@ def completion_logprobs(model, prompts: list[list[int]], completions: list[list[
     comp = torch.tensor([c + [pad_id] * (longest - len(c)) for c in completions], device=device).repeat(n, 1)
     comp_mask = torch.tensor([[1] * len(c) + [0] * (longest - len(c)) for c in completions], device=device).repeat(n, 1)
     ends = (start + own_mask.sum(-1)).repeat_interleave(k).unsqueeze(-1)
-    second = model(input_ids=comp[:, :-1], attention_mask=torch.cat([mask.repeat_interleave(k, 0), comp_mask[:, :-1]], -1),
-                   position_ids=ends + torch.arange(longest - 1, device=device), past_key_values=cache,
-                   use_cache=True).logits.float().log_softmax(-1)                          # (n*k, longest-1, vocab)
+    second = (
+        model(
+            input_ids=comp[:, :-1],
+            attention_mask=torch.cat([mask.repeat_interleave(k, 0), comp_mask[:, :-1]], -1),
+            position_ids=ends + torch.arange(longest - 1, device=device),
+            past_key_values=cache,
+            use_cache=True,
+        )
+        .logits.float()
+        .log_softmax(-1)
+    )  # (n*k, longest-1, vocab)
     later = second.gather(-1, comp[:, 1:].unsqueeze(-1)).squeeze(-1) * comp_mask[:, 1:]
     return total + later.sum(-1).view(n, k)
 
@@ -145,8 +172,10 @@ def _completion_logprobs_unshared(model, prompts, completions, pad_id) -> torch.
     device = next(model.parameters()).device
     if all(len(c) == 1 for c in completions):
         tensors, _ = pad_batch([(p, completions[0]) for p in prompts], pad_id)
-        logprobs, _, mask = shifted_logprobs(model, *(tensors[k].to(device) for k in ("input_ids", "attention_mask", "labels")))
-        at_completion = logprobs[torch.arange(len(prompts), device=device), mask.int().argmax(-1)]   # (n, vocab)
+        logprobs, _, mask = shifted_logprobs(
+            model, *(tensors[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+        )
+        at_completion = logprobs[torch.arange(len(prompts), device=device), mask.int().argmax(-1)]  # (n, vocab)
         return at_completion[:, torch.tensor([c[0] for c in completions], device=device)]
     tensors, _ = pad_batch([(p, c) for p in prompts for c in completions], pad_id)
     sums, _ = target_logprobs(model, *(tensors[k].to(device) for k in ("input_ids", "attention_mask", "labels")))

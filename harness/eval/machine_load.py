@@ -42,18 +42,26 @@ class LoadWindow:
     def __exit__(self, *exc):
         self.wall = time.perf_counter() - self.wall
         busy = _system_busy_seconds()
-        self.others = None if busy is None or self.busy is None else max(busy - self.busy - (_own_seconds() - self.own), 0.0)
+        self.others = (
+            None if busy is None or self.busy is None else max(busy - self.busy - (_own_seconds() - self.own), 0.0)
+        )
         return False
 
     def conditions(self) -> dict:
         cores = os.cpu_count() or 1
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         others_cores = round(self.others / self.wall, 3) if self.others is not None and self.wall > 0 else None
-        contended = bool((load is not None and load > cores)
-                         or (others_cores is not None and others_cores >= OTHERS_CORES_CONTENDED))
-        return {"load_avg_1m": round(load, 2) if load is not None else None, "cpu_count": cores,
-                "other_cpu_seconds": round(self.others, 3) if self.others is not None else None,
-                "other_cores_in_use": others_cores, "seconds": round(self.wall, 3), "contended": contended}
+        contended = bool(
+            (load is not None and load > cores) or (others_cores is not None and others_cores >= OTHERS_CORES_CONTENDED)
+        )
+        return {
+            "load_avg_1m": round(load, 2) if load is not None else None,
+            "cpu_count": cores,
+            "other_cpu_seconds": round(self.others, 3) if self.others is not None else None,
+            "other_cores_in_use": others_cores,
+            "seconds": round(self.wall, 3),
+            "contended": contended,
+        }
 
 
 def merge(*conditions: dict) -> dict:
@@ -64,7 +72,11 @@ def merge(*conditions: dict) -> dict:
     seconds = sum(c["seconds"] for c in conditions)
     others = [c["other_cpu_seconds"] for c in conditions if c["other_cpu_seconds"] is not None]
     loads = [c["load_avg_1m"] for c in conditions if c["load_avg_1m"] is not None]
-    return {"load_avg_1m": max(loads) if loads else None, "cpu_count": conditions[0]["cpu_count"],
-            "other_cpu_seconds": round(sum(others), 3) if others else None,
-            "other_cores_in_use": round(sum(others) / seconds, 3) if others and seconds else None,
-            "seconds": round(seconds, 3), "contended": any(c["contended"] for c in conditions)}
+    return {
+        "load_avg_1m": max(loads) if loads else None,
+        "cpu_count": conditions[0]["cpu_count"],
+        "other_cpu_seconds": round(sum(others), 3) if others else None,
+        "other_cores_in_use": round(sum(others) / seconds, 3) if others and seconds else None,
+        "seconds": round(seconds, 3),
+        "contended": any(c["contended"] for c in conditions),
+    }

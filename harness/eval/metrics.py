@@ -16,7 +16,7 @@ class Metric:
     name: str
     higher_is_better: bool
     unit: str
-    kind: str                      # "quality" or "cost"
+    kind: str  # "quality" or "cost"
     description: str
     task_types: tuple[str, ...] = ()
     # For confidence intervals and paired tests: statistics per test item (n rows) and the
@@ -39,21 +39,62 @@ def declare(name, *, higher_is_better, unit, kind, description, task_types=()) -
 
 
 CLS, GEN, QA = ("classification",), ("generation",), ("extractive_qa",)
-declare("accuracy", higher_is_better=True, unit="fraction", kind="quality", task_types=CLS,
-        description="share of test items whose predicted label is the reference")
-declare("macro_f1", higher_is_better=True, unit="fraction", kind="quality", task_types=CLS,
-        description="F1 averaged over classes with equal weight")
-declare("rouge1", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN,
-        description="unigram overlap with the reference (rouge-score, stemmed)")
-declare("rouge2", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN,
-        description="bigram overlap with the reference (rouge-score, stemmed)")
-declare("rougeL", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN,
-        description="longest common subsequence with the reference (rouge-score, stemmed)")
-declare("exact_match", higher_is_better=True, unit="fraction", kind="quality", task_types=GEN + QA,
-        description="prediction equals the reference after trimming and lower-casing")
+declare(
+    "accuracy",
+    higher_is_better=True,
+    unit="fraction",
+    kind="quality",
+    task_types=CLS,
+    description="share of test items whose predicted label is the reference",
+)
+declare(
+    "macro_f1",
+    higher_is_better=True,
+    unit="fraction",
+    kind="quality",
+    task_types=CLS,
+    description="F1 averaged over classes with equal weight",
+)
+declare(
+    "rouge1",
+    higher_is_better=True,
+    unit="F-measure",
+    kind="quality",
+    task_types=GEN,
+    description="unigram overlap with the reference (rouge-score, stemmed)",
+)
+declare(
+    "rouge2",
+    higher_is_better=True,
+    unit="F-measure",
+    kind="quality",
+    task_types=GEN,
+    description="bigram overlap with the reference (rouge-score, stemmed)",
+)
+declare(
+    "rougeL",
+    higher_is_better=True,
+    unit="F-measure",
+    kind="quality",
+    task_types=GEN,
+    description="longest common subsequence with the reference (rouge-score, stemmed)",
+)
+declare(
+    "exact_match",
+    higher_is_better=True,
+    unit="fraction",
+    kind="quality",
+    task_types=GEN + QA,
+    description="prediction equals the reference after trimming and lower-casing",
+)
 
 for _name, _hib, _unit, _desc in [
-    ("peak_memory_mb", False, "MiB", "peak resident memory of the arm's process (CPU) or peak CUDA memory allocated minus the start"),
+    (
+        "peak_memory_mb",
+        False,
+        "MiB",
+        "peak resident memory of the arm's process (CPU) or peak CUDA memory allocated minus the start",
+    ),
     ("peak_cuda_reserved_mb", False, "MiB", "peak CUDA memory reserved by the allocator minus the start"),
     ("load_seconds", False, "s", "time to load the base model and wrap it"),
     ("train_seconds", False, "s", "wall time of the training loop (no evaluation inside)"),
@@ -90,10 +131,10 @@ class Items:
 
     preds: list[str]
     refs: list[str]
-    labels: list[str] | None = None                   # classification labels, in task order
-    rows: list[dict] = field(default_factory=list)    # prediction rows with their extras
-    bertscore: Callable | None = None                 # (preds, refs) -> per-item F1, or None
-    embedding: Callable | None = None                 # (preds, refs) -> per-item cosine, or None
+    labels: list[str] | None = None  # classification labels, in task order
+    rows: list[dict] = field(default_factory=list)  # prediction rows with their extras
+    bertscore: Callable | None = None  # (preds, refs) -> per-item F1, or None
+    embedding: Callable | None = None  # (preds, refs) -> per-item cosine, or None
 
 
 def per_item(fn: Callable[[str, str], float]) -> Callable[[Items], np.ndarray]:
@@ -170,6 +211,7 @@ def _embedding_items(items: Items) -> np.ndarray | None:
 def _judge_items(mode: str):
     """The judge's per-item score (harness.eval.judge); NaN where the judge failed or its reply did
     not parse, so the mean, the CI and the paired tests use the judged items only."""
+
     def stats(items: Items) -> np.ndarray | None:
         judged = [r.get("judge") for r in items.rows]
         if not judged or any(j is None or j["mode"] != mode for j in judged) or all(j["score"] is None for j in judged):
@@ -203,34 +245,88 @@ for _kind in ("rouge1", "rouge2", "rougeL"):
     itemize(_kind, _rouge_items(_kind), paired_test="paired_bootstrap")
 itemize("exact_match", per_item(_exact), paired_test="mcnemar")
 
-declare("token_f1", higher_is_better=True, unit="F-measure", kind="quality", task_types=GEN + QA,
-        description="F1 of the bag of normalised tokens (SQuAD style: lower case, no punctuation or articles)")
+declare(
+    "token_f1",
+    higher_is_better=True,
+    unit="F-measure",
+    kind="quality",
+    task_types=GEN + QA,
+    description="F1 of the bag of normalised tokens (SQuAD style: lower case, no punctuation or articles)",
+)
 itemize("token_f1", per_item(_token_f1), paired_test="paired_bootstrap")
-declare("bleu", higher_is_better=True, unit="BLEU (0-100)", kind="quality", task_types=GEN,
-        description="corpus BLEU (sacrebleu defaults: 13a tokens, exponential smoothing, 4-grams)")
+declare(
+    "bleu",
+    higher_is_better=True,
+    unit="BLEU (0-100)",
+    kind="quality",
+    task_types=GEN,
+    description="corpus BLEU (sacrebleu defaults: 13a tokens, exponential smoothing, 4-grams)",
+)
 itemize("bleu", _bleu_items, _bleu_reduce, paired_test="paired_bootstrap")
-declare("bertscore_f1", higher_is_better=True, unit="F-measure (cosine)", kind="quality", task_types=GEN,
-        description="BERTScore F1 against the reference; the scorer model and layer are in metrics_detail")
+declare(
+    "bertscore_f1",
+    higher_is_better=True,
+    unit="F-measure (cosine)",
+    kind="quality",
+    task_types=GEN,
+    description="BERTScore F1 against the reference; the scorer model and layer are in metrics_detail",
+)
 itemize("bertscore_f1", _bertscore_items, paired_test="paired_bootstrap")
-declare("embedding_cosine", higher_is_better=True, unit="cosine", kind="quality", task_types=GEN,
-        description="cosine of mean-pooled sentence embeddings of prediction and reference; the encoder is in metrics_detail")
+declare(
+    "embedding_cosine",
+    higher_is_better=True,
+    unit="cosine",
+    kind="quality",
+    task_types=GEN,
+    description=(
+        "cosine of mean-pooled sentence embeddings of prediction and reference; the encoder is in metrics_detail"
+    ),
+)
 itemize("embedding_cosine", _embedding_items, paired_test="paired_bootstrap")
-declare("judge_score", higher_is_better=True, unit="grade (1-10)", kind="quality", task_types=GEN,
-        description="LLM judge's grade of the answer on the rubric (judged items only; the judge is in metrics_detail)")
+declare(
+    "judge_score",
+    higher_is_better=True,
+    unit="grade (1-10)",
+    kind="quality",
+    task_types=GEN,
+    description="LLM judge's grade of the answer on the rubric (judged items only; the judge is in metrics_detail)",
+)
 itemize("judge_score", _judge_items("grade"), _judged_mean, paired_test="paired_bootstrap")
-declare("judge_win_rate", higher_is_better=True, unit="fraction", kind="quality", task_types=GEN,
-        description="LLM judge: answer beats the reference (1), tie or contradicting itself across orders (0.5), loses (0)")
+declare(
+    "judge_win_rate",
+    higher_is_better=True,
+    unit="fraction",
+    kind="quality",
+    task_types=GEN,
+    description="LLM judge: answer beats the reference (1), tie or contradicting itself across orders (0.5), loses (0)",
+)
 itemize("judge_win_rate", _judge_items("pairwise_reference"), _judged_mean, paired_test="paired_bootstrap")
-declare("perplexity", higher_is_better=False, unit="perplexity (exp nats/token)", kind="quality", task_types=GEN,
-        description="perplexity of the reference completions given the prompt (decoders only)")
+declare(
+    "perplexity",
+    higher_is_better=False,
+    unit="perplexity (exp nats/token)",
+    kind="quality",
+    task_types=GEN,
+    description="perplexity of the reference completions given the prompt (decoders only)",
+)
 itemize("perplexity", _reference_nll_items, _perplexity_reduce, paired_test="paired_bootstrap")
 
 # Not a function of predictions: measured on a general text before and after training, on
 # decoders (harness.eval.forgetting); no task_types, so score_items leaves it alone.
-declare("domain_perplexity", higher_is_better=False, unit="perplexity (exp nats/token)", kind="quality",
-        description="perplexity of held-out domain text (budget.domain_text) after training; the base's in metrics_detail")
-declare("forgetting", higher_is_better=False, unit="nats/token", kind="quality",
-        description="loss on a general held-out text after training minus before (> 0: the base got worse)")
+declare(
+    "domain_perplexity",
+    higher_is_better=False,
+    unit="perplexity (exp nats/token)",
+    kind="quality",
+    description="perplexity of held-out domain text (budget.domain_text) after training; the base's in metrics_detail",
+)
+declare(
+    "forgetting",
+    higher_is_better=False,
+    unit="nats/token",
+    kind="quality",
+    description="loss on a general held-out text after training minus before (> 0: the base got worse)",
+)
 for _name, _hib, _unit, _desc in [
     ("generation_tokens_per_s", True, "tokens/s", "generated tokens per second of batched greedy generation"),
     ("saved_mb", False, "MiB", "size of what the method saves: the adapter folder, or the trainable parameters' bytes"),
@@ -244,14 +340,24 @@ def _declare_ner() -> None:
 
     ner_type = ("token_classification",)
     for name, reduce, desc in [
-        ("entity_f1", ner.f1_from_rows, "entity-level micro F1 (seqeval; an entity counts only with its exact span and type)"),
+        (
+            "entity_f1",
+            ner.f1_from_rows,
+            "entity-level micro F1 (seqeval; an entity counts only with its exact span and type)",
+        ),
         ("entity_precision", ner.precision_from_rows, "share of predicted entities that are right (span and type)"),
         ("entity_recall", ner.recall_from_rows, "share of reference entities found (span and type)"),
     ]:
         declare(name, higher_is_better=True, unit="fraction", kind="quality", task_types=ner_type, description=desc)
         itemize(name, ner.entity_rows, reduce, paired_test="paired_bootstrap")
-    declare("tag_accuracy", higher_is_better=True, unit="fraction", kind="quality", task_types=ner_type,
-            description="share of words with the right BIO tag, averaged over sentences")
+    declare(
+        "tag_accuracy",
+        higher_is_better=True,
+        unit="fraction",
+        kind="quality",
+        task_types=ner_type,
+        description="share of words with the right BIO tag, averaged over sentences",
+    )
     itemize("tag_accuracy", per_item(ner.tag_accuracy), paired_test="paired_bootstrap")
 
 
@@ -288,23 +394,46 @@ def per_item_score(metric: Metric) -> bool:
 
 def describe() -> dict[str, dict]:
     """Direction, unit and kind of every metric, for results.json readers."""
-    return {m.name: {"higher_is_better": m.higher_is_better, "unit": m.unit, "kind": m.kind,
-                     "description": m.description} for m in METRICS.values()}
+    return {
+        m.name: {"higher_is_better": m.higher_is_better, "unit": m.unit, "kind": m.kind, "description": m.description}
+        for m in METRICS.values()
+    }
+
 
 # Preference stages (harness.stages, harness.eval.preference): held-out pairs and GRPO samples.
 # No task_types: measured by the stage runner, not computed from predictions by score_items.
 for _name, _hib, _unit, _desc in [
-    ("preference_accuracy", True, "fraction",
-     "held-out pairs where the chosen completion gets the higher length-normalised log-prob"),
-    ("reward_accuracy", True, "fraction",
-     "held-out pairs with a positive DPO implicit reward margin against the model before preference training"),
-    ("reward_margin", True, "nats",
-     "mean DPO implicit reward margin (beta 1) on held-out pairs against the model before preference training"),
-    ("kl_to_reference", False, "nats/token",
-     "mean per-token KL(policy || model before preference training) on held-out chosen completions"),
+    (
+        "preference_accuracy",
+        True,
+        "fraction",
+        "held-out pairs where the chosen completion gets the higher length-normalised log-prob",
+    ),
+    (
+        "reward_accuracy",
+        True,
+        "fraction",
+        "held-out pairs with a positive DPO implicit reward margin against the model before preference training",
+    ),
+    (
+        "reward_margin",
+        True,
+        "nats",
+        "mean DPO implicit reward margin (beta 1) on held-out pairs against the model before preference training",
+    ),
+    (
+        "kl_to_reference",
+        False,
+        "nats/token",
+        "mean per-token KL(policy || model before preference training) on held-out chosen completions",
+    ),
     ("grpo_mean_reward", True, "reward", "mean reward of the completions GRPO sampled in training"),
-    ("judge_position_consistency", True, "fraction",
-     "pairwise judge: share of judged items with the same verdict in both answer orders"),
+    (
+        "judge_position_consistency",
+        True,
+        "fraction",
+        "pairwise judge: share of judged items with the same verdict in both answer orders",
+    ),
 ]:
     declare(_name, higher_is_better=_hib, unit=_unit, kind="quality", description=_desc)
 

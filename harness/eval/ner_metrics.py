@@ -48,6 +48,5 @@ def tag_accuracy(pred: list[str], gold: list[str]) -> float:
 def per_type_f1(preds: list[list[str]], refs: list[list[str]]) -> dict[str, float]:
     from seqeval.metrics import classification_report
 
-    report = classification_report([list(r) for r in refs], [list(p) for p in preds], output_dict=True,
-                                   zero_division=0)
+    report = classification_report([list(r) for r in refs], [list(p) for p in preds], output_dict=True, zero_division=0)
     return {name: round(float(v["f1-score"]), 6) for name, v in report.items() if " avg" not in name}

@@ -15,8 +15,9 @@ from harness.eval.predict_heads import Predictor, encoder_predictor_for
 from harness.eval.scoring_rule import ScoringRule
 
 
-def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels: list[str], max_len: int,
-                            rule: ScoringRule = ScoringRule()) -> Predictor:
+def label_scoring_predictor(
+    model, tokenizer, formatter: PromptFormatter, labels: list[str], max_len: int, rule: ScoringRule = ScoringRule()
+) -> Predictor:
     """Pick the label whose completion scores highest after the prompt under the declared rule
     (summed log-probability of the label, with or without the end-of-turn token, optionally
     length-normalised). Every label is scored after the same prompt, cut to leave room for the
@@ -41,8 +42,9 @@ def label_scoring_predictor(model, tokenizer, formatter: PromptFormatter, labels
     return predict
 
 
-def generation_predictor(model, tokenizer, formatter: PromptFormatter, max_len: int, max_new_tokens: int,
-                         labels: list[str] | None = None) -> Predictor:
+def generation_predictor(
+    model, tokenizer, formatter: PromptFormatter, max_len: int, max_new_tokens: int, labels: list[str] | None = None
+) -> Predictor:
     """Greedy generation with left padding; for classification the text is mapped to a label."""
     device = next(model.parameters()).device
 
@@ -53,8 +55,14 @@ def generation_predictor(model, tokenizer, formatter: PromptFormatter, max_len: 
         pad = tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
-        out = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=pad, eos_token_id=tokenizer.eos_token_id)
+        out = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=pad,
+            eos_token_id=tokenizer.eos_token_id,
+        )
         new_tokens = out[:, width:]
         texts = [t.strip() for t in tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
         counts = [{"generated_tokens": n} for n in generated_lengths(new_tokens, tokenizer.eos_token_id)]
@@ -87,8 +95,9 @@ def make_predictor(model, tokenizer, *, kind: str, task: dict, budget: Budget, s
         return encoder_predictor_for(model, tokenizer, task, max_len)
     formatter = PromptFormatter(tokenizer, task, shots)
     if task["type"] == "classification" and task.get("decoder_eval", "score") == "score":
-        return label_scoring_predictor(model, tokenizer, formatter, task["labels"], max_len + _shot_room(shots),
-                                       ScoringRule.of_task(task))
+        return label_scoring_predictor(
+            model, tokenizer, formatter, task["labels"], max_len + _shot_room(shots), ScoringRule.of_task(task)
+        )
     labels = task["labels"] if task["type"] == "classification" else None
     return generation_predictor(model, tokenizer, formatter, max_len + _shot_room(shots), budget.max_new_tokens, labels)
 
@@ -101,8 +110,16 @@ def _shot_room(shots: list[dict]) -> int:
 LATENCY_REPEATS = 3  # each latency item is timed this many times; its latency is the fastest
 
 
-def run_predictions(predict: Predictor, examples: list[dict], task: dict, *, batch_size: int,
-                    latency_examples: int, on_batch=None, clock=None) -> tuple[list[dict], dict, dict]:
+def run_predictions(
+    predict: Predictor,
+    examples: list[dict],
+    task: dict,
+    *,
+    batch_size: int,
+    latency_examples: int,
+    on_batch=None,
+    clock=None,
+) -> tuple[list[dict], dict, dict]:
     """All test items in batches (throughput), then the first few alone (batch-1 latency).
 
     Returns (rows, cost metrics, the machine's load while they were measured). Latency: one
@@ -118,8 +135,16 @@ def run_predictions(predict: Predictor, examples: list[dict], task: dict, *, bat
         start = time.perf_counter()
         preds, extras = predict_in_batches(predict, examples, batch_size, on_batch=on_batch)
         elapsed = time.perf_counter() - start
-    rows = [{"id": example["id"], "input": example.get("text", example.get("question")), "prediction": pred, "reference": target_of(example, task),
-             **extra} for example, pred, extra in zip(examples, preds, extras)]
+    rows = [
+        {
+            "id": example["id"],
+            "input": example.get("text", example.get("question")),
+            "prediction": pred,
+            "reference": target_of(example, task),
+            **extra,
+        }
+        for example, pred, extra in zip(examples, preds, extras)
+    ]
     if clock:
         clock.start("latency")
     timed = examples[:latency_examples]
@@ -157,7 +182,7 @@ def predict_in_batches(predict: Predictor, examples: list[dict], batch_size: int
     preds: list = [None] * len(examples)
     extras: list = [None] * len(examples)
     for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
+        chunk = order[start : start + batch_size]
         batch_preds, batch_extras = predict([examples[i] for i in chunk])
         for i, pred, extra in zip(chunk, batch_preds, batch_extras):
             preds[i], extras[i] = pred, extra

@@ -66,7 +66,7 @@ def qa_predictor(model, tokenizer, max_len: int):
             offsets = enc["offset_mapping"][i].tolist()
             allowed = [seq == 1 and a < b for seq, (a, b) in zip(enc.sequence_ids(i), offsets)]
             s, e = best_span(out.start_logits[i].tolist(), out.end_logits[i].tolist(), allowed)
-            preds.append(example["context"][offsets[s][0]:offsets[e][1]] if allowed[s] else "")
+            preds.append(example["context"][offsets[s][0] : offsets[e][1]] if allowed[s] else "")
             extras.append({"span_tokens": [s, e]})
         return preds, extras
 

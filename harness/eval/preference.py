@@ -26,8 +26,8 @@ class PreferenceProbe:
         for p in pairs:
             prompt = enc(p["prompt"])
             for side in ("chosen", "rejected"):
-                completion = enc(p[side])[:max_len - 1]
-                self.rows.append((prompt[-(max_len - len(completion)):], completion))
+                completion = enc(p[side])[: max_len - 1]
+                self.rows.append((prompt[-(max_len - len(completion)) :], completion))
 
     def take_snapshot(self, model) -> None:
         """The reference: the trainable parameters as they are now (before preference training)."""
@@ -50,7 +50,7 @@ class PreferenceProbe:
     def _batches(self, model):
         device = next(model.parameters()).device
         for i in range(0, len(self.rows), self.batch_size * 2):
-            tensors, _ = pad_batch(self.rows[i:i + self.batch_size * 2], self.tokenizer.pad_token_id)
+            tensors, _ = pad_batch(self.rows[i : i + self.batch_size * 2], self.tokenizer.pad_token_id)
             yield {k: v.to(device) for k, v in tensors.items()}
 
     @staticmethod
@@ -66,13 +66,13 @@ class PreferenceProbe:
             for batch in self._batches(model):
                 policy, targets, mask = self._logprobs(model, batch)
                 mask = mask.float()
-                picked = lambda lp: (lp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask)  # noqa: E731
+                picked = lambda lp: lp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask  # noqa: E731
                 seq += list(zip(picked(policy).sum(-1).tolist(), mask.sum(-1).tolist()))
                 if self.snapshot is not None:
                     with self._as_reference(model):
                         ref = self._logprobs(model, batch)[0]
                     ref_seq += picked(ref).sum(-1).tolist()
-                    chosen = mask[0::2]   # rows alternate chosen, rejected: KL on the chosen ones
+                    chosen = mask[0::2]  # rows alternate chosen, rejected: KL on the chosen ones
                     kl = (policy.exp() * (policy - ref)).sum(-1)[0::2]
                     kl_sum, kl_n = kl_sum + float((kl * chosen).sum()), kl_n + int(chosen.sum())
         return summarise(seq, ref_seq if self.snapshot is not None else None, kl_sum / kl_n if kl_n else None)
@@ -84,10 +84,17 @@ def summarise(seq: list[tuple[float, float]], ref: list[float] | None, kl: float
     chosen, rejected = seq[0::2], seq[1::2]
     n = len(chosen)
     better = [c / max(cn, 1) > r / max(rn, 1) for (c, cn), (r, rn) in zip(chosen, rejected)]
-    out = {"preference_accuracy": round(sum(better) / n, 6) if n else None,
-           "reward_accuracy": None, "reward_margin": None, "kl_to_reference": None}
+    out = {
+        "preference_accuracy": round(sum(better) / n, 6) if n else None,
+        "reward_accuracy": None,
+        "reward_margin": None,
+        "kl_to_reference": None,
+    }
     if ref is not None and n:
         margins = [(c - rc) - (r - rr) for (c, _), (r, _), rc, rr in zip(chosen, rejected, ref[0::2], ref[1::2])]
-        out.update(reward_accuracy=round(sum(m > 0 for m in margins) / n, 6),
-                   reward_margin=round(sum(margins) / n, 6), kl_to_reference=round(kl, 6) if kl is not None else None)
+        out.update(
+            reward_accuracy=round(sum(m > 0 for m in margins) / n, 6),
+            reward_margin=round(sum(margins) / n, 6),
+            kl_to_reference=round(kl, 6) if kl is not None else None,
+        )
     return out

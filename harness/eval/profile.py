@@ -58,8 +58,11 @@ def param_count(p) -> int:
 def parameter_counts(model) -> dict[str, float]:
     trainable = sum(param_count(p) for p in model.parameters() if p.requires_grad)
     total = sum(param_count(p) for p in model.parameters())
-    return {"trainable_params": trainable, "total_params": total,
-            "trainable_pct": round(100 * trainable / total, 4) if total else 0.0}
+    return {
+        "trainable_params": trainable,
+        "total_params": total,
+        "trainable_pct": round(100 * trainable / total, 4) if total else 0.0,
+    }
 
 
 def device_name() -> str:

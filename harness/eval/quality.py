@@ -28,18 +28,21 @@ class Assessment:
     detail: dict = field(default_factory=dict)
 
 
-def add_reference_nll(rows: list[dict], examples: list[dict], model, tokenizer, formatter, *, max_len: int,
-                      batch_size: int) -> None:
+def add_reference_nll(
+    rows: list[dict], examples: list[dict], model, tokenizer, formatter, *, max_len: int, batch_size: int
+) -> None:
     """Summed NLL and token count of each reference completion given its prompt (perplexity)."""
 
     device = next(model.parameters()).device
     with torch.inference_mode():
         for i in range(0, len(examples), batch_size):
-            batch = examples[i:i + batch_size]
-            encoded = [formatter.encode(e, r["reference"], max_len) for e, r in zip(batch, rows[i:i + batch_size])]
+            batch = examples[i : i + batch_size]
+            encoded = [formatter.encode(e, r["reference"], max_len) for e, r in zip(batch, rows[i : i + batch_size])]
             tensors, _ = pad_batch(encoded, tokenizer.pad_token_id)
-            sums, counts = target_logprobs(model, *(tensors[k].to(device) for k in ("input_ids", "attention_mask", "labels")))
-            for row, s, c in zip(rows[i:i + batch_size], sums.tolist(), counts.tolist()):
+            sums, counts = target_logprobs(
+                model, *(tensors[k].to(device) for k in ("input_ids", "attention_mask", "labels"))
+            )
+            for row, s, c in zip(rows[i : i + batch_size], sums.tolist(), counts.tolist()):
                 row["reference_nll"], row["reference_tokens"] = round(-s, 5), int(c)
 
 
@@ -51,8 +54,14 @@ def assess(rows: list[dict], task: dict, budget: Budget, *, base_dir: Path | Non
     judged = None
     if task_type == "generation" and budget.judge:
         judged = judge_arm(rows, task, budget, base_dir)
-    items = metrics.Items(preds=[r["prediction"] for r in rows], refs=[r["reference"] for r in rows],
-                          labels=task.get("labels"), rows=rows, bertscore=scorer, embedding=embedder)
+    items = metrics.Items(
+        preds=[r["prediction"] for r in rows],
+        refs=[r["reference"] for r in rows],
+        labels=task.get("labels"),
+        rows=rows,
+        bertscore=scorer,
+        embedding=embedder,
+    )
     values, item_stats = metrics.score_items(task_type, items)
     resamples = budget.bootstrap_resamples
     ci = {}
@@ -61,8 +70,11 @@ def assess(rows: list[dict], task: dict, budget: Budget, *, base_dir: Path | Non
         if interval is not None:
             ci[name] = interval
     for i, row in enumerate(rows):  # per-item scores: what the pairwise tests across arms read
-        row["scores"] = {name: round(float(table[i, 0]), 6) for name, table in item_stats.items()
-                         if metrics.per_item_score(metrics.METRICS[name]) and not np.isnan(table[i, 0])}
+        row["scores"] = {
+            name: round(float(table[i, 0]), 6)
+            for name, table in item_stats.items()
+            if metrics.per_item_score(metrics.METRICS[name]) and not np.isnan(table[i, 0])
+        }
     detail = {"bootstrap": {"resamples": resamples, "seed": seed, "confidence": 1 - stats.ALPHA}}
     if task_type == "classification" and "macro_f1" in item_stats:
         detail.update(classification_detail(item_stats["macro_f1"], task.get("labels") or sorted(set(items.refs))))
@@ -92,27 +104,48 @@ def classification_detail(rows, labels: list[str]) -> dict:
     else:
         names.append("(no label)")
     f1 = per_class_f1(matrix)
-    return {"per_class_f1": {label: round(float(f1[i]), 6) for i, label in enumerate(labels)},
-            "confusion_matrix": {"labels": names, "matrix": matrix.tolist(),
-                                 "rows": "reference", "columns": "prediction"}}
+    return {
+        "per_class_f1": {label: round(float(f1[i]), 6) for i, label in enumerate(labels)},
+        "confusion_matrix": {"labels": names, "matrix": matrix.tolist(), "rows": "reference", "columns": "prediction"},
+    }
 
 
-def assess_arm(rows: list[dict], examples: list[dict], task: dict, arm, *, model, tokenizer, kind: str, shots: list[dict],
-               general=None, domain=None, trained: bool) -> Assessment:
+def assess_arm(
+    rows: list[dict],
+    examples: list[dict],
+    task: dict,
+    arm,
+    *,
+    model,
+    tokenizer,
+    kind: str,
+    shots: list[dict],
+    general=None,
+    domain=None,
+    trained: bool,
+) -> Assessment:
     """Everything execute needs after prediction: reference perplexity (decoders on generation),
     the metrics with their CIs, and forgetting (decoders, when measured before training)."""
 
     budget = arm.budget
     if kind == "causal_lm" and task["type"] == "generation":
-        add_reference_nll(rows, examples, model, tokenizer, PromptFormatter(tokenizer, task, shots),
-                          max_len=budget.max_seq_len, batch_size=budget.eval_batch_size)
+        add_reference_nll(
+            rows,
+            examples,
+            model,
+            tokenizer,
+            PromptFormatter(tokenizer, task, shots),
+            max_len=budget.max_seq_len,
+            batch_size=budget.eval_batch_size,
+        )
     assessed = assess(rows, task, budget, base_dir=Path(arm.base_dir), seed=arm.seed)
     # Measured on held-out text before and after training (each: value, CI over passages, detail).
     for name, probe in (("domain_perplexity", domain), ("forgetting", general)):
         if probe is None:
             continue
-        value, interval, assessed.detail[name] = probe.after(model, tokenizer, trained=trained,
-                                                             resamples=budget.bootstrap_resamples, seed=arm.seed)
+        value, interval, assessed.detail[name] = probe.after(
+            model, tokenizer, trained=trained, resamples=budget.bootstrap_resamples, seed=arm.seed
+        )
         assessed.metrics[name] = value
         if interval:
             assessed.ci[name] = interval

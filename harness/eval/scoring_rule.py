@@ -38,8 +38,9 @@ class ScoringRule:
     def describe(self) -> str:
         """One line for the report: 'label + end-of-turn, summed log-prob'."""
         tokens = "label + end-of-turn" if self.end_of_turn else "label only"
-        how = {"none": "summed log-prob", "tokens": "mean log-prob per token",
-               "chars": "log-prob per character"}[self.normalize]
+        how = {"none": "summed log-prob", "tokens": "mean log-prob per token", "chars": "log-prob per character"}[
+            self.normalize
+        ]
         return f"{tokens}, {how}" + (" (lm-eval multiple_choice acc)" if self == ScoringRule() else "")
 
     def compare(self, summed: torch.Tensor, completions: list[list[int]], labels: list[str]) -> torch.Tensor:

@@ -23,8 +23,14 @@ def item_mean(rows: np.ndarray) -> float:
     return float(rows[:, 0].mean())
 
 
-def bootstrap_ci(rows: np.ndarray, reduce: Callable[[np.ndarray], float] = item_mean, *,
-                 resamples: int = DEFAULT_RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> list[float] | None:
+def bootstrap_ci(
+    rows: np.ndarray,
+    reduce: Callable[[np.ndarray], float] = item_mean,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    alpha: float = ALPHA,
+) -> list[float] | None:
     """Percentile bootstrap interval of `reduce(rows)`: resample the test items (rows) with
     replacement `resamples` times; (alpha/2, 1-alpha/2) quantiles of the recomputed metric.
     None when there are fewer than two items or no resamples."""
@@ -63,8 +69,14 @@ def mcnemar_exact(a_correct, b_correct) -> dict:
     return {"a_only": a_only, "b_only": b_only, "p_value": min(p, 1.0)}
 
 
-def paired_bootstrap(a_rows, b_rows, reduce: Callable[[np.ndarray], float] = item_mean, *,
-                     resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+def paired_bootstrap(
+    a_rows,
+    b_rows,
+    reduce: Callable[[np.ndarray], float] = item_mean,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict:
     """Two-sided paired bootstrap of metric(a) - metric(b) on the same items.
 
     Both arms are resampled with the SAME item indices, and the metric is recomputed from the
@@ -75,8 +87,14 @@ def paired_bootstrap(a_rows, b_rows, reduce: Callable[[np.ndarray], float] = ite
     return seed_bootstrap([a_rows], [b_rows], reduce, resamples=resamples, seed=seed)
 
 
-def seed_bootstrap(a_by_seed: list, b_by_seed: list, reduce: Callable[[np.ndarray], float] = item_mean, *,
-                   resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+def seed_bootstrap(
+    a_by_seed: list,
+    b_by_seed: list,
+    reduce: Callable[[np.ndarray], float] = item_mean,
+    *,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict:
     """Two-sided paired bootstrap of the difference of two arms that each ran under the same
     seeds, on the same items: the statistic is the mean over seeds of metric(a_s) - metric(b_s).
 
@@ -133,6 +151,7 @@ def _as_rows(rows) -> np.ndarray:
 
 # ------------------------------------------------------------------ many comparisons
 
+
 def adjust_p_values(p_values, method: str = DEFAULT_CORRECTION) -> list[float]:
     """Adjusted p-values of one family of tests (compare each with alpha).
 
@@ -159,6 +178,7 @@ def adjust_p_values(p_values, method: str = DEFAULT_CORRECTION) -> list[float]:
 
 
 # ------------------------------------------------------------------ sensitivity
+
 
 def z_sum(alpha: float = ALPHA, power: float = POWER) -> float:
     """z_{1-alpha/2} + z_{power}: the detectable difference in standard errors."""
@@ -199,9 +219,21 @@ def seed_summary(groups: dict[str, list[tuple[int, dict]]], metric_names: list[s
     return summary
 
 
-def compare(metric: str, test: str, a_name: str, a_rows, b_name: str, b_rows, *, higher_is_better: bool,
-            reduce: Callable[[np.ndarray], float] = item_mean, seeds: list | None = None,
-            resamples: int = DEFAULT_RESAMPLES, seed: int = 0, alpha: float = ALPHA) -> dict:
+def compare(
+    metric: str,
+    test: str,
+    a_name: str,
+    a_rows,
+    b_name: str,
+    b_rows,
+    *,
+    higher_is_better: bool,
+    reduce: Callable[[np.ndarray], float] = item_mean,
+    seeds: list | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    alpha: float = ALPHA,
+) -> dict:
     """One pairwise comparison in the shape results.json and the report use.
 
     test: "mcnemar" (paired correctness), "paired_bootstrap" (`reduce` recomputes the metric
@@ -233,9 +265,19 @@ def compare(metric: str, test: str, a_name: str, a_rows, b_name: str, b_rows, *,
     ahead = None
     if difference != 0 and not math.isnan(difference):
         ahead = a_name if (difference > 0) == higher_is_better else b_name
-    return {"metric": metric, "a": a_name, "b": b_name, "difference": round(difference, 6),
-            "p_value": round(p, 6), "significant": bool(p < alpha), "test": test, "n": n,
-            "better": ahead if p < alpha else None, "ahead": ahead, **extra}
+    return {
+        "metric": metric,
+        "a": a_name,
+        "b": b_name,
+        "difference": round(difference, 6),
+        "p_value": round(p, 6),
+        "significant": bool(p < alpha),
+        "test": test,
+        "n": n,
+        "better": ahead if p < alpha else None,
+        "ahead": ahead,
+        **extra,
+    }
 
 
 def correct_family(family: list[dict], method: str = DEFAULT_CORRECTION, alpha: float = ALPHA) -> None:

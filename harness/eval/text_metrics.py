@@ -63,7 +63,9 @@ def bleu_stats(predictions: list[str], references: list[str] | list[list[str]]) 
     `references` is one string per item or, as in sacrebleu, a list of reference streams.
     """
     streams = [list(references)] if references and isinstance(references[0], str) else [list(r) for r in references]
-    return np.asarray(_bleu()._extract_corpus_statistics(list(predictions), streams), dtype=np.int64).reshape(len(predictions), -1)
+    return np.asarray(_bleu()._extract_corpus_statistics(list(predictions), streams), dtype=np.int64).reshape(
+        len(predictions), -1
+    )
 
 
 def bleu_from_stats(rows: np.ndarray) -> float:
@@ -75,8 +77,9 @@ def confusion_rows(predictions: list[str], references: list[str], labels: list[s
     unmatched generation, '') gets the extra index len(labels)."""
     index = {label: i for i, label in enumerate(labels)}
     other = len(labels)
-    return np.array([[index.get(r, other), index.get(p, other)] for p, r in zip(predictions, references)],
-                    dtype=np.int64).reshape(-1, 2)
+    return np.array(
+        [[index.get(r, other), index.get(p, other)] for p, r in zip(predictions, references)], dtype=np.int64
+    ).reshape(-1, 2)
 
 
 def confusion_matrix(rows: np.ndarray, n_classes: int) -> np.ndarray:

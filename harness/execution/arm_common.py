@@ -27,7 +27,17 @@ def seed_everything(seed: int) -> None:
 
 
 def arm_summary(arm) -> dict:
-    return {"name": arm.name, "method": arm.method, "model_key": arm.model_key, "model": arm.model["source"],
-            "kind": arm.model["kind"], "task_key": arm.task_key, "params": arm.params, "hash": arm.hash,
-            "slug": arm.slug, "seed": arm.seed, **({"tasks": list(arm.tasks)} if getattr(arm, "tasks", None) else {}),
-            **({"stages": arm.stages} if getattr(arm, "stages", None) else {})}
+    return {
+        "name": arm.name,
+        "method": arm.method,
+        "model_key": arm.model_key,
+        "model": arm.model["source"],
+        "kind": arm.model["kind"],
+        "task_key": arm.task_key,
+        "params": arm.params,
+        "hash": arm.hash,
+        "slug": arm.slug,
+        "seed": arm.seed,
+        **({"tasks": list(arm.tasks)} if getattr(arm, "tasks", None) else {}),
+        **({"stages": arm.stages} if getattr(arm, "stages", None) else {}),
+    }

@@ -44,8 +44,13 @@ def main(argv: list[str]) -> int:
     except Exception as err:  # the arm fails; the runner goes on with the others
         message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
         (out_dir / "traceback.txt").write_text(traceback.format_exc())
-        result = ArmResult(arm=arm_summary(arm), status="failed", error=message, finished_at=now(),
-                           artifacts={"traceback": "traceback.txt"})
+        result = ArmResult(
+            arm=arm_summary(arm),
+            status="failed",
+            error=message,
+            finished_at=now(),
+            artifacts={"traceback": "traceback.txt"},
+        )
     result.write(out_dir / "result.json")
     emit("done", status=result.status)
     return 0

@@ -50,8 +50,10 @@ class DevicePool:
     def check_fits(self, arm) -> None:
         need = devices_needed(arm)
         if self.total and need > self.total:
-            raise HarnessError(f"arm '{arm.name}' needs {need} devices and this machine shows {self.total}",
-                               fix="run it on a bigger machine (--executor ray) or give it fewer devices")
+            raise HarnessError(
+                f"arm '{arm.name}' needs {need} devices and this machine shows {self.total}",
+                fix="run it on a bigger machine (--executor ray) or give it fewer devices",
+            )
 
     def acquire(self, count: int) -> list[str] | None:
         """k device ids, [] on a CPU machine, None once the pool is closed (the run is stopping)."""

@@ -17,13 +17,18 @@ def make_executor(experiment, *, name: str | None = None, jobs: int | None = Non
         raise HarnessError(f"--executor {name} is not an executor", fix="use --executor local or --executor ray")
     if name == "local":
         if address:
-            raise HarnessError("--address names a Ray cluster and this run uses the local pool",
-                               fix="add --executor ray, or drop --address")
+            raise HarnessError(
+                "--address names a Ray cluster and this run uses the local pool",
+                fix="add --executor ray, or drop --address",
+            )
         return LocalPool(jobs=jobs or spec.jobs)
     if jobs:
-        raise HarnessError("--jobs sets the local pool's size; a Ray cluster runs as many arms as its GPUs and "
-                           "CPUs allow", fix="drop --jobs, or use --executor local")
+        raise HarnessError(
+            "--jobs sets the local pool's size; a Ray cluster runs as many arms as its GPUs and CPUs allow",
+            fix="drop --jobs, or use --executor local",
+        )
     from harness.execution.ray_executor import RayExecutor
 
-    return RayExecutor(address=address or spec.address, cpus_per_arm=spec.cpus_per_arm,
-                       max_retries=spec.max_retries, source=source)
+    return RayExecutor(
+        address=address or spec.address, cpus_per_arm=spec.cpus_per_arm, max_retries=spec.max_retries, source=source
+    )

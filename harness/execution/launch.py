@@ -27,8 +27,17 @@ ENTRY_POINT = "harness.execution.arm_process"
 def arm_command(devices: int, arm_json: Path, out_dir: Path) -> list[str]:
     if devices <= 1:
         return [sys.executable, "-m", ENTRY_POINT, str(arm_json), str(out_dir)]
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={devices}",
-            "-m", ENTRY_POINT, str(arm_json), str(out_dir)]
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={devices}",
+        "-m",
+        ENTRY_POINT,
+        str(arm_json),
+        str(out_dir),
+    ]
 
 
 def distributed_environment(devices: int, env: dict[str, str]) -> dict[str, str]:
@@ -50,21 +59,21 @@ def _cuda_available() -> bool:
 @dataclass
 class Started:
     arm: object
-    where: str            # "cuda 1", "cpu, 1 thread", "node 3f2a gpu 0": shown beside the arm
+    where: str  # "cuda 1", "cpu, 1 thread", "node 3f2a gpu 0": shown beside the arm
 
 
 @dataclass
 class Event:
     arm: object
-    event: dict           # a progress event the arm printed (harness.execution.arm_common.emit)
+    event: dict  # a progress event the arm printed (harness.execution.arm_common.emit)
 
 
 @dataclass
 class Finished:
     arm: object
-    returncode: int | None               # the arm process's exit status; None: it never ran to an end
+    returncode: int | None  # the arm process's exit status; None: it never ran to an end
     started_at: str
-    error: str | None = None             # why there is no exit status (a Ray task error, a dead node)
+    error: str | None = None  # why there is no exit status (a Ray task error, a dead node)
     extra: dict = field(default_factory=dict)
 
 
@@ -87,19 +96,32 @@ def arm_environment(overrides: dict[str, str]) -> dict[str, str]:
     return env
 
 
-def run_arm_process(arm_json: Path, out_dir: Path, *, env: dict[str, str], on_event: Callable[[dict], None],
-                    on_start: Callable[[subprocess.Popen], None] | None = None, devices: int = 1) -> int:
+def run_arm_process(
+    arm_json: Path,
+    out_dir: Path,
+    *,
+    env: dict[str, str],
+    on_event: Callable[[dict], None],
+    on_start: Callable[[subprocess.Popen], None] | None = None,
+    devices: int = 1,
+) -> int:
     """Run the arm to its end; its stderr (and any stray stdout) goes to OUT_DIR/log.txt. Returns the
     exit status (negative: killed by that signal)."""
     with open(Path(out_dir) / "log.txt", "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(arm_command(devices, arm_json, out_dir), stdout=subprocess.PIPE, stderr=log,
-                                text=True, bufsize=1, env=distributed_environment(devices, env),
-                                preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            arm_command(devices, arm_json, out_dir),
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            bufsize=1,
+            env=distributed_environment(devices, env),
+            preexec_fn=_die_with_parent,
+        )
         if on_start:
             on_start(proc)
         for line in proc.stdout:
             if line.startswith(EVENT_PREFIX):
-                on_event(json.loads(line[len(EVENT_PREFIX):]))
+                on_event(json.loads(line[len(EVENT_PREFIX) :]))
             else:
                 log.write(line)
         return proc.wait()

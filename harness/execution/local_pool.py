@@ -46,8 +46,13 @@ class LocalPool:
                 return
             started = now()
             try:
-                env = arm_environment({"HARNESS_THREADS": str(self.threads), "HARNESS_EXECUTOR": "local",
-                                       **({"CUDA_VISIBLE_DEVICES": ",".join(devices)} if devices else {})})
+                env = arm_environment(
+                    {
+                        "HARNESS_THREADS": str(self.threads),
+                        "HARNESS_EXECUTOR": "local",
+                        **({"CUDA_VISIBLE_DEVICES": ",".join(devices)} if devices else {}),
+                    }
+                )
 
                 def on_start(proc):
                     with lock:
@@ -56,9 +61,14 @@ class LocalPool:
                         proc.terminate()
                     updates.put(Started(arm, f"cuda {','.join(devices)}" if devices else f"cpu x{self.threads}"))
 
-                code = run_arm_process(arm_dir / "arm.json", arm_dir, env=env, on_start=on_start,
-                                       on_event=lambda event: updates.put(Event(arm, event)),
-                                       devices=devices_needed(arm))
+                code = run_arm_process(
+                    arm_dir / "arm.json",
+                    arm_dir,
+                    env=env,
+                    on_start=on_start,
+                    on_event=lambda event: updates.put(Event(arm, event)),
+                    devices=devices_needed(arm),
+                )
                 updates.put(Finished(arm, code, started))
             except Exception as err:  # noqa: BLE001 - the arm could not start: recorded as failed
                 updates.put(Finished(arm, None, started, error=f"could not start the arm process: {err}"))

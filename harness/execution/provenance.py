@@ -25,8 +25,19 @@ def provenance(model_dir: Path, task: dict) -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     packages = {}
-    for name in ("harness", "torch", "transformers", "peft", "bitsandbytes", "trl", "scikit-learn", "rouge-score",
-                 "sacrebleu", "bert-score", "scipy"):
+    for name in (
+        "harness",
+        "torch",
+        "transformers",
+        "peft",
+        "bitsandbytes",
+        "trl",
+        "scikit-learn",
+        "rouge-score",
+        "sacrebleu",
+        "bert-score",
+        "scipy",
+    ):
         try:
             packages[name] = version(name)
         except PackageNotFoundError:
@@ -35,9 +46,15 @@ def provenance(model_dir: Path, task: dict) -> dict:
     if task["data"].get("prepared"):
         info = prepared.prepared_dir(task["data"]["prepared"]) / "fingerprint.json"
         fingerprint = json.loads(info.read_text()).get("sha256") if info.is_file() else None
-    return {"packages": packages, "python": platform.python_version(), "device": device_name(),
-            "model_dir": str(model_dir), "data_fingerprint": fingerprint, "git_commit": git_commit(),
-            "placement": placement()}
+    return {
+        "packages": packages,
+        "python": platform.python_version(),
+        "device": device_name(),
+        "model_dir": str(model_dir),
+        "data_fingerprint": fingerprint,
+        "git_commit": git_commit(),
+        "placement": placement(),
+    }
 
 
 def placement() -> dict:
@@ -48,18 +65,26 @@ def placement() -> dict:
 
     import torch
 
-    return {"executor": os.environ.get("HARNESS_EXECUTOR", "local"),
-            "node": os.environ.get("HARNESS_NODE") or platform.node(),
-            "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "threads": torch.get_num_threads(),
-            "arm_dir": os.environ.get("HARNESS_ARM_DIR")}
+    return {
+        "executor": os.environ.get("HARNESS_EXECUTOR", "local"),
+        "node": os.environ.get("HARNESS_NODE") or platform.node(),
+        "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "threads": torch.get_num_threads(),
+        "arm_dir": os.environ.get("HARNESS_ARM_DIR"),
+    }
 
 
 def git_commit() -> str | None:
     import subprocess
 
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            cwd=Path(__file__).resolve().parent,
+        )
         return out.stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         return None

@@ -28,8 +28,14 @@ from harness.execution.launch import Event, Finished, Started, arm_environment, 
 from harness.results.arm_result import now
 
 # What an arm process on a worker takes from the driver's environment, when the driver sets it.
-FORWARDED_ENV = ("PYTHONPATH", "HARNESS_CACHE", "HF_HOME", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                 "HF_DATASETS_OFFLINE")
+FORWARDED_ENV = (
+    "PYTHONPATH",
+    "HARNESS_CACHE",
+    "HF_HOME",
+    "HF_HUB_OFFLINE",
+    "TRANSFORMERS_OFFLINE",
+    "HF_DATASETS_OFFLINE",
+)
 STEP_EVENT_INTERVAL_S = 0.5  # a queue put is a remote call: step events are thinned to two a second
 
 
@@ -37,17 +43,23 @@ def _import_ray():
     try:
         import ray
     except ImportError:
-        raise HarnessError("--executor ray needs the `ray` package, which is not installed in this environment",
-                           fix="run ./setup.sh (it installs the pinned ray), or pip install -c constraints.txt ray",
-                           ) from None
+        raise HarnessError(
+            "--executor ray needs the `ray` package, which is not installed in this environment",
+            fix="run ./setup.sh (it installs the pinned ray), or pip install -c constraints.txt ray",
+        ) from None
     return ray
 
 
 class RayExecutor:
     name = "ray"
 
-    def __init__(self, address: str | None = None, cpus_per_arm: int = 1, max_retries: int = 2,
-                 source: str = "the experiment file"):
+    def __init__(
+        self,
+        address: str | None = None,
+        cpus_per_arm: int = 1,
+        max_retries: int = 2,
+        source: str = "the experiment file",
+    ):
         self.ray = _import_ray()
         self.address, self.cpus_per_arm, self.max_retries, self.source = address, cpus_per_arm, max_retries, source
         self._connected_here = False
@@ -61,14 +73,19 @@ class RayExecutor:
         env = {k: os.environ[k] for k in ("PYTHONPATH",) if os.environ.get(k)}
         starts_here = self.address is None and not os.environ.get("RAY_ADDRESS")
         try:  # a Ray started here for this run needs no dashboard (and ray.init refuses it when joining)
-            ray.init(address=self.address, logging_level="WARNING", log_to_driver=False,
-                     **({"include_dashboard": False} if starts_here else {}),
-                     runtime_env={"env_vars": env} if env else None)
+            ray.init(
+                address=self.address,
+                logging_level="WARNING",
+                log_to_driver=False,
+                **({"include_dashboard": False} if starts_here else {}),
+                runtime_env={"env_vars": env} if env else None,
+            )
         except (ConnectionError, RuntimeError, ValueError) as err:
-            raise HarnessError(f"could not reach the Ray cluster at {self.address or 'this machine'} ({err})",
-                               key="executor.address",
-                               fix="start it with `ray start --head` and pass --address auto or ray://host:10001",
-                               ) from None
+            raise HarnessError(
+                f"could not reach the Ray cluster at {self.address or 'this machine'} ({err})",
+                key="executor.address",
+                fix="start it with `ray start --head` and pass --address auto or ray://host:10001",
+            ) from None
         self._connected_here = True
 
     def _nodes(self) -> list[dict]:
@@ -78,8 +95,10 @@ class RayExecutor:
         self._connect()
         nodes = self._nodes()
         gpus, cpus = sum(n.get("GPU", 0) for n in nodes), sum(n.get("CPU", 0) for n in nodes)
-        return (f"ray: {len(nodes)} node(s), {gpus:g} GPU(s), {cpus:g} CPU(s); {self.cpus_per_arm} CPU(s) per arm; "
-                f"a dead worker or node is retried up to {self.max_retries} time(s)")
+        return (
+            f"ray: {len(nodes)} node(s), {gpus:g} GPU(s), {cpus:g} CPU(s); {self.cpus_per_arm} CPU(s) per arm; "
+            f"a dead worker or node is retried up to {self.max_retries} time(s)"
+        )
 
     def _gpus_per_arm(self, arm, nodes: list[dict]) -> int:
         """The arm's devices as whole GPUs; 0 on a cluster without GPUs (a CPU arm). An arm that no
@@ -89,9 +108,13 @@ class RayExecutor:
         else:
             need = devices_needed(arm)
         if not any(n.get("GPU", 0) >= need and n.get("CPU", 0) >= self.cpus_per_arm for n in nodes):
-            raise HarnessError(f"no node of the Ray cluster has {need} GPU(s) and {self.cpus_per_arm} CPU(s) free "
-                               f"for arm '{arm.name}'", file=self.source, key="executor.cpus_per_arm",
-                               fix="lower executor.cpus_per_arm, or add a bigger node to the cluster")
+            raise HarnessError(
+                f"no node of the Ray cluster has {need} GPU(s) and {self.cpus_per_arm} CPU(s) free "
+                f"for arm '{arm.name}'",
+                file=self.source,
+                key="executor.cpus_per_arm",
+                fix="lower executor.cpus_per_arm, or add a bigger node to the cluster",
+            )
         return need
 
     # ------------------------------------------------------------------ running arms
@@ -109,10 +132,13 @@ class RayExecutor:
             env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
             started: dict[int, str] = {}
             for index, (arm, arm_dir) in enumerate(jobs):
-                ref = task.options(num_gpus=self._gpus_per_arm(arm, nodes), num_cpus=self.cpus_per_arm,
-                                   max_retries=self.max_retries, retry_exceptions=False,
-                                   name=f"harness arm {arm.slug}").remote(index, arm.to_json(), env, events,
-                                                                          self.cpus_per_arm)
+                ref = task.options(
+                    num_gpus=self._gpus_per_arm(arm, nodes),
+                    num_cpus=self.cpus_per_arm,
+                    max_retries=self.max_retries,
+                    retry_exceptions=False,
+                    name=f"harness arm {arm.slug}",
+                ).remote(index, arm.to_json(), env, events, self.cpus_per_arm)
                 pending[ref] = index
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
@@ -142,12 +168,21 @@ class RayExecutor:
         except RayTaskError as err:  # raised by the task around the arm, not inside it: never retried
             return Finished(arm, None, started_at, error=f"the arm's Ray task failed: {err.cause!r}")
         except RayError as err:  # a worker or node that died more often than max_retries, or cancelled
-            return Finished(arm, None, started_at, error=f"its Ray worker or node was lost after "
-                                                         f"{self.max_retries} retries: {type(err).__name__}")
+            return Finished(
+                arm,
+                None,
+                started_at,
+                error=f"its Ray worker or node was lost after {self.max_retries} retries: {type(err).__name__}",
+            )
         if out.get("archive"):
             unpack_arm_folder(out["archive"], arm_dir)
-        return Finished(arm, out.get("returncode"), started_at, error=out.get("error"),
-                        extra={"node": out.get("node"), "attempt": out.get("attempt")})
+        return Finished(
+            arm,
+            out.get("returncode"),
+            started_at,
+            error=out.get("error"),
+            extra={"node": out.get("node"), "attempt": out.get("attempt")},
+        )
 
 
 def unpack_arm_folder(archive: bytes, arm_dir: Path) -> None:
@@ -179,8 +214,12 @@ def missing_inputs(arm: dict) -> list[str]:
     """Data and golden-set files the arm names that this node lacks (they are absolute paths from
     the driver's plan: user files must be at the same path on every node)."""
     tasks = [arm["task"], *arm.get("tasks", {}).values()]
-    paths = [t["data"][s] for t in tasks for s in ("train", "validation", "test", "preference", "preference_test")
-             if t.get("data", {}).get(s)]
+    paths = [
+        t["data"][s]
+        for t in tasks
+        for s in ("train", "validation", "test", "preference", "preference_test")
+        if t.get("data", {}).get(s)
+    ]
     return [p for p in [*paths, *arm.get("golden_sets", [])] if not Path(p).exists()]
 
 
@@ -199,9 +238,12 @@ def _arm_task(index: int, arm_json: str, env: dict, events, cpus: int) -> dict:
     try:
         missing = missing_inputs(arm)
         if missing:
-            return {"returncode": None, "node": node,
-                    "error": f"node {node} lacks {missing[0]}: user data must sit at the same path on every node "
-                             "(a shared filesystem) or be a packaged dataset (prepared: on every node by ./setup.sh)"}
+            return {
+                "returncode": None,
+                "node": node,
+                "error": f"node {node} lacks {missing[0]}: user data must sit at the same path on every node "
+                "(a shared filesystem) or be a packaged dataset (prepared: on every node by ./setup.sh)",
+            }
         (scratch / "arm.json").write_text(arm_json)
         where = f"{node} " + (f"gpu {','.join(gpus)}" if gpus else f"cpu x{cpus}")
         events.put((index, {"event": "started", "where": where}))
@@ -215,8 +257,15 @@ def _arm_task(index: int, arm_json: str, env: dict, events, cpus: int) -> dict:
             events.put((index, event))
 
         # An empty CUDA_VISIBLE_DEVICES for a CPU arm: Ray leaves every GPU visible to num_gpus=0 tasks.
-        child_env = arm_environment({**env, "CUDA_VISIBLE_DEVICES": ",".join(gpus), "HARNESS_THREADS": str(cpus),
-                                     "HARNESS_EXECUTOR": "ray", "HARNESS_NODE": node})
+        child_env = arm_environment(
+            {
+                **env,
+                "CUDA_VISIBLE_DEVICES": ",".join(gpus),
+                "HARNESS_THREADS": str(cpus),
+                "HARNESS_EXECUTOR": "ray",
+                "HARNESS_NODE": node,
+            }
+        )
         devices = int(json.loads(arm_json).get("devices") or 1)  # k > 1: the arm runs under torchrun
         code = run_arm_process(scratch / "arm.json", scratch, env=child_env, on_event=forward, devices=devices)
         return {"returncode": code, "archive": _pack(scratch), "node": node}

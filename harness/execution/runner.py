@@ -28,8 +28,10 @@ console = Console(stderr=True)
 
 def find_completed(experiment_dir: Path, arm_hash: str) -> Path | None:
     """The newest arm folder of an earlier run of this experiment with an ok result for this hash."""
-    candidates = sorted((p for p in experiment_dir.glob(f"*/arms/*-{arm_hash[:8]}/result.json")
-                         if p.parents[2].name != LATEST), reverse=True)  # `latest` is a link to a run
+    candidates = sorted(
+        (p for p in experiment_dir.glob(f"*/arms/*-{arm_hash[:8]}/result.json") if p.parents[2].name != LATEST),
+        reverse=True,
+    )  # `latest` is a link to a run
     for path in candidates:
         try:
             result = ArmResult.read(path)
@@ -59,8 +61,18 @@ class Runner:
     or ray_executor), and is the only writer of the run's state (results.json after every finished
     arm, MLflow, the report), whichever executor ran the arms and in whatever order they finish."""
 
-    def __init__(self, experiment, arms: list[Arm], *, output_root: Path, force: bool = False,
-                 tracker=None, reporter=None, run_id: str | None = None, executor=None):
+    def __init__(
+        self,
+        experiment,
+        arms: list[Arm],
+        *,
+        output_root: Path,
+        force: bool = False,
+        tracker=None,
+        reporter=None,
+        run_id: str | None = None,
+        executor=None,
+    ):
         self.experiment, self.arms, self.force, self.tracker = experiment, arms, force, tracker
         self.reporter = reporter  # writes the HTML page before tracking logs the run's artifacts
         self.executor = executor or LocalPool(jobs=1)
@@ -74,8 +86,13 @@ class Runner:
         self._create_run_dir()
         if self.tracker:
             self.tracker.start_run(self.experiment, self.run_dir)
-        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[info]}")]
+        columns = [
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TextColumn("{task.fields[info]}"),
+        ]
         with Progress(*columns, console=console, transient=False) as progress:
             overall = progress.add_task("arms", total=len(self.arms), info="")
             try:
@@ -93,8 +110,10 @@ class Runner:
             except KeyboardInterrupt:
                 self._keep_finished_arms()
                 self._save()
-                console.print(f"[yellow]interrupted[/]: {len(self.results)} completed arm(s) kept in {safe(self.run_dir)}; "
-                              "rerun the same command to resume")
+                console.print(
+                    f"[yellow]interrupted[/]: {len(self.results)} completed arm(s) kept in {safe(self.run_dir)}; "
+                    "rerun the same command to resume"
+                )
                 raise
         self._save()
         if self.reporter:
@@ -167,12 +186,20 @@ class Runner:
             result = ArmResult.read(result_path)
         else:
             error = done.error or _exit_reason(done.returncode, arm_dir / "log.txt")
-            result = ArmResult(arm=arm_summary(arm), status="failed", error=error, started_at=done.started_at,
-                               finished_at=now(), artifacts={"log": "log.txt"})
+            result = ArmResult(
+                arm=arm_summary(arm),
+                status="failed",
+                error=error,
+                started_at=done.started_at,
+                finished_at=now(),
+                artifacts={"log": "log.txt"},
+            )
             result.write(result_path)
         colour = "green" if result.status == "ok" else "red"
-        console.print(f"[{colour}]{result.status}[/] {safe(arm.name)}" + (f": {safe(result.error)}" if result.error else ""),
-                      highlight=False)
+        console.print(
+            f"[{colour}]{result.status}[/] {safe(arm.name)}" + (f": {safe(result.error)}" if result.error else ""),
+            highlight=False,
+        )
         return task_results(arm_dir, result)
 
     @staticmethod
@@ -197,8 +224,9 @@ class Runner:
 
     def _save(self) -> None:
         experiment = json.loads(self._experiment_json())
-        write_run_results(self.run_dir, experiment, self.results,
-                          extra={"run_id": self.run_id, "planned_arms": len(self.arms)})
+        write_run_results(
+            self.run_dir, experiment, self.results, extra={"run_id": self.run_id, "planned_arms": len(self.arms)}
+        )
         point_latest(self.run_dir)  # reports/<experiment>/latest: the newest run with a results.json
 
     def _create_run_dir(self) -> None:
@@ -211,9 +239,12 @@ class Runner:
         except OSError as err:
             if made and self.run_dir.is_dir():
                 shutil.rmtree(self.run_dir, ignore_errors=True)
-            raise HarnessError(f"cannot start the run in {self.run_dir}: {os_problem(err)}",
-                               key="output_dir", file=self.experiment.source_file,
-                               fix="free some space or point `output_dir:` at a writable folder") from None
+            raise HarnessError(
+                f"cannot start the run in {self.run_dir}: {os_problem(err)}",
+                key="output_dir",
+                file=self.experiment.source_file,
+                fix="free some space or point `output_dir:` at a writable folder",
+            ) from None
 
     def _experiment_json(self) -> str:
         return self.experiment.model_dump_json(indent=2)

@@ -10,8 +10,15 @@ from harness.eval.text_metrics import rouge
 from harness.golden.schema import GoldenItem
 
 
-def check_item(item: GoldenItem, *, text: str | None, label: str | None, n_tokens: int | None,
-               latency_ms: float | None, bertscore=None) -> tuple[list[str], list[str]]:
+def check_item(
+    item: GoldenItem,
+    *,
+    text: str | None,
+    label: str | None,
+    n_tokens: int | None,
+    latency_ms: float | None,
+    bertscore=None,
+) -> tuple[list[str], list[str]]:
     """(failures, notes) for one item's output. Each failure says what was expected and got.
     `bertscore`: the experiment's scorer (harness.eval.bertscore.BertScore), None when it is off."""
     failures, notes = [], []
@@ -67,5 +74,3 @@ def describe_expected(item: GoldenItem) -> str:
     if item.reference and ("rouge_l" in item.expect.given() or "bertscore" in item.expect.given()):
         parts.append(f"reference: {item.reference}")
     return "; ".join(parts)
-
-

@@ -26,9 +26,9 @@ GATE_EXPERIMENT = "harness-gate"
 class Registrable:
     """What a passing candidate would register: a local folder, or a folder already in MLflow."""
 
-    kind: str                          # "adapter" or "model": also the artifact folder's name
+    kind: str  # "adapter" or "model": also the artifact folder's name
     local_dir: Path | None = None
-    mlflow_run_id: str | None = None   # the candidate is this run's `adapter` artifact
+    mlflow_run_id: str | None = None  # the candidate is this run's `adapter` artifact
     tags: dict = field(default_factory=dict)  # harness run id, arm name and hash, arm metrics
 
 
@@ -38,8 +38,10 @@ def registrable(spec: str, golden, *, arm: str | None = None) -> Registrable:
     from harness.golden import gate
 
     if spec.startswith("packaged:"):
-        raise HarnessError(f"--register: the candidate {spec} is a packaged base model, not something trained",
-                           fix="register an adapter or model folder, or a run whose arm saved an adapter")
+        raise HarnessError(
+            f"--register: the candidate {spec} is a packaged base model, not something trained",
+            fix="register an adapter or model folder, or a run whose arm saved an adapter",
+        )
     if spec.startswith(gate.MLFLOW_PREFIXES):
         return _from_mlflow(spec.split(":", 1)[1].strip("/").split("/")[0])
     path = Path(spec)
@@ -54,17 +56,21 @@ def registrable(spec: str, golden, *, arm: str | None = None) -> Registrable:
         return Registrable("adapter", local_dir=path.resolve())
     if (path / "config.json").is_file():
         return Registrable("model", local_dir=path.resolve())
-    raise HarnessError(f"--register: the candidate {spec} is neither a run, an arm, nor an adapter or model folder",
-                       fix="pass such a folder as --candidate")
+    raise HarnessError(
+        f"--register: the candidate {spec} is neither a run, an arm, nor an adapter or model folder",
+        fix="pass such a folder as --candidate",
+    )
 
 
 def _from_arm(arm_dir: Path, result: dict, *, run_id: str | None) -> Registrable:
     adapter = (result.get("artifacts") or {}).get("adapter")
     name = result["arm"].get("name")
     if not adapter or not (arm_dir / adapter).is_dir():
-        raise HarnessError(f"--register: arm {name!r} saved no adapter in {arm_dir} (full fine-tuning and "
-                           "prompting arms keep no weights)", fix="gate an arm that trains an adapter, or pass a "
-                                                                  "model folder as --candidate")
+        raise HarnessError(
+            f"--register: arm {name!r} saved no adapter in {arm_dir} (full fine-tuning and "
+            "prompting arms keep no weights)",
+            fix="gate an arm that trains an adapter, or pass a model folder as --candidate",
+        )
     return Registrable("adapter", local_dir=(arm_dir / adapter).resolve(), tags=_arm_tags(result, run_id))
 
 
@@ -75,18 +81,27 @@ def _from_mlflow(run_id: str) -> Registrable:
         result_dir = Path(tempfile.mkdtemp(prefix="harness-register-"))
         result = json.loads(Path(client.download_artifacts(run_id, "result.json", str(result_dir))).read_text())
     except Exception as err:  # noqa: BLE001 - an unknown run or a parent run: one sentence
-        raise HarnessError(f"--register: MLflow run {run_id} has no result.json of an arm "
-                           f"({type(err).__name__})", fix="pass the run id of an arm's (child) run") from None
+        raise HarnessError(
+            f"--register: MLflow run {run_id} has no result.json of an arm ({type(err).__name__})",
+            fix="pass the run id of an arm's (child) run",
+        ) from None
     if "adapter" not in files:
-        raise HarnessError(f"--register: MLflow run {run_id} holds no adapter artifact",
-                           fix="gate an arm that trains an adapter")
+        raise HarnessError(
+            f"--register: MLflow run {run_id} holds no adapter artifact", fix="gate an arm that trains an adapter"
+        )
     return Registrable("adapter", mlflow_run_id=run_id, tags=_arm_tags(result, None))
 
 
 def _arm_tags(result: dict, run_id: str | None) -> dict:
     arm = result.get("arm") or {}
-    tags = {"harness.run_id": run_id, "harness.arm": arm.get("name"), "arm.hash": arm.get("hash"),
-            "arm.method": arm.get("method"), "arm.model": arm.get("model"), "arm.task_key": arm.get("task_key")}
+    tags = {
+        "harness.run_id": run_id,
+        "harness.arm": arm.get("name"),
+        "arm.hash": arm.get("hash"),
+        "arm.method": arm.get("method"),
+        "arm.model": arm.get("model"),
+        "arm.task_key": arm.get("task_key"),
+    }
     tags.update({f"metric.{k}": v for k, v in (result.get("metrics") or {}).items() if v is not None})
     return tags
 
@@ -100,41 +115,61 @@ def register(name: str, candidate: Registrable, verdict: dict, uri: str | None):
         raise ValueError("a candidate that failed the gate is never registered")
     uri, artifact_root = resolve_store(uri)
     client = _client(uri)
-    tags = {**candidate.tags, "harness.gate": "passed", "golden_set": verdict["set"],
-            "golden_version": verdict["version"], "gate.candidate": verdict["candidate"],
-            "gate.baseline": verdict["baseline"], "gate.candidate_pass_rate": verdict["candidate_pass_rate"],
-            "gate.baseline_pass_rate": verdict["baseline_pass_rate"], "gate.p_value": verdict["p_value"],
-            "gate.pass_to_fail": len(verdict["pass_to_fail"]), "gate.fail_to_pass": len(verdict["fail_to_pass"])}
+    tags = {
+        **candidate.tags,
+        "harness.gate": "passed",
+        "golden_set": verdict["set"],
+        "golden_version": verdict["version"],
+        "gate.candidate": verdict["candidate"],
+        "gate.baseline": verdict["baseline"],
+        "gate.candidate_pass_rate": verdict["candidate_pass_rate"],
+        "gate.baseline_pass_rate": verdict["baseline_pass_rate"],
+        "gate.p_value": verdict["p_value"],
+        "gate.pass_to_fail": len(verdict["pass_to_fail"]),
+        "gate.fail_to_pass": len(verdict["fail_to_pass"]),
+    }
     tags = {k: str(v)[:5000] for k, v in tags.items() if v is not None and v != ""}
     if candidate.mlflow_run_id:
         run_id = candidate.mlflow_run_id
     else:
         experiment = client.get_experiment_by_name(GATE_EXPERIMENT)
-        experiment_id = experiment.experiment_id if experiment else client.create_experiment(
-            GATE_EXPERIMENT, artifact_location=artifact_root)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else client.create_experiment(GATE_EXPERIMENT, artifact_location=artifact_root)
+        )
         mark_experiment_kind(client, experiment_id)
-        run_id = client.create_run(experiment_id, run_name=f"register {name} ({verdict['set']}@{verdict['version']})",
-                                   tags=tags).info.run_id
+        run_id = client.create_run(
+            experiment_id, run_name=f"register {name} ({verdict['set']}@{verdict['version']})", tags=tags
+        ).info.run_id
         client.log_artifacts(run_id, str(candidate.local_dir), artifact_path=candidate.kind)
         client.log_text(run_id, json.dumps(verdict, indent=2, ensure_ascii=False), "gate_verdict.json")
         client.set_terminated(run_id, "FINISHED")
     source = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{candidate.kind}"
     if not _exists(client, name):
-        client.create_registered_model(name, description="Versions registered by `harness gate --register` "
-                                                         "when a candidate passes its golden-set gate.")
+        client.create_registered_model(
+            name,
+            description="Versions registered by `harness gate --register` when a candidate passes its golden-set gate.",
+        )
     return client.create_model_version(name, source, run_id=run_id, tags=tags, description=describe(verdict, tags))
 
 
 def describe(verdict: dict, tags: dict) -> str:
     arm = tags.get("harness.arm")
-    metrics = ", ".join(f"{k.removeprefix('metric.')} {float(v):.4g}" for k, v in tags.items()
-                        if k.startswith("metric.") and k.removeprefix("metric.") in ("accuracy", "macro_f1", "rouge_l",
-                                                                                      "exact_match", "token_f1"))
-    return (f"Passed golden gate {verdict['set']}@{verdict['version']}: candidate {verdict['candidate_passed']}/"
-            f"{verdict['total']} ({verdict['candidate_pass_rate']:.1%}) vs baseline {verdict['baseline_passed']}/"
-            f"{verdict['total']} ({verdict['baseline_pass_rate']:.1%}), McNemar p = {verdict['p_value']:.3g}."
-            + (f" Arm {arm} of harness run {tags.get('harness.run_id')}." if arm else "")
-            + (f" Test metrics: {metrics}." if metrics else "") + f" Baseline: {verdict['baseline']}.")
+    metrics = ", ".join(
+        f"{k.removeprefix('metric.')} {float(v):.4g}"
+        for k, v in tags.items()
+        if k.startswith("metric.")
+        and k.removeprefix("metric.") in ("accuracy", "macro_f1", "rouge_l", "exact_match", "token_f1")
+    )
+    return (
+        f"Passed golden gate {verdict['set']}@{verdict['version']}: candidate {verdict['candidate_passed']}/"
+        f"{verdict['total']} ({verdict['candidate_pass_rate']:.1%}) vs baseline {verdict['baseline_passed']}/"
+        f"{verdict['total']} ({verdict['baseline_pass_rate']:.1%}), McNemar p = {verdict['p_value']:.3g}."
+        + (f" Arm {arm} of harness run {tags.get('harness.run_id')}." if arm else "")
+        + (f" Test metrics: {metrics}." if metrics else "")
+        + f" Baseline: {verdict['baseline']}."
+    )
 
 
 def _exists(client, name: str) -> bool:

@@ -35,8 +35,12 @@ class Expect(_Strict):
     label: str | None = Field(default=None, description="the predicted label (label scoring over the set's labels)")
     json_valid: bool = Field(default=False, description="the output parses as JSON")
     rouge_l: float | None = Field(default=None, ge=0, le=1, description="ROUGE-L F against the reference >= x")
-    bertscore: float | None = Field(default=None, ge=-1, le=1,
-                                    description="BERTScore F1 against the reference >= x (the experiment's budget.bertscore_model)")
+    bertscore: float | None = Field(
+        default=None,
+        ge=-1,
+        le=1,
+        description="BERTScore F1 against the reference >= x (the experiment's budget.bertscore_model)",
+    )
     max_tokens: int | None = Field(default=None, gt=0, description="the output has at most this many tokens")
     max_latency_ms: float | None = Field(default=None, gt=0, description="the item took at most this long (batch 1)")
 
@@ -87,8 +91,12 @@ class GoldenSet(_Strict):
     version: str = Field(description="bump when items or assertions change; baselines are recorded per version")
     description: str | None = None
     labels: list[str] | None = Field(default=None, description="label assertions choose among these")
-    instruction: str | None = Field(default=None, description="system turn for text inputs; the arm's task's when omitted")
-    prompt: str | None = Field(default=None, description="user-turn template with {text}; the arm's task's when omitted")
+    instruction: str | None = Field(
+        default=None, description="system turn for text inputs; the arm's task's when omitted"
+    )
+    prompt: str | None = Field(
+        default=None, description="user-turn template with {text}; the arm's task's when omitted"
+    )
     max_new_tokens: int = Field(default=48, gt=0)
     items: list[GoldenItem] = Field(min_length=1)
 
@@ -105,7 +113,9 @@ class GoldenSet(_Strict):
         if value is not None:
             fields = {f for _, f, _, _ in string.Formatter().parse(value) if f}
             if fields - {"text", "id"}:
-                raise ValueError(f"prompt may use only {{text}} (and {{id}}), not {{{sorted(fields - {'text', 'id'})[0]}}}")
+                raise ValueError(
+                    f"prompt may use only {{text}} (and {{id}}), not {{{sorted(fields - {'text', 'id'})[0]}}}"
+                )
         return value
 
     @model_validator(mode="after")
@@ -124,6 +134,7 @@ class GoldenSet(_Strict):
 
 
 # ---------------------------------------------------------------- loading and detection
+
 
 def looks_like_golden(raw: Any) -> bool:
     """A YAML mapping with `items:` and no `arms:` is a golden set, not an experiment."""

@@ -21,8 +21,13 @@ def golden_task(golden: GoldenSet, arm_task: dict | None = None) -> dict:
     arm_task = arm_task or {}
     prompt = golden.prompt or arm_task.get("prompt") or "{text}"
     instruction = golden.instruction if golden.instruction is not None else arm_task.get("instruction")
-    return {"type": golden.task, "instruction": instruction, "prompt": prompt, "labels": golden.labels,
-            "label_scoring": arm_task.get("label_scoring")}
+    return {
+        "type": golden.task,
+        "instruction": instruction,
+        "prompt": prompt,
+        "labels": golden.labels,
+        "label_scoring": arm_task.get("label_scoring"),
+    }
 
 
 def _example(item: GoldenItem) -> dict:
@@ -47,8 +52,17 @@ def _formatter(tokenizer, task: dict):
     return GoldenFormatter(tokenizer, task)
 
 
-def score_golden(golden: GoldenSet, model, tokenizer, *, kind: str, arm_task: dict | None = None,
-                 max_seq_len: int = 512, head_labels: list[str] | None = None, bertscore=None) -> list[dict]:
+def score_golden(
+    golden: GoldenSet,
+    model,
+    tokenizer,
+    *,
+    kind: str,
+    arm_task: dict | None = None,
+    max_seq_len: int = 512,
+    head_labels: list[str] | None = None,
+    bertscore=None,
+) -> list[dict]:
     """Every item, one at a time (its latency is batch-1): label scoring for `label`
     assertions, greedy generation for the others; each assertion evaluated."""
     task = golden_task(golden, arm_task)
@@ -59,10 +73,16 @@ def score_golden(golden: GoldenSet, model, tokenizer, *, kind: str, arm_task: di
         by_text = None
     else:
         formatter = _formatter(tokenizer, task)
-        by_label = (predict.label_scoring_predictor(model, tokenizer, formatter, golden.labels, max_seq_len,
-                                                    ScoringRule.of_task(task)) if golden.labels else None)
-        by_text = predict.generation_predictor(model, tokenizer, formatter, max_seq_len + golden.max_new_tokens,
-                                               golden.max_new_tokens)
+        by_label = (
+            predict.label_scoring_predictor(
+                model, tokenizer, formatter, golden.labels, max_seq_len, ScoringRule.of_task(task)
+            )
+            if golden.labels
+            else None
+        )
+        by_text = predict.generation_predictor(
+            model, tokenizer, formatter, max_seq_len + golden.max_new_tokens, golden.max_new_tokens
+        )
     rows = []
     for item in golden.items:
         example = _example(item)
@@ -74,21 +94,36 @@ def score_golden(golden: GoldenSet, model, tokenizer, *, kind: str, arm_task: di
             text = by_text([example])[0][0] if by_text is not None else (label or by_label([example])[0][0])
         latency = (time.perf_counter() - t0) * 1000
         n_tokens = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text is not None else None
-        failures, notes = check_item(item, text=text, label=label, n_tokens=n_tokens, latency_ms=latency,
-                                     bertscore=bertscore)
+        failures, notes = check_item(
+            item, text=text, label=label, n_tokens=n_tokens, latency_ms=latency, bertscore=bertscore
+        )
         actual = text if text is not None else label
         if text is not None and label is not None and text != label:
             actual = f"label {label!r}; text {text!r}"
-        rows.append({"id": item.id, "passed": not failures, "must": item.must, "tags": item.tags,
-                     "expected": describe_expected(item), "actual": actual, "failures": failures,
-                     "notes": notes, "latency_ms": round(latency, 2)})
+        rows.append(
+            {
+                "id": item.id,
+                "passed": not failures,
+                "must": item.must,
+                "tags": item.tags,
+                "expected": describe_expected(item),
+                "actual": actual,
+                "failures": failures,
+                "notes": notes,
+                "latency_ms": round(latency, 2),
+            }
+        )
     return rows
 
 
 def summarize(rows: list[dict]) -> dict:
     passed = sum(r["passed"] for r in rows)
-    return {"passed": passed, "total": len(rows), "pass_rate": round(passed / len(rows), 6) if rows else 0.0,
-            "must_failed": [r["id"] for r in rows if r["must"] and not r["passed"]]}
+    return {
+        "passed": passed,
+        "total": len(rows),
+        "pass_rate": round(passed / len(rows), 6) if rows else 0.0,
+        "must_failed": [r["id"] for r in rows if r["must"] and not r["passed"]],
+    }
 
 
 def set_result(golden: GoldenSet, rows: list[dict], path: str | None = None) -> dict:
@@ -100,7 +135,9 @@ def uses_bertscore(golden: GoldenSet) -> bool:
     return any("bertscore" in item.expect.given() for item in golden.items)
 
 
-def score_arm_on_golden_sets(arm, model, tokenizer, *, kind: str, task: dict, base_identity: dict | None = None) -> dict:
+def score_arm_on_golden_sets(
+    arm, model, tokenizer, *, kind: str, task: dict, base_identity: dict | None = None
+) -> dict:
     """{set name: set_result} for every golden set the arm's experiment names; {} when none.
     A broken golden set is reported in its entry, never fails the arm. `base_identity` (an arm
     that runs the untouched base model, harness.eval.base_cache.model_identity): the set's
@@ -114,22 +151,40 @@ def score_arm_on_golden_sets(arm, model, tokenizer, *, kind: str, task: dict, ba
             scorer = from_budget(arm.budget, Path(arm.base_dir)) if uses_bertscore(golden) else None
 
             def score(golden=golden, scorer=scorer):
-                return score_golden(golden, model, tokenizer, kind=kind, arm_task=task, bertscore=scorer,
-                                    max_seq_len=arm.budget.max_seq_len, head_labels=task.get("labels"))
+                return score_golden(
+                    golden,
+                    model,
+                    tokenizer,
+                    kind=kind,
+                    arm_task=task,
+                    bertscore=scorer,
+                    max_seq_len=arm.budget.max_seq_len,
+                    head_labels=task.get("labels"),
+                )
 
             reused = False
             if base_identity is None:
                 rows = score()
             else:
-                key = {"model": base_identity, "set": base_cache.text_fingerprint(Path(path).read_text(encoding="utf-8")),
-                       "format": golden_task(golden, task), "max_seq_len": arm.budget.max_seq_len,
-                       "head_labels": task.get("labels"), "kind": kind,
-                       "bertscore": scorer.detail() if scorer is not None else None}
+                key = {
+                    "model": base_identity,
+                    "set": base_cache.text_fingerprint(Path(path).read_text(encoding="utf-8")),
+                    "format": golden_task(golden, task),
+                    "max_seq_len": arm.budget.max_seq_len,
+                    "head_labels": task.get("labels"),
+                    "kind": kind,
+                    "bertscore": scorer.detail() if scorer is not None else None,
+                }
                 rows, reused = base_cache.cached("golden", key, score)
-            results[golden.name] = {**set_result(golden, rows, str(path)), **({"reused_base_result": True} if reused else {})}
+            results[golden.name] = {
+                **set_result(golden, rows, str(path)),
+                **({"reused_base_result": True} if reused else {}),
+            }
         except Exception as err:  # noqa: BLE001 - the arm's main result must survive
-            results[Path(path).stem] = {"set": Path(path).stem, "path": str(path), "error": f"{type(err).__name__}: {err}",
-                                        "items": []}
+            results[Path(path).stem] = {
+                "set": Path(path).stem,
+                "path": str(path),
+                "error": f"{type(err).__name__}: {err}",
+                "items": [],
+            }
     return results
-
-

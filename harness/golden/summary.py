@@ -11,9 +11,18 @@ def golden_rows(results: dict) -> list[dict]:
     for arm in results.get("arms", []):
         for name, entry in (arm.get("golden") or {}).items():
             for item in entry.get("items", []):
-                rows.append({"set": name, "arm": arm["arm"]["name"], "item_id": item["id"], "passed": item["passed"],
-                             "must": item["must"], "expected": item["expected"], "actual": item["actual"],
-                             "failures": item["failures"]})
+                rows.append(
+                    {
+                        "set": name,
+                        "arm": arm["arm"]["name"],
+                        "item_id": item["id"],
+                        "passed": item["passed"],
+                        "must": item["must"],
+                        "expected": item["expected"],
+                        "actual": item["actual"],
+                        "failures": item["failures"],
+                    }
+                )
     return rows
 
 
@@ -22,10 +31,15 @@ def print_golden_summary(results: dict, console) -> None:
     for arm in results.get("arms", []):
         for name, entry in (arm.get("golden") or {}).items():
             if entry.get("error"):
-                console.print(f"[red]golden {safe(name)}[/] {safe(arm['arm']['name'])}: {safe(entry['error'])}", highlight=False)
+                console.print(
+                    f"[red]golden {safe(name)}[/] {safe(arm['arm']['name'])}: {safe(entry['error'])}", highlight=False
+                )
                 continue
             must = entry.get("must_failed") or []
             colour = "red" if must else "green"
-            console.print(f"[{colour}]golden {safe(name)}@{safe(entry.get('version'))}[/] {safe(arm['arm']['name'])}: "
-                          f"{entry['passed']}/{entry['total']} items pass ({entry['pass_rate']:.0%})"
-                          + (f"; must items failing: {safe(', '.join(must))}" if must else ""), highlight=False)
+            console.print(
+                f"[{colour}]golden {safe(name)}@{safe(entry.get('version'))}[/] {safe(arm['arm']['name'])}: "
+                f"{entry['passed']}/{entry['total']} items pass ({entry['pass_rate']:.0%})"
+                + (f"; must items failing: {safe(', '.join(must))}" if must else ""),
+                highlight=False,
+            )

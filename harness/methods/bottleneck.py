@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field
@@ -20,11 +19,20 @@ from torch import nn
 from harness.methods.registry import Method, TrainedParams, register
 
 # Module-name patterns per placement: the FFN block's output, and the attention output projection.
-FFN = {"llama": r"layers\.\d+\.mlp", "mistral": r"layers\.\d+\.mlp", "qwen2": r"layers\.\d+\.mlp",
-       "bert": r"layer\.\d+\.output\.dense", "roberta": r"layer\.\d+\.output\.dense"}
-ATTENTION = {"llama": r"layers\.\d+\.self_attn\.o_proj", "mistral": r"layers\.\d+\.self_attn\.o_proj",
-             "qwen2": r"layers\.\d+\.self_attn\.o_proj",
-             "bert": r"layer\.\d+\.attention\.output\.dense", "roberta": r"layer\.\d+\.attention\.output\.dense"}
+FFN = {
+    "llama": r"layers\.\d+\.mlp",
+    "mistral": r"layers\.\d+\.mlp",
+    "qwen2": r"layers\.\d+\.mlp",
+    "bert": r"layer\.\d+\.output\.dense",
+    "roberta": r"layer\.\d+\.output\.dense",
+}
+ATTENTION = {
+    "llama": r"layers\.\d+\.self_attn\.o_proj",
+    "mistral": r"layers\.\d+\.self_attn\.o_proj",
+    "qwen2": r"layers\.\d+\.self_attn\.o_proj",
+    "bert": r"layer\.\d+\.attention\.output\.dense",
+    "roberta": r"layer\.\d+\.attention\.output\.dense",
+}
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "tanh": nn.Tanh}
 HEADS = ("classifier", "score")
 WEIGHTS, CONFIG = "bottleneck.safetensors", "bottleneck.json"
@@ -47,8 +55,9 @@ class Bottleneck(nn.Module):
 
 def target_names(model, model_type: str, placement: str) -> list[str]:
     if model_type not in FFN:
-        raise ValueError(f"bottleneck adapters know no module names for model type '{model_type}' "
-                         f"(known: {', '.join(sorted(FFN))})")
+        raise ValueError(
+            f"bottleneck adapters know no module names for model type '{model_type}' (known: {', '.join(sorted(FFN))})"
+        )
     if placement not in ("pfeiffer", "houlsby"):
         raise ValueError(f"bottleneck placement must be 'pfeiffer' or 'houlsby', not {placement!r}")
     patterns = [FFN[model_type]] + ([ATTENTION[model_type]] if placement == "houlsby" else [])
@@ -64,8 +73,9 @@ def add_adapters(model, config: dict) -> list[str]:
     weight = next(model.parameters())
     adapters = nn.ModuleDict()
     for name in names:
-        adapters[name.replace(".", "__")] = Bottleneck(model.config.hidden_size, config["reduction_factor"],
-                                                       config["activation"]).to(weight.device)
+        adapters[name.replace(".", "__")] = Bottleneck(
+            model.config.hidden_size, config["reduction_factor"], config["activation"]
+        ).to(weight.device)
     for p in model.parameters():
         p.requires_grad_(False)
     model.bottleneck_adapters = adapters
@@ -112,14 +122,19 @@ class BottleneckAdapters(Method):
     class Params(TrainedParams):
         lr: float = Field(1e-3, gt=0, description="learning rate (AdamW)")
         placement: Literal["pfeiffer", "houlsby"] = Field(
-            "pfeiffer", description="pfeiffer: after the feed-forward block; houlsby: after attention too")
+            "pfeiffer", description="pfeiffer: after the feed-forward block; houlsby: after attention too"
+        )
         reduction_factor: int = Field(16, gt=0, description="hidden size / bottleneck size")
         activation: Literal["relu", "gelu", "silu", "tanh"] = Field("relu", description="bottleneck non-linearity")
 
     def wrap(self, model, params, ctx):
-        config = {"model_type": ctx.model_type, "placement": params["placement"],
-                  "reduction_factor": params["reduction_factor"], "activation": params["activation"],
-                  "train_head": ctx.kind == "encoder"}
+        config = {
+            "model_type": ctx.model_type,
+            "placement": params["placement"],
+            "reduction_factor": params["reduction_factor"],
+            "activation": params["activation"],
+            "train_head": ctx.kind == "encoder",
+        }
         add_adapters(model, config)
         model.bottleneck_config = config
         return model

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from harness.methods.registry import TrainedParams, Method, register
+from harness.methods.registry import Method, TrainedParams, register
 
 
 @register("full_ft")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness.methods.registry import TrainedParams, ArmContext, Method, register
+from harness.methods.registry import ArmContext, Method, TrainedParams, register
 from harness.tasks import peft_task_type
 
 # `target_modules: auto` = the attention projections of the architecture (LoRA paper's choice).
@@ -30,8 +30,10 @@ FAN_IN_FAN_OUT = {"gpt2"}
 def target_modules(spec, model_type: str):
     if spec == "auto":
         if model_type not in ATTENTION_PROJECTIONS:
-            raise ValueError(f"no `auto` LoRA targets for model type '{model_type}'; "
-                             "set params.target_modules to a list of module names or 'all-linear'")
+            raise ValueError(
+                f"no `auto` LoRA targets for model type '{model_type}'; "
+                "set params.target_modules to a list of module names or 'all-linear'"
+            )
         return ATTENTION_PROJECTIONS[model_type]
     return spec
 
@@ -41,8 +43,9 @@ class LoRAParams(TrainedParams):
     r: int = Field(16, gt=0, description="rank of the low-rank update")
     alpha: int | float = Field(32, gt=0, description="scaling numerator (scale = alpha / r, or / sqrt(r) with rsLoRA)")
     dropout: float = Field(0.05, ge=0, lt=1, description="dropout on the adapter's input")
-    target_modules: str | list[str] = Field("auto", description="auto: the attention projections; all-linear; "
-                                            "or a list of module names")
+    target_modules: str | list[str] = Field(
+        "auto", description="auto: the attention projections; all-linear; or a list of module names"
+    )
     use_rslora: bool = Field(False, description="rank-stabilised scaling alpha / sqrt(r)")
     use_dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
     bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases train")

@@ -16,8 +16,10 @@ from harness.tasks import TASK_TYPES, task_type
 
 @register("multi_task")
 class MultiTask(Method):
-    description = ("one shared encoder, one head per task, interleaved batches; loss_weights and head_lr per task; "
-                   "adapters: per_task = a LoRA adapter per task on a frozen encoder")
+    description = (
+        "one shared encoder, one head per task, interleaved batches; loss_weights and head_lr per task; "
+        "adapters: per_task = a LoRA adapter per task on a frozen encoder"
+    )
     applies_to = frozenset({"encoder"})
     objective = {"encoder": "multi_task"}
     spans_tasks = True
@@ -25,11 +27,14 @@ class MultiTask(Method):
     class Params(TrainedParams):
         lr: float = Field(5e-5, gt=0, description="learning rate of the shared encoder (or its adapters)")
         head_lr: PositiveFloat | dict[str, PositiveFloat] = Field(
-            1e-3, description="learning rate of the heads: one number, or {task: number} (others: lr)")
+            1e-3, description="learning rate of the heads: one number, or {task: number} (others: lr)"
+        )
         loss_weights: dict[str, NonNegativeFloat] = Field(
-            default_factory=dict, description="{task: weight} of each task's loss (others: 1)")
+            default_factory=dict, description="{task: weight} of each task's loss (others: 1)"
+        )
         adapters: Literal["none", "per_task"] = Field(
-            "none", description="per_task: a LoRA adapter per task on a frozen encoder")
+            "none", description="per_task: a LoRA adapter per task on a frozen encoder"
+        )
         r: int = Field(8, gt=0, description="LoRA rank (adapters: per_task)")
         alpha: int | float = Field(16, gt=0, description="LoRA alpha (adapters: per_task)")
         dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout (adapters: per_task)")
@@ -52,8 +57,10 @@ class MultiTask(Method):
         headless = sorted(key for key, task in ctx.tasks.items() if not task_type(task["type"]).has_head)
         if headless:
             with_heads = [t.name for t in TASK_TYPES.values() if t.has_head]
-            raise HarnessError(f"multi_task: no head for the task(s) {headless}",
-                               fix=f"multi_task trains task types {', '.join(with_heads)}")
+            raise HarnessError(
+                f"multi_task: no head for the task(s) {headless}",
+                fix=f"multi_task trains task types {', '.join(with_heads)}",
+            )
         self.Params.model_validate(params, context={"tasks": list(ctx.tasks)})  # arms built outside a plan
         if getattr(model, "pooler", None) is not None:
             model.pooler = None  # each sequence head has a pooler of its own; a shared one would be unused
@@ -67,8 +74,12 @@ class MultiTask(Method):
 
         from harness.methods.lora import target_modules
 
-        config = LoraConfig(r=params["r"], lora_alpha=params["alpha"], lora_dropout=params["dropout"],
-                            target_modules=target_modules(params["target_modules"], ctx.model_type))
+        config = LoraConfig(
+            r=params["r"],
+            lora_alpha=params["alpha"],
+            lora_dropout=params["dropout"],
+            target_modules=target_modules(params["target_modules"], ctx.model_type),
+        )
         keys = list(ctx.tasks)
         model = get_peft_model(model, config, adapter_name=keys[0])
         for key in keys[1:]:

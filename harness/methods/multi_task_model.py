@@ -8,8 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torch.nn import functional as F
-from transformers.modeling_outputs import (QuestionAnsweringModelOutput, SequenceClassifierOutput,
-                                           TokenClassifierOutput)
+from transformers.modeling_outputs import QuestionAnsweringModelOutput, SequenceClassifierOutput, TokenClassifierOutput
 
 from harness.tasks import task_type
 
@@ -46,7 +45,9 @@ class TokenHead(nn.Module):
 
     def forward(self, hidden_states, labels=None):
         logits = self.out(self.dropout(hidden_states))
-        loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100) if labels is not None else None
+        loss = (
+            F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100) if labels is not None else None
+        )
         return TokenClassifierOutput(loss=loss, logits=logits)
 
 
@@ -78,8 +79,14 @@ class MultiTaskModel(nn.Module):
         std = getattr(config, "initializer_range", 0.02)
         device = next(encoder.parameters()).device
         self.encoder, self.adapters, self.config = encoder, adapters, config
-        self.heads = nn.ModuleDict({key: HEADS[task_type(t["type"]).predictor](config.hidden_size, t.get("num_labels"), dropout, std, device)
-                                    for key, t in tasks.items()})
+        self.heads = nn.ModuleDict(
+            {
+                key: HEADS[task_type(t["type"]).predictor](
+                    config.hidden_size, t.get("num_labels"), dropout, std, device
+                )
+                for key, t in tasks.items()
+            }
+        )
 
     def forward(self, task: str, **batch):
         if self.adapters:

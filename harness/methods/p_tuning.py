@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness.methods.registry import TrainedParams, Method, register
+from harness.methods.registry import Method, TrainedParams, register
 
 
 @register("p_tuning")
@@ -26,7 +26,9 @@ class PTuning(Method):
         from peft import PromptEncoderConfig, PromptEncoderReparameterizationType, TaskType, get_peft_model
 
         config = PromptEncoderConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=params["num_virtual_tokens"],
+            task_type=TaskType.CAUSAL_LM,
+            num_virtual_tokens=params["num_virtual_tokens"],
             encoder_hidden_size=params["encoder_hidden_size"],
-            encoder_reparameterization_type=PromptEncoderReparameterizationType(params["encoder"]))
+            encoder_reparameterization_type=PromptEncoderReparameterizationType(params["encoder"]),
+        )
         return get_peft_model(model, config)

@@ -4,10 +4,9 @@ head (the classifier on an encoder, the LM head on a decoder)."""
 from __future__ import annotations
 
 import torch
-
 from pydantic import Field
 
-from harness.methods.registry import TrainedParams, Method, register
+from harness.methods.registry import Method, TrainedParams, register
 
 HEAD_NAMES = ("classifier", "score", "lm_head")  # what transformers calls the output head
 FINAL_NORMS = ("norm", "final_layer_norm", "ln_f")  # decoders normalise after the last layer
@@ -25,7 +24,7 @@ def top_modules(model, top_layers: int, train_head: bool) -> list[torch.nn.Modul
     layers = layer_stack(model)
     if not 0 <= top_layers <= len(layers):
         raise ValueError(f"top_layers must be between 0 and {len(layers)} (the model's layers), not {top_layers}")
-    picked = list(layers)[len(layers) - top_layers:] if top_layers else []
+    picked = list(layers)[len(layers) - top_layers :] if top_layers else []
     if top_layers:
         picked += [m for name, m in model.named_modules() if name.rsplit(".", 1)[-1] in FINAL_NORMS]
     if train_head:

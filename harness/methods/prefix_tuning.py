@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from harness.methods.registry import TrainedParams, Method, register
+from harness.methods.registry import Method, TrainedParams, register
 
 
 @register("prefix_tuning")
@@ -24,6 +24,9 @@ class PrefixTuning(Method):
         from peft import PrefixTuningConfig, TaskType, get_peft_model
 
         config = PrefixTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=params["num_virtual_tokens"],
-            prefix_projection=params["prefix_projection"], encoder_hidden_size=params["encoder_hidden_size"])
+            task_type=TaskType.CAUSAL_LM,
+            num_virtual_tokens=params["num_virtual_tokens"],
+            prefix_projection=params["prefix_projection"],
+            encoder_hidden_size=params["encoder_hidden_size"],
+        )
         return get_peft_model(model, config)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from harness.methods.registry import TrainedParams, Method, register
+from harness.methods.registry import Method, TrainedParams, register
 
 
 def virtual_tokens(params: dict) -> int:
@@ -23,8 +23,12 @@ class PromptTuning(Method):
     class Params(TrainedParams):
         lr: float = Field(3e-2, gt=0, description="learning rate (AdamW)")
         num_virtual_tokens: int = Field(16, gt=0, description="soft-prompt length")
-        init: Literal["text", "random"] = Field("text", description="initialise from init_text's embeddings or at random")
-        init_text: str = Field("Read the task and answer it correctly:", description="text whose embeddings start the prompt")
+        init: Literal["text", "random"] = Field(
+            "text", description="initialise from init_text's embeddings or at random"
+        )
+        init_text: str = Field(
+            "Read the task and answer it correctly:", description="text whose embeddings start the prompt"
+        )
 
     def wrap(self, model, params, ctx):
         from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
@@ -32,9 +36,11 @@ class PromptTuning(Method):
         # A weightless (meta) model in `harness plan` cannot embed the text: same count either way.
         from_text = params["init"] == "text" and ctx.device != "meta"
         config = PromptTuningConfig(
-            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=virtual_tokens(params),
+            task_type=TaskType.CAUSAL_LM,
+            num_virtual_tokens=virtual_tokens(params),
             prompt_tuning_init=PromptTuningInit.TEXT if from_text else PromptTuningInit.RANDOM,
             prompt_tuning_init_text=params["init_text"] if from_text else None,
             # peft tokenizes the init text itself: point it at the arm's tokenizer folder
-            tokenizer_name_or_path=ctx.model_dir if from_text else None)
+            tokenizer_name_or_path=ctx.model_dir if from_text else None,
+        )
         return get_peft_model(model, config)

@@ -6,8 +6,8 @@ import random
 
 from pydantic import Field
 
-from harness.plugins import Params
 from harness.methods.registry import ArmContext, Method, register
+from harness.plugins import Params
 
 
 @register("zero_shot")

@@ -11,8 +11,8 @@ from typing import Literal
 from pydantic import Field
 
 from harness.methods.lora import LoRA, LoRAParams, lora_config
-from harness.models import disable_avx512_bf16_repack
 from harness.methods.registry import register
+from harness.models import disable_avx512_bf16_repack
 from harness.training.precision import compute_dtype, resolve_precision
 
 
@@ -25,15 +25,17 @@ class QLoRA(LoRA):
         double_quant: bool = Field(True, description="quantize the quantization constants too")
 
     def load_kwargs(self, params, ctx):
-        import torch
         from transformers import BitsAndBytesConfig
 
         cuda = ctx.device == "cuda"
         # The 4-bit base dequantizes to the training precision for each matmul.
         compute = compute_dtype(resolve_precision(ctx.precision, cuda=cuda))
         config = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type=params["quant_type"],
-            bnb_4bit_use_double_quant=params["double_quant"], bnb_4bit_compute_dtype=compute)
+            load_in_4bit=True,
+            bnb_4bit_quant_type=params["quant_type"],
+            bnb_4bit_use_double_quant=params["double_quant"],
+            bnb_4bit_compute_dtype=compute,
+        )
         # Under DDP each rank's copy goes to that rank's own device (torchrun's LOCAL_RANK; 0 alone).
         device_map = {"": int(os.environ.get("LOCAL_RANK", "0"))} if cuda else "cpu"
         return {"quantization_config": config, "device_map": device_map, "dtype": compute}

@@ -25,13 +25,22 @@ BUILTIN_MODULES = [
 ]
 
 
-
 class ArmContext:
     """What a method may know about the arm it wraps: plain facts, no behaviour."""
 
-    def __init__(self, *, kind: str, task_type: str, model_type: str, device: str, seed: int,
-                 num_labels: int | None = None, model_dir: str | None = None, tasks: dict | None = None,
-                 precision: str = "auto"):
+    def __init__(
+        self,
+        *,
+        kind: str,
+        task_type: str,
+        model_type: str,
+        device: str,
+        seed: int,
+        num_labels: int | None = None,
+        model_dir: str | None = None,
+        tasks: dict | None = None,
+        precision: str = "auto",
+    ):
         self.kind, self.task_type, self.model_type = kind, task_type, model_type
         self.precision = precision  # budget.precision: the compute dtype of training (QLoRA's too)
         self.device, self.seed, self.num_labels = device, seed, num_labels

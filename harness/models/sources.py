@@ -22,21 +22,63 @@ from harness.models.packaged import (
 )
 
 # model_type -> kind, for folders whose architectures do not say (e.g. a bare "BertModel").
-_ENCODER_TYPES = ["bert", "roberta", "deberta", "deberta-v2", "distilbert", "electra",
-                  "xlm-roberta", "albert", "camembert", "mpnet", "modernbert"]
-_DECODER_TYPES = ["llama", "mistral", "mixtral", "qwen2", "qwen3", "gemma", "gemma2", "gemma3_text",
-                  "phi", "phi3", "gpt2", "gpt_neox", "gptj", "opt", "falcon", "bloom", "olmo",
-                  "olmo2", "stablelm", "smollm3", "granite"]
+_ENCODER_TYPES = [
+    "bert",
+    "roberta",
+    "deberta",
+    "deberta-v2",
+    "distilbert",
+    "electra",
+    "xlm-roberta",
+    "albert",
+    "camembert",
+    "mpnet",
+    "modernbert",
+]
+_DECODER_TYPES = [
+    "llama",
+    "mistral",
+    "mixtral",
+    "qwen2",
+    "qwen3",
+    "gemma",
+    "gemma2",
+    "gemma3_text",
+    "phi",
+    "phi3",
+    "gpt2",
+    "gpt_neox",
+    "gptj",
+    "opt",
+    "falcon",
+    "bloom",
+    "olmo",
+    "olmo2",
+    "stablelm",
+    "smollm3",
+    "granite",
+]
 _KIND_BY_MODEL_TYPE: dict[str, ModelKind] = {
-    **{t: "causal_lm" for t in _DECODER_TYPES}, **{t: "encoder" for t in _ENCODER_TYPES}}
+    **{t: "causal_lm" for t in _DECODER_TYPES},
+    **{t: "encoder" for t in _ENCODER_TYPES},
+}
 
 # What a hub download fetches: config, tokenizer and safetensors; never .bin, .gguf or ONNX copies.
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.jinja", "*.txt", "*.model", "tokenizer*"]
 # "org/name", or a legacy bare name ("roberta-base") that the hub still resolves.
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 # Files whose names and sizes identify a local checkpoint (with config.json's bytes).
-_IDENTITY_GLOBS = ["*.safetensors", "*.safetensors.index.json", "*.bin", "*.gguf", "tokenizer*",
-                   "*.model", "vocab.*", "merges.txt", "chat_template.jinja"]
+_IDENTITY_GLOBS = [
+    "*.safetensors",
+    "*.safetensors.index.json",
+    "*.bin",
+    "*.gguf",
+    "tokenizer*",
+    "*.model",
+    "vocab.*",
+    "merges.txt",
+    "chat_template.jinja",
+]
 
 
 def _env_true(name: str) -> bool:
@@ -50,16 +92,18 @@ def hub_offline() -> bool:
 def find_local(source: str, base_dir: Path | None) -> Path | None:
     """An existing folder: absolute, else relative to base_dir (the experiment file), then cwd."""
     path = Path(source).expanduser()
-    candidates = [path] if path.is_absolute() else [
-        *([Path(base_dir) / path] if base_dir else []), Path.cwd() / path]
+    candidates = [path] if path.is_absolute() else [*([Path(base_dir) / path] if base_dir else []), Path.cwd() / path]
     return next((c.resolve() for c in candidates if c.is_dir()), None)
 
 
 def _offline_error(source: str, reason: str, file, key) -> HarnessError:
     choices = ", ".join(PACKAGED_PREFIX + n for n in PACKAGED)
-    return HarnessError(f"model '{source}' is neither a local folder nor a packaged model, "
-                        f"and the hub is unreachable ({reason})", file=file, key=key,
-                        fix=f"use one of {choices} or a local folder")
+    return HarnessError(
+        f"model '{source}' is neither a local folder nor a packaged model, and the hub is unreachable ({reason})",
+        file=file,
+        key=key,
+        fix=f"use one of {choices} or a local folder",
+    )
 
 
 def _from_hub(source: str, file, key) -> Path:
@@ -68,37 +112,45 @@ def _from_hub(source: str, file, key) -> Path:
     try:
         from huggingface_hub import snapshot_download
 
-        folder = Path(snapshot_download(repo_id=source, allow_patterns=_HUB_PATTERNS,
-                                        local_files_only=offline))
+        folder = Path(snapshot_download(repo_id=source, allow_patterns=_HUB_PATTERNS, local_files_only=offline))
     except Exception as exc:  # offline, unknown repo, gated, no network: all the same to a user
         reason = "offline" if offline else f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
         raise _offline_error(source, reason, file, key) from None
     if not (folder / "config.json").is_file():
-        raise HarnessError(f"hub model '{source}' has no config.json", file=file, key=key,
-                           fix="name a transformers checkpoint")
+        raise HarnessError(
+            f"hub model '{source}' has no config.json", file=file, key=key, fix="name a transformers checkpoint"
+        )
     return folder
 
 
-def resolve_model_dir(source: str, *, base_dir: Path | None = None, yaml_file: str | None = None,
-                      yaml_key: str | None = None) -> Path:
+def resolve_model_dir(
+    source: str, *, base_dir: Path | None = None, yaml_file: str | None = None, yaml_key: str | None = None
+) -> Path:
     """The folder holding `source`: packaged:<name>, a local folder, or a hub id "org/name".
 
     A packaged GGUF model is converted on first use. A hub id is downloaded only when online.
     Errors are HarnessErrors naming yaml_file and yaml_key.
     """
     if source.startswith(PACKAGED_PREFIX):
-        return _packaged_dir(source[len(PACKAGED_PREFIX):], yaml_file, yaml_key)
+        return _packaged_dir(source[len(PACKAGED_PREFIX) :], yaml_file, yaml_key)
     local = find_local(source, base_dir)
     if local is not None:
         if not (local / "config.json").is_file():
-            raise HarnessError(f"model folder {local} has no config.json", file=yaml_file,
-                               key=yaml_key, fix="point at a transformers checkpoint folder")
+            raise HarnessError(
+                f"model folder {local} has no config.json",
+                file=yaml_file,
+                key=yaml_key,
+                fix="point at a transformers checkpoint folder",
+            )
         return local
     if not _HUB_ID.match(source):  # a path that does not exist, not an "org/name" id
         where = f" (relative paths are read from {base_dir})" if base_dir else ""
-        raise HarnessError(f"model folder '{source}' does not exist{where}", file=yaml_file,
-                           key=yaml_key, fix=f"use one of {', '.join(PACKAGED_PREFIX + n for n in PACKAGED)} "
-                                             "or an existing folder")
+        raise HarnessError(
+            f"model folder '{source}' does not exist{where}",
+            file=yaml_file,
+            key=yaml_key,
+            fix=f"use one of {', '.join(PACKAGED_PREFIX + n for n in PACKAGED)} or an existing folder",
+        )
     return _from_hub(source, yaml_file, yaml_key)
 
 
@@ -120,12 +172,17 @@ def source_problem(source: str, *, base_dir: Path | None = None) -> tuple[str, s
     if isinstance(try_to_load_from_cache(source, "config.json"), str):
         return None
     if hub_offline():
-        return (f"'{source}' is no folder, and as a hub model it is not in the local Hugging Face cache "
-                "and the hub is off (HF_HUB_OFFLINE)", f"download it once while online, or use a local folder or one of {choices}")
+        return (
+            f"'{source}' is no folder, and as a hub model it is not in the local Hugging Face cache "
+            "and the hub is off (HF_HUB_OFFLINE)",
+            f"download it once while online, or use a local folder or one of {choices}",
+        )
     if not _hub_reachable():
-        return (f"'{source}' is no folder, and as a hub model it is not in the local Hugging Face cache "
-                "and the hub cannot be reached",
-                f"download it once while online, or use a local folder or one of {choices}")
+        return (
+            f"'{source}' is no folder, and as a hub model it is not in the local Hugging Face cache "
+            "and the hub cannot be reached",
+            f"download it once while online, or use a local folder or one of {choices}",
+        )
     return None
 
 
@@ -161,7 +218,7 @@ def _read_json(path) -> dict | None:
 def infer_kind(source: str, *, base_dir: Path | None = None) -> ModelKind | None:
     """causal_lm or encoder from metadata only (no weights, no conversion, no network); None if unsure."""
     if source.startswith(PACKAGED_PREFIX):
-        return _packaged(source[len(PACKAGED_PREFIX):]).kind
+        return _packaged(source[len(PACKAGED_PREFIX) :]).kind
     local = find_local(source, base_dir)
     config_path = local / "config.json" if local else None
     if config_path is None and _HUB_ID.match(source):  # a hub model already in the HF cache
@@ -180,7 +237,7 @@ def model_fingerprint(source: str, base_dir: Path | None = None) -> str:
     config.json and the names and sizes of weight and tokenizer files; else "hub:<id>".
     """
     if source.startswith(PACKAGED_PREFIX):
-        entry = _packaged(source[len(PACKAGED_PREFIX):])
+        entry = _packaged(source[len(PACKAGED_PREFIX) :])
         _require_package(entry)
         return f"{PACKAGED_PREFIX}{entry.name}@{_package_version(entry)}"
     local = find_local(source, base_dir)
@@ -191,5 +248,3 @@ def model_fingerprint(source: str, base_dir: Path | None = None) -> str:
     for f in files:
         digest.update(f"\0{f.name}:{f.stat().st_size}".encode())
     return f"local:{digest.hexdigest()[:16]}"
-
-

@@ -28,19 +28,47 @@ from harness.tasks import encoder_head, num_labels
 
 # Public config values of known hub checkpoints, so `plan` works offline for them when the HF
 # cache has no config.json (values as published on their model cards' config.json).
-_ROBERTA = {"model_type": "roberta", "vocab_size": 50265, "max_position_embeddings": 514,
-            "type_vocab_size": 1, "layer_norm_eps": 1e-5, "pad_token_id": 1, "bos_token_id": 0,
-            "eos_token_id": 2}
+_ROBERTA = {
+    "model_type": "roberta",
+    "vocab_size": 50265,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "layer_norm_eps": 1e-5,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
 KNOWN_CONFIGS = {
-    "roberta-base": {**_ROBERTA, "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12,
-                     "intermediate_size": 3072},
-    "roberta-large": {**_ROBERTA, "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
-                      "intermediate_size": 4096},
+    "roberta-base": {
+        **_ROBERTA,
+        "hidden_size": 768,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 12,
+        "intermediate_size": 3072,
+    },
+    "roberta-large": {
+        **_ROBERTA,
+        "hidden_size": 1024,
+        "num_hidden_layers": 24,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+    },
     "mistralai/Mistral-7B-v0.1": {
-        "model_type": "mistral", "vocab_size": 32000, "hidden_size": 4096, "intermediate_size": 14336,
-        "num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
-        "max_position_embeddings": 32768, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-        "sliding_window": 4096, "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2},
+        "model_type": "mistral",
+        "vocab_size": 32000,
+        "hidden_size": 4096,
+        "intermediate_size": 14336,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "max_position_embeddings": 32768,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "sliding_window": 4096,
+        "tie_word_embeddings": False,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    },
 }
 KNOWN_CONFIGS["FacebookAI/roberta-base"] = KNOWN_CONFIGS["roberta-base"]
 KNOWN_CONFIGS["FacebookAI/roberta-large"] = KNOWN_CONFIGS["roberta-large"]
@@ -89,9 +117,12 @@ def model_config(source: str, base_dir: Path | None):
         return config_from_dict(json.loads(Path(cached).read_text())), "HF cache"
     if source in KNOWN_CONFIGS:
         return config_from_dict(KNOWN_CONFIGS[source]), "built-in public config (not downloaded)"
-    raise HarnessError(f"no config for model '{source}': not a local folder, not in the HF cache, "
-                       "and not among the built-in public configs", key="models",
-                       fix=f"download its config.json once, or use one of: {', '.join(sorted(KNOWN_CONFIGS))}")
+    raise HarnessError(
+        f"no config for model '{source}': not a local folder, not in the HF cache, "
+        "and not among the built-in public configs",
+        key="models",
+        fix=f"download its config.json once, or use one of: {', '.join(sorted(KNOWN_CONFIGS))}",
+    )
 
 
 def config_from_dict(values: dict):
@@ -117,18 +148,37 @@ def meta_model(config, kind: str, num_labels: int | None, head_class: str | None
         return cls.from_config(config)
 
 
-def wrapped_meta_model(method, params: dict, config, *, kind: str, task_type: str, num_labels: int | None, seed=0,
-                       tasks: dict | None = None):
+def wrapped_meta_model(
+    method,
+    params: dict,
+    config,
+    *,
+    kind: str,
+    task_type: str,
+    num_labels: int | None,
+    seed=0,
+    tasks: dict | None = None,
+):
     head = encoder_head(kind, task_type) if method.objective_for(kind) == "classification" else None
     with_head = head is not None and (num_labels is not None or not head.labelled_head)  # no labels: no labelled head
     model = meta_model(config, kind, num_labels, head.head if with_head else None)
     if method.objective_for(kind) == "none":
         model.requires_grad_(False)
-    ctx = ArmContext(kind=kind, task_type=task_type, model_type=config.model_type, device="meta", seed=seed,
-                     num_labels=num_labels, tasks=tasks)
+    ctx = ArmContext(
+        kind=kind,
+        task_type=task_type,
+        model_type=config.model_type,
+        device="meta",
+        seed=seed,
+        num_labels=num_labels,
+        tasks=tasks,
+    )
     # The Linear weights bitsandbytes would quantize (not heads): a 4-bit base cannot train them.
-    quantized = {id(m.weight) for n, m in model.named_modules()
-                 if isinstance(m, torch.nn.Linear) and not any(part in HEAD_NAMES for part in n.split("."))}
+    quantized = {
+        id(m.weight)
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and not any(part in HEAD_NAMES for part in n.split("."))
+    }
     wrapped = method.wrap(model, params, ctx)
     wrapped.harness_trains_base = any(p.requires_grad and id(p) in quantized for p in wrapped.parameters())
     return wrapped
@@ -176,13 +226,30 @@ def estimate_arms(experiment) -> list[Estimate]:
         config, where = configs[arm.model_key]
         tasks = {key: {"type": t["type"], "num_labels": task_num_labels(kind, t)} for key, t in arm.tasks.items()}
         num_labels = task_num_labels(kind, arm.task) if not arm.tasks else None
-        model = wrapped_meta_model(method, arm.params, copy.deepcopy(config), kind=kind,
-                                   task_type=arm.task["type"], num_labels=num_labels, seed=arm.seed, tasks=tasks)
+        model = wrapped_meta_model(
+            method,
+            arm.params,
+            copy.deepcopy(config),
+            kind=kind,
+            task_type=arm.task["type"],
+            num_labels=num_labels,
+            seed=arm.seed,
+            tasks=tasks,
+        )
         counts = parameter_counts(model)
         trained = method.objective_for(kind) != "none"
-        estimates.append(Estimate(arm=arm.name, method=arm.method, model=arm.model["source"], config_from=where,
-                                  trainable=int(counts["trainable_params"]), total=int(counts["total_params"]),
-                                  trained=trained, memory_gib=memory_gib(model, config, arm.budget, kind, trained)))
+        estimates.append(
+            Estimate(
+                arm=arm.name,
+                method=arm.method,
+                model=arm.model["source"],
+                config_from=where,
+                trainable=int(counts["trainable_params"]),
+                total=int(counts["total_params"]),
+                trained=trained,
+                memory_gib=memory_gib(model, config, arm.budget, kind, trained),
+            )
+        )
     return estimates
 
 
@@ -194,8 +261,12 @@ def task_num_labels(kind: str, task: dict) -> int | None:
         return None
     if not task.get("labels"):
         train = load_split(task, "train")
-        task = {**task, "labels": tag_labels(train) if task["type"] == "token_classification"
-                else sorted({e["label"] for e in train})}
+        task = {
+            **task,
+            "labels": tag_labels(train)
+            if task["type"] == "token_classification"
+            else sorted({e["label"] for e in train}),
+        }
     return num_labels(kind, task)
 
 
@@ -208,8 +279,14 @@ def plan_table(estimates: list[Estimate], budget: Budget):
         table.add_column(col, justify="left" if col in ("arm", "model") else "right")
     for e in estimates:
         mem = ["n/a" if e.memory_gib[p] is None else f"{e.memory_gib[p]:.2f}" for p in PRECISIONS]
-        table.add_row(safe(e.arm), safe(e.model), f"{e.trainable:,}", f"{e.total:,}", f"{e.trainable_pct:.4f}",
-                      *(mem if e.trained else [m + " (inference)" for m in mem]))
+        table.add_row(
+            safe(e.arm),
+            safe(e.model),
+            f"{e.trainable:,}",
+            f"{e.total:,}",
+            f"{e.trainable_pct:.4f}",
+            *(mem if e.trained else [m + " (inference)" for m in mem]),
+        )
     return table
 
 
@@ -250,13 +327,16 @@ def sensitivity_notes(experiment) -> list[str]:
             continue
         unit, pairs = primary.unit, len(arms_by_task[key]) * (len(arms_by_task[key]) - 1) // 2
         typical, worst = PLANNED_DISCORDANT_RATES
-        line = (f"sensitivity on {key}: with {n} test items a paired test (alpha 0.05, 80% power) detects "
-                f"{primary.name} differences of about {difference_text(planned_mdd(n, discordant_rate=typical), unit)} "
-                f"when two arms disagree on {typical:.0%} of the items "
-                f"({difference_text(planned_mdd(n, discordant_rate=worst), unit)} at {worst:.0%})")
+        line = (
+            f"sensitivity on {key}: with {n} test items a paired test (alpha 0.05, 80% power) detects "
+            f"{primary.name} differences of about {difference_text(planned_mdd(n, discordant_rate=typical), unit)} "
+            f"when two arms disagree on {typical:.0%} of the items "
+            f"({difference_text(planned_mdd(n, discordant_rate=worst), unit)} at {worst:.0%})"
+        )
         if pairs > 1 and budget.correction != "none":
             first = difference_text(planned_mdd(n, discordant_rate=typical, alpha=0.05 / pairs), unit)
-            line += f"; {first} for the first step of the {CORRECTION_NAMES[budget.correction]} correction over {pairs} pairs"
+            name = CORRECTION_NAMES[budget.correction]
+            line += f"; {first} for the first step of the {name} correction over {pairs} pairs"
         lines.append(line + " (analytic approximation for paired proportions, Connor 1987)")
     return lines
 

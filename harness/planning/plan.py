@@ -30,16 +30,16 @@ class Arm:
     method: str
     params: dict
     model_key: str
-    model: dict          # ModelSpec as data, plus "kind" resolved
+    model: dict  # ModelSpec as data, plus "kind" resolved
     task_key: str
-    task: dict           # TaskSpec as data, file paths made absolute
-    budget: Budget       # the arm's own: its seed, no `seeds`
+    task: dict  # TaskSpec as data, file paths made absolute
+    budget: Budget  # the arm's own: its seed, no `seeds`
     seed: int
     base_dir: str
     hash: str = field(default="")
     golden_sets: list = field(default_factory=list)  # absolute paths; every arm is scored on them
-    tasks: dict = field(default_factory=dict)        # an arm spanning tasks (multi_task): {task key: task}
-    stages: list = field(default_factory=list)       # [{name, params}] resolved; empty: the method's objective
+    tasks: dict = field(default_factory=dict)  # an arm spanning tasks (multi_task): {task key: task}
+    stages: list = field(default_factory=list)  # [{name, params}] resolved; empty: the method's objective
 
     @property
     def devices(self) -> int:
@@ -50,8 +50,9 @@ class Arm:
     @property
     def slug(self) -> str:
         stages = "+".join(s["name"] for s in self.stages) + "-" if self.stages else ""
-        safe = "".join(c if c.isalnum() or c in "-_." else "-"
-                       for c in f"{stages}{self.method}-{self.model_key}-{self.task_key}")
+        safe = "".join(
+            c if c.isalnum() or c in "-_." else "-" for c in f"{stages}{self.method}-{self.model_key}-{self.task_key}"
+        )
         return f"{safe}-{self.hash[:8]}"
 
     def to_dict(self) -> dict:
@@ -113,11 +114,21 @@ def plan(exp: Experiment) -> list[Arm]:
                         name += f" · {task_key}"
                     if exp.budget.seeds:
                         name = seed_name(name, seed)
-                    arm = Arm(name=name, method=spec.method, params=params, model_key=model_key, model=model,
-                              task_key=task_key, task=task, seed=seed,
-                              budget=_arm_budget(exp, seed, stages, spec, trains=_trains(method, kind, stages)),
-                              base_dir=str(base), golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
-                              tasks=tasks, stages=stages)
+                    arm = Arm(
+                        name=name,
+                        method=spec.method,
+                        params=params,
+                        model_key=model_key,
+                        model=model,
+                        task_key=task_key,
+                        task=task,
+                        seed=seed,
+                        budget=_arm_budget(exp, seed, stages, spec, trains=_trains(method, kind, stages)),
+                        base_dir=str(base),
+                        golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
+                        tasks=tasks,
+                        stages=stages,
+                    )
                     arms.append(replace(arm, hash=_content_hash(arm, model_spec.source, base)))
     _dedupe_names(arms)
     return arms
@@ -143,8 +154,12 @@ def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=Non
     stages keep their stage_steps. An arm's own `devices:`/`strategy:` override the budget's; an
     arm that trains nothing has nothing to spread and takes one device."""
     names = {s["name"] for s in stages or []}
-    update = {"seeds": None, "seed": seed, "stage_steps": {k: v for k, v in exp.budget.stage_steps.items() if k in names},
-              "eval_precision": precision.resolve(exp.budget.eval_precision)}  # auto: this machine's choice
+    update = {
+        "seeds": None,
+        "seed": seed,
+        "stage_steps": {k: v for k, v in exp.budget.stage_steps.items() if k in names},
+        "eval_precision": precision.resolve(exp.budget.eval_precision),
+    }  # auto: this machine's choice
     for key in ("devices", "strategy"):
         if spec is not None and getattr(spec, key) is not None:
             update[key] = getattr(spec, key)
@@ -164,8 +179,11 @@ def budget_identity(budget: Budget, stages: list | None) -> dict:
     """What of the budget enters an arm's hash: all of it but `seeds`, `correction` and
     `checkpoint_every`; the training-precision and device keys only away from their defaults;
     the stage budgets only for arms with stages (so adding a DPO arm keeps every other arm's hash)."""
-    identity = {k: v for k, v in budget.model_dump(mode="json", exclude=_NEVER_HASHED).items()
-                if not (k in _NEUTRAL_AT and v == _NEUTRAL_AT[k])}
+    identity = {
+        k: v
+        for k, v in budget.model_dump(mode="json", exclude=_NEVER_HASHED).items()
+        if not (k in _NEUTRAL_AT and v == _NEUTRAL_AT[k])
+    }
     if not stages:
         identity.pop("stage_steps")
         identity.pop("alignment")
@@ -187,15 +205,20 @@ def stage_prefix(stages: list[dict]) -> str:
 
 def _content_hash(arm: Arm, source: str, base: Path) -> str:
     identity = {
-        "v": HASH_VERSION, "method": arm.method, "params": arm.params,
+        "v": HASH_VERSION,
+        "method": arm.method,
+        "params": arm.params,
         "model": models.model_fingerprint(source, base_dir=base),
         "model_options": {k: arm.model[k] for k in ("dtype", "kind", "trust_remote_code")},
-        "task": _task_identity(arm.task), "data": data_identity(arm.task),
-        "columns": arm.task["data"].get("columns"), "budget": budget_identity(arm.budget, arm.stages),
+        "task": _task_identity(arm.task),
+        "data": data_identity(arm.task),
+        "columns": arm.task["data"].get("columns"),
+        "budget": budget_identity(arm.budget, arm.stages),
     }
     if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
-        identity["tasks"] = {key: [_task_identity(t), data_identity(t),
-                                   t["data"].get("columns")] for key, t in arm.tasks.items()}
+        identity["tasks"] = {
+            key: [_task_identity(t), data_identity(t), t["data"].get("columns")] for key, t in arm.tasks.items()
+        }
     if decides_arm(arm.model["kind"], arm.task, bool(arm.golden_sets)):  # decoder label scoring only
         identity["label_scoring"] = ScoringRule.of_task(arm.task).as_dict()
     if arm.stages:  # only arms with stages: the hashes of all other arms stay as they were
@@ -225,6 +248,7 @@ def _dedupe_names(arms: list[Arm]) -> None:
 
 def _stage_params_text(arm: Arm, arms: list[Arm]) -> str:
     """The stage params in which arms of the same display name differ ('; dpo.beta=0.5')."""
+
     def flat(a: Arm) -> dict:
         return {f"{s['name']}.{k}": v for s in a.stages for k, v in s["params"].items()}
 

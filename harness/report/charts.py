@@ -7,14 +7,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#ff9da7",
-           "#bab0ac", "#e15759"]
+PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f", "#ff9da7", "#bab0ac", "#e15759"]
 WIDTH, HEIGHT = 340, 250  # drawn at this size (1 unit = 1 CSS pixel), so text stays 11-12 px
 WIDE = 720
 MARGIN = {"left": 62, "right": 18, "top": 14, "bottom": 46}
-LOG_SPAN = 50        # values spanning this ratio or more get a log axis
-INSET = 10           # pixels between the plot box and the first/last tick
-ZERO_SLOT = 0.08     # on a log axis, zero sits in its own slot at the start, before a gap
+LOG_SPAN = 50  # values spanning this ratio or more get a log axis
+INSET = 10  # pixels between the plot box and the first/last tick
+ZERO_SLOT = 0.08  # on a log axis, zero sits in its own slot at the start, before a gap
 
 
 def colour(index: int) -> str:
@@ -59,7 +58,7 @@ def make_axis(label: str, values: list[float], *, include_zero: bool = False, in
     if positives and min(values) >= 0 and max(positives) / min(positives) >= LOG_SPAN:
         lo, hi = 10 ** math.floor(math.log10(min(positives))), 10 ** math.ceil(math.log10(max(positives)))
         axis = Axis(label, lo, hi, log=True, has_zero=any(v == 0 for v in values))
-        axis.ticks = [(10.0 ** e, short_number(10.0 ** e)) for e in range(round(math.log10(lo)), round(math.log10(hi)) + 1)]
+        axis.ticks = [(10.0**e, short_number(10.0**e)) for e in range(round(math.log10(lo)), round(math.log10(hi)) + 1)]
         if axis.has_zero:
             axis.ticks.insert(0, (0.0, "0"))
         return axis
@@ -83,7 +82,7 @@ def tick_label(value: float, step: float) -> str:
     if abs(value) >= 1000 or value == 0:
         return short_number(value)
     exponent = math.floor(math.log10(step))
-    mantissa = round(step / 10 ** exponent, 6)          # 1, 2, 2.5 or 5: 2.5 needs one decimal more
+    mantissa = round(step / 10**exponent, 6)  # 1, 2, 2.5 or 5: 2.5 needs one decimal more
     decimals = max(0, -exponent + (0 if mantissa in (1, 2, 5) else 1))
     return f"{value:.{decimals}f}"
 
@@ -91,21 +90,26 @@ def tick_label(value: float, step: float) -> str:
 def _nice_step(raw: float) -> float:
     exponent = math.floor(math.log10(raw))
     for multiple in (1, 2, 2.5, 5, 10):
-        if multiple * 10 ** exponent >= raw:
-            return multiple * 10 ** exponent
+        if multiple * 10**exponent >= raw:
+            return multiple * 10**exponent
     return 10 ** (exponent + 1)
 
 
 def pareto_front(points: list[tuple[float, float]], x_higher_better: bool, y_higher_better: bool) -> set[int]:
     """Indices of the points no other point dominates (at least as good on both, better on one)."""
+
     def better_or_equal(a, b, higher):
         return a >= b if higher else a <= b
 
     front = set()
     for i, (xi, yi) in enumerate(points):
         dominated = any(
-            better_or_equal(xj, xi, x_higher_better) and better_or_equal(yj, yi, y_higher_better) and (xj, yj) != (xi, yi)
-            for j, (xj, yj) in enumerate(points) if j != i)
+            better_or_equal(xj, xi, x_higher_better)
+            and better_or_equal(yj, yi, y_higher_better)
+            and (xj, yj) != (xi, yi)
+            for j, (xj, yj) in enumerate(points)
+            if j != i
+        )
         if not dominated:
             front.add(i)
     return front
@@ -128,8 +132,13 @@ class Frame:
 
     def base(self) -> dict:
         return {
-            "width": self.width, "height": self.height, "left": self.left, "right": self.right, "top": self.top,
-            "bottom": self.bottom, "x_label": self.x.label + (" (log scale)" if self.x.log else ""),
+            "width": self.width,
+            "height": self.height,
+            "left": self.left,
+            "right": self.right,
+            "top": self.top,
+            "bottom": self.bottom,
+            "x_label": self.x.label + (" (log scale)" if self.x.log else ""),
             "y_label": self.y.label + (" (log scale)" if self.y.log else ""),
             "x_ticks": [{"pos": self.px(v), "text": t} for v, t in self.x.ticks],
             "y_ticks": [{"pos": self.py(v), "text": t} for v, t in self.y.ticks],
@@ -143,13 +152,25 @@ def scatter(series: list[dict], *, x_label: str, y_label: str, x_higher_better: 
     intervals = [v for s in series if s.get("y_ci") for v in s["y_ci"]]
     frame = Frame(make_axis(x_label, xs), make_axis(y_label, ys + intervals))
     front = pareto_front(list(zip(xs, ys)), x_higher_better, y_higher_better)
-    points = [{**s, "cx": frame.px(s["x"]), "cy": frame.py(s["y"]), "front": i in front,
-               "ci": (frame.py(s["y_ci"][0]), frame.py(s["y_ci"][1])) if s.get("y_ci") else None}
-              for i, s in enumerate(series)]
+    points = [
+        {
+            **s,
+            "cx": frame.px(s["x"]),
+            "cy": frame.py(s["y"]),
+            "front": i in front,
+            "ci": (frame.py(s["y_ci"][0]), frame.py(s["y_ci"][1])) if s.get("y_ci") else None,
+        }
+        for i, s in enumerate(series)
+    ]
     line = sorted((p for p in points if p["front"]), key=lambda p: p["cx"])
-    return {**frame.base(), "points": points, "front_line": " ".join(f"{p['cx']},{p['cy']}" for p in line),
-            "front_names": [p["name"] for p in line],
-            "better_x": "right" if x_higher_better else "left", "better_y": "top" if y_higher_better else "bottom"}
+    return {
+        **frame.base(),
+        "points": points,
+        "front_line": " ".join(f"{p['cx']},{p['cy']}" for p in line),
+        "front_names": [p["name"] for p in line],
+        "better_x": "right" if x_higher_better else "left",
+        "better_y": "top" if y_higher_better else "bottom",
+    }
 
 
 def lines(series: list[dict], *, x_label: str, y_label: str) -> dict:
@@ -160,9 +181,15 @@ def lines(series: list[dict], *, x_label: str, y_label: str) -> dict:
     drawn = []
     for s in series:
         coords = [(frame.px(x), frame.py(y)) for x, y in s["points"]]
-        drawn.append({**s, "polyline": " ".join(f"{x},{y}" for x, y in coords),
-                      "dots": [{"cx": x, "cy": y, "x": px, "y": py} for (x, y), (px, py) in zip(coords, s["points"])]
-                      if len(coords) <= 40 else []})
+        drawn.append(
+            {
+                **s,
+                "polyline": " ".join(f"{x},{y}" for x, y in coords),
+                "dots": [{"cx": x, "cy": y, "x": px, "y": py} for (x, y), (px, py) in zip(coords, s["points"])]
+                if len(coords) <= 40
+                else [],
+            }
+        )
     return {**frame.base(), "series": drawn}
 
 
@@ -180,7 +207,17 @@ def grouped_bars(groups: list[str], series: list[dict], *, y_label: str) -> dict
                 continue
             x = frame.left + g * slot + slot * 0.1 + s_index * bar
             top = min(frame.py(value), frame.bottom - 2)  # a zero still shows as a thin bar, not as nothing
-            bars.append({"x": round(x, 1), "y": top, "w": round(bar - 1, 1), "h": round(frame.bottom - top, 1),
-                         "colour": s["colour"], "name": s["name"], "group": group, "value": value})
+            bars.append(
+                {
+                    "x": round(x, 1),
+                    "y": top,
+                    "w": round(bar - 1, 1),
+                    "h": round(frame.bottom - top, 1),
+                    "colour": s["colour"],
+                    "name": s["name"],
+                    "group": group,
+                    "value": value,
+                }
+            )
     labels = [{"pos": round(frame.left + (g + 0.5) * slot, 1), "text": group} for g, group in enumerate(groups)]
     return {**frame.base(), "bars": bars, "group_labels": labels, "x_ticks": []}

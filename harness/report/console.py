@@ -44,7 +44,9 @@ def results_table(results: dict) -> Table:
     metric_cols = quality + COST_COLUMNS
     best = best_by_metric(arms, metric_cols)
     flags = results.get("budget_audit", {}).get("flags", {})
-    table = Table(title=f"{safe(results['experiment']['name'])} — run {safe(results.get('run_id', ''))}", show_lines=False)
+    table = Table(
+        title=f"{safe(results['experiment']['name'])} — run {safe(results.get('run_id', ''))}", show_lines=False
+    )
     table.add_column("arm")
     table.add_column("status")
     for name in metric_cols:
@@ -59,12 +61,16 @@ def results_table(results: dict) -> Table:
             text = fmt(m.get(name))
             marked = name in best and m.get(name) == best[name] and rankable(arm)
             cells.append(f"[bold green]{text}[/]" if marked else text)
-        status = arm["status"] if arm["status"] != "failed" else f"[red]failed[/]: {safe((arm.get('error') or '')[:60])}"
+        status = (
+            arm["status"] if arm["status"] != "failed" else f"[red]failed[/]: {safe((arm.get('error') or '')[:60])}"
+        )
         if arm["arm"]["name"] in flags:
             status += " [yellow]⚑[/]"
         if arm.get("health"):
             status += " [red]⚑ " + safe(", ".join(h.split(":")[0] for h in arm["health"])) + "[/]"
-        table.add_row(safe(arm["arm"]["name"]), status, *cells, fmt(c.get("steps")), fmt(c.get("examples")), fmt(c.get("tokens")))
+        table.add_row(
+            safe(arm["arm"]["name"]), status, *cells, fmt(c.get("steps")), fmt(c.get("examples")), fmt(c.get("tokens"))
+        )
     return table
 
 
@@ -75,8 +81,11 @@ def print_results(results: dict, console: Console | None = None) -> None:
         console.print(f"[yellow]⚑ budget[/] {safe(name)}: {safe('; '.join(reasons))}", highlight=False)
     for arm in results.get("arms", []):
         for reason in arm.get("health") or []:
-            console.print(f"[red]⚑ {safe(reason.split(':')[0])}[/] {safe(arm['arm']['name'])}: "
-                          f"{safe(reason.split(':', 1)[-1].strip())} (never ranked best)", highlight=False)
+            console.print(
+                f"[red]⚑ {safe(reason.split(':')[0])}[/] {safe(arm['arm']['name'])}: "
+                f"{safe(reason.split(':', 1)[-1].strip())} (never ranked best)",
+                highlight=False,
+            )
 
     for line in summary_lines(results):
         console.print(line, markup=False, highlight=False)

@@ -44,8 +44,13 @@ def numeric_frame(results: dict):
     rows = []
     for arm in arms:
         a, ci = arm["arm"], arm.get("ci") or {}
-        row = {"arm": a["name"], "task": a.get("task_key"), "method": a.get("method"), "model": a.get("model_key"),
-               "status": arm["status"]}
+        row = {
+            "arm": a["name"],
+            "task": a.get("task_key"),
+            "method": a.get("method"),
+            "model": a.get("model_key"),
+            "status": arm["status"],
+        }
         for name in names:
             low, high = ci.get(name) or (None, None)
             row.update({name: arm["metrics"].get(name), f"{name}_low": low, f"{name}_high": high})
@@ -107,11 +112,21 @@ def to_latex(results: dict) -> str:
     headers, rows, marked = display_rows(results)
     frame = pd.DataFrame(rows, columns=[_latex_header(h) for h in headers])  # headers are LaTeX already
     styler = frame.style.hide(axis="index").format(escape="latex")
-    styler = styler.apply(lambda _: pd.DataFrame(
-        [["font-weight: bold" if (i, j) in marked else "" for j in range(len(headers))] for i in range(len(rows))],
-        index=frame.index, columns=frame.columns), axis=None)
-    return styler.to_latex(hrules=True, convert_css=True, column_format="lll" + "r" * (len(headers) - 3),
-                           caption=_latex_escape(_title(results, markdown=False)), position="htbp")
+    styler = styler.apply(
+        lambda _: pd.DataFrame(
+            [["font-weight: bold" if (i, j) in marked else "" for j in range(len(headers))] for i in range(len(rows))],
+            index=frame.index,
+            columns=frame.columns,
+        ),
+        axis=None,
+    )
+    return styler.to_latex(
+        hrules=True,
+        convert_css=True,
+        column_format="lll" + "r" * (len(headers) - 3),
+        caption=_latex_escape(_title(results, markdown=False)),
+        position="htbp",
+    )
 
 
 def _latex_header(name: str) -> str:
@@ -120,8 +135,18 @@ def _latex_header(name: str) -> str:
     return _latex_escape(name)
 
 
-LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+LATEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+}
 
 
 def _latex_escape(text: str) -> str:
@@ -135,8 +160,10 @@ def _title(results: dict, markdown: bool = True) -> str:
 
 
 def _legend() -> str:
-    return ("Best value per metric and task in **bold** (↑ higher is better, ↓ lower is better); "
-            "[low, high]: 95% bootstrap confidence interval.")
+    return (
+        "Best value per metric and task in **bold** (↑ higher is better, ↓ lower is better); "
+        "[low, high]: 95% bootstrap confidence interval."
+    )
 
 
 def _md(text: str, bold: bool = False) -> str:

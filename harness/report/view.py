@@ -19,8 +19,8 @@ from harness.results.audit import rankable
 
 CONSUMED = ["steps", "examples", "tokens", "seconds"]
 PARETO_COSTS = ["peak_memory_mb", "latency_p50_ms", "trainable_params"]
-MAX_EXAMPLES = 500   # rows in the per-example view; a few hundred keeps the page light
-MAX_TEXT = 600       # characters of an input or prediction shown per cell
+MAX_EXAMPLES = 500  # rows in the per-example view; a few hundred keeps the page light
+MAX_TEXT = 600  # characters of an input or prediction shown per cell
 
 
 def format_value(value, unit: str = "") -> str:
@@ -77,8 +77,11 @@ def metric_columns(arms: list[dict], task_type: str) -> list[str]:
 def primary_metric(arms: list[dict], task_type: str) -> str | None:
     """The first quality metric of the task type that the arms report."""
     for name, metric in METRICS.items():
-        if metric.kind == "quality" and task_type in metric.task_types and any(
-                a["metrics"].get(name) is not None for a in arms):
+        if (
+            metric.kind == "quality"
+            and task_type in metric.task_types
+            and any(a["metrics"].get(name) is not None for a in arms)
+        ):
             return name
     return None
 
@@ -102,6 +105,7 @@ def with_ci(arm: dict, name: str) -> str:
 
 # ----------------------------------------------------------------------------- the headline
 
+
 def over_seeds(arms: list[dict], seed_summary: list | None) -> list[dict]:
     """Arms that ran under several seeds, as one arm each with its mean over seeds (what the
     seed-aware comparisons compare); other arms unchanged."""
@@ -114,13 +118,25 @@ def over_seeds(arms: list[dict], seed_summary: list | None) -> list[dict]:
             out.append(a)
         elif base not in seen:
             seen.add(base)
-            out.append({**a, "arm": {**a["arm"], "name": base}, "ci": {},
-                        "metrics": {m: v["mean"] for m, v in entry["metrics"].items()}})
+            out.append(
+                {
+                    **a,
+                    "arm": {**a["arm"], "name": base},
+                    "ci": {},
+                    "metrics": {m: v["mean"] for m, v in entry["metrics"].items()},
+                }
+            )
     return out
 
 
-def headline(task_key: str, arms: list[dict], metric: str | None, comparisons: list | None,
-             correction: str | None = None, sensitivity: dict | None = None) -> Markup:
+def headline(
+    task_key: str,
+    arms: list[dict],
+    metric: str | None,
+    comparisons: list | None,
+    correction: str | None = None,
+    sensitivity: dict | None = None,
+) -> Markup:
     """One sentence: which arm is best on the primary metric, and whether that is significant
     after the run's correction; then what this test set can detect at all."""
     sentence = _best_sentence(task_key, arms, metric, comparisons, correction)
@@ -128,55 +144,75 @@ def headline(task_key: str, arms: list[dict], metric: str | None, comparisons: l
         family = [c for c in comparisons if c.get("metric") == metric and c.get("task", task_key) == task_key]
         if family and not any(c.get("significant") for c in family):
             smallest = min(family, key=adjusted_p)
-            how = "without correction" if correction == "none" else \
-                f"after {CORRECTION_NAMES.get(correction, correction)} correction"
-            sentence += Markup(" No pair of arms differs significantly on {} {}; the smallest "
-                               "adjusted p is {:.3g} ({} vs {}).").format(
-                metric, how, adjusted_p(smallest), smallest["a"], smallest["b"])
+            how = (
+                "without correction"
+                if correction == "none"
+                else f"after {CORRECTION_NAMES.get(correction, correction)} correction"
+            )
+            sentence += Markup(
+                " No pair of arms differs significantly on {} {}; the smallest adjusted p is {:.3g} ({} vs {})."
+            ).format(metric, how, adjusted_p(smallest), smallest["a"], smallest["b"])
     if sensitivity:
-        sentence += Markup(" With {} items this comparison can detect {} differences of about {} "
-                           "(80% power; from the {}).").format(
-            sensitivity["n"], sensitivity["metric"], difference_text(sensitivity["mdd"], sensitivity.get("unit", "")),
-            sensitivity.get("basis", "observed standard error"))
+        sentence += Markup(
+            " With {} items this comparison can detect {} differences of about {} (80% power; from the {})."
+        ).format(
+            sensitivity["n"],
+            sensitivity["metric"],
+            difference_text(sensitivity["mdd"], sensitivity.get("unit", "")),
+            sensitivity.get("basis", "observed standard error"),
+        )
     return sentence
 
 
-def _best_sentence(task_key: str, arms: list[dict], metric: str | None, comparisons: list | None,
-                   correction: str | None) -> Markup:
+def _best_sentence(
+    task_key: str, arms: list[dict], metric: str | None, comparisons: list | None, correction: str | None
+) -> Markup:
     ok = [a for a in arms if rankable(a) and metric and a["metrics"].get(metric) is not None]
     failed = sum(a["status"] == "failed" for a in arms)
     unhealthy = [a for a in arms if a["status"] == "ok" and a.get("health")]
     if not ok:
         if unhealthy:
-            return Markup("No arm on <b>{}</b> trained soundly ({} diverged or collapsed, {} failed), so there is no "
-                          "answer yet.").format(task_key, len(unhealthy), failed)
+            return Markup(
+                "No arm on <b>{}</b> trained soundly ({} diverged or collapsed, {} failed), so there is no answer yet."
+            ).format(task_key, len(unhealthy), failed)
         return Markup("No arm completed on <b>{}</b>, so there is no answer yet ({} failed).").format(task_key, failed)
     higher = METRICS[metric].higher_is_better
     ranked = sorted(ok, key=lambda a: a["metrics"][metric], reverse=higher)
     best = ranked[0]
     if len(ranked) == 1:
         return Markup("Only <b>{}</b> completed on <b>{}</b> ({} {}); there is nothing to compare it with.").format(
-            arm_name(best), task_key, metric, with_ci(best, metric))
+            arm_name(best), task_key, metric, with_ci(best, metric)
+        )
     tied = [a for a in ranked if a["metrics"][metric] == best["metrics"][metric]]
     if len(tied) > 1:
         bold = [Markup("<b>{}</b>").format(arm_name(a)) for a in tied]
         names = Markup(", ").join(bold[:-1]) + Markup(" and ") + bold[-1]
         return Markup("On <b>{}</b>, {} tie on {} ({}); the data do not separate them.").format(
-            task_key, names, metric, with_ci(best, metric))
+            task_key, names, metric, with_ci(best, metric)
+        )
     runner_up = ranked[1]
     sentence = Markup("On <b>{}</b>, <b>{}</b> is best by {} ({}), ahead of {} ({}); {}").format(
-        task_key, arm_name(best), metric, with_ci(best, metric), arm_name(runner_up), with_ci(runner_up, metric),
-        significance(best, runner_up, metric, comparisons, correction))
+        task_key,
+        arm_name(best),
+        metric,
+        with_ci(best, metric),
+        arm_name(runner_up),
+        with_ci(runner_up, metric),
+        significance(best, runner_up, metric, comparisons, correction),
+    )
     return sentence
 
 
-def significance(best: dict, other: dict, metric: str, comparisons: list | None, correction: str | None = None) -> Markup:
+def significance(
+    best: dict, other: dict, metric: str, comparisons: list | None, correction: str | None = None
+) -> Markup:
     if comparisons is None:
         return Markup("significance was not computed.")
     for c in comparisons:
         pair = (c.get("a"), c.get("b"))
-        if c.get("metric") == metric and (same_arm(pair[0], best) and same_arm(pair[1], other)
-                                          or same_arm(pair[0], other) and same_arm(pair[1], best)):
+        if c.get("metric") == metric and (
+            same_arm(pair[0], best) and same_arm(pair[1], other) or same_arm(pair[0], other) and same_arm(pair[1], best)
+        ):
             detail = []
             if c.get("difference") is not None:
                 detail.append(f"difference {c['difference']:+.3g}")
@@ -184,8 +220,10 @@ def significance(best: dict, other: dict, metric: str, comparisons: list | None,
                 detail.append(f"p = {c['p_value']:.3g}")
             corrected = c.get("p_adjusted") is not None and c.get("correction") not in (None, "none")
             if corrected:
-                detail.append(f"{CORRECTION_NAMES.get(c['correction'], c['correction'])}-adjusted p = "
-                              f"{c['p_adjusted']:.3g} over {c.get('family_size', '?')} pairs")
+                detail.append(
+                    f"{CORRECTION_NAMES.get(c['correction'], c['correction'])}-adjusted p = "
+                    f"{c['p_adjusted']:.3g} over {c.get('family_size', '?')} pairs"
+                )
             if c.get("seeds"):
                 detail.append(f"tested over seeds {', '.join(map(str, c['seeds']))} and items")
             detail_text = f" ({', '.join(detail)})" if detail else ""
@@ -193,35 +231,63 @@ def significance(best: dict, other: dict, metric: str, comparisons: list | None,
                 return Markup("the difference is <b>significant</b>{}.").format(detail_text)
             after = " after correction" if corrected else ""
             return Markup("the difference is <b>not significant</b>{}{}, so this run does not separate them.").format(
-                after, detail_text)
+                after, detail_text
+            )
     return Markup("no significance test compares these two.")
 
 
 # ----------------------------------------------------------------------------- the table
+
 
 def table(arms: list[dict], task_type: str, flags: dict) -> dict:
     """Arms as columns, metrics as rows (grouped: quality, cost, budget consumed): a handful of
     arms against a dozen metrics reads best this way round."""
     names = metric_columns(arms, task_type)
     best = best_values(arms, names)
-    columns = [{"name": arm_name(a), "method": a["arm"].get("method"), "model": a["arm"].get("model_key"),
-                "status": a["status"], "error": a.get("error"), "flags": flags.get(arm_name(a), []),
-                "health": a.get("health") or [],
-                "reused_from": a.get("reused_from"), **evaluation_notes(a)} for a in arms]
+    columns = [
+        {
+            "name": arm_name(a),
+            "method": a["arm"].get("method"),
+            "model": a["arm"].get("model_key"),
+            "status": a["status"],
+            "error": a.get("error"),
+            "flags": flags.get(arm_name(a), []),
+            "health": a.get("health") or [],
+            "reused_from": a.get("reused_from"),
+            **evaluation_notes(a),
+        }
+        for a in arms
+    ]
     groups: dict[str, list] = {"quality": [], "cost": [], "other": []}
     for n in names:
         metric = METRICS.get(n)
-        groups[metric.kind if metric else "other"].append({
-            "name": n, "unit": unit_of(n), "arrow": ("↑" if metric.higher_is_better else "↓") if metric else "",
-            "description": metric.description if metric else "not in the metric registry",
-            "cells": [{"text": with_ci(a, n), "best": n in best and rankable(a) and a["metrics"].get(n) == best[n]}
-                      for a in arms]})
-    groups["budget consumed"] = [{
-        "name": k, "unit": "", "arrow": "", "description": f"{k} this arm consumed in training",
-        "cells": [{"text": format_value((a.get("consumed") or {}).get(k)), "best": False} for a in arms]}
-        for k in CONSUMED]
-    return {"columns": columns, "groups": [{"title": t, "rows": r} for t, r in groups.items() if r],
-            "contended": [c["name"] for c in columns if c.get("contended")]}
+        groups[metric.kind if metric else "other"].append(
+            {
+                "name": n,
+                "unit": unit_of(n),
+                "arrow": ("↑" if metric.higher_is_better else "↓") if metric else "",
+                "description": metric.description if metric else "not in the metric registry",
+                "cells": [
+                    {"text": with_ci(a, n), "best": n in best and rankable(a) and a["metrics"].get(n) == best[n]}
+                    for a in arms
+                ],
+            }
+        )
+    groups["budget consumed"] = [
+        {
+            "name": k,
+            "unit": "",
+            "arrow": "",
+            "description": f"{k} this arm consumed in training",
+            "cells": [{"text": format_value((a.get("consumed") or {}).get(k)), "best": False} for a in arms],
+        }
+        for k in CONSUMED
+    ]
+    return {
+        "columns": columns,
+        "groups": [{"title": t, "rows": r} for t, r in groups.items() if r],
+        "contended": [c["name"] for c in columns if c.get("contended")],
+    }
 
 
 def evaluation_notes(arm: dict) -> dict:
@@ -232,41 +298,61 @@ def evaluation_notes(arm: dict) -> dict:
     conditions = detail.get("cost_conditions") or {}
     busy = None
     if conditions.get("contended"):
-        busy = (f"cost measured on a busy machine: load {conditions.get('load_avg_1m')} on {conditions.get('cpu_count')} "
-                f"CPUs, other processes used {conditions.get('other_cores_in_use')} cores on average")
+        busy = (
+            f"cost measured on a busy machine: load {conditions.get('load_avg_1m')} on {conditions.get('cpu_count')} "
+            f"CPUs, other processes used {conditions.get('other_cores_in_use')} cores on average"
+        )
     return {"evaluation": " · ".join(p for p in parts if p), "contended": busy}
 
 
 # ----------------------------------------------------------------------------- charts
 
+
 def pareto_charts(arms: list[dict], metric: str | None, colours: dict[str, str]) -> list[dict]:
     ok = [a for a in arms if a["status"] == "ok" and metric and a["metrics"].get(metric) is not None]
     out = []
     for cost in PARETO_COSTS:
-        series = [{"name": arm_name(a), "colour": colours[arm_name(a)], "x": a["metrics"][cost], "y": a["metrics"][metric],
-                   "x_text": format_value(a["metrics"][cost], unit_of(cost)), "y_text": with_ci(a, metric),
-                   "y_ci": interval(a, metric)}
-                  for a in ok if a["metrics"].get(cost) is not None]
+        series = [
+            {
+                "name": arm_name(a),
+                "colour": colours[arm_name(a)],
+                "x": a["metrics"][cost],
+                "y": a["metrics"][metric],
+                "x_text": format_value(a["metrics"][cost], unit_of(cost)),
+                "y_text": with_ci(a, metric),
+                "y_ci": interval(a, metric),
+            }
+            for a in ok
+            if a["metrics"].get(cost) is not None
+        ]
         title = f"{metric} against {cost}" if metric else cost
         if not series:
             out.append({"title": title, "chart": None})
             continue
-        chart = charts.scatter(series, x_label=f"{cost} ({unit_of(cost)})", y_label=f"{metric} ({unit_of(metric)})",
-                               x_higher_better=METRICS[cost].higher_is_better,
-                               y_higher_better=METRICS[metric].higher_is_better)
+        chart = charts.scatter(
+            series,
+            x_label=f"{cost} ({unit_of(cost)})",
+            y_label=f"{metric} ({unit_of(metric)})",
+            x_higher_better=METRICS[cost].higher_is_better,
+            y_higher_better=METRICS[metric].higher_is_better,
+        )
         out.append({"title": title, "chart": chart})
     return out
 
 
 def learning_curves(arms: list[dict], colours: dict[str, str]) -> dict | None:
-    series = [{"name": arm_name(a), "colour": colours[arm_name(a)], "points": a["curves"]["train_loss"]}
-              for a in arms if a["status"] == "ok" and (a.get("curves") or {}).get("train_loss")]
+    series = [
+        {"name": arm_name(a), "colour": colours[arm_name(a)], "points": a["curves"]["train_loss"]}
+        for a in arms
+        if a["status"] == "ok" and (a.get("curves") or {}).get("train_loss")
+    ]
     if not series:
         return None
     return charts.lines(series, x_label="optimizer step", y_label="train loss")
 
 
 # ----------------------------------------------------------------------------- predictions
+
 
 def read_predictions(run_dir: Path, arm: dict) -> list[dict]:
     name = (arm.get("artifacts") or {}).get("predictions", "predictions.jsonl")
@@ -283,9 +369,12 @@ def read_predictions(run_dir: Path, arm: dict) -> list[dict]:
                         raise ValueError("not a JSON object")
                     rows.append(row)
     except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise HarnessError(f"line {number} is not a JSON object ({str(err).splitlines()[0][:120]}; the file may be "
-                           "truncated)", file=str(path), line=number,
-                           fix="rerun the arm (`harness run --force --only <arm>`) to write it again") from None
+        raise HarnessError(
+            f"line {number} is not a JSON object ({str(err).splitlines()[0][:120]}; the file may be truncated)",
+            file=str(path),
+            line=number,
+            fix="rerun the arm (`harness run --force --only <arm>`) to write it again",
+        ) from None
     return rows
 
 
@@ -299,12 +388,18 @@ def per_class(predictions: dict[str, list[dict]], labels: list[str] | None, colo
         values = []
         for label in classes:
             of_class = [r for r in rows if str(r.get("reference")) == label]
-            values.append(sum(str(r.get("prediction")) == label for r in of_class) / len(of_class) if of_class else None)
+            values.append(
+                sum(str(r.get("prediction")) == label for r in of_class) / len(of_class) if of_class else None
+            )
         series.append({"name": name, "colour": colours[name], "values": values})
         table_rows.append({"name": name, "cells": [format_value(v, "fraction") for v in values]})
     counts = [sum(str(r.get("reference")) == label for r in next(iter(predictions.values()))) for label in classes]
-    return {"chart": charts.grouped_bars(classes, series, y_label="recall"),
-            "classes": classes, "counts": counts, "rows": table_rows}
+    return {
+        "chart": charts.grouped_bars(classes, series, y_label="recall"),
+        "classes": classes,
+        "counts": counts,
+        "rows": table_rows,
+    }
 
 
 def clip(text) -> str:
@@ -328,18 +423,36 @@ def examples(predictions: dict[str, list[dict]], task_type: str) -> dict | None:
                 cells.append({"text": "–", "correct": None, "scores": ""})
                 continue
             scores = row.get("probs") or row.get("logprobs") or {}
-            cells.append({"text": clip(row.get("prediction")),
-                          "correct": (str(row.get("prediction")) == str(row.get("reference")))
-                          if task_type == "classification" else None,
-                          "scores": ", ".join(f"{k}: {v}" for k, v in scores.items())})
+            cells.append(
+                {
+                    "text": clip(row.get("prediction")),
+                    "correct": (str(row.get("prediction")) == str(row.get("reference")))
+                    if task_type == "classification"
+                    else None,
+                    "scores": ", ".join(f"{k}: {v}" for k, v in scores.items()),
+                }
+            )
         distinct = {c["text"] for c in cells if c["text"] != "–"}
-        items.append({"id": item_id, "input": clip(first.get("input")), "reference": clip(first.get("reference")),
-                      "cells": cells, "disagree": len(distinct) > 1})
-    return {"arms": list(by_arm), "rows": items, "total": len(ids), "shown": len(items),
-            "disagreements": sum(i["disagree"] for i in items)}
+        items.append(
+            {
+                "id": item_id,
+                "input": clip(first.get("input")),
+                "reference": clip(first.get("reference")),
+                "cells": cells,
+                "disagree": len(distinct) > 1,
+            }
+        )
+    return {
+        "arms": list(by_arm),
+        "rows": items,
+        "total": len(ids),
+        "shown": len(items),
+        "disagreements": sum(i["disagree"] for i in items),
+    }
 
 
 # ----------------------------------------------------------------------------- golden, provenance
+
 
 def golden(results: dict) -> dict | None:
     """Golden-set results in either shape: {arm: [{item_id, passed, ...}]} or [{arm, item_id, passed, ...}]."""
@@ -355,7 +468,9 @@ def golden(results: dict) -> dict | None:
         line = []
         for arm in arms:
             r = grid.get((arm, item))
-            details = "; ".join(f"{k}: {v}" for k, v in (r or {}).items() if k not in ("arm", "item_id", "id", "passed"))
+            details = "; ".join(
+                f"{k}: {v}" for k, v in (r or {}).items() if k not in ("arm", "item_id", "id", "passed")
+            )
             line.append(None if r is None else {"passed": bool(r.get("passed")), "details": details})
         cells.append({"item": item, "cells": line})
     rates = []
@@ -371,9 +486,15 @@ def _golden_rows_from_arms(results: dict) -> list[dict]:
     for arm in results.get("arms", []):
         for set_name, outcome in (arm.get("golden") or {}).items():
             for item in outcome.get("items") or []:
-                rows.append({"arm": arm["arm"]["name"], "item_id": f"{set_name}/{item.get('id')}",
-                             "passed": item.get("passed"), "must": item.get("must"),
-                             "failures": "; ".join(map(str, item.get("failures") or [])) or None})
+                rows.append(
+                    {
+                        "arm": arm["arm"]["name"],
+                        "item_id": f"{set_name}/{item.get('id')}",
+                        "passed": item.get("passed"),
+                        "must": item.get("must"),
+                        "failures": "; ".join(map(str, item.get("failures") or [])) or None,
+                    }
+                )
     return rows
 
 
@@ -393,19 +514,25 @@ def provenance(results: dict) -> dict:
         if a["provenance"].get("data_fingerprint"):
             fingerprints.setdefault(a["arm"]["task_key"], set()).add(a["provenance"]["data_fingerprint"])
     experiment = results.get("experiment", {})
-    models = {k: f"{v.get('source')}" + (f" ({v['kind']})" if v.get("kind") else "")
-              for k, v in (experiment.get("models") or {}).items()}
+    models = {
+        k: f"{v.get('source')}" + (f" ({v['kind']})" if v.get("kind") else "")
+        for k, v in (experiment.get("models") or {}).items()
+    }
     return {
         "packages": {k: ", ".join("–" if v is None else str(v) for v in vs) for k, vs in sorted(packages.items())},
-        "python": ", ".join(distinct("python")) or "–", "device": ", ".join(distinct("device")) or "–",
+        "python": ", ".join(distinct("python")) or "–",
+        "device": ", ".join(distinct("device")) or "–",
         "git_commit": ", ".join(distinct("git_commit")) or "–",
         "fingerprints": {k: ", ".join(sorted(v)) for k, v in fingerprints.items()},
-        "models": models, "budget": experiment.get("budget") or {},
-        "run_id": results.get("run_id"), "written_at": results.get("written_at"),
+        "models": models,
+        "budget": experiment.get("budget") or {},
+        "run_id": results.get("run_id"),
+        "written_at": results.get("written_at"),
     }
 
 
 # ----------------------------------------------------------------------------- the whole page
+
 
 def build(run_dir: Path, results: dict) -> dict:
     experiment = results.get("experiment", {})
@@ -422,29 +549,54 @@ def build(run_dir: Path, results: dict) -> dict:
         arms = [a for a in all_arms if a["arm"]["task_key"] == key]
         metric = primary_metric(arms, task_type)
         predictions = {arm_name(a): rows for a in arms if (rows := read_predictions(run_dir, a))}
-        tasks.append({
-            "key": key, "type": task_type, "metric": metric,
-            "headline": headline(key, over_seeds(arms, results.get("seed_summary")), metric, comparisons,
-                                 results.get("correction"), (results.get("sensitivity") or {}).get(key)),
-            "table": table(arms, task_type, flags), "pareto": pareto_charts(arms, metric, colours),
-            "curves": learning_curves(arms, colours),
-            "per_class": per_class(predictions, spec.get("labels"), colours) if task_type == "classification" else None,
-            "examples": examples(predictions, task_type),
-            "judge_agreement": [j for j in results.get("judge_agreement") or [] if j["task"] == key],
-            "legend": [{"name": arm_name(a), "colour": colours[arm_name(a)]} for a in arms if a["status"] == "ok"],
-        })
+        tasks.append(
+            {
+                "key": key,
+                "type": task_type,
+                "metric": metric,
+                "headline": headline(
+                    key,
+                    over_seeds(arms, results.get("seed_summary")),
+                    metric,
+                    comparisons,
+                    results.get("correction"),
+                    (results.get("sensitivity") or {}).get(key),
+                ),
+                "table": table(arms, task_type, flags),
+                "pareto": pareto_charts(arms, metric, colours),
+                "curves": learning_curves(arms, colours),
+                "per_class": per_class(predictions, spec.get("labels"), colours)
+                if task_type == "classification"
+                else None,
+                "examples": examples(predictions, task_type),
+                "judge_agreement": [j for j in results.get("judge_agreement") or [] if j["task"] == key],
+                "legend": [{"name": arm_name(a), "colour": colours[arm_name(a)]} for a in arms if a["status"] == "ok"],
+            }
+        )
     audit = results.get("budget_audit") or {}
     return {
-        "name": experiment.get("name", run_dir.parent.name), "question": experiment.get("question"),
-        "description": experiment.get("description"), "run_id": results.get("run_id", run_dir.name),
-        "tasks": tasks, "multi_task": len(tasks) > 1,
-        "counts": {"arms": len(all_arms), "ok": len(ok_names), "failed": sum(a["status"] == "failed" for a in all_arms),
-                   "planned": results.get("planned_arms")},
-        "failed": [{"name": arm_name(a), "error": a.get("error") or "no error recorded"} for a in all_arms
-                   if a["status"] == "failed"],
+        "name": experiment.get("name", run_dir.parent.name),
+        "question": experiment.get("question"),
+        "description": experiment.get("description"),
+        "run_id": results.get("run_id", run_dir.name),
+        "tasks": tasks,
+        "multi_task": len(tasks) > 1,
+        "counts": {
+            "arms": len(all_arms),
+            "ok": len(ok_names),
+            "failed": sum(a["status"] == "failed" for a in all_arms),
+            "planned": results.get("planned_arms"),
+        },
+        "failed": [
+            {"name": arm_name(a), "error": a.get("error") or "no error recorded"}
+            for a in all_arms
+            if a["status"] == "failed"
+        ],
         "audit": {"identical": audit.get("identical"), "flags": flags},
         "significance_computed": comparisons is not None,
         "correction": CORRECTION_NAMES.get(results.get("correction"))
-        if results.get("correction") not in (None, "none") else None,
-        "golden": golden(results), "provenance": provenance(results),
+        if results.get("correction") not in (None, "none")
+        else None,
+        "golden": golden(results),
+        "provenance": provenance(results),
     }

@@ -15,7 +15,6 @@ from harness.eval.compare import run_statistics
 from harness.paths import atomic_write_text
 from harness.results.audit import arm_health, budget_audit
 
-
 LATEST = "latest"  # reports/<experiment>/latest names the newest run of an experiment
 
 
@@ -24,21 +23,21 @@ def now() -> str:
 
 
 class ArmResult(BaseModel):
-    arm: dict[str, Any]                     # name, method, model_key, model, task_key, params, hash, slug
+    arm: dict[str, Any]  # name, method, model_key, model, task_key, params, hash, slug
     status: Literal["ok", "failed", "skipped"]
     error: str | None = None
     consumed: dict[str, Any] | None = None  # harness.budget.Consumed as data
     metrics: dict[str, float | None] = Field(default_factory=dict)
-    ci: dict[str, list[float]] = Field(default_factory=dict)          # 95% bootstrap CI: {metric: [low, high]}
-    metrics_detail: dict[str, Any] = Field(default_factory=dict)      # per-class F1, confusion matrix, scorers
+    ci: dict[str, list[float]] = Field(default_factory=dict)  # 95% bootstrap CI: {metric: [low, high]}
+    metrics_detail: dict[str, Any] = Field(default_factory=dict)  # per-class F1, confusion matrix, scorers
     curves: dict[str, list] = Field(default_factory=dict)
     provenance: dict[str, Any] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict)
     started_at: str | None = None
     finished_at: str | None = None
-    reused_from: str | None = None          # the run a completed result was taken from on resume
+    reused_from: str | None = None  # the run a completed result was taken from on resume
     golden: dict[str, Any] = Field(default_factory=dict)  # {set name: harness.eval.golden.set_result}
-    health: list[str] = Field(default_factory=list)       # diverged / collapsed (harness.results.audit.arm_health)
+    health: list[str] = Field(default_factory=list)  # diverged / collapsed (harness.results.audit.arm_health)
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, self.model_dump_json(indent=2))
@@ -82,8 +81,9 @@ def check_arm_result(data, file: str, key: str | None = None, needs: tuple[str, 
         raise HarnessError(f"{first['msg']} at {where or 'the top'}", file=file, key=key, fix=RERUN_FIX) from None
     for needed in needs:
         if not isinstance(data["arm"].get(needed), str):
-            raise HarnessError(f"the arm has no `{needed}`", file=file, key=f"{key}.arm" if key else "arm",
-                               fix=RERUN_FIX)
+            raise HarnessError(
+                f"the arm has no `{needed}`", file=file, key=f"{key}.arm" if key else "arm", fix=RERUN_FIX
+            )
 
 
 def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
@@ -105,8 +105,14 @@ def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult],
 
     for r in results:
         r.health = arm_health(r)
-    payload = {"experiment": experiment, "written_at": now(), "arms": [r.model_dump() for r in results],
-               "budget_audit": budget_audit(results), **_statistics(run_dir, experiment, results), **(extra or {})}
+    payload = {
+        "experiment": experiment,
+        "written_at": now(),
+        "arms": [r.model_dump() for r in results],
+        "budget_audit": budget_audit(results),
+        **_statistics(run_dir, experiment, results),
+        **(extra or {}),
+    }
     path = run_dir / "results.json"
     atomic_write_text(path, json.dumps(payload, indent=2, default=str))
     return path
@@ -131,8 +137,10 @@ def recompute_statistics(run_dir: Path, correction: str | None = None) -> Path:
     from harness.eval.stats import CORRECTIONS
 
     if correction is not None and correction not in CORRECTIONS:
-        raise HarnessError(f"--correction {correction!r} is not one of {', '.join(CORRECTIONS)}",
-                           fix="use holm (family-wise error), bh (false discovery rate) or none")
+        raise HarnessError(
+            f"--correction {correction!r} is not one of {', '.join(CORRECTIONS)}",
+            fix="use holm (family-wise error), bh (false discovery rate) or none",
+        )
     path = Path(run_dir) / "results.json"
     payload = json.loads(path.read_text(encoding="utf-8"))
     experiment = payload.get("experiment") or {}

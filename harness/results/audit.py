@@ -28,13 +28,13 @@ def arm_health(result) -> list[str]:
         losses = [p[1] for p in points if isinstance(p, (list, tuple)) and len(p) == 2]
         if len(losses) < 2:
             continue
-        start, tail = losses[0], losses[-max(1, len(losses) // 4):]
+        start, tail = losses[0], losses[-max(1, len(losses) // 4) :]
         end = sum(tail) / len(tail)
         if end != end or end in (float("inf"), float("-inf")):
             flags.append(f"diverged: {name} ended at {end}")
         elif end > DIVERGED_RATIO * start and end - start > DIVERGED_NATS:
             flags.append(f"diverged: {name} rose from {start:.3g} to {end:.3g}; lower the learning rate")
-    matrix = ((result.metrics_detail or {}).get("confusion_matrix") or {})
+    matrix = (result.metrics_detail or {}).get("confusion_matrix") or {}
     rows, labels = matrix.get("matrix") or [], matrix.get("labels") or []
     if rows and labels:
         predicted = [sum(row[j] for row in rows) for j in range(len(labels))]
@@ -54,19 +54,23 @@ def budget_audit(results) -> dict:
     by_task: dict[str, list] = {}
     for r in trained:
         # Arms of different seeds see different example orders by design: compare within a seed.
-        by_task.setdefault(r.arm["task_key"] + ("" if r.arm.get("seed") is None else f", seed {r.arm['seed']}")
-                           + _stages_of(r), []).append(r)
+        by_task.setdefault(
+            r.arm["task_key"] + ("" if r.arm.get("seed") is None else f", seed {r.arm['seed']}") + _stages_of(r), []
+        ).append(r)
         c = r.consumed
         if c.get("stopped_early"):
             flags.setdefault(r.arm["name"], []).append(f"stopped early: {c.get('stop_reason')}")
     for task, group in by_task.items():
-        reference = _most_common([(r.consumed["steps"], r.consumed["examples"], r.consumed["order_hash"]) for r in group])
+        reference = _most_common(
+            [(r.consumed["steps"], r.consumed["examples"], r.consumed["order_hash"]) for r in group]
+        )
         for r in group:
             c = r.consumed
             if (c["steps"], c["examples"], c["order_hash"]) != reference:
                 flags.setdefault(r.arm["name"], []).append(
                     f"consumed {c['steps']} steps / {c['examples']} examples (order {c['order_hash']}), "
-                    f"others on '{task}' consumed {reference[0]} / {reference[1]} (order {reference[2]})")
+                    f"others on '{task}' consumed {reference[0]} / {reference[1]} (order {reference[2]})"
+                )
     health = {r.arm["name"]: r.health for r in results if getattr(r, "health", None)}
     return {"identical": not flags, "flags": flags, "health": health}
 

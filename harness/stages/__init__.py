@@ -1,6 +1,13 @@
 """Post-training stages (sft, dpo, orpo, grpo): plugins an arm runs in order on its wrapped model."""
 
-from harness.stages.registry import (Stage, StageContext, StageOutcome, get_stage, normalize_stages,
-                                     register_stage, stage_names)
+from harness.stages.registry import (
+    Stage,
+    StageContext,
+    StageOutcome,
+    get_stage,
+    normalize_stages,
+    register_stage,
+    stage_names,
+)
 
 __all__ = ["Stage", "StageContext", "StageOutcome", "get_stage", "normalize_stages", "register_stage", "stage_names"]

@@ -24,7 +24,9 @@ class ContinualPretraining(Stage):
     preference = False
 
     class Params(Params):
-        corpus: str = Field("corpus:aclsum-papers", description="corpus:<name>, a .txt/.jsonl file or a folder of .txt files")
+        corpus: str = Field(
+            "corpus:aclsum-papers", description="corpus:<name>, a .txt/.jsonl file or a folder of .txt files"
+        )
         tokens: int | None = Field(None, gt=0, description="token budget (sets the steps); default: the stage's steps")
         lr: float | None = Field(None, gt=0, description="learning rate; default: the arm's (method's) lr")
 
@@ -47,15 +49,30 @@ class ContinualPretraining(Stage):
         block = ctx.budget.max_seq_len
         blocks = pack(ctx.tokenizer, load_documents(params["corpus"], ctx.base_dir, key="stages.cpt.corpus"), block)
         if not blocks:
-            raise HarnessError(f"cpt corpus '{params['corpus']}' holds less than one block of {block} tokens",
-                               key="stages.cpt.corpus", fix="give more text or lower budget.max_seq_len")
+            raise HarnessError(
+                f"cpt corpus '{params['corpus']}' holds less than one block of {block} tokens",
+                key="stages.cpt.corpus",
+                fix="give more text or lower budget.max_seq_len",
+            )
+
         def make_batch(indices):
             ids = torch.tensor([blocks[i] for i in indices])
             return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}, ids.numel()
 
         lr = params["lr"] if params["lr"] is not None else ctx.method_lr
-        consumed, curve = loop.train(ctx.model, n_examples=len(blocks), ids=[f"block-{i}" for i in range(len(blocks))],
-                                     make_batch=make_batch, budget=ctx.budget, lr=lr, on_step=ctx.on_step)
-        consumed.extra = {"unit": "tokens", "block_tokens": block, "corpus_blocks": len(blocks),
-                          "corpus_epochs": round(consumed.examples / len(blocks), 3)}
+        consumed, curve = loop.train(
+            ctx.model,
+            n_examples=len(blocks),
+            ids=[f"block-{i}" for i in range(len(blocks))],
+            make_batch=make_batch,
+            budget=ctx.budget,
+            lr=lr,
+            on_step=ctx.on_step,
+        )
+        consumed.extra = {
+            "unit": "tokens",
+            "block_tokens": block,
+            "corpus_blocks": len(blocks),
+            "corpus_epochs": round(consumed.examples / len(blocks), 3),
+        }
         return StageOutcome(consumed, {"cpt_loss": curve})

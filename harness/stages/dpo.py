@@ -17,10 +17,24 @@ from harness.errors import did_you_mean
 from harness.stages import trl_common as common
 from harness.stages.registry import Stage, StageContext, StageOutcome, StageParams, register_stage
 
-
 # DPOConfig.loss_type's values in trl 1.16 (its docstring); checked at `harness validate`.
-LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
-              "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
+LOSS_TYPES = (
+    "sigmoid",
+    "hinge",
+    "ipo",
+    "exo_pair",
+    "nca_pair",
+    "robust",
+    "bco_pair",
+    "sppo_hard",
+    "aot",
+    "aot_unpaired",
+    "apo_zero",
+    "apo_down",
+    "discopop",
+    "sft",
+    "sigmoid_norm",
+)
 
 
 @register_stage("dpo")
@@ -41,21 +55,33 @@ class DPO(Stage):
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
-        args = common.trl_args(DPOConfig, ctx, params["lr"], beta=params["beta"],
-                               loss_type=[params["loss_type"]], max_length=ctx.budget.max_seq_len,
-                               train_sampling_strategy="sequential", precompute_ref_log_probs=False)
+        args = common.trl_args(
+            DPOConfig,
+            ctx,
+            params["lr"],
+            beta=params["beta"],
+            loss_type=[params["loss_type"]],
+            max_length=ctx.budget.max_seq_len,
+            train_sampling_strategy="sequential",
+            precompute_ref_log_probs=False,
+        )
         data = Dataset.from_list([{k: i[k] for k in ("prompt", "chosen", "rejected")} for i in items])
         ref = None if common.is_peft(ctx.model) else common.frozen_copy(ctx.model)
-        return DPOTrainer(model=ctx.model, ref_model=ref, args=args, train_dataset=data,
-                          processing_class=ctx.tokenizer, callbacks=list(callbacks))
+        return DPOTrainer(
+            model=ctx.model,
+            ref_model=ref,
+            args=args,
+            train_dataset=data,
+            processing_class=ctx.tokenizer,
+            callbacks=list(callbacks),
+        )
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
         items = ctx.pairs(ctx.steps * ctx.budget.batch_size)
         progress = common.Progress("dpo", ctx.on_step, {"loss": "dpo_loss", "rewards/margins": "dpo_train_margin"})
         trainer = self.trainer(ctx, params, items, [progress])
         try:
-            consumed = common.run_trainer(trainer, items, common.completion_tokens(ctx.tokenizer, items),
-                                          ctx.steps)
+            consumed = common.run_trainer(trainer, items, common.completion_tokens(ctx.tokenizer, items), ctx.steps)
         finally:
             common.drop_ref_adapter(ctx.model)
         return StageOutcome(consumed, progress.curves)

@@ -23,15 +23,19 @@ class GRPO(Stage):
         lr: float = Field(5e-5, gt=0, description="learning rate of this stage")
         group_size: int = Field(4, ge=2, description="completions sampled per prompt (the group)")
         kl_coef: float = Field(0.04, ge=0, description="KL penalty to the model before this stage (0: none)")
-        rewards: list[str] = Field(["label_correct", "format"], min_length=1,
-                                   description="reward plugins summed per completion (harness stages lists them)")
+        rewards: list[str] = Field(
+            ["label_correct", "format"],
+            min_length=1,
+            description="reward plugins summed per completion (harness stages lists them)",
+        )
 
         @field_validator("rewards", mode="before")
         @classmethod
         def _a_list(cls, value):
             if isinstance(value, str) or not value:
-                raise ValueError("`rewards` must be a non-empty list of reward names, for example "
-                                 "[label_correct, format]")
+                raise ValueError(
+                    "`rewards` must be a non-empty list of reward names, for example [label_correct, format]"
+                )
             return value
 
         @field_validator("rewards")
@@ -58,13 +62,28 @@ class GRPO(Stage):
         keys = {"loss": "grpo_loss", "reward": "grpo_reward", "kl": "grpo_kl", "completions/mean_length": "grpo_len"}
         progress = common.Progress("grpo", ctx.on_step, keys)
         args = common.trl_args(
-            GRPOConfig, ctx, params["lr"], per_device=group * per_step, accum=1, num_generations=group,
-            beta=params["kl_coef"], max_completion_length=knobs.max_completion_len,
-            temperature=knobs.temperature, shuffle_dataset=False, log_completions=False)
+            GRPOConfig,
+            ctx,
+            params["lr"],
+            per_device=group * per_step,
+            accum=1,
+            num_generations=group,
+            beta=params["kl_coef"],
+            max_completion_length=knobs.max_completion_len,
+            temperature=knobs.temperature,
+            shuffle_dataset=False,
+            log_completions=False,
+        )
         data = Dataset.from_list([{"prompt": i["prompt"], "target": i["target"], "labels": i["labels"]} for i in items])
         ref = None if common.is_peft(ctx.model) or not params["kl_coef"] else common.frozen_copy(ctx.model)
-        trainer = GRPOTrainer(model=ctx.model, reward_funcs=rewards, args=args, train_dataset=data,
-                              processing_class=ctx.tokenizer, callbacks=[progress])
+        trainer = GRPOTrainer(
+            model=ctx.model,
+            reward_funcs=rewards,
+            args=args,
+            train_dataset=data,
+            processing_class=ctx.tokenizer,
+            callbacks=[progress],
+        )
         if ref is not None:  # in place of the base TRL loaded from disk, prepared the way TRL prepares its own
             from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model
 
@@ -75,7 +94,7 @@ class GRPO(Stage):
             consumed = common.run_trainer(trainer, items, 0, ctx.steps)
         finally:
             common.drop_ref_adapter(ctx.model)
-        consumed.examples = len(items) * group      # completions sampled and trained on
+        consumed.examples = len(items) * group  # completions sampled and trained on
         consumed.tokens = sum(int(n * group * per_step) for _, n in progress.curves.get("grpo_len", []))
         rewards_seen = [v for _, v in progress.curves["grpo_reward"]]
         mean = round(sum(rewards_seen) / len(rewards_seen), 6) if rewards_seen else None

@@ -18,7 +18,13 @@ from harness.config.schema import Budget
 from harness.plugins import Params, Plugin, Registry
 from harness.training.consumed import Consumed
 
-BUILTIN_MODULES = ["harness.stages.sft", "harness.stages.cpt", "harness.stages.dpo", "harness.stages.orpo", "harness.stages.grpo"]
+BUILTIN_MODULES = [
+    "harness.stages.sft",
+    "harness.stages.cpt",
+    "harness.stages.dpo",
+    "harness.stages.orpo",
+    "harness.stages.grpo",
+]
 
 
 @dataclass
@@ -29,14 +35,14 @@ class StageContext:
     tokenizer: Any
     train: list[dict]
     task: dict
-    budget: Budget                 # the arm's budget with max_steps set to this stage's steps
-    method: Any                  # the arm's Method (its objective trains the sft stage)
+    budget: Budget  # the arm's budget with max_steps set to this stage's steps
+    method: Any  # the arm's Method (its objective trains the sft stage)
     kind: str
     method_lr: float
     work_dir: Path
-    pairs: Callable[[int], list[dict]]   # pairs(count): `count` training pairs in the budget's seeded order
+    pairs: Callable[[int], list[dict]]  # pairs(count): `count` training pairs in the budget's seeded order
     on_step: Callable[[int, int, float], None] | None = None
-    base_dir: Path | None = None         # the experiment file's folder: relative paths in params
+    base_dir: Path | None = None  # the experiment file's folder: relative paths in params
 
     @property
     def steps(self) -> int:
@@ -57,7 +63,7 @@ class StageParams(Params):
 
 class Stage(Plugin):
     applies_to: ClassVar[frozenset[str]] = frozenset({"causal_lm"})
-    preference: ClassVar[bool] = True    # a preference stage: its reference is the model before it
+    preference: ClassVar[bool] = True  # a preference stage: its reference is the model before it
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
         raise NotImplementedError

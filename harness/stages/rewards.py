@@ -27,9 +27,16 @@ def as_reward_class(obj):
     if isinstance(obj, type) or not callable(obj):
         return obj
     fn = staticmethod(obj)
-    return type(f"{obj.__name__}_reward", (Reward,), {"__call__": lambda self, c, t, labels=None: fn(c, t, labels),
-                                                       "__doc__": obj.__doc__, "__module__": obj.__module__,
-                                                       "description": " ".join((obj.__doc__ or "").split())})
+    return type(
+        f"{obj.__name__}_reward",
+        (Reward,),
+        {
+            "__call__": lambda self, c, t, labels=None: fn(c, t, labels),
+            "__doc__": obj.__doc__,
+            "__module__": obj.__module__,
+            "description": " ".join((obj.__doc__ or "").split()),
+        },
+    )
 
 
 REWARDS = Registry("reward", "harness.rewards", base=Reward, adapt=as_reward_class)

@@ -36,8 +36,23 @@ def combine(parts: list[tuple[str, Consumed]]) -> Consumed:
     return total
 
 
-def run_stages(stages: list[dict], *, model, tokenizer, train, test, task, budget, method, kind, method_lr,
-               seed, emit=None, work_dir: Path | None = None, base_dir: Path | None = None):
+def run_stages(
+    stages: list[dict],
+    *,
+    model,
+    tokenizer,
+    train,
+    test,
+    task,
+    budget,
+    method,
+    kind,
+    method_lr,
+    seed,
+    emit=None,
+    work_dir: Path | None = None,
+    base_dir: Path | None = None,
+):
     """-> (Consumed, curves, metrics). `stages` is the arm's resolved list of {name, params}."""
     max_len = budget.max_seq_len
 
@@ -47,21 +62,33 @@ def run_stages(stages: list[dict], *, model, tokenizer, train, test, task, budge
     probe = None
     if kind == "causal_lm":  # the preference metrics are log-probs of completions: decoders only
         held_out = task_pairs(task, test, "test", tokenizer, seed=seed + 1, max_len=max_len)
-        probe = PreferenceProbe(held_out[:budget.alignment.eval_pairs], tokenizer, max_len=max_len,
-                                batch_size=budget.eval_batch_size)
+        probe = PreferenceProbe(
+            held_out[: budget.alignment.eval_pairs], tokenizer, max_len=max_len, batch_size=budget.eval_batch_size
+        )
     parts, curves, metrics = [], {}, {}
     with tempfile.TemporaryDirectory(prefix="harness-stage-") as tmp:
         for spec in stages:
             stage = get_stage(spec["name"])
             if stage.preference and probe is not None and probe.snapshot is None:
-                probe.take_snapshot(model)   # the reference of the arm's preference metrics
+                probe.take_snapshot(model)  # the reference of the arm's preference metrics
             sb = stage_budget(budget, spec["name"], spec["params"])
             if emit:
                 emit("phase", phase=f"train {spec['name']}", total=sb.max_steps)
             on_step = (lambda s, t, loss: emit("step", step=s, total=t, loss=round(loss, 4))) if emit else None
-            ctx = StageContext(model=model, tokenizer=tokenizer, train=train, task=task, budget=sb, method=method,
-                               kind=kind, method_lr=method_lr, work_dir=Path(work_dir or tmp) / spec["name"],
-                               pairs=pairs, on_step=on_step, base_dir=base_dir)
+            ctx = StageContext(
+                model=model,
+                tokenizer=tokenizer,
+                train=train,
+                task=task,
+                budget=sb,
+                method=method,
+                kind=kind,
+                method_lr=method_lr,
+                work_dir=Path(work_dir or tmp) / spec["name"],
+                pairs=pairs,
+                on_step=on_step,
+                base_dir=base_dir,
+            )
             outcome = stage.train(ctx, spec["params"])
             parts.append((spec["name"], outcome.consumed))
             curves.update({k: v for k, v in outcome.curves.items() if v})

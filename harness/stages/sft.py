@@ -22,6 +22,7 @@ class SFT(Stage):
 
         objective = get_objective(ctx.method.objective_for(ctx.kind))
         lr = params["lr"] if params["lr"] is not None else ctx.method_lr
-        consumed, curve = objective.train(ctx.model, ctx.tokenizer, ctx.train, ctx.task, ctx.budget, lr,
-                                          on_step=ctx.on_step)
+        consumed, curve = objective.train(
+            ctx.model, ctx.tokenizer, ctx.train, ctx.task, ctx.budget, lr, on_step=ctx.on_step
+        )
         return StageOutcome(consumed, {"train_loss": curve})

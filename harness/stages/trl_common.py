@@ -24,20 +24,34 @@ def trl_args(config_cls, ctx, lr: float, *, per_device: int | None = None, accum
 
     b = ctx.budget
     return config_cls(
-        output_dir=str(ctx.work_dir), max_steps=ctx.steps, learning_rate=lr,
+        output_dir=str(ctx.work_dir),
+        max_steps=ctx.steps,
+        learning_rate=lr,
         per_device_train_batch_size=per_device or b.batch_size // b.grad_accum,
         gradient_accumulation_steps=accum or b.grad_accum,
-        lr_scheduler_type=SCHEDULES[b.lr_schedule], warmup_steps=int(b.warmup_ratio * ctx.steps),
-        weight_decay=b.weight_decay, max_grad_norm=b.max_grad_norm, seed=b.seed, data_seed=b.seed,
-        bf16=False, fp16=False, use_cpu=not torch.cuda.is_available(), report_to="none", save_strategy="no",
-        logging_steps=1, disable_tqdm=True, dataloader_num_workers=0, **extra)
+        lr_scheduler_type=SCHEDULES[b.lr_schedule],
+        warmup_steps=int(b.warmup_ratio * ctx.steps),
+        weight_decay=b.weight_decay,
+        max_grad_norm=b.max_grad_norm,
+        seed=b.seed,
+        data_seed=b.seed,
+        bf16=False,
+        fp16=False,
+        use_cpu=not torch.cuda.is_available(),
+        report_to="none",
+        save_strategy="no",
+        logging_steps=1,
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        **extra,
+    )
 
 
 class Progress(TrainerCallback):
     """Forwards each logged step to the runner's on_step and keeps the curves of the stage."""
 
     def __init__(self, name: str, on_step, keys: dict[str, str]):
-        self.name, self.on_step, self.keys = name, on_step, keys   # keys: trainer log key -> curve name
+        self.name, self.on_step, self.keys = name, on_step, keys  # keys: trainer log key -> curve name
         self.curves: dict[str, list] = {curve: [] for curve in keys.values()}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
@@ -85,8 +99,14 @@ def run_trainer(trainer, items: list[dict], tokens: int, planned: int) -> Consum
     """Train and record what was consumed: the items in the order they were fed, their tokens."""
     start = time.perf_counter()
     trainer.train()
-    consumed = Consumed(planned_steps=planned, steps=trainer.state.global_step, examples=len(items), tokens=tokens,
-                        seconds=round(time.perf_counter() - start, 3), order_hash=order_digest([i["id"] for i in items]))
+    consumed = Consumed(
+        planned_steps=planned,
+        steps=trainer.state.global_step,
+        examples=len(items),
+        tokens=tokens,
+        seconds=round(time.perf_counter() - start, 3),
+        order_hash=order_digest([i["id"] for i in items]),
+    )
     if consumed.steps < planned:
         consumed.stopped_early, consumed.stop_reason = True, f"trainer stopped after {consumed.steps} steps"
     return consumed

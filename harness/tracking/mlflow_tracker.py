@@ -32,8 +32,8 @@ console = Console(stderr=True)
 
 DB_FILE = "mlflow.db"
 ARTIFACT_DIR = "mlruns"
-MAX_TAG_CHARS = 5000     # MLflow keeps up to 8000 characters in a tag value
-MAX_PARAM_CHARS = 6000   # and up to 6000 in a param value
+MAX_TAG_CHARS = 5000  # MLflow keeps up to 8000 characters in a tag value
+MAX_PARAM_CHARS = 6000  # and up to 6000 in a param value
 BATCH = {"metrics": 1000, "params": 100, "tags": 100}  # log_batch's per-call limits
 
 
@@ -110,16 +110,24 @@ class MlflowTracker:
         self.experiment_id = self._experiment_id(self.experiment_name or experiment.name)
         self.budget = experiment.budget.model_dump()
         self.commit = git_commit()
-        tags = {"harness.version": __version__, "harness.git_commit": self.commit,
-                "harness.run_dir": str(Path(run_dir).resolve()), "harness.experiment_file": experiment.source_file and str(Path(experiment.source_file).resolve()),
-                "mlflow.user": _user(),
-                "mlflow.note.content": experiment.question or experiment.description}
-        run = self.client.create_run(self.experiment_id, run_name=f"{experiment.name} {Path(run_dir).name}",
-                                     tags=_clean(tags))
+        tags = {
+            "harness.version": __version__,
+            "harness.git_commit": self.commit,
+            "harness.run_dir": str(Path(run_dir).resolve()),
+            "harness.experiment_file": experiment.source_file and str(Path(experiment.source_file).resolve()),
+            "mlflow.user": _user(),
+            "mlflow.note.content": experiment.question or experiment.description,
+        }
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"{experiment.name} {Path(run_dir).name}", tags=_clean(tags)
+        )
         self.parent_id = run.info.run_id
         atexit.register(self._abandon)  # Ctrl-C skips finish_run: mark the parent KILLED on exit
-        params = {"experiment": experiment.name, "planned_arms": len(experiment.arms),
-                  **{f"budget.{k}": v for k, v in self.budget.items()}}
+        params = {
+            "experiment": experiment.name,
+            "planned_arms": len(experiment.arms),
+            **{f"budget.{k}": v for k, v in self.budget.items()},
+        }
         self._log_batch(self.parent_id, params=params)
 
     @_safely
@@ -128,26 +136,49 @@ class MlflowTracker:
         from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
         arm, provenance, arm_dir = result.arm, result.provenance or {}, Path(arm_dir)
-        tags = {MLFLOW_PARENT_RUN_ID: self.parent_id, "arm.hash": arm.get("hash"), "arm.status": result.status,
-                "arm.method": arm.get("method"), "arm.model_key": arm.get("model_key"),
-                "arm.task_key": arm.get("task_key"), "arm.reused_from": result.reused_from,
-                "harness.version": (provenance.get("packages") or {}).get("harness") or _version(),
-                "harness.git_commit": provenance.get("git_commit") or self.commit,
-                "harness.device": provenance.get("device"), "error": result.error, "mlflow.user": _user(),
-                "mlflow.note.content": arm_note(result),  # the run's description: arm and headline metrics
-                "arm.health": "; ".join(getattr(result, "health", None) or []) or None}
-        run = self.client.create_run(self.experiment_id, start_time=_ms(result.started_at) or _ms(result.finished_at),
-                                     run_name=arm.get("name"), tags=_clean(tags))
+        tags = {
+            MLFLOW_PARENT_RUN_ID: self.parent_id,
+            "arm.hash": arm.get("hash"),
+            "arm.status": result.status,
+            "arm.method": arm.get("method"),
+            "arm.model_key": arm.get("model_key"),
+            "arm.task_key": arm.get("task_key"),
+            "arm.reused_from": result.reused_from,
+            "harness.version": (provenance.get("packages") or {}).get("harness") or _version(),
+            "harness.git_commit": provenance.get("git_commit") or self.commit,
+            "harness.device": provenance.get("device"),
+            "error": result.error,
+            "mlflow.user": _user(),
+            "mlflow.note.content": arm_note(result),  # the run's description: arm and headline metrics
+            "arm.health": "; ".join(getattr(result, "health", None) or []) or None,
+        }
+        run = self.client.create_run(
+            self.experiment_id,
+            start_time=_ms(result.started_at) or _ms(result.finished_at),
+            run_name=arm.get("name"),
+            tags=_clean(tags),
+        )
         run_id = run.info.run_id
-        params = {"method": arm.get("method"), "model": arm.get("model"), "model_key": arm.get("model_key"),
-                  "model_kind": arm.get("kind"), "task": arm.get("task_key"), "seed": arm.get("seed"),
-                  **{f"param.{k}": v for k, v in (arm.get("params") or {}).items()}, **_stage_params(arm),
-                  **{f"budget.{k}": v for k, v in self._arm_budget(arm_dir).items()}, **_evaluation_params(result)}
+        params = {
+            "method": arm.get("method"),
+            "model": arm.get("model"),
+            "model_key": arm.get("model_key"),
+            "model_kind": arm.get("kind"),
+            "task": arm.get("task_key"),
+            "seed": arm.get("seed"),
+            **{f"param.{k}": v for k, v in (arm.get("params") or {}).items()},
+            **_stage_params(arm),
+            **{f"budget.{k}": v for k, v in self._arm_budget(arm_dir).items()},
+            **_evaluation_params(result),
+        }
         stamp = _ms(result.finished_at) or int(time.time() * 1000)
         metrics = [Metric(k, float(v), stamp, 0) for k, v in result.metrics.items() if _number(v)]
         for name, points in result.curves.items():  # [[step, value], ...]; train_loss today
-            metrics += [Metric(name, float(p[1]), stamp, int(p[0])) for p in points
-                        if isinstance(p, (list, tuple)) and len(p) == 2 and _number(p[1])]
+            metrics += [
+                Metric(name, float(p[1]), stamp, int(p[0]))
+                for p in points
+                if isinstance(p, (list, tuple)) and len(p) == 2 and _number(p[1])
+            ]
         self._log_batch(run_id, params=params, metrics=metrics)
         inputs = self._dataset_inputs(arm, arm_dir, provenance)
         if inputs:
@@ -186,8 +217,12 @@ class MlflowTracker:
     def _disable(self, err: Exception) -> None:
         self.enabled = False
         first_line = (str(err).strip().splitlines() or [""])[0][:300]
-        console.print(f"[yellow]warning:[/] MLflow tracking is off for this run ({safe(self.uri)}): "
-                      f"{type(err).__name__}: {safe(first_line)}", highlight=False, soft_wrap=True)
+        console.print(
+            f"[yellow]warning:[/] MLflow tracking is off for this run ({safe(self.uri)}): "
+            f"{type(err).__name__}: {safe(first_line)}",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     def _abandon(self) -> None:
         if self.enabled and self.parent_id:
@@ -200,8 +235,9 @@ class MlflowTracker:
         found = self.client.get_experiment_by_name(name)
         if found is None:
             try:
-                return self.client.create_experiment(name, artifact_location=self.artifact_root,
-                                                     tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                return self.client.create_experiment(
+                    name, artifact_location=self.artifact_root, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+                )
             except Exception:  # another `harness run` created it a moment ago
                 found = self.client.get_experiment_by_name(name)
                 if found is None:
@@ -216,10 +252,10 @@ class MlflowTracker:
 
         items = [Param(k, _param_text(v)) for k, v in (params or {}).items()]  # None is logged as null
         for i in range(0, len(items), BATCH["params"]):
-            self.client.log_batch(run_id, params=items[i:i + BATCH["params"]])
+            self.client.log_batch(run_id, params=items[i : i + BATCH["params"]])
         metrics = metrics or []
         for i in range(0, len(metrics), BATCH["metrics"]):
-            self.client.log_batch(run_id, metrics=metrics[i:i + BATCH["metrics"]])
+            self.client.log_batch(run_id, metrics=metrics[i : i + BATCH["metrics"]])
 
     def _arm_budget(self, arm_dir: Path) -> dict:
         planned = _read_json(arm_dir / "arm.json")
@@ -272,8 +308,11 @@ def _datasets_of(task_key: str, data: dict, prepared_fingerprint: str | None) ->
         location = prepared.prepared_dir(data["prepared"], prepare_if_missing=False)
         entries = [(f"{task_key} ({data['prepared']})", location, prepared_fingerprint, "training")]
     else:
-        entries = [(f"{task_key} {split}", Path(data[split]), None, context)
-                   for split, context in splits.items() if data.get(split) and Path(data[split]).is_file()]
+        entries = [
+            (f"{task_key} {split}", Path(data[split]), None, context)
+            for split, context in splits.items()
+            if data.get(split) and Path(data[split]).is_file()
+        ]
     for name, location, digest, context in entries:
         digest = digest or (loaders.fingerprint_files([location]) if location.is_file() else None)
         with warnings.catch_warnings():  # "can be interpreted in multiple ways": both mean a local path
@@ -294,8 +333,12 @@ def comparison_metrics(results: dict) -> dict[str, float]:
     out: dict[str, float] = {}
     if found:
         counts = significance_counts(results)
-        out.update(comparisons_tested=counts["tested"], comparisons_significant_raw=counts["raw"],
-                   comparisons_significant=counts["corrected"], min_p_adjusted=min(adjusted_p(c) for c in found))
+        out.update(
+            comparisons_tested=counts["tested"],
+            comparisons_significant_raw=counts["raw"],
+            comparisons_significant=counts["corrected"],
+            min_p_adjusted=min(adjusted_p(c) for c in found),
+        )
     for task, s in (results.get("sensitivity") or {}).items():
         out[f"mdd.{task}.{s['metric']}"] = s["mdd"]
     return out
@@ -306,8 +349,21 @@ def comparison_table(results: dict) -> dict[str, list] | None:
     found = results.get("comparisons") or []
     if not found:
         return None
-    columns = ["task", "metric", "a", "b", "difference", "p_value", "p_adjusted", "significant", "better", "test",
-               "correction", "family_size", "n"]
+    columns = [
+        "task",
+        "metric",
+        "a",
+        "b",
+        "difference",
+        "p_value",
+        "p_adjusted",
+        "significant",
+        "better",
+        "test",
+        "correction",
+        "family_size",
+        "n",
+    ]
     return {col: [c.get(col) for c in found] for col in columns}
 
 

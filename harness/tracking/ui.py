@@ -23,29 +23,50 @@ from harness.tracking.views import EXPERIMENT_KIND_TAG, VIEW_TAG, compare_url, r
 
 
 def ui_command(store: str, artifact_root: str | None, host: str, port: int) -> list[str]:
-    command = [sys.executable, "-m", "mlflow", "ui", "--workers", "1", "--host", host, "--port", str(port),
-               "--backend-store-uri", store]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "ui",
+        "--workers",
+        "1",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        store,
+    ]
     if artifact_root:
         command += ["--default-artifact-root", artifact_root]
     return command
 
 
-def start_ui(uri: str | None = None, *, host: str = "127.0.0.1", port: int = 5000,
-             timeout_s: float = 90.0) -> tuple[subprocess.Popen, str]:
+def start_ui(
+    uri: str | None = None, *, host: str = "127.0.0.1", port: int = 5000, timeout_s: float = 90.0
+) -> tuple[subprocess.Popen, str]:
     """Start the MLflow UI, wait until /health answers; returns (process, URL)."""
     store, artifact_root = resolve_store(uri)
     if is_server(store) or store.startswith("databricks"):
         raise HarnessError(f"the tracking URI {store} is a server already", fix="open it in a browser")
     if not 1 <= port <= 65535:
-        raise HarnessError(f"--port {port} is not a TCP port", key="--port", fix="pass a number from 1 to 65535, e.g. 5000")
+        raise HarnessError(
+            f"--port {port} is not a TCP port", key="--port", fix="pass a number from 1 to 65535, e.g. 5000"
+        )
     bind_problem = _bind_problem(host, port)
     if bind_problem:
         raise HarnessError(bind_problem[0], key=bind_problem[1], fix=bind_problem[2])
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
     log = tempfile.NamedTemporaryFile("w+", prefix="harness-mlflow-ui-", suffix=".log", delete=False)
     # Its own session: a Ctrl-C in the terminal reaches harness, which stops the server in order.
-    proc = subprocess.Popen(ui_command(store, artifact_root, host, port), stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        ui_command(store, artifact_root, host, port),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
+    )
     proc.log_path = Path(log.name)  # type: ignore[attr-defined]
     log.close()
     url = f"http://{_url_host(host)}:{port}"
@@ -61,8 +82,9 @@ def _wait_until_healthy(proc: subprocess.Popen, url: str, timeout_s: float) -> N
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise HarnessError(f"the MLflow UI exited with code {proc.returncode}: {_tail(proc.log_path)}",
-                               fix=f"see {proc.log_path}")
+            raise HarnessError(
+                f"the MLflow UI exited with code {proc.returncode}: {_tail(proc.log_path)}", fix=f"see {proc.log_path}"
+            )
         if healthy(url):
             return
         time.sleep(0.3)
@@ -98,8 +120,9 @@ def serve(uri: str | None, host: str, port: int, echo) -> None:
         return
     finally:
         stop_ui(proc)  # whatever happened, never leave the server behind
-    raise HarnessError(f"the MLflow UI stopped by itself with code {code}: {_tail(proc.log_path)}",
-                       fix=f"see {proc.log_path}")
+    raise HarnessError(
+        f"the MLflow UI stopped by itself with code {code}: {_tail(proc.log_path)}", fix=f"see {proc.log_path}"
+    )
 
 
 def link_lines(store: str, url: str) -> list[str]:
@@ -121,21 +144,34 @@ def experiment_links(store: str, base: str, limit: int = 5) -> list[tuple[str, s
     """(experiment name, runs-table URL, compare URL of its latest run's arms) for the harness
     experiments of a store, most recently updated first."""
     client = import_mlflow().MlflowClient(tracking_uri=store)
-    found = [e for e in client.search_experiments(order_by=["last_update_time DESC"])
-             if e.tags.get(EXPERIMENT_KIND_TAG) or e.tags.get(VIEW_TAG)][:limit]
+    found = [
+        e
+        for e in client.search_experiments(order_by=["last_update_time DESC"])
+        if e.tags.get(EXPERIMENT_KIND_TAG) or e.tags.get(VIEW_TAG)
+    ][:limit]
     links = []
     for experiment in found:
-        parents = client.search_runs([experiment.experiment_id], filter_string="tags.`harness.run_dir` != ''",
-                                     order_by=["attributes.start_time DESC"], max_results=1)
+        parents = client.search_runs(
+            [experiment.experiment_id],
+            filter_string="tags.`harness.run_dir` != ''",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
         compare = None
         if parents:
             parent_id = parents[0].info.run_id
-            children = client.search_runs([experiment.experiment_id],
-                                          filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'")
+            children = client.search_runs(
+                [experiment.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'"
+            )
             if children:
                 compare = compare_url(base, experiment.experiment_id, [r.info.run_id for r in children])
-        links.append((experiment.name, runs_url(base, experiment.experiment_id,
-                                                shared_view=bool(experiment.tags.get(VIEW_TAG))), compare))
+        links.append(
+            (
+                experiment.name,
+                runs_url(base, experiment.experiment_id, shared_view=bool(experiment.tags.get(VIEW_TAG))),
+                compare,
+            )
+        )
     return links
 
 
@@ -159,8 +195,11 @@ def _bind_problem(host: str, port: int) -> tuple[str, str, str] | None:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, ValueError):
-        return f"--host {host} is not an address or name this machine can resolve", "--host", \
-            "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+        return (
+            f"--host {host} is not an address or name this machine can resolve",
+            "--host",
+            "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)",
+        )
     family, _, _, _, address = infos[0]
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
@@ -170,8 +209,11 @@ def _bind_problem(host: str, port: int) -> tuple[str, str, str] | None:
             if err.errno == errno.EADDRINUSE:
                 return f"port {port} on {host} is in use", "--port", "pass --port with a free port"
             if err.errno == errno.EADDRNOTAVAIL:
-                return f"--host {host} is not an address of this machine", "--host", \
-                    "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)"
+                return (
+                    f"--host {host} is not an address of this machine",
+                    "--host",
+                    "use 127.0.0.1 (this machine only) or 0.0.0.0 (every interface)",
+                )
             if err.errno == errno.EACCES:
                 return f"port {port} needs root", "--port", "pass a port above 1023, e.g. 5000"
             return f"cannot listen on {host}:{port} ({err.strerror})", "--host", "check --host and --port"

@@ -41,9 +41,10 @@ def view_state(results: list, parent_run_id: str | None) -> dict:
     costs = [n for n in COSTS if n in reported]
     tasks = {r.arm.get("task_key") for r in results}
     params = ["method", "model_key"] + (["task"] if len(tasks) > 1 else [])
-    state = {"selectedColumns": [column("metrics", n) for n in quality + costs] +
-                                [column("params", p) for p in params],
-             "runsExpanded": {parent_run_id: True} if parent_run_id else {}}
+    state = {
+        "selectedColumns": [column("metrics", n) for n in quality + costs] + [column("params", p) for p in params],
+        "runsExpanded": {parent_run_id: True} if parent_run_id else {},
+    }
     if quality:  # the arms in order of the primary metric, best first
         state.update(orderByKey=column("metrics", quality[0]), orderByAsc=not METRICS[quality[0]].higher_is_better)
     return state
@@ -74,6 +75,7 @@ def runs_url(base: str, experiment_id: str, *, shared_view: bool = True) -> str:
 
 def compare_url(base: str, experiment_id: str, run_ids: list[str]) -> str:
     """The UI's compare view of the given runs (its route takes JSON lists in the query)."""
-    query = urllib.parse.urlencode({"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id]),
-                                    "workflowType": "machine_learning"})
+    query = urllib.parse.urlencode(
+        {"runs": json.dumps(run_ids), "experiments": json.dumps([experiment_id]), "workflowType": "machine_learning"}
+    )
     return f"{base}/#/compare-runs?{query}"

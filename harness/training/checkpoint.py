@@ -41,8 +41,11 @@ def rng_state() -> dict:
     import torch
 
     name, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (name, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
-             "torch": torch.get_rng_state()}
+    state = {
+        "python": random.getstate(),
+        "numpy": (name, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -90,8 +93,11 @@ def load_latest(folder: Path) -> dict | None:
                 raise ValueError(f"format {state.get('format')} (expected {FORMAT})")
             return state
         except Exception as err:  # torn or truncated file: fall back to the previous checkpoint
-            warnings.warn(f"skipping unreadable checkpoint {path} ({type(err).__name__}: {str(err)[:200]}); "
-                          "trying the one before it", stacklevel=2)
+            warnings.warn(
+                f"skipping unreadable checkpoint {path} ({type(err).__name__}: {str(err)[:200]}); "
+                "trying the one before it",
+                stacklevel=2,
+            )
     return None
 
 

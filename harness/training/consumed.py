@@ -12,7 +12,7 @@ class Consumed:
 
     steps: int = 0
     examples: int = 0
-    tokens: int = 0            # trained-on tokens: non-padding, and for SFT non-masked
+    tokens: int = 0  # trained-on tokens: non-padding, and for SFT non-masked
     seconds: float = 0.0
     order_hash: str = ""
     planned_steps: int = 0

@@ -37,14 +37,17 @@ def make_accelerator(budget: Budget):
     precision = resolve_precision(budget.precision)
     if precision == "fp16" and not torch.cuda.is_available():
         # accelerate's CPU autocast is bf16 only: fp16 would silently train in fp32.
-        raise HarnessError("budget.precision fp16 needs a CUDA GPU", key="budget.precision",
-                           fix="use bf16 (CPUs with AVX512-BF16 or AMX run it natively) or fp32 on CPU")
+        raise HarnessError(
+            "budget.precision fp16 needs a CUDA GPU",
+            key="budget.precision",
+            fix="use bf16 (CPUs with AVX512-BF16 or AMX run it natively) or fp32 on CPU",
+        )
     kwargs = {}
     if world_size() > 1 and budget.strategy == "fsdp":
         kwargs["fsdp_plugin"] = fsdp_plugin()
-    return Accelerator(cpu=not torch.cuda.is_available(),
-                       mixed_precision=accelerate_mixed_precision(precision),
-                       **kwargs)
+    return Accelerator(
+        cpu=not torch.cuda.is_available(), mixed_precision=accelerate_mixed_precision(precision), **kwargs
+    )
 
 
 def fsdp_plugin():
@@ -52,9 +55,13 @@ def fsdp_plugin():
     7B full fine-tune fits: 16 bytes per parameter / k). Each transformer block is its own unit."""
     from accelerate.utils import FullyShardedDataParallelPlugin
 
-    return FullyShardedDataParallelPlugin(fsdp_version=2, reshard_after_forward=True,
-                                          auto_wrap_policy="transformer_based_wrap",
-                                          state_dict_type="FULL_STATE_DICT", cpu_ram_efficient_loading=False)
+    return FullyShardedDataParallelPlugin(
+        fsdp_version=2,
+        reshard_after_forward=True,
+        auto_wrap_policy="transformer_based_wrap",
+        state_dict_type="FULL_STATE_DICT",
+        cpu_ram_efficient_loading=False,
+    )
 
 
 def all_ranks_sum(accelerator, values: list[float]) -> list[float]:

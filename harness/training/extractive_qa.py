@@ -15,8 +15,15 @@ class ExtractiveQAObjective(loop.BatcherObjective):
         def make_batch(indices):
             examples = [train[i] for i in indices]
             enc = encode_pairs(tokenizer, examples, budget.max_seq_len)
-            spans = [answer_span(enc.sequence_ids(j), enc["offset_mapping"][j].tolist(), int(e["answer_start"]),
-                                 int(e["answer_start"]) + len(e["answer"])) for j, e in enumerate(examples)]
+            spans = [
+                answer_span(
+                    enc.sequence_ids(j),
+                    enc["offset_mapping"][j].tolist(),
+                    int(e["answer_start"]),
+                    int(e["answer_start"]) + len(e["answer"]),
+                )
+                for j, e in enumerate(examples)
+            ]
             batch = {k: v for k, v in enc.items() if k != "offset_mapping"}
             batch["start_positions"] = torch.tensor([s for s, _ in spans])
             batch["end_positions"] = torch.tensor([e for _, e in spans])

@@ -50,7 +50,7 @@ class Stream:
     make_batch: MakeBatch
     ids: list[str]
     loss_items: Callable[[dict], int] = examples_in  # what the model's mean loss divides by, per batch
-    weight: float = 1.0                                # multi-task loss weight
+    weight: float = 1.0  # multi-task loss weight
     forward_kwargs: dict = field(default_factory=dict)  # e.g. {"task": key} for a MultiTaskModel
 
 
@@ -59,19 +59,37 @@ def round_robin(keys: list[str]) -> Callable[[int], tuple[str, int]]:
     return lambda step: (keys[step % len(keys)], step // len(keys))
 
 
-def train(model, *, n_examples: int, ids: list[str], make_batch: MakeBatch, budget: Budget, lr: float,
-          on_step: OnStep | None = None, loss_items: Callable[[dict], int] = examples_in,
-          checkpoint_dir: Path | None = None) -> tuple[Consumed, list[list[float]]]:
+def train(
+    model,
+    *,
+    n_examples: int,
+    ids: list[str],
+    make_batch: MakeBatch,
+    budget: Budget,
+    lr: float,
+    on_step: OnStep | None = None,
+    loss_items: Callable[[dict], int] = examples_in,
+    checkpoint_dir: Path | None = None,
+) -> tuple[Consumed, list[list[float]]]:
     """A single-task arm: one stream."""
     assert n_examples == len(ids)
-    consumed, curves = train_streams(model, {"": Stream(make_batch, ids, loss_items)}, budget, lr=lr,
-                                     on_step=on_step, checkpoint_dir=checkpoint_dir)
+    consumed, curves = train_streams(
+        model, {"": Stream(make_batch, ids, loss_items)}, budget, lr=lr, on_step=on_step, checkpoint_dir=checkpoint_dir
+    )
     return consumed[""], curves[""]
 
 
-def train_streams(model, streams: dict[str, Stream], budget: Budget, *, lr: float, param_groups=None,
-                  on_step: OnStep | None = None, checkpoint_dir: Path | None = None,
-                  next_batch: Callable[[int], tuple[str, int]] | None = None):
+def train_streams(
+    model,
+    streams: dict[str, Stream],
+    budget: Budget,
+    *,
+    lr: float,
+    param_groups=None,
+    on_step: OnStep | None = None,
+    checkpoint_dir: Path | None = None,
+    next_batch: Callable[[int], tuple[str, int]] | None = None,
+):
     """Train `model` for budget.max_steps optimizer steps per stream. Returns (consumed, curves),
     each keyed by stream. On a rank other than 0 of a multi-device arm the same, for the caller
     to drop (only rank 0 evaluates and writes)."""
@@ -108,7 +126,7 @@ def train_streams(model, streams: dict[str, Stream], budget: Budget, *, lr: floa
     saved = checkpoint.load_latest(checkpoint_dir) if checkpoint_dir else None
     if saved:
         first_step, seconds_before = _restore(saved, model, optimizer, scheduler, consumed, curves, rank)
-    trained = {k: [streams[k].ids[i] for i in orders[k][:consumed[k].examples]] for k in keys}
+    trained = {k: [streams[k].ids[i] for i in orders[k][: consumed[k].examples]] for k in keys}
 
     if world > 1:  # DDP or FSDP: the wrapped model syncs gradients; `model` stays the plain module
         wrapped, optimizer = accelerator.prepare(model, optimizer)
@@ -124,8 +142,8 @@ def train_streams(model, streams: dict[str, Stream], budget: Budget, *, lr: floa
         micro_batches = []
         for m in range(accum):
             first = (task_step * accum + m) * micro
-            indices = orders[key][first:first + micro]
-            tensors, tokens = stream.make_batch(indices[rank * share:(rank + 1) * share])  # this rank's share
+            indices = orders[key][first : first + micro]
+            tensors, tokens = stream.make_batch(indices[rank * share : (rank + 1) * share])  # this rank's share
             micro_batches.append((tensors, stream.loss_items(tensors), tokens))
             consumed[key].examples += len(indices)
             trained[key].extend(stream.ids[i] for i in indices)
@@ -137,8 +155,9 @@ def train_streams(model, streams: dict[str, Stream], budget: Budget, *, lr: floa
         step_loss = all_ranks_sum(accelerator, [step_loss])[0] if world > 1 else step_loss
         if not math.isfinite(step_loss):
             where = f"of task '{key}' " if len(keys) > 1 else ""
-            raise RuntimeError(f"training loss {where}became {step_loss} at step {task_step + 1}; "
-                               "lower the learning rate")
+            raise RuntimeError(
+                f"training loss {where}became {step_loss} at step {task_step + 1}; lower the learning rate"
+            )
         accelerator.clip_grad_norm_(trainable, budget.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -157,8 +176,17 @@ def train_streams(model, streams: dict[str, Stream], budget: Budget, *, lr: floa
                 c.stopped_early, c.stop_reason = True, reason
             break
         if every and (step + 1) % every == 0 and step + 1 < total:
-            _save(checkpoint_dir, step + 1, accelerator, model, optimizer, scheduler, consumed, curves,
-                  seconds_before + time.perf_counter() - start)
+            _save(
+                checkpoint_dir,
+                step + 1,
+                accelerator,
+                model,
+                optimizer,
+                scheduler,
+                consumed,
+                curves,
+                seconds_before + time.perf_counter() - start,
+            )
     for key in keys:
         consumed[key].seconds = round(consumed[key].seconds, 3)
         consumed[key].order_hash = order_digest(trained[key])
@@ -176,7 +204,9 @@ def backward_step(accelerator, wrapped, stream: Stream, micro_batches: list[tupl
         last = m == len(micro_batches) - 1
         with nullcontext() if last or world == 1 else accelerator.no_sync(wrapped):  # sync once per step
             with accelerator.autocast():
-                loss = wrapped(**stream.forward_kwargs, **{k: v.to(accelerator.device) for k, v in tensors.items()}).loss
+                loss = wrapped(
+                    **stream.forward_kwargs, **{k: v.to(accelerator.device) for k, v in tensors.items()}
+                ).loss
             # The model's loss is a mean over this micro-batch's n_items; weigh it by its share of
             # the step's items. DDP averages gradients over ranks, hence x world.
             share_of_step = n_items / items
@@ -194,22 +224,48 @@ class BatcherObjective:
     def batcher(self, tokenizer, train: list[dict], task: dict, budget: Budget) -> MakeBatch:
         raise NotImplementedError
 
-    def train(self, model, tokenizer, examples: list[dict], task: dict, budget: Budget, lr: float, on_step=None,
-              checkpoint_dir: Path | None = None):
-        return train(model, n_examples=len(examples), ids=[e["id"] for e in examples],
-                     make_batch=self.batcher(tokenizer, examples, task, budget), budget=budget, lr=lr,
-                     on_step=on_step, loss_items=self.loss_items, checkpoint_dir=checkpoint_dir)
+    def train(
+        self,
+        model,
+        tokenizer,
+        examples: list[dict],
+        task: dict,
+        budget: Budget,
+        lr: float,
+        on_step=None,
+        checkpoint_dir: Path | None = None,
+    ):
+        return train(
+            model,
+            n_examples=len(examples),
+            ids=[e["id"] for e in examples],
+            make_batch=self.batcher(tokenizer, examples, task, budget),
+            budget=budget,
+            lr=lr,
+            on_step=on_step,
+            loss_items=self.loss_items,
+            checkpoint_dir=checkpoint_dir,
+        )
 
 
 def _save(folder, step, accelerator, model, optimizer, scheduler, consumed, curves, seconds) -> None:
     rng = gather_from_ranks(accelerator, checkpoint.rng_state())  # a collective: every rank calls it
     if accelerator.process_index != 0:
         return
-    checkpoint.save(folder, step, {
-        "trainable": checkpoint.trainable_state(model), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "rng": rng, "seconds": seconds,
-        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-        "consumed": {k: c.to_dict() for k, c in consumed.items()}, "curves": curves})
+    checkpoint.save(
+        folder,
+        step,
+        {
+            "trainable": checkpoint.trainable_state(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng,
+            "seconds": seconds,
+            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+            "consumed": {k: c.to_dict() for k, c in consumed.items()},
+            "curves": curves,
+        },
+    )
 
 
 def _restore(saved: dict, model, optimizer, scheduler, consumed, curves, rank: int) -> tuple[int, float]:

@@ -18,17 +18,37 @@ from harness.training.loop import Stream, examples_in, train_streams
 
 @dataclass
 class TaskData:
-    make_batch: Callable   # indices -> (tensors, trained-on tokens), the single-task objective's batcher
+    make_batch: Callable  # indices -> (tensors, trained-on tokens), the single-task objective's batcher
     ids: list[str]
     loss_items: Callable[[dict], int] = examples_in  # the single-task objective's count
 
 
-def train(model, data: dict[str, TaskData], budget: Budget, *, lr: float, head_lr, loss_weights: dict,
-          on_step=None, checkpoint_dir: Path | None = None) -> tuple[dict[str, Consumed], dict[str, list]]:
-    streams = {key: Stream(d.make_batch, d.ids, d.loss_items, weight=float(loss_weights.get(key, 1.0)),
-                           forward_kwargs={"task": key}) for key, d in data.items()}
-    return train_streams(model, streams, budget, lr=lr, param_groups=model.param_groups(lr, head_lr),
-                         on_step=on_step, checkpoint_dir=checkpoint_dir)
+def train(
+    model,
+    data: dict[str, TaskData],
+    budget: Budget,
+    *,
+    lr: float,
+    head_lr,
+    loss_weights: dict,
+    on_step=None,
+    checkpoint_dir: Path | None = None,
+) -> tuple[dict[str, Consumed], dict[str, list]]:
+    streams = {
+        key: Stream(
+            d.make_batch, d.ids, d.loss_items, weight=float(loss_weights.get(key, 1.0)), forward_kwargs={"task": key}
+        )
+        for key, d in data.items()
+    }
+    return train_streams(
+        model,
+        streams,
+        budget,
+        lr=lr,
+        param_groups=model.param_groups(lr, head_lr),
+        on_step=on_step,
+        checkpoint_dir=checkpoint_dir,
+    )
 
 
 class MultiTaskObjective:

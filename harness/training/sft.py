@@ -14,8 +14,17 @@ def predicted_tokens(tensors: dict) -> int:
 
 
 class SFTObjective:
-    def train(self, model, tokenizer, train: list[dict], task: dict, budget: Budget, lr: float, on_step=None,
-              checkpoint_dir=None):
+    def train(
+        self,
+        model,
+        tokenizer,
+        train: list[dict],
+        task: dict,
+        budget: Budget,
+        lr: float,
+        on_step=None,
+        checkpoint_dir=None,
+    ):
         formatter = PromptFormatter(tokenizer, task)
         max_len = budget.max_seq_len
         cache: dict[int, tuple[list[int], list[int]]] = {}
@@ -28,6 +37,14 @@ class SFTObjective:
         def make_batch(indices):
             return pad_batch([encoded(i) for i in indices], tokenizer.pad_token_id)
 
-        return loop.train(model, n_examples=len(train), ids=[e["id"] for e in train], make_batch=make_batch,
-                          budget=budget, lr=lr, on_step=on_step, loss_items=predicted_tokens,
-                          checkpoint_dir=checkpoint_dir)
+        return loop.train(
+            model,
+            n_examples=len(train),
+            ids=[e["id"] for e in train],
+            make_batch=make_batch,
+            budget=budget,
+            lr=lr,
+            on_step=on_step,
+            loss_items=predicted_tokens,
+            checkpoint_dir=checkpoint_dir,
+        )
