@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 # Declared, never imported by our code: another library loads them for us.
 LOADED_BY_OTHERS = {
-    "accelerate": "transformers needs it for device_map and TRL's trainers",
     "tabulate": "pandas' DataFrame.to_markdown (harness report --format md)",
     "pytest-timeout": "pytest loads it as a plugin (timeout = 600 in pyproject.toml)",
     "ruff": "a command, not a library: .ci/run runs `ruff check .` before the tests",

@@ -39,7 +39,7 @@ def _metric_rows(metric: metrics.Metric, rows: dict[str, dict], ids: list[str], 
     (so runs written before corpus metrics were compared get the test too)."""
     if metric.item_stats is None or metric.reduce is None:
         return None
-    if metric.reduce is stats.item_mean:
+    if metrics.per_item_score(metric):
         scores = [(rows[i].get("scores") or {}).get(metric.name) for i in ids]
         return None if any(s is None for s in scores) else np.asarray(scores, dtype=float).reshape(-1, 1)
     chosen = [rows[i] for i in ids]

@@ -389,7 +389,7 @@ def score_items(task_type: str, items: Items) -> tuple[dict[str, float], dict[st
 def per_item_score(metric: Metric) -> bool:
     """A metric that is the mean of one score per item: that score is stored per prediction
     (`scores` in predictions.jsonl); corpus metrics are recomputed from the predictions instead."""
-    return metric.paired_test is not None and metric.reduce is item_mean
+    return metric.paired_test is not None and metric.reduce in (item_mean, _judged_mean)
 
 
 def describe() -> dict[str, dict]:
