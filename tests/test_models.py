@@ -193,7 +193,9 @@ def test_fingerprint_is_cheap_and_follows_the_checkpoint(tiny, tmp_path):
 def test_convert_gguf_round_trips_a_tiny_llama(tiny, tmp_path):
     gguf_path = write_tiny_gguf(tiny["llama"], tmp_path / "tiny.gguf")
     out = models.convert_gguf(gguf_path, tmp_path / "converted", marker={"x": 1}, require_chat_template=True)
-    assert json.loads((out / packaged.MARKER).read_text()) == {"x": 1}
+    marker = json.loads((out / packaged.MARKER).read_text())
+    assert marker["x"] == 1  # the caller's marker, plus the fingerprint of every converted file:
+    assert marker["files"]["config.json"]["size"] == (out / "config.json").stat().st_size
     assert "quantization_config" not in json.loads((out / "config.json").read_text())
     assert (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temp left
