@@ -32,11 +32,19 @@ def load_task(task: dict, budget: Budget) -> tuple[list[dict], list[dict], dict]
     test = load_split(task, "test")
     if budget.eval_examples:
         test = test[: budget.eval_examples]
-    if task["type"] == "classification" and not task.get("labels"):
-        task = {**task, "labels": sorted({e["label"] for e in train})}
-    if task["type"] == "token_classification" and not task.get("labels"):
-        task = {**task, "labels": tag_labels(train)}
-    return train, test, task
+    return train, test, with_labels(task, train)
+
+
+def with_labels(task: dict, train: list[dict]) -> dict:
+    """The task with `labels:` read from the train split when the YAML leaves it out (labelled
+    task types only): sorted labels, or the BIO tags of a token-classification split."""
+    if task.get("labels"):
+        return task
+    if task["type"] == "classification":
+        return {**task, "labels": sorted({e["label"] for e in train})}
+    if task["type"] == "token_classification":
+        return {**task, "labels": tag_labels(train)}
+    return task
 
 
 def tag_labels(train: list[dict]) -> list[str]:

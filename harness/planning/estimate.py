@@ -19,7 +19,7 @@ import torch
 
 from harness import models
 from harness.config.schema import Budget
-from harness.data.tasks import load_split, tag_labels
+from harness.data.tasks import load_split, with_labels
 from harness.errors import HarnessError, safe
 from harness.eval.profile import parameter_counts
 from harness.methods import ArmContext, get_method
@@ -255,18 +255,11 @@ def estimate_arms(experiment) -> list[Estimate]:
 
 def task_num_labels(kind: str, task: dict) -> int | None:
     """Outputs of the encoder head the task needs (labels read from the train split when omitted)."""
-
     head = encoder_head(kind, task["type"])
     if not (head and head.labelled_head):
         return None
     if not task.get("labels"):
-        train = load_split(task, "train")
-        task = {
-            **task,
-            "labels": tag_labels(train)
-            if task["type"] == "token_classification"
-            else sorted({e["label"] for e in train}),
-        }
+        task = with_labels(task, load_split(task, "train"))
     return num_labels(kind, task)
 
 
