@@ -74,6 +74,8 @@ def test_every_imported_module_is_declared():
     for folder, allowed in ((ROOT / "harness", runtime), (ROOT / "tests", dev), (ROOT / "bench", bench)):
         for module, where in imported_modules(folder).items():
             dists = distributions_of(module)
+            if not dists and folder.name == "bench" and canonical(module) in bench - dev:
+                continue  # an optional benchmark extra (lm_eval -> lm-eval) that this machine need not have
             assert dists, f"{module} (imported in {where}) is not installed"
             if not dists & allowed:
                 missing.append(f"{module} ({where}) -> declare one of {sorted(dists)}")
