@@ -60,7 +60,8 @@ def staged(write_experiment, tmp_path):
     return make
 
 
-def run(stages, model, tok, train, test, task, arm, method):
+def run(stages, model, tok, train, test, task, arm, method, **extra):
+    """(consumed, curves, metrics) of run_stages; the CIs are left out (tests/test_reward_rft.py reads them)."""
     from harness.stages.run import run_stages
 
     return run_stages(
@@ -75,7 +76,8 @@ def run(stages, model, tok, train, test, task, arm, method):
         kind="causal_lm",
         method_lr=1e-3,
         seed=0,
-    )
+        **extra,
+    )[:3]
 
 
 def trainable(model) -> dict:
