@@ -258,7 +258,7 @@ def test_runner_reward_model_then_grpo_and_rft_arms(write_experiment, tmp_path):
     arms = [
         {**LORA, "name": "rm", "stages": ["reward_model"]},
         {**_uses("rm"), "name": "grpo with rm"},
-        {**LORA, "name": "rft", "stages": ["sft", {"rft": {"rewards": ["test_positive_only"], "samples": 2}}]},
+        {**LORA, "name": "rft", "stages": ["sft", {"rft": {"rewards": ["format"], "threshold": 0.0, "samples": 2}}]},
     ]
     path = write_experiment(
         arms,

@@ -192,6 +192,7 @@ class RewardModelReward(Reward):
     """A trained reward model's scalar score of prompt + completion: an earlier arm's
     `reward_model` stage (by its `name:`) or the folder of a saved reward model."""
 
+    description = "a trained reward model's score of prompt + completion ({reward_model: <arm name or folder>})"
     shorthand = "model"
     arm_param = "model"
 
