@@ -17,7 +17,8 @@ from harness.config.load import load_experiment
 from harness.errors import HarnessError
 from harness.planning.plan import plan
 from harness.stages.rewards import register_reward
-from tests.test_alignment import BUDGET, LORA, trainable
+from tests.test_alignment import BUDGET, LORA, make_staged, trainable
+from tests.test_alignment import run_all as run_with
 
 RFT_BUDGET = {**BUDGET, "stage_steps": {"sft": 2, "rft": 2, "reward_model": 3, "grpo": 1}}
 
@@ -29,42 +30,8 @@ def _positive_only(completion: str, target: str, labels=None) -> float:
     return float(target == "positive") + min(len(completion), 20) / 100
 
 
-def run_with(stages, model, tok, train, test, task, arm, method, **extra):
-    from harness.stages.run import run_stages
-
-    return run_stages(
-        stages,
-        model=model,
-        tokenizer=tok,
-        train=train,
-        test=test,
-        task=task,
-        budget=arm.budget,
-        method=method,
-        kind="causal_lm",
-        method_lr=1e-3,
-        seed=0,
-        method_params=arm.params,
-        **extra,
-    )
-
-
 def _staged_with(write_experiment, tiny_models, stages, method_name="lora"):
-    from harness import models
-    from harness.data.tasks import load_task
-    from harness.methods import ArmContext, get_method
-
-    spec = {**LORA, "stages": stages, **({} if method_name == "lora" else {"method": method_name, "params": {}})}
-    arm = plan(load_experiment(write_experiment([spec], budget=RFT_BUDGET)))[0]
-    train, test, task = load_task(arm.task, arm.budget)
-    tok = models.load_tokenizer(arm.model["source"])
-    model = models.load_model(arm.model["source"], "causal_lm", tokenizer=tok)
-    method = get_method(method_name)
-    ctx = ArmContext(
-        kind="causal_lm", task_type="classification", model_type=model.config.model_type, device="cpu", seed=0
-    )
-    torch.manual_seed(0)
-    return method.wrap(model, arm.params, ctx), tok, train, test, task, arm, method
+    return make_staged(write_experiment, stages, method_name, budget=RFT_BUDGET)
 
 
 # ------------------------------------------------------------------ reward model
