@@ -134,11 +134,10 @@ def sample(ctx: StageContext, prompts: list[dict], n: int, *, seed: int) -> list
     torch.manual_seed(seed)
     ctx.model.eval()
     out = []
-    for start in range(0, len(prompts), ctx.budget.eval_batch_size):
-        batch = [
-            tok(p["prompt"], add_special_tokens=not chat)["input_ids"][-room:]
-            for p in prompts[start:][: ctx.budget.eval_batch_size]
-        ]
+    size = ctx.budget.eval_batch_size
+    for start in range(0, len(prompts), size):
+        texts = [p["prompt"] for p in prompts[start : start + size]]
+        batch = [tok(text, add_special_tokens=not chat)["input_ids"][-room:] for text in texts]
         width = max(map(len, batch))
         ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in batch], device=device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
