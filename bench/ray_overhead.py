@@ -2,6 +2,7 @@
 a two-node Ray cluster on this machine, alternated, with the load average beside every figure.
 
     python bench/ray_overhead.py [--rounds 2] [--only zero_shot --only few_shot] [--set budget.eval_examples=8]
+    python bench/ray_overhead.py --rounds 1 --full     # every arm of peft_methods.yaml at its own budget
 
 Like with like: the local pool runs `--jobs 2` (two arms at once, cores/2 threads each) and the
 cluster has two nodes of one CPU each (two arms at once, one thread each), so the difference in
@@ -54,9 +55,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--only", action="append", default=None)
     parser.add_argument("--set", dest="sets", action="append", default=None)
+    parser.add_argument("--full", action="store_true", help="every arm at the file's budget (no --only, no --set)")
     options = parser.parse_args()
-    only = options.only or ["zero_shot", "few_shot"]
-    sets = options.sets or ["budget.max_steps=4", "budget.eval_examples=8"]
+    only = options.only or ([] if options.full else ["zero_shot", "few_shot"])
+    sets = options.sets or ([] if options.full else ["budget.max_steps=4", "budget.eval_examples=8"])
     common = [a for o in only for a in ("--only", o)] + [a for s in sets for a in ("--set", s)]
 
     from ray.cluster_utils import Cluster
