@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from harness.execution.devices import DevicePool, threads_per_arm
+from harness.execution.devices import DevicePool, busy_cpu_hint, threads_per_arm
 from tests.executor_plugins import install_plugins
 from tests.test_runner import results_of, run_cli
 
@@ -100,3 +100,20 @@ def test_ray_executor_without_ray_installed_is_one_sentence(write_experiment, tm
     path = write_experiment([{"method": "zero_shot", "model": "llama"}])
     result = run_cli(path, "--executor", "ray", "--no-track", cwd=tmp_path)
     assert result.exit_code == 2 and "needs the `ray` package" in result.output, result.output
+
+
+def test_harness_threads_is_the_users_choice_of_threads_per_arm(monkeypatch):
+    monkeypatch.setattr("harness.execution.devices.usable_cores", lambda: 8)
+    monkeypatch.delenv("HARNESS_THREADS", raising=False)
+    assert threads_per_arm(2) == 4
+    monkeypatch.setenv("HARNESS_THREADS", "1")  # a machine shared with other work
+    assert threads_per_arm(2) == 1
+    monkeypatch.setenv("HARNESS_THREADS", "zero")  # not a number: the cores are split as usual
+    assert threads_per_arm(4) == 2
+
+
+def test_a_busy_cpu_is_named_when_arms_use_several_threads():
+    hint = busy_cpu_hint(2, load=3.8)
+    assert hint is not None and "3.8" in hint and "HARNESS_THREADS=1" in hint
+    assert busy_cpu_hint(2, load=0.2) is None  # idle: nothing to say
+    assert busy_cpu_hint(1, load=3.8) is None  # one thread per arm waits on no other thread

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Iterator
 
-from harness.execution.devices import DevicePool, devices_needed, threads_per_arm, visible_devices
+from harness.execution.devices import DevicePool, busy_cpu_hint, devices_needed, threads_per_arm, visible_devices
 from harness.execution.launch import Event, Finished, Started, arm_environment, run_arm_process, stop
 from harness.results.arm_result import now
 
@@ -28,7 +28,8 @@ class LocalPool:
 
     def describe(self) -> str:
         where = f"{len(self.devices)} GPU(s)" if self.devices else f"CPU, {self.threads} thread(s) per arm"
-        return f"local pool: {self.jobs} arm(s) at once, {where}"
+        hint = None if self.devices else busy_cpu_hint(self.threads)
+        return f"local pool: {self.jobs} arm(s) at once, {where}" + (f"; {hint}" if hint else "")
 
     def run(self, jobs: list[tuple[object, Path]]) -> Iterator[Started | Event | Finished]:
         """Run every (arm, arm folder) and yield what happens, in the caller's thread. Closing the
