@@ -32,35 +32,36 @@ def _length_reward(completion: str, target: str, labels=None) -> float:
     return min(len(completion), 20) / 20
 
 
-def planned_arm(write_experiment, stages, **arm):
-    return plan(load_experiment(write_experiment([{**LORA, **arm, "stages": stages}], budget=BUDGET)))[0]
+def planned_arm(write_experiment, stages, budget=None, **arm):
+    return plan(load_experiment(write_experiment([{**LORA, **arm, "stages": stages}], budget=budget or BUDGET)))[0]
 
 
-@pytest.fixture
-def staged(write_experiment, tmp_path):
-    """(model, tokenizer, train, test, task, arm, method) of a LoRA arm on the tiny Llama."""
+def make_staged(write_experiment, stages, method_name="lora", budget=None):
+    """(model, tokenizer, train, test, task, arm, method) of an arm (LoRA by default) on the tiny Llama."""
     from harness import models
     from harness.data.tasks import load_task
     from harness.methods import ArmContext, get_method
 
-    def make(stages, method_name="lora"):
-        arm = planned_arm(
-            write_experiment, stages, **({} if method_name == "lora" else {"method": method_name, "params": {}})
-        )
-        train, test, task = load_task(arm.task, arm.budget)
-        tok = models.load_tokenizer(arm.model["source"])
-        model = models.load_model(arm.model["source"], "causal_lm", tokenizer=tok)
-        method = get_method(method_name)
-        ctx = ArmContext(
-            kind="causal_lm", task_type="classification", model_type=model.config.model_type, device="cpu", seed=0
-        )
-        torch.manual_seed(0)
-        return method.wrap(model, arm.params, ctx), tok, train, test, task, arm, method
-
-    return make
+    other = {} if method_name == "lora" else {"method": method_name, "params": {}}
+    arm = planned_arm(write_experiment, stages, budget, **other)
+    train, test, task = load_task(arm.task, arm.budget)
+    tok = models.load_tokenizer(arm.model["source"])
+    model = models.load_model(arm.model["source"], "causal_lm", tokenizer=tok)
+    method = get_method(method_name)
+    ctx = ArmContext(
+        kind="causal_lm", task_type="classification", model_type=model.config.model_type, device="cpu", seed=0
+    )
+    torch.manual_seed(0)
+    return method.wrap(model, arm.params, ctx), tok, train, test, task, arm, method
 
 
-def run(stages, model, tok, train, test, task, arm, method):
+@pytest.fixture
+def staged(write_experiment):
+    return lambda stages, method_name="lora": make_staged(write_experiment, stages, method_name)
+
+
+def run_all(stages, model, tok, train, test, task, arm, method, **extra):
+    """run_stages on a staged arm: (consumed, curves, metrics, ci)."""
     from harness.stages.run import run_stages
 
     return run_stages(
@@ -75,7 +76,14 @@ def run(stages, model, tok, train, test, task, arm, method):
         kind="causal_lm",
         method_lr=1e-3,
         seed=0,
+        method_params=arm.params,
+        **extra,
     )
+
+
+def run(stages, model, tok, train, test, task, arm, method):
+    """(consumed, curves, metrics): the stages' CIs are read in tests/test_reward_rft.py."""
+    return run_all(stages, model, tok, train, test, task, arm, method)[:3]
 
 
 def trainable(model) -> dict:

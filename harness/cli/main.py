@@ -216,17 +216,20 @@ def _plugin_table(kind: str, plugins: list, trained_by):
 @app.command("stages")
 @user_errors
 def list_stages():
-    """List the post-training stages (an arm's `stages:`) with their defaults, and the GRPO rewards."""
+    """List the training stages (an arm's `stages:`) with their defaults, and the grpo/rft rewards."""
     from rich.table import Table
     from rich.text import Text
 
+    from harness.plugins import param_rows
     from harness.stages import get_stage, stage_names
-    from harness.stages.rewards import get_reward, reward_names
+    from harness.stages.rewards import REWARDS, reward_names
 
     out.print(_plugin_table("stage", [get_stage(name) for name in stage_names()], lambda s: ""))
-    rewards = Table("reward (grpo rewards:)", "description")
+    rewards = Table("reward (grpo/rft rewards:)", "description", "params")
     for name in reward_names():
-        rewards.add_row(Text(name), Text(get_reward(name).description))
+        reward = REWARDS.get(name)
+        params = "; ".join(f"{p}: {kind} - {text}" for p, kind, _, text in param_rows(reward.Params))
+        rewards.add_row(Text(name), Text(reward.description), Text(params))
     out.print(rewards)
 
 

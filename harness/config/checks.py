@@ -39,6 +39,7 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None, sources:
     for i, arm in enumerate(exp.arms):
         _check_arm(exp, i, arm, kinds, fail, lines, file)
         _check_stages(i, arm, kinds, fail, lines, file)
+        _check_arm_outputs(exp, i, arm, fail)
     _check_stage_budget(exp, fail)
     if exp.budget.domain_text:
         from harness.data.corpus import source_problem
@@ -301,6 +302,38 @@ def _check_stages(i, arm, kinds, fail, lines, file) -> None:
                     f"stage '{name}' does not apply to '{model}' (a {kinds.get(model)})",
                     f"it applies to: {', '.join(sorted(stage.applies_to))}",
                 )
+
+
+def _check_arm_outputs(exp, i, arm, fail) -> None:
+    """A reward that reads another arm's output (`{reward_model: rm}`) names an EARLIER arm's
+    `name:` that has the stage producing it, or a saved folder: the runner runs an arm after the
+    arms it names, so naming only earlier arms keeps the order obvious and free of cycles."""
+    from harness.stages.rewards import REWARDS, reward_spec
+
+    for j, item in enumerate(arm.stages or []):
+        stage, params = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+        for k, entry in enumerate((params or {}).get("rewards") or []):
+            name, given = reward_spec(entry)
+            key = REWARDS.get(name).arm_param
+            if not key or not isinstance(given.get(key), str):
+                continue
+            value, loc = given[key], ("arms", i, "stages", j, stage, "rewards", k, name)
+            later = [n for n, a in enumerate(exp.arms) if a.name == value and n >= i]
+            earlier = [a for a in exp.arms[:i] if a.name == value]
+            if earlier and not any(_has_stage(a, name) for a in earlier):
+                fail(loc, f"arm '{value}' has no {name} stage", f"add `{name}` to the stages of arm '{value}'")
+            if not earlier and later:
+                fail(loc, f"arm '{value}' comes at or after this arm", f"move arm '{value}' before the arms using it")
+            if not earlier and not (exp.base_dir / value / "config.json").is_file():
+                fail(
+                    loc,
+                    f"no earlier arm is named '{value}' and no saved {name} folder is at {exp.base_dir / value}",
+                    f"give an earlier arm with a {name} stage `name: {value}`, or the path of a saved {name} folder",
+                )
+
+
+def _has_stage(arm, name: str) -> bool:
+    return any((s if isinstance(s, str) else next(iter(s))) == name for s in arm.stages or [])
 
 
 def check_params(

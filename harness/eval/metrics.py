@@ -400,7 +400,7 @@ def describe() -> dict[str, dict]:
     }
 
 
-# Preference stages (harness.stages, harness.eval.preference): held-out pairs and GRPO samples.
+# Preference stages (harness.stages, harness.eval.preference): held-out pairs, GRPO/RFT samples, reward models.
 # No task_types: measured by the stage runner, not computed from predictions by score_items.
 for _name, _hib, _unit, _desc in [
     (
@@ -428,6 +428,15 @@ for _name, _hib, _unit, _desc in [
         "mean per-token KL(policy || model before preference training) on held-out chosen completions",
     ),
     ("grpo_mean_reward", True, "reward", "mean reward of the completions GRPO sampled in training"),
+    (
+        "reward_model_accuracy",
+        True,
+        "fraction",
+        "reward_model stage: held-out pairs its reward model scores chosen above rejected (bootstrap CI)",
+    ),
+    ("reward_model_margin", True, "reward", "reward_model stage: mean reward(chosen) - reward(rejected), held out"),
+    ("rft_kept_fraction", True, "fraction", "rft stage: prompts whose best sampled completion reached the threshold"),
+    ("rft_mean_reward", True, "reward", "rft stage: mean reward of all the completions it sampled"),
     (
         "judge_position_consistency",
         True,

@@ -21,6 +21,7 @@ from harness.execution.local_pool import LocalPool
 from harness.paths import atomic_write_text, os_problem
 from harness.planning.plan import Arm
 from harness.results.arm_result import LATEST, ArmResult, now, point_latest, task_results, write_run_results
+from harness.stages.rewards import arm_references
 from harness.training.checkpoint import FOLDER as CHECKPOINTS
 
 console = Console(stderr=True)
@@ -123,6 +124,12 @@ class Runner:
         return self.run_dir
 
     def _execute(self, todo: list[tuple[Arm, Path]], progress: Progress, overall) -> None:
+        """In waves: an arm that reads another arm's output (a reward model, harness.stages.rewards)
+        starts once that arm has finished; every other arm is in the first wave."""
+        for wave in waves(todo):
+            self._execute_wave(wave, progress, overall)
+
+    def _execute_wave(self, todo: list[tuple[Arm, Path]], progress: Progress, overall) -> None:
         position = {id(arm): i for i, arm in enumerate(self.arms)}
         rows: dict[int, object] = {}  # one progress row per running arm
         updates = self.executor.run(todo)
@@ -248,6 +255,24 @@ class Runner:
 
     def _experiment_json(self) -> str:
         return self.experiment.model_dump_json(indent=2)
+
+
+def waves(todo: list[tuple[Arm, Path]]) -> list[list[tuple[Arm, Path]]]:
+    """Groups of arms to run one after the other: each arm after the arms (still to run) whose
+    output it reads. Validation lets an arm name only earlier arms, so there is no cycle; should
+    one appear, the rest runs as one last wave (and a missing output fails that arm, not the run)."""
+    pending, out = list(todo), []
+    while pending:
+        waiting = {arm.slug for arm, _ in pending}
+        ready = [job for job in pending if not (needs(job[0]) & waiting)] or pending
+        out.append(ready)
+        pending = [job for job in pending if job not in ready]
+    return out
+
+
+def needs(arm: Arm) -> set[str]:
+    """Slugs of the arms whose output this arm reads (linked by the plan)."""
+    return {params["arm"] for params, _ in arm_references(arm.stages) if params.get("arm")}
 
 
 def _new_run_id(experiment_dir: Path) -> str:

@@ -101,11 +101,13 @@ def execute_arm(arm, out_dir: Path):
     load_seconds = time.perf_counter() - t0
     counts = profile.parameter_counts(model)
 
-    consumed, curve, stage_curves, stage_metrics = None, [], {}, {}
+    consumed, curve, stage_curves, stage_metrics, stage_ci = None, [], {}, {}, {}
     clock.start("train")
     if getattr(arm, "stages", None):
         seed_everything(arm.seed)
-        consumed, stage_curves, stage_metrics = _run_stages(arm, model, tokenizer, train, test, task, method, kind)
+        consumed, stage_curves, stage_metrics, stage_ci = _run_stages(
+            arm, model, tokenizer, train, test, task, method, kind, out_dir=out_dir, model_dir=model_dir
+        )
     elif objective_name != "none":
         emit("phase", phase="train", total=arm.budget.max_steps)
         seed_everything(arm.seed)  # dropout masks: the same stream for every arm
@@ -191,7 +193,7 @@ def execute_arm(arm, out_dir: Path):
         status="ok",
         consumed=consumed.to_dict() if consumed else None,
         metrics={**assessed.metrics, **stage_metrics, **cost},
-        ci=assessed.ci,
+        ci={**assessed.ci, **stage_ci},
         metrics_detail=detail,
         curves={**({"train_loss": curve} if curve else {}), **stage_curves},
         provenance={**provenance(model_dir, task), **evaluation_provenance(kind, task, eval_precision)},
@@ -202,7 +204,7 @@ def execute_arm(arm, out_dir: Path):
     )
 
 
-def _run_stages(arm, model, tokenizer, train, test, task, method, kind):
+def _run_stages(arm, model, tokenizer, train, test, task, method, kind, *, out_dir: Path, model_dir: Path):
     """An arm with `stages:` trains them in order (harness.stages) instead of its objective."""
 
     return run_stages(
@@ -219,6 +221,9 @@ def _run_stages(arm, model, tokenizer, train, test, task, method, kind):
         seed=arm.seed,
         emit=emit,
         base_dir=Path(arm.base_dir),
+        arm_dir=out_dir,
+        model_dir=model_dir,
+        method_params=arm.params,
     )
 
 

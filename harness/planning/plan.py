@@ -19,6 +19,7 @@ from harness.eval.scoring_rule import ScoringRule, decides_arm
 from harness.methods import get_method
 from harness.naming import seed_name
 from harness.stages import normalize_stages
+from harness.stages.rewards import arm_references
 
 HASH_VERSION = 2  # bump when the meaning of a result changes, to invalidate old results
 # 2: encoder heads are initialised from the arm's seed (before, from a per-process random seed)
@@ -97,6 +98,7 @@ def data_identity(task: dict) -> str:
 
 def plan(exp: Experiment) -> list[Arm]:
     arms: list[Arm] = []
+    named: dict[str, list[Arm]] = {}  # an arm's `name:` -> its arms so far (a reward model's users look here)
     base = exp.base_dir
     for spec in exp.arms:
         method = get_method(spec.method)
@@ -127,9 +129,11 @@ def plan(exp: Experiment) -> list[Arm]:
                         base_dir=str(base),
                         golden_sets=[str((base / g).resolve()) for g in exp.golden_sets],
                         tasks=tasks,
-                        stages=stages,
+                        stages=link_arm_outputs(stages, named, arm_key=(task_key, seed, model_key), base=base),
                     )
                     arms.append(replace(arm, hash=_content_hash(arm, model_spec.source, base)))
+                    if spec.name:
+                        named.setdefault(spec.name, []).append(arms[-1])
     _dedupe_names(arms)
     return arms
 
@@ -196,6 +200,23 @@ def arm_stages(spec) -> list[dict]:
     """The arm's stages resolved with each stage's defaults (harness.stages)."""
 
     return normalize_stages(spec.stages)
+
+
+def link_arm_outputs(stages: list[dict], named: dict[str, list[Arm]], *, arm_key: tuple, base: Path) -> list[dict]:
+    """A reward that names an earlier arm (`{reward_model: rm}`, rm being that arm's `name:`) gets
+    the folder of the arm with the same task and seed (and model, when it has several): `arm` in
+    its params, so the producer's hash enters this arm's hash and the runner runs it first. A name
+    that is no arm's is a path, made absolute. `harness validate` has checked both."""
+    task_key, seed, model_key = arm_key
+    linked = json.loads(json.dumps(stages))  # a copy per arm: each seed links its own producer
+    for params, key in arm_references(linked):
+        candidates = [a for a in named.get(params[key], []) if (a.task_key, a.seed) == (task_key, seed)]
+        producer = next((a for a in candidates if a.model_key == model_key), candidates[0] if candidates else None)
+        if producer is not None:
+            params["arm"] = producer.slug
+        else:
+            params[key] = str((base / params[key]).resolve())
+    return linked
 
 
 def stage_prefix(stages: list[dict]) -> str:

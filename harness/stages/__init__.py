@@ -1,4 +1,4 @@
-"""Post-training stages (sft, dpo, orpo, grpo): plugins an arm runs in order on its wrapped model."""
+"""Training stages (sft, cpt, dpo, orpo, grpo, reward_model, rft): plugins an arm runs in order on its wrapped model."""
 
 from harness.stages.registry import (
     Stage,

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from harness.errors import did_you_mean
 from harness.plugins import Params
 from harness.stages import trl_common as common
 from harness.stages.registry import Stage, StageContext, StageOutcome, register_stage
+from harness.stages.rewards import rewards_list
 
 
 @register_stage("grpo")
@@ -23,31 +23,16 @@ class GRPO(Stage):
         lr: float = Field(5e-5, gt=0, description="learning rate of this stage")
         group_size: int = Field(4, ge=2, description="completions sampled per prompt (the group)")
         kl_coef: float = Field(0.04, ge=0, description="KL penalty to the model before this stage (0: none)")
-        rewards: list[str] = Field(
+        rewards: list[str | dict] = Field(
             ["label_correct", "format"],
             min_length=1,
-            description="reward plugins summed per completion (harness stages lists them)",
+            description="reward plugins summed per completion: names or {name: {params}} (harness stages lists them)",
         )
 
         @field_validator("rewards", mode="before")
         @classmethod
-        def _a_list(cls, value):
-            if isinstance(value, str) or not value:
-                raise ValueError(
-                    "`rewards` must be a non-empty list of reward names, for example [label_correct, format]"
-                )
-            return value
-
-        @field_validator("rewards")
-        @classmethod
-        def _registered(cls, names: list[str]) -> list[str]:
-            from harness.stages.rewards import reward_names
-
-            known = reward_names()
-            for name in names:
-                if name not in known:
-                    raise ValueError(f"unknown reward '{name}'; {did_you_mean(name, known)}")
-            return names
+        def _rewards(cls, value):
+            return rewards_list(value)
 
     def train(self, ctx: StageContext, params: dict) -> StageOutcome:
         from datasets import Dataset
@@ -58,7 +43,7 @@ class GRPO(Stage):
         knobs = ctx.budget.alignment
         group, per_step = params["group_size"], knobs.prompts_per_step
         items = ctx.pairs(ctx.steps * per_step)
-        rewards = [as_trl(name) for name in params["rewards"]]
+        rewards = [as_trl(entry, ctx) for entry in params["rewards"]]
         keys = {"loss": "grpo_loss", "reward": "grpo_reward", "kl": "grpo_kl", "completions/mean_length": "grpo_len"}
         progress = common.Progress("grpo", ctx.on_step, keys)
         args = common.trl_args(

@@ -24,6 +24,8 @@ BUILTIN_MODULES = [
     "harness.stages.dpo",
     "harness.stages.orpo",
     "harness.stages.grpo",
+    "harness.stages.reward_model",
+    "harness.stages.rft",
 ]
 
 
@@ -43,6 +45,10 @@ class StageContext:
     pairs: Callable[[int], list[dict]]  # pairs(count): `count` training pairs in the budget's seeded order
     on_step: Callable[[int, int, float], None] | None = None
     base_dir: Path | None = None  # the experiment file's folder: relative paths in params
+    held_out: list[dict] = field(default_factory=list)  # held-out pairs (test split), budget.alignment.eval_pairs
+    arm_dir: Path | None = None  # the arm's folder in the run: what a stage keeps (a reward model)
+    model_dir: Path | None = None  # the arm's base model folder (a reward model is built from it)
+    method_params: dict = field(default_factory=dict)  # the arm's resolved method params
 
     @property
     def steps(self) -> int:
@@ -54,6 +60,7 @@ class StageOutcome:
     consumed: Consumed
     curves: dict[str, list] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
+    ci: dict[str, list[float]] = field(default_factory=dict)  # intervals of some of the metrics
 
 
 class StageParams(Params):

@@ -52,20 +52,23 @@ def run_stages(
     emit=None,
     work_dir: Path | None = None,
     base_dir: Path | None = None,
+    arm_dir: Path | None = None,
+    model_dir: Path | None = None,
+    method_params: dict | None = None,
 ):
-    """-> (Consumed, curves, metrics). `stages` is the arm's resolved list of {name, params}."""
+    """-> (Consumed, curves, metrics, ci). `stages` is the arm's resolved list of {name, params}."""
     max_len = budget.max_seq_len
 
     def pairs(count: int) -> list[dict]:
         return task_pairs(task, train, "train", tokenizer, seed=seed, max_len=max_len, count=count)
 
-    probe = None
+    probe, held_out = None, []
     if kind == "causal_lm":  # the preference metrics are log-probs of completions: decoders only
-        held_out = task_pairs(task, test, "test", tokenizer, seed=seed + 1, max_len=max_len)
-        probe = PreferenceProbe(
-            held_out[: budget.alignment.eval_pairs], tokenizer, max_len=max_len, batch_size=budget.eval_batch_size
-        )
-    parts, curves, metrics = [], {}, {}
+        held_out = task_pairs(task, test, "test", tokenizer, seed=seed + 1, max_len=max_len)[
+            : budget.alignment.eval_pairs
+        ]
+        probe = PreferenceProbe(held_out, tokenizer, max_len=max_len, batch_size=budget.eval_batch_size)
+    parts, curves, metrics, ci = [], {}, {}, {}
     with tempfile.TemporaryDirectory(prefix="harness-stage-") as tmp:
         for spec in stages:
             stage = get_stage(spec["name"])
@@ -88,12 +91,17 @@ def run_stages(
                 pairs=pairs,
                 on_step=on_step,
                 base_dir=base_dir,
+                held_out=held_out,
+                arm_dir=arm_dir,
+                model_dir=model_dir,
+                method_params=method_params or {},
             )
             outcome = stage.train(ctx, spec["params"])
             parts.append((spec["name"], outcome.consumed))
             curves.update({k: v for k, v in outcome.curves.items() if v})
             metrics.update(outcome.metrics)
+            ci.update(outcome.ci)
     model.eval()
     if probe is not None:
         metrics.update(probe.measure(model))
-    return combine(parts), curves, metrics
+    return combine(parts), curves, metrics, ci
