@@ -456,3 +456,16 @@ def test_console_summary_names_only_significant_winners():
     assert not any("beats" in line for line in lines[1:])
     assert lines[1].startswith("1 of 2 paired test(s) significant") and "predates corrections" in lines[1]
     assert "no significant" in summary_lines({"comparisons": comparisons[1:]})[0]
+
+
+def test_a_clear_bootstrap_difference_can_survive_a_large_family():
+    """1000 resamples floor the bootstrap's own p at 1/1001; Holm over 78 pairs would lift that
+    to 0.078, so the tail beyond the resampling's resolution comes from the normal approximation."""
+    rng = np.random.default_rng(3)
+    a = rng.random(64)
+    clear = stats.paired_bootstrap(a + 0.3, a + rng.normal(0, 0.1, 64))
+    assert clear["p_method"] == "bootstrap normal tail"
+    assert clear["p_value"] < 0.05 / 78
+    assert stats.adjust_p_values([clear["p_value"]] + [0.5] * 77, "holm")[0] < 0.05
+    null = stats.paired_bootstrap(a, a + rng.normal(0, 0.1, 64))  # no real difference: the resampled tail decides
+    assert null["p_method"] == "bootstrap" and null["p_value"] > 0.05
