@@ -23,6 +23,15 @@ def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[dic
     return tensors, trained
 
 
+def left_padded(prompts: list[list[int]], pad_id: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """input_ids and attention_mask with the padding on the left, so every prompt ends at the last
+    column: where generation (and a KV cache continued per row) picks up."""
+    width = max(map(len, prompts))
+    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in prompts], device=device)
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return ids, mask
+
+
 def encode_texts(tokenizer, texts: list[str], max_len: int) -> dict:
     return tokenizer(texts, truncation=True, max_length=max_len, padding=True, return_tensors="pt")
 

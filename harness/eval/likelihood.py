@@ -7,6 +7,7 @@ import torch
 
 from harness.data.encoding import (
     IGNORE,  # noqa: E402 - the one ignore id
+    left_padded,
     pad_batch,
 )
 
@@ -121,9 +122,7 @@ def completion_logprobs(
     n, k = len(prompts), len(completions)
     start, cache = shared.for_batch(prompts) if shared else (0, DynamicCache())
     own = [p[start:] for p in prompts]
-    width = max(map(len, own))
-    ids = torch.tensor([[pad_id] * (width - len(p)) + p for p in own], device=device)
-    own_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in own], device=device)
+    ids, own_mask = left_padded(own, pad_id, device)
     mask = torch.cat([torch.ones(n, start, dtype=own_mask.dtype, device=device), own_mask], -1)
     positions = start + (own_mask.cumsum(-1) - 1).clamp(min=0)
     first = (

@@ -9,6 +9,7 @@ import time
 import torch
 
 from harness.config.schema import Budget
+from harness.data.encoding import left_padded
 from harness.data.formatting import PromptFormatter, target_of
 from harness.eval.likelihood import SharedPrefix, completion_logprobs
 from harness.eval.predict_heads import Predictor, encoder_predictor_for
@@ -51,10 +52,9 @@ def generation_predictor(
     @torch.inference_mode()
     def predict(batch):
         prompts = [formatter.encode(e, None, max_len - max_new_tokens)[0] for e in batch]
-        width = max(map(len, prompts))
         pad = tokenizer.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        ids, mask = left_padded(prompts, pad, device)
+        width = ids.shape[1]
         out = model.generate(
             input_ids=ids,
             attention_mask=mask,

@@ -124,6 +124,7 @@ def sample(ctx: StageContext, prompts: list[dict], n: int, *, seed: int) -> list
     (and include) its first end-of-sequence token."""
     import torch
 
+    from harness.data.encoding import left_padded
     from harness.data.formatting import PromptFormatter
     from harness.eval.predict import generated_lengths
 
@@ -138,9 +139,8 @@ def sample(ctx: StageContext, prompts: list[dict], n: int, *, seed: int) -> list
     for start in range(0, len(prompts), size):
         texts = [p["prompt"] for p in prompts[start : start + size]]
         batch = [tok(text, add_special_tokens=not chat)["input_ids"][-room:] for text in texts]
-        width = max(map(len, batch))
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in batch], device=device)
-        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in batch], device=device)
+        ids, mask = left_padded(batch, tok.pad_token_id, device)
+        width = ids.shape[1]
         with torch.no_grad():
             generated = ctx.model.generate(
                 input_ids=ids,
