@@ -16,7 +16,7 @@ from harness.data.preference import PAIR_FIELDS
 from harness.errors import HarnessError, did_you_mean
 from harness.golden.schema import load_golden
 from harness.methods import get_method
-from harness.stages import get_stage, stage_names
+from harness.stages import get_stage, stage_entry, stage_names
 from harness.tasks import task_type
 
 
@@ -286,7 +286,7 @@ def _check_stages(i, arm, kinds, fail, lines, file) -> None:
             "use a trainable method (lora, qlora, full_ft, ...)",
         )
     for j, item in enumerate(arm.stages):
-        name, params = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+        name, params = stage_entry(item)
         try:
             stage = get_stage(name)
         except HarnessError as err:
@@ -311,7 +311,7 @@ def _check_arm_outputs(exp, i, arm, fail) -> None:
     from harness.stages.rewards import REWARDS, reward_spec
 
     for j, item in enumerate(arm.stages or []):
-        stage, params = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+        stage, params = stage_entry(item)
         for k, entry in enumerate((params or {}).get("rewards") or []):
             name, given = reward_spec(entry)
             key = REWARDS.get(name).arm_param
@@ -333,7 +333,7 @@ def _check_arm_outputs(exp, i, arm, fail) -> None:
 
 
 def _has_stage(arm, name: str) -> bool:
-    return any((s if isinstance(s, str) else next(iter(s))) == name for s in arm.stages or [])
+    return any(stage_entry(s)[0] == name for s in arm.stages or [])
 
 
 def check_params(

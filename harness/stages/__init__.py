@@ -7,7 +7,17 @@ from harness.stages.registry import (
     get_stage,
     normalize_stages,
     register_stage,
+    stage_entry,
     stage_names,
 )
 
-__all__ = ["Stage", "StageContext", "StageOutcome", "get_stage", "normalize_stages", "register_stage", "stage_names"]
+__all__ = [
+    "Stage",
+    "StageContext",
+    "StageOutcome",
+    "get_stage",
+    "normalize_stages",
+    "register_stage",
+    "stage_entry",
+    "stage_names",
+]

@@ -99,11 +99,16 @@ def stage_names() -> list[str]:
     return STAGES.names()
 
 
+def stage_entry(item) -> tuple[str, dict | None]:
+    """One entry of an arm's `stages:` as written (`sft` or `{dpo: {beta: 0.2}}`) -> (name, params given)."""
+    return (item, {}) if isinstance(item, str) else next(iter(item.items()))
+
+
 def normalize_stages(spec: list | None) -> list[dict]:
     """`[sft, {dpo: {beta: 0.2}}]` -> [{"name": "sft", "params": {...}}, ...] with defaults
     filled in (the resolved form that enters the arm's hash)."""
     out = []
     for item in spec or []:
-        name, given = (item, {}) if isinstance(item, str) else next(iter(item.items()))
+        name, given = stage_entry(item)
         out.append({"name": name, "params": get_stage(name).Params.model_validate(given or {}).model_dump(mode="json")})
     return out
