@@ -11,6 +11,7 @@ import torch
 
 from harness.config.schema import Budget
 from harness.eval.scoring_rule import ScoringRule
+from tests.tolerances import BF16_VS_FP32
 
 TASK = {
     "type": "classification",
@@ -131,7 +132,7 @@ def test_eval_precision_is_resolved_in_the_plan_and_fp32_keeps_old_hashes(write_
 
 # ------------------------------------------------------------------ bf16 against fp32
 
-BF16_TOLERANCE = 0.05  # nats: bf16 keeps 8 bits of mantissa; label log-probs of the tiny model move less than this
+BF16_TOLERANCE = BF16_VS_FP32  # nats: bf16 keeps 8 bits of mantissa; tiny-model label log-probs move less
 
 
 def test_bf16_label_scores_stay_within_the_stated_tolerance_of_fp32(tiny_models):

@@ -3,18 +3,16 @@ logical), started and stopped by the fixture, which leaves no Ray process behind
 
 from __future__ import annotations
 
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 
 from tests.executor_plugins import install_plugins
+from tests.ray_cluster import foreign_cluster, local_cluster, processes_naming, settle
 from tests.test_executors import quality
 from tests.test_runner import results_of, run_cli
 
@@ -22,51 +20,25 @@ pytestmark = pytest.mark.slow
 
 
 def ray_processes(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any(marker in part for part in proc.info["cmdline"] or []):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
-            continue
-    return found
+    return processes_naming(marker)
 
 
 @pytest.fixture(scope="module")
-def ray_cluster(tmp_path_factory):
-    """A head and a worker node, each with 1 CPU, 1 (fake) GPU and its own scratch folder for arms."""
-    from ray.cluster_utils import Cluster
+def another_users_ray():
+    """A Ray head someone else started on this machine, left running the whole time: the tests
+    must neither use it nor count its processes as theirs."""
+    with foreign_cluster() as root:
+        yield root
 
-    session_root = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # short: Ray's socket paths have a length limit
+
+@pytest.fixture(scope="module")
+def ray_cluster(tmp_path_factory, another_users_ray):
+    """A head and a worker node, each with 1 CPU, 1 (fake) GPU and its own scratch folder for arms,
+    in a temp root of their own (tests/ray_cluster.py); the foreign cluster stays untouched."""
     scratch = {name: tmp_path_factory.mktemp(f"scratch-{name}") for name in ("head", "worker")}
-    cluster = None
-    try:
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": 1,
-                "num_gpus": 1,
-                "include_dashboard": False,
-                "temp_dir": session_root,
-                "env_vars": {"HARNESS_SCRATCH": str(scratch["head"])},
-            },
-        )
-        cluster.add_node(
-            num_cpus=1, num_gpus=1, temp_dir=session_root, env_vars={"HARNESS_SCRATCH": str(scratch["worker"])}
-        )
-        cluster.wait_for_nodes(timeout=120)
-        yield cluster.address, scratch
-    finally:
-        if cluster is not None:
-            cluster.shutdown()
-        deadline = time.monotonic() + 60
-        while ray_processes(session_root) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        left = ray_processes(session_root)
-        for proc in left:  # never leave them running, even when the check below fails
-            proc.kill()
-        shutil.rmtree(session_root, ignore_errors=True)
-        assert not left, f"Ray processes left behind: {[p.pid for p in left]}"
+    with local_cluster({name: {"HARNESS_SCRATCH": str(folder)} for name, folder in scratch.items()}) as address:
+        yield address, scratch
+    assert processes_naming(str(another_users_ray)), "the other user's Ray cluster was stopped by the tests"
 
 
 def test_arms_spread_over_both_nodes_and_equal_a_local_run(ray_cluster, write_experiment, tmp_path):
@@ -134,22 +106,17 @@ def test_ctrl_c_cancels_running_arms_and_keeps_finished_ones(ray_cluster, write_
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 300
     # zero_shot's folder is in the driver's run only once its task returned it
-    while time.monotonic() < deadline and not list(tmp_path.glob("reports/tiny/*/arms/zero_shot*/result.json")):
-        time.sleep(0.5)
+    assert settle(lambda: list(tmp_path.glob("reports/tiny/*/arms/zero_shot*/result.json")))
 
     def arm_processes() -> list:
         return ray_processes(str(scratch["head"])) + ray_processes(str(scratch["worker"]))
 
-    while time.monotonic() < deadline and not arm_processes():
-        time.sleep(0.5)  # the full_ft arm process is running on one of the nodes
+    assert settle(arm_processes)  # the full_ft arm process is running on one of the nodes
     driver.send_signal(signal.SIGINT)
     output, _ = driver.communicate(timeout=120)
     assert driver.returncode == 130, output
     _, results = results_of(tmp_path)
     assert [a["arm"]["method"] for a in results["arms"]] == ["zero_shot"]
-    deadline = time.monotonic() + 60  # the cancelled task's worker is killed, and its arm process with it
-    while time.monotonic() < deadline and arm_processes():
-        time.sleep(0.5)
-    assert not arm_processes()
+    # the cancelled task's worker is killed, and its arm process with it
+    assert settle(lambda: not arm_processes(), timeout=60), [p.pid for p in arm_processes()]

@@ -11,17 +11,34 @@ Only the evaluation casts: training keeps its own precision (budget.precision, i
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
 import torch
 
+from harness.errors import HarnessError
+
 CHOICES = ("auto", "fp32", "bf16")
 
 
-@lru_cache(maxsize=1)  # the plan asks once per arm; the CPU does not change
+CPU_BF16_OVERRIDE = "HARNESS_CPU_BF16"  # "1" or "0": answer for the CPU (tests drive both branches)
+
+
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX-BF16 in the CPU flags (Linux); False where they cannot be read."""
+    """AVX512-BF16 or AMX-BF16 in the CPU flags (Linux); False where they cannot be read.
+    `HARNESS_CPU_BF16=1|0` answers instead of the flags: a machine without the instructions can
+    take the native-bf16 branch (to test it), and one with them can take the fp32 branch."""
+    forced = os.environ.get(CPU_BF16_OVERRIDE, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise HarnessError(f"{CPU_BF16_OVERRIDE}={forced!r}: the value must be 0 or 1; fix: unset it or set 0 or 1")
+    return _cpu_flags_have_bf16()
+
+
+@lru_cache(maxsize=1)  # the plan asks once per arm; the CPU does not change
+def _cpu_flags_have_bf16() -> bool:
     cpuinfo = Path("/proc/cpuinfo")
     if not cpuinfo.is_file():
         return False
