@@ -4,7 +4,8 @@ A page asks for a table with a marker line, `<!-- harness-reference: NAME -->`; 
 REFERENCES below. The experiment YAML and golden-set references walk the pydantic schema (every
 field, its type, bounds, default and description); the methods and stages references read the
 plugin registries and each plugin's Params through `harness.plugins.param_rows`, the rows
-`harness methods` and `harness stages` print. An unknown marker fails the build.
+`harness methods` and `harness stages` print; the commands reference reads the Typer app, as
+`--help` does. An unknown marker fails the build.
 """
 
 from __future__ import annotations
@@ -212,10 +213,40 @@ def rewards_reference() -> str:
     return "\n".join(plugin_section(REWARDS.get(name), "") for name in reward_names())
 
 
+# ----------------------------------------------------------------------------- commands
+
+
+def commands_reference() -> str:
+    """Every command of the `harness` CLI with its help and every argument and option, read from the
+    Typer app itself (what `harness COMMAND --help` prints)."""
+    import typer
+
+    from harness.cli import app
+
+    group = typer.main.get_command(app)
+    sections = []
+    for name, command in group.commands.items():
+        rows = ["| argument or option | default | description |", "| --- | --- | --- |"]
+        for param in command.params:
+            if param.param_type_name == "argument":
+                shown = param.name.upper()
+                default = "required"
+            else:
+                shown = ", ".join(param.opts + param.secondary_opts)
+                default = "–" if param.default is None else code(repr(param.default))
+                default = "required" if param.required else default
+            rows.append(f"| {code(shown)} | {default} | {cell(getattr(param, 'help', None) or '')} |")
+        about = " ".join((command.help or "").split())
+        table = "\n".join(rows) + "\n" if command.params else "No arguments.\n"
+        sections.append(f"### `harness {name}`\n\n{cell(about)}\n\n{table}")
+    return "\n".join(sections)
+
+
 REFERENCES = {
     "experiment": experiment_reference,
     "golden_set": golden_set_reference,
     "methods": methods_reference,
     "stages": stages_reference,
     "rewards": rewards_reference,
+    "commands": commands_reference,
 }

@@ -121,3 +121,15 @@ def test_every_page_is_in_the_nav():
     assert on_disk == in_nav, (
         f"add to mkdocs.yml's nav: {sorted(on_disk - in_nav)}; no such page: {sorted(in_nav - on_disk)}"
     )
+
+
+def test_the_commands_reference_lists_every_command_and_option():
+    import typer
+
+    from harness.cli import app
+
+    reference = load_hook().commands_reference()
+    for name, command in typer.main.get_command(app).commands.items():
+        block = reference.split(f"### `harness {name}`\n", 1)[1].split("\n### ", 1)[0]
+        options = [p.name.upper() if p.param_type_name == "argument" else p.opts[0] for p in command.params]
+        assert [key.split(",")[0] for key in table_keys(block)] == options, name
