@@ -112,7 +112,7 @@ def summary(model: type[BaseModel]) -> str:
     return " ".join(doc.strip().split("\n\n")[0].split())
 
 
-def schema_reference(root: type[BaseModel], root_path: str, level: int = 2) -> str:
+def schema_reference(root: type[BaseModel], root_path: str, level: int = 3) -> str:
     """One section per model reachable from root (depth first, each once), one table row per field."""
     sections, seen = [], set()
 

@@ -27,9 +27,9 @@ def load_hook():
 
 
 def section(markdown: str, title: str) -> str:
-    """The text of one `## title` section of generated Markdown."""
-    match = re.search(rf"^## {re.escape(title)}\n(.*?)(?=^## |\Z)", markdown, re.MULTILINE | re.DOTALL)
-    assert match, f"no section '## {title}' in the generated reference"
+    """The text of one `### title` section of generated Markdown (they sit under a page's `##`)."""
+    match = re.search(rf"^### {re.escape(title)}\n(.*?)(?=^### |\Z)", markdown, re.MULTILINE | re.DOTALL)
+    assert match, f"no section '### {title}' in the generated reference"
     return match.group(1)
 
 
@@ -74,7 +74,7 @@ def test_the_reference_is_built_from_the_schema_it_is_given():
     assert "| `speed` | `float` (`> 0, < 1`) | `0.5` | a &lt;b>bold&lt;/b> claim |" in text
     assert "how deep \\| not a column break" in section(text, "`inner`")
     assert "What the inner block sets." in text
-    assert "## `many.<key>`" not in text  # Inner is described once, where it is first reached
+    assert "### `many.<key>`" not in text  # Inner is described once, where it is first reached
 
 
 def test_the_methods_and_stages_references_list_every_plugin_and_parameter():
