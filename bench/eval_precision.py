@@ -60,7 +60,7 @@ def main() -> int:
     }
     seconds = {(m, p): [] for m in modes for p in nets}
     outputs = {}
-    for _ in range(args.repeats):
+    for round_ in range(args.repeats):
         for mode, mode_task in modes.items():
             for p, net in nets.items():
                 predictor = predict.make_predictor(net, tok, kind="causal_lm", task=mode_task, budget=budget, shots=[])
@@ -68,6 +68,10 @@ def main() -> int:
                 with torch.inference_mode():
                     outputs[mode, p] = predict.predict_in_batches(predictor, test, budget.eval_batch_size)
                 seconds[mode, p].append(time.perf_counter() - start)
+                print(  # as it goes: a figure from a busy machine is kept even if the run is cut short
+                    f"round {round_ + 1}: {mode} {p} {seconds[mode, p][-1]:.2f} s (load {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
     print(
         f"CPU native bf16: {precision.cpu_has_native_bf16()}; eval_precision auto -> {precision.resolve('auto')}; "
         f"{args.items} items, {args.threads} threads, {args.repeats} alternating runs; load average "
