@@ -88,8 +88,8 @@ def run(
 
 
 def _experiment(path_or_experiment, overrides):
-    from harness.config.load import load_experiment
     from harness.config.schema import Experiment
+    from harness.planning.experiment_loader import load_experiment
 
     if isinstance(path_or_experiment, Experiment):
         if overrides:

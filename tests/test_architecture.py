@@ -14,13 +14,13 @@ ROOT = Path(__file__).resolve().parents[1] / "harness"
 # Lowest first. A module may import modules of its own layer or of lower ones, never higher.
 LAYERS: list[tuple[str, ...]] = [
     ("harness", "harness.errors", "harness.paths", "harness.plugins", "harness.naming", "harness.tasks"),
-    ("harness.config.schema", "harness.config.yamlfile", "harness.golden.schema"),
+    ("harness.config.schema", "harness.config.yamlfile", "harness.config.golden_set"),
     ("harness.data", "harness.models"),
     ("harness.methods", "harness.training"),
     ("harness.eval",),
     ("harness.stages",),
-    ("harness.golden.assertions", "harness.golden.scoring"),
-    ("harness.config.checks", "harness.config.load", "harness.config", "harness.results"),
+    ("harness.eval.golden_assertions", "harness.eval.golden_scoring"),
+    ("harness.planning.validation", "harness.planning.experiment_loader", "harness.config", "harness.results"),
     ("harness.planning",),
     ("harness.execution",),
     (

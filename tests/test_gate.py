@@ -13,11 +13,11 @@ import yaml
 from typer.testing import CliRunner
 
 from harness.cli.main import app
+from harness.config.golden_set import GoldenItem, GoldenSet, load_golden
 from harness.errors import HarnessError
+from harness.eval.golden_assertions import check_item
+from harness.eval.golden_scoring import golden_task, score_golden, summarize
 from harness.golden import gate, outputs, summary
-from harness.golden.assertions import check_item
-from harness.golden.schema import GoldenItem, GoldenSet, load_golden
-from harness.golden.scoring import golden_task, score_golden, summarize
 
 GOLDEN = {
     "name": "mini",

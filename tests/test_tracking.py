@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from harness.config.load import load_experiment
+from harness.planning.experiment_loader import load_experiment
 from harness.results.arm_result import ArmResult
 from harness.tracking.mlflow_tracker import MlflowTracker, resolve_store
 from harness.tracking.ui import healthy, port_is_free, start_ui, stop_ui

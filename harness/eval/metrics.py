@@ -400,7 +400,7 @@ def describe() -> dict[str, dict]:
     }
 
 
-# Preference stages (harness.stages, harness.eval.preference): held-out pairs, GRPO/RFT samples, reward models.
+# Preference stages (harness.stages, harness.eval.preference_metrics): held-out pairs, GRPO/RFT samples, reward models.
 # No task_types: measured by the stage runner, not computed from predictions by score_items.
 for _name, _hib, _unit, _desc in [
     (

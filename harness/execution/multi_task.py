@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from harness import models
-from harness.data.tasks import load_task
+from harness.data.task_examples import load_task
 from harness.eval import predict, profile, quality
 from harness.eval.predict_heads import encoder_predictor_for
 from harness.execution.arm_common import arm_summary, emit, seed_everything
@@ -22,8 +22,8 @@ from harness.methods import ArmContext, get_method
 from harness.results.arm_result import ArmResult, now
 from harness.tasks import task_type
 from harness.training import checkpoint, get_objective
-from harness.training.devices import is_main_process
-from harness.training.multi_task import TaskData, train
+from harness.training.distributed import is_main_process
+from harness.training.multi_task_objective import TaskData, train
 
 
 def execute_multi_task(arm, out_dir: Path):

@@ -8,21 +8,21 @@ import time
 from pathlib import Path
 
 from harness import models
-from harness.data.tasks import load_task
+from harness.data.task_examples import load_task
 from harness.eval import base_cache, precision, predict, profile, quality
 from harness.eval.domain import DomainPerplexity
 from harness.eval.forgetting import Forgetting
+from harness.eval.golden_scoring import score_arm_on_golden_sets
 from harness.eval.phases import PhaseClock
 from harness.execution.arm_common import arm_summary, emit, seed_everything
 from harness.execution.provenance import evaluation_provenance, provenance
-from harness.golden.scoring import score_arm_on_golden_sets
 from harness.methods import ArmContext, get_method
 from harness.results.arm_result import ArmResult, now
 from harness.stages.run import run_stages
 from harness.tasks import encoder_head
 from harness.tasks import objective_name as objective_for_task
 from harness.training import checkpoint, get_objective
-from harness.training.devices import is_main_process
+from harness.training.distributed import is_main_process
 
 
 def execute_arm(arm, out_dir: Path):

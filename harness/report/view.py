@@ -481,7 +481,7 @@ def golden(results: dict) -> dict | None:
 
 
 def _golden_rows_from_arms(results: dict) -> list[dict]:
-    """Per-arm golden results (arms[i].golden[set].items, see harness/golden/scoring.py) as flat rows."""
+    """Per-arm golden results (arms[i].golden[set].items, see harness/eval/golden_scoring.py) as flat rows."""
     rows = []
     for arm in results.get("arms", []):
         for set_name, outcome in (arm.get("golden") or {}).items():

@@ -11,7 +11,7 @@ OBJECTIVES = {
     "classification": "harness.training.classification:ClassificationObjective",
     "token_classification": "harness.training.token_classification:TokenClassificationObjective",
     "extractive_qa": "harness.training.extractive_qa:ExtractiveQAObjective",
-    "multi_task": "harness.training.multi_task:MultiTaskObjective",
+    "multi_task": "harness.training.multi_task_objective:MultiTaskObjective",
 }
 
 
