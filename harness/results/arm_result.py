@@ -36,7 +36,7 @@ class ArmResult(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     reused_from: str | None = None  # the run a completed result was taken from on resume
-    golden: dict[str, Any] = Field(default_factory=dict)  # {set name: harness.eval.golden.set_result}
+    golden: dict[str, Any] = Field(default_factory=dict)  # {set name: harness.eval.golden_scoring.set_result}
     health: list[str] = Field(default_factory=list)  # diverged / collapsed (harness.results.audit.arm_health)
 
     def write(self, path: Path) -> None:
