@@ -17,10 +17,12 @@ ROOT = Path(__file__).resolve().parents[1] / "harness"
 LAYERS: list[tuple[str, ...]] = [
     ("harness.errors", "harness.naming", "harness.version"),
     ("harness.paths", "harness.plugins", "harness.tasks"),  # foundation: atomic files, the Registry, task types
-    ("harness.config",),  # the files a user writes: experiment schema, YAML reading, golden-set schema
+    # the formats: the files a user writes (experiment schema, YAML reading, golden-set schema) and
+    # the arm folders and results.json a run writes
+    ("harness.config", "harness.results"),
     ("harness.data", "harness.models"),
     ("harness.training", "harness.eval"),  # the loop and its objectives; evaluation, golden scoring included
-    ("harness.methods", "harness.results"),
+    ("harness.methods",),
     ("harness.stages",),
     ("harness.planning",),  # validation against the world, then the plan
     ("harness.execution",),

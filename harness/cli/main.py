@@ -278,7 +278,7 @@ def report(
         )
     finished = load_run(run_dir)
     if recompute:
-        from harness.results.arm_result import recompute_statistics
+        from harness.eval.results_statistics import recompute_statistics
 
         recompute_statistics(finished.run_dir, correction)
         finished = load_run(finished.run_dir)
@@ -311,8 +311,7 @@ def prepare(
     from harness.data import prepared
 
     if data:
-        for name in prepared.PREPARED:
-            path = prepared.prepare(name, force=force)
+        for name, path in prepared.prepare_all(force=force).items():
             info = json.loads((path / "fingerprint.json").read_text())
             out.print(f"data {name}: {info.get('counts')} -> {path}")
     if models:

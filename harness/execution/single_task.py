@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from harness.eval.phases import PhaseClock
 from harness.execution.arm_common import arm_summary, emit, seed_everything
 from harness.execution.provenance import evaluation_provenance, provenance
 from harness.methods import ArmContext, get_method
+from harness.results.arm_folder import write_predictions
 from harness.results.arm_result import ArmResult, now
 from harness.stages.run import run_stages
 from harness.tasks import encoder_head
@@ -171,10 +171,7 @@ def execute_arm(arm, out_dir: Path):
     )
 
     clock.start("save")
-    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    artifacts = {"predictions": "predictions.jsonl"}
+    artifacts = {"predictions": write_predictions(out_dir, rows)}
     checkpoint.discard(out_dir / checkpoint.FOLDER)  # finished: the result is what a rerun reuses
     if saved:
         artifacts["adapter"] = saved.name
