@@ -33,9 +33,9 @@ def main() -> int:
     import torch
 
     from harness import models
-    from harness.config.load import load_experiment
-    from harness.data.tasks import load_task
+    from harness.data.task_examples import load_task
     from harness.eval import precision, predict
+    from harness.planning.experiment_loader import load_experiment
 
     torch.set_num_threads(args.threads)
     root = Path(__file__).resolve().parents[1]

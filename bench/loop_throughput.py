@@ -50,7 +50,7 @@ def batches(model_dir, budget):
     from harness import models
     from harness.data.encoding import pad_batch
     from harness.data.formatting import PromptFormatter, target_of
-    from harness.data.tasks import load_task
+    from harness.data.task_examples import load_task
 
     task_spec = {
         "type": "classification",

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def rebuild(arm, arm_dir: Path, result: dict):
     """(model, tokenizer, shots) of a finished arm, or None when its weights were not saved."""
     from harness import models
-    from harness.data.tasks import load_task
+    from harness.data.task_examples import load_task
     from harness.methods import ArmContext, get_method
 
     method = get_method(arm.method)
@@ -54,7 +54,7 @@ def main() -> int:
     import torch
 
     from harness.data.formatting import PromptFormatter
-    from harness.data.tasks import load_task
+    from harness.data.task_examples import load_task
     from harness.eval.predict import make_predictor, predict_in_batches
     from harness.eval.scoring_rule import ScoringRule
     from harness.planning.plan import Arm

@@ -40,10 +40,10 @@ EXPERIMENT = ROOT / "experiments" / "encoder_vs_decoder.yaml"
 def write_items(n: int, rule: str, path: Path) -> dict:
     """The test items with their context strings and label continuations, as both sides see them."""
     from harness import models
-    from harness.config.load import load_experiment
     from harness.config.schema import Budget
     from harness.data.formatting import PromptFormatter
-    from harness.data.tasks import load_task
+    from harness.data.task_examples import load_task
+    from harness.planning.experiment_loader import load_experiment
 
     exp = load_experiment(EXPERIMENT)
     task = exp.tasks["sentiment"].model_dump()

@@ -3,13 +3,14 @@
 The Python API (harness/api.py) is re-exported here: harness.run(...), harness.load_run(...),
 harness.load_runs(...), Run, Runs. It is loaded on first use, not on `import harness`: every
 module of the package (and every arm process) imports this file, and none of them should pay for
-the API's imports; it also keeps the package root at the bottom of tests/test_architecture.py's
-layers while the API sits at the top, beside the CLI.
+the API's imports. The version lives in harness.version, so that nothing below the API needs the
+package root (tests/test_architecture.py places it at the top, beside the CLI).
 """
 
 import importlib
 
-__version__ = "0.1.0"
+from harness.version import __version__
+
 API = ("Run", "Runs", "load_run", "load_runs", "run")
 __all__ = [*API, "__version__"]
 

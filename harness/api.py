@@ -13,13 +13,13 @@ the numbers are the ones the console, the HTML page, MLflow and the gate show.
 from __future__ import annotations
 
 import glob as globbing
-import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from harness.errors import HarnessError
+from harness.results.arm_folder import arm_predictions, golden_rows
 from harness.results.arm_result import LATEST
 
 if TYPE_CHECKING:  # pandas loads in ~0.5 s: only when a table is asked for
@@ -88,8 +88,8 @@ def run(
 
 
 def _experiment(path_or_experiment, overrides):
-    from harness.config.load import load_experiment
     from harness.config.schema import Experiment
+    from harness.planning.experiment_loader import load_experiment
 
     if isinstance(path_or_experiment, Experiment):
         if overrides:
@@ -245,7 +245,7 @@ class Run:
                 for k, v in self._identity(entry).items()
                 if k in ("experiment", "run_id", "arm", "task", "method", "model", "seed")
             }
-            for item in _read_jsonl(self._predictions_path(entry)):
+            for item in arm_predictions(self.run_dir, entry):
                 scores = item.pop("scores", None) or {}
                 rows.append({**identity, **item, **scores})
         return pd.DataFrame(
@@ -314,19 +314,8 @@ class Run:
         rows = []
         for arm in self.arms:
             identity = self._identity(arm)
-            for name, entry in (arm.get("golden") or {}).items():
-                for item in entry.get("items", []):
-                    rows.append(
-                        {
-                            "experiment": identity["experiment"],
-                            "run_id": identity["run_id"],
-                            "arm": identity["arm"],
-                            "set": name,
-                            "version": entry.get("version"),
-                            "item_id": item["id"],
-                            **{k: v for k, v in item.items() if k != "id"},
-                        }
-                    )
+            who = {key: identity[key] for key in ("experiment", "run_id", "arm")}
+            rows.extend(who | row for row in golden_rows(arm))
         return pd.DataFrame(
             rows,
             columns=_ordered(
@@ -377,14 +366,6 @@ class Run:
             raise HarnessError(f"arm {ref!r} {what} arm of run {self.run_dir}", fix=f"choose one of: {names}")
         return chosen
 
-    def _predictions_path(self, arm: dict) -> Path:
-        """arms/<slug>/predictions.jsonl; for one task of an arm spanning tasks, its tasks/<task>/ copy."""
-        folder = self.run_dir / "arms" / arm["arm"].get("slug", "")
-        name = (arm.get("artifacts") or {}).get("predictions", "predictions.jsonl")
-        if arm["arm"].get("tasks") and (folder / "tasks" / arm["arm"]["task_key"] / name).is_file():
-            return folder / "tasks" / arm["arm"]["task_key"] / name
-        return folder / name
-
 
 class Runs(list):
     """Several runs whose tables concatenate: `load_runs(...).table()` is one frame over all of them."""
@@ -420,10 +401,3 @@ def _ordered(rows: list[dict], first: list[str]) -> list[str]:
 
 def _ci_cols(frame) -> set[str]:
     return {c for c in frame.columns if c.endswith(("_low", "_high")) and c.rsplit("_", 1)[0] in frame.columns}
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]

@@ -1,4 +1,5 @@
-"""One registry shape for every kind of plugin (methods, stages, rewards): built-ins register
+"""One registry shape for every kind of plugin (methods, stages, rewards, training objectives,
+metrics, executors): built-ins register
 with a decorator, third-party packages through an entry-point group, unknown names fail with
 "did you mean". Built-in modules are imported on first use, so `validate` and `--help` stay fast.
 
@@ -126,3 +127,27 @@ class Registry:
     def names(self) -> list[str]:
         self.load()
         return sorted(self.entries)
+
+    # Read-only mapping view, in registration order (the order reports list metrics in).
+    def __contains__(self, name: object) -> bool:
+        self.load()
+        return name in self.entries
+
+    def __getitem__(self, name: str):
+        return self.get(name)
+
+    def __iter__(self):
+        self.load()
+        return iter(list(self.entries))
+
+    def __len__(self) -> int:
+        self.load()
+        return len(self.entries)
+
+    def items(self):
+        self.load()
+        return list(self.entries.items())
+
+    def values(self):
+        self.load()
+        return list(self.entries.values())

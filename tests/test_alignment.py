@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from harness.config.load import load_experiment
 from harness.errors import HarnessError
+from harness.planning.experiment_loader import load_experiment
 from harness.planning.plan import plan
 from harness.stages.rewards import register_reward
 
@@ -39,7 +39,7 @@ def planned_arm(write_experiment, stages, budget=None, **arm):
 def make_staged(write_experiment, stages, method_name="lora", budget=None):
     """(model, tokenizer, train, test, task, arm, method) of an arm (LoRA by default) on the tiny Llama."""
     from harness import models
-    from harness.data.tasks import load_task
+    from harness.data.task_examples import load_task
     from harness.methods import ArmContext, get_method
 
     other = {} if method_name == "lora" else {"method": method_name, "params": {}}
@@ -458,7 +458,7 @@ def test_stages_command_lists_stages_and_rewards():
 
 
 def test_summarise_on_known_numbers():
-    from harness.eval.preference import summarise
+    from harness.eval.preference_metrics import summarise
 
     # rows alternate chosen, rejected: (summed log-prob, tokens)
     seq = [(-2.0, 2), (-6.0, 3), (-9.0, 3), (-2.0, 1)]  # pair 1: -1 > -2 yes; pair 2: -3 > -2 no
@@ -472,7 +472,7 @@ def test_probe_matches_a_direct_computation(staged):
     from harness.data.encoding import pad_batch
     from harness.data.preference import build_pairs
     from harness.eval.likelihood import target_logprobs
-    from harness.eval.preference import PreferenceProbe
+    from harness.eval.preference_metrics import PreferenceProbe
 
     model, tok, train, test, task, arm, method = staged(["dpo"])
     pairs = build_pairs(test[:6], task, tok, seed=0, max_len=48)

@@ -136,7 +136,7 @@ def test_the_analysis_notebook_runs(workdir, capsys):
 
 
 def test_contradicting_executor_options_and_overrides_on_a_loaded_experiment_are_refused(workdir):
-    from harness.config.load import load_experiment
+    from harness.planning.experiment_loader import load_experiment
 
     folder, _, _ = workdir
     with pytest.raises(HarnessError, match="sets the local pool's size"):

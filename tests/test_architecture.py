@@ -1,6 +1,8 @@
-"""The package layout is the architecture: imports between harness modules, drawn with `ast`
-(function-level imports included), form no cycle and never point from a lower step of the flow up
-to a higher one. The layers are DESIGN.md's package map; a new package must be placed here."""
+"""The package layout is the architecture: each package (a folder of harness/, or a module at its
+root) is one layer, and imports between packages, drawn with `ast` (function-level imports
+included), only point down. A package may import its own modules and the packages of lower
+layers; never a higher layer, nor a peer of its own layer. Modules form no import cycle. The layers
+are DESIGN.md's package map; a new package must be placed here."""
 
 from __future__ import annotations
 
@@ -11,27 +13,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1] / "harness"
 
-# Lowest first. A module may import modules of its own layer or of lower ones, never higher.
+# Lowest first. Each entry is a layer: packages that may import any lower layer but not each other.
 LAYERS: list[tuple[str, ...]] = [
-    ("harness", "harness.errors", "harness.paths", "harness.plugins", "harness.naming", "harness.tasks"),
-    ("harness.config.schema", "harness.config.yamlfile", "harness.golden.schema"),
+    ("harness.errors", "harness.naming", "harness.version"),
+    ("harness.paths", "harness.plugins", "harness.tasks"),  # foundation: atomic files, the Registry, task types
+    # the formats: the files a user writes (experiment schema, YAML reading, golden-set schema) and
+    # the arm folders and results.json a run writes
+    ("harness.config", "harness.results"),
     ("harness.data", "harness.models"),
-    ("harness.methods", "harness.training"),
-    ("harness.eval",),
+    ("harness.training", "harness.eval"),  # the loop and its objectives; evaluation, golden scoring included
+    ("harness.methods",),
     ("harness.stages",),
-    ("harness.golden.assertions", "harness.golden.scoring"),
-    ("harness.config.checks", "harness.config.load", "harness.config", "harness.results"),
-    ("harness.planning",),
+    ("harness.planning",),  # validation against the world, then the plan
     ("harness.execution",),
-    (
-        "harness.tracking",
-        "harness.report",
-        "harness.golden.gate",
-        "harness.golden.outputs",
-        "harness.golden.summary",
-        "harness.golden",
-    ),
-    ("harness.api", "harness.cli", "harness.__main__"),  # the two front doors: Python and the command line
+    ("harness.tracking", "harness.report"),
+    ("harness.golden",),  # the release gate: candidate vs baseline, outputs, promotion
+    ("harness.api",),
+    ("harness.cli",),
+    ("harness", "harness.__main__"),  # the package root re-exports the API (lazily); `python -m harness`
 ]
 
 
@@ -40,6 +39,11 @@ def module_name(path: Path) -> str:
     if parts[-1] == "__init__":
         parts.pop()
     return ".".join(parts)
+
+
+def package_of(module: str) -> str:
+    """harness.eval.metrics -> harness.eval; a module at the root (harness.errors) is its own package."""
+    return ".".join(module.split(".")[:2])
 
 
 def harness_imports(path: Path, modules: set[str]) -> set[str]:
@@ -69,15 +73,25 @@ def import_graph() -> dict[str, set[str]]:
     return {name: harness_imports(path, modules) - {name} for name, path in files.items()}
 
 
-def layer_of(module: str) -> int:
-    best, rank = -1, None
-    for i, layer in enumerate(LAYERS):
-        for prefix in layer:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
-                best, rank = len(prefix), i
-    if rank is None:
-        pytest.fail(f"{module} is in no layer of tests/test_architecture.py: place its package there")
-    return rank
+def layer_of(package: str, layers: list[tuple[str, ...]] = LAYERS) -> int:
+    for rank, layer in enumerate(layers):
+        if package in layer:
+            return rank
+    pytest.fail(f"package {package} is in no layer of tests/test_architecture.py: place it there (and in DESIGN.md)")
+
+
+def arrows_against_the_layers(graph: dict[str, set[str]], layers: list[tuple[str, ...]] = LAYERS) -> list[str]:
+    """Each import from one package to another that is not in a lower layer (up, or to a peer)."""
+    wrong = []
+    for importer, targets in sorted(graph.items()):
+        for target in sorted(targets):
+            source, dest = package_of(importer), package_of(target)
+            if source != dest and layer_of(dest, layers) >= layer_of(source, layers):
+                wrong.append(
+                    f"{importer} ({source}, layer {layer_of(source, layers)}) imports {target} "
+                    f"({dest}, layer {layer_of(dest, layers)})"
+                )
+    return wrong
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
@@ -107,26 +121,36 @@ def test_no_import_cycle_between_harness_modules():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
-def test_no_import_points_up_the_flow():
-    upward = [
-        f"{a} (layer {layer_of(a)}) imports {b} (layer {layer_of(b)})"
-        for a, targets in sorted(import_graph().items())
-        for b in sorted(targets)
-        if layer_of(b) > layer_of(a)
-    ]
-    assert not upward, "imports against the flow:\n" + "\n".join(upward)
+def test_every_import_between_packages_points_down_the_layers():
+    wrong = arrows_against_the_layers(import_graph())
+    assert not wrong, "imports that do not point down the layers:\n" + "\n".join(wrong)
 
 
-def test_the_checker_sees_a_cycle_and_an_upward_import():
-    """The two tests above can fail: a constructed graph with a cycle and an upward arrow."""
+def test_the_layer_table_names_exactly_the_packages_there_are():
+    packages = {package_of(module) for module in import_graph()}
+    listed = [package for layer in LAYERS for package in layer]
+    assert len(listed) == len(set(listed)), "a package is listed in two layers"
+    assert set(listed) == packages, f"not a package: {set(listed) - packages}; not placed: {packages - set(listed)}"
+
+
+def test_the_checker_sees_a_cycle_an_upward_and_a_sideways_import():
+    """The tests above can fail: a constructed graph with a cycle, an import up a layer and one to
+    a peer of the same layer; imports inside a package and down a layer pass."""
+    layers = [("harness.errors",), ("harness.data", "harness.models"), ("harness.eval",), ("harness.execution",)]
     graph = {
-        "harness.eval.a": {"harness.eval.b"},
-        "harness.eval.b": {"harness.eval.a"},
-        "harness.training.x": {"harness.execution.runner"},
-        "harness.execution.runner": set(),
+        "harness.eval.a": {"harness.eval.b", "harness.data.x", "harness.errors"},  # own package, down, down
+        "harness.eval.b": {"harness.eval.a"},  # a cycle inside a package
+        "harness.data.x": {"harness.execution.runner"},  # up
+        "harness.models.y": {"harness.data.x"},  # sideways, to a peer
+        "harness.execution.runner": {"harness.errors"},  # down, two layers
+        "harness.errors": set(),
     }
     assert find_cycle(graph) == ["harness.eval.a", "harness.eval.b", "harness.eval.a"]
-    assert layer_of("harness.execution.runner") > layer_of("harness.training.x")
+    wrong = arrows_against_the_layers(graph, layers)
+    assert [line.split(" (")[0] for line in wrong] == ["harness.data.x", "harness.models.y"]
+    assert "imports harness.execution.runner (harness.execution, layer 3)" in wrong[0]
+    with pytest.raises(pytest.fail.Exception, match="harness.report is in no layer"):
+        layer_of("harness.report", layers)
 
 
 def test_function_level_imports_are_part_of_the_graph(tmp_path):

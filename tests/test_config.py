@@ -6,7 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli.main import app
-from harness.config.load import load_experiment
+from harness.planning.experiment_loader import load_experiment
 
 ARMS = [{"method": "lora", "model": "llama"}, {"method": "full_ft", "model": "bert"}]
 

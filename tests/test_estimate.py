@@ -8,9 +8,9 @@ from pathlib import Path
 from typer.testing import CliRunner
 
 from harness.cli.main import app
-from harness.config.load import load_experiment
 from harness.methods import get_method
 from harness.planning.estimate import KNOWN_CONFIGS, config_from_dict, estimate_arms, wrapped_meta_model
+from harness.planning.experiment_loader import load_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -93,7 +93,7 @@ def test_the_default_rule_is_lm_evals_multiple_choice_acc():
 
 
 def test_scoring_rule_enters_the_hash_of_decoder_scoring_arms_only(write_experiment):
-    from harness.config.load import load_experiment
+    from harness.planning.experiment_loader import load_experiment
     from harness.planning.plan import plan
 
     path = write_experiment([{"method": "zero_shot", "model": "llama"}, {"method": "lora", "model": "bert"}])
@@ -114,8 +114,8 @@ def test_scoring_rule_enters_the_hash_of_decoder_scoring_arms_only(write_experim
 
 
 def test_eval_precision_is_resolved_in_the_plan_and_fp32_keeps_old_hashes(write_experiment, monkeypatch):
-    from harness.config.load import load_experiment
     from harness.eval import precision
+    from harness.planning.experiment_loader import load_experiment
     from harness.planning.plan import plan
 
     path = write_experiment([{"method": "lora", "model": "bert"}])
@@ -270,7 +270,7 @@ def test_report_and_mlflow_say_how_an_arm_was_evaluated_and_when_its_cost_was_co
 def test_golden_results_of_an_untouched_base_are_reused_only_for_the_same_model_and_set(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
-    from harness.golden import scoring
+    from harness.eval import golden_scoring
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
     calls = []
@@ -279,7 +279,7 @@ def test_golden_results_of_an_untouched_base_are_reused_only_for_the_same_model_
         calls.append(golden.name)
         return [{"id": item.id, "passed": True, "must": item.must} for item in golden.items]
 
-    monkeypatch.setattr(scoring, "score_golden", fake_score)
+    monkeypatch.setattr(golden_scoring, "score_golden", fake_score)
     golden = tmp_path / "set.yaml"
     golden.write_text(
         "name: mini\ntask: classification\nversion: 1\nlabels: [negative, positive]\n"
@@ -289,7 +289,9 @@ def test_golden_results_of_an_untouched_base_are_reused_only_for_the_same_model_
     base = {"fingerprint": "local:abc", "files": [["model.safetensors", 10, 1]], "precision": "fp32"}
 
     def run(identity):
-        return scoring.score_arm_on_golden_sets(arm, None, None, kind="causal_lm", task=TASK, base_identity=identity)
+        return golden_scoring.score_arm_on_golden_sets(
+            arm, None, None, kind="causal_lm", task=TASK, base_identity=identity
+        )
 
     first, second = run(base), run(base)
     assert len(calls) == 1 and "reused_base_result" not in first["mini"] and second["mini"]["reused_base_result"]

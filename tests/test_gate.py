@@ -13,11 +13,12 @@ import yaml
 from typer.testing import CliRunner
 
 from harness.cli.main import app
+from harness.config.golden_set import GoldenItem, GoldenSet, load_golden
 from harness.errors import HarnessError
-from harness.golden import gate, outputs, summary
-from harness.golden.assertions import check_item
-from harness.golden.schema import GoldenItem, GoldenSet, load_golden
-from harness.golden.scoring import golden_task, score_golden, summarize
+from harness.eval.golden_assertions import check_item
+from harness.eval.golden_scoring import golden_task, score_golden, summarize
+from harness.golden import gate, outputs
+from harness.results.arm_folder import golden_rows
 
 GOLDEN = {
     "name": "mini",
@@ -490,7 +491,7 @@ def test_an_experiment_scores_every_arm_on_its_golden_sets(write_experiment, tmp
     assert [r["id"] for r in entry["items"]] == IDS and entry["version"] == "1"
     assert all({"passed", "must", "expected", "actual", "failures", "latency_ms"} <= set(r) for r in entry["items"])
     assert f"golden mini@1 zero_shot · llama: {entry['passed']}/8 items pass" in result.output
-    flat = summary.golden_rows(results)
+    flat = [{"arm": arm["arm"]["name"], **row} for arm in results["arms"] for row in golden_rows(arm)]
     assert len(flat) == 8 and flat[0]["arm"] == "zero_shot · llama" and flat[0]["item_id"] == "a"
     # The run folder is a gate side; against itself it passes, unless a must item fails.
     gated = gate_cli(golden, run_dir, run_dir)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config.load import load_experiment
 from harness.eval import precision
 from harness.execution.single_task import execute_arm
+from harness.planning.experiment_loader import load_experiment
 from harness.planning.plan import plan
 from tests.tolerances import RECOMPUTED
 
@@ -154,7 +154,7 @@ def _ctx(kind):
 
 def predict_again(model, model_dir: Path, planned, tiny_data, kind: str) -> list[dict]:
     from harness import models
-    from harness.data.tasks import load_task
+    from harness.data.task_examples import load_task
     from harness.eval import predict
 
     tok = models.load_tokenizer(model_dir)

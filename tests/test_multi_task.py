@@ -19,8 +19,8 @@ from harness.data.prepared import build_ner, read_conll
 from harness.eval import metrics
 from harness.methods import ArmContext, get_method
 from harness.training import get_objective
-from harness.training.multi_task import TaskData
-from harness.training.multi_task import train as train_multi
+from harness.training.multi_task_objective import TaskData
+from harness.training.multi_task_objective import train as train_multi
 
 TAGS = ["O", "B-person", "I-person", "B-geo-loc", "I-geo-loc"]
 BUDGET = Budget(
@@ -334,8 +334,8 @@ def multi_experiment(tiny_models, tiny_data, tmp_path) -> dict:
 
 
 def test_plan_makes_one_arm_over_all_tasks_and_counts_it_on_meta(tiny_models, tiny_data, tmp_path):
-    from harness.config.load import load_experiment
     from harness.planning.estimate import estimate_arms
+    from harness.planning.experiment_loader import load_experiment
     from harness.planning.plan import plan
 
     experiment = load_experiment(multi_experiment(tiny_models, tiny_data, tmp_path))

@@ -8,8 +8,8 @@ import pytest
 from typer.testing import CliRunner
 
 from harness.cli import app
-from harness.config.load import load_experiment
 from harness.errors import HarnessError
+from harness.planning.experiment_loader import load_experiment
 from harness.planning.plan import plan
 
 runner = CliRunner()

@@ -7,11 +7,11 @@ from typer.testing import CliRunner
 
 from harness import plugins
 from harness.cli.main import app
-from harness.config.load import load_experiment
 from harness.data.order import example_order
 from harness.errors import HarnessError
 from harness.methods import Method, get_method, method_names, register, registry
 from harness.methods.registry import TrainedParams
+from harness.planning.experiment_loader import load_experiment
 from harness.planning.plan import plan
 
 

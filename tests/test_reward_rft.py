@@ -13,8 +13,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from harness.config.load import load_experiment
 from harness.errors import HarnessError
+from harness.planning.experiment_loader import load_experiment
 from harness.planning.plan import plan
 from harness.stages.rewards import register_reward
 from tests.test_alignment import BUDGET, LORA, make_staged, trainable

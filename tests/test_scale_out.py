@@ -86,7 +86,7 @@ sys.exit(main(sys.argv[1:]))
 
 
 def _arm_json(write_experiment, tmp_path: Path) -> Path:
-    from harness.config.load import load_experiment
+    from harness.planning.experiment_loader import load_experiment
     from harness.planning.plan import plan
 
     arms = [{"method": "full_ft", "model": "llama", "lr": 1e-3}]

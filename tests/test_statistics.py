@@ -312,8 +312,8 @@ def test_report_recompute_rewrites_an_older_runs_statistics(tmp_path):
 
 
 def test_budget_correction_is_checked_and_does_not_change_arm_hashes():
-    from harness.config.load import load_experiment
     from harness.errors import HarnessError
+    from harness.planning.experiment_loader import load_experiment
     from harness.planning.plan import _arm_budget, budget_identity
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "peft_methods.yaml"

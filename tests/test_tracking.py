@@ -10,10 +10,10 @@ import urllib.request
 
 import pytest
 
-from harness.config.load import load_experiment
+from harness.planning.experiment_loader import load_experiment
 from harness.results.arm_result import ArmResult
 from harness.tracking.mlflow_tracker import MlflowTracker, resolve_store
-from harness.tracking.ui import healthy, port_is_free, start_ui, stop_ui
+from harness.tracking.ui import _bind_problem, healthy, start_ui, stop_ui
 from tests.test_runner import results_of, run_cli
 
 FAILING = {"method": "lora", "model": "llama", "params": {"target_modules": ["no_such_module"]}}
@@ -130,7 +130,7 @@ def test_run_is_tracked_and_served_by_harness_ui(write_experiment, tmp_path):
     finally:
         code = stop_ui(proc)
     assert code is not None and proc.poll() is not None
-    assert not healthy(url) and port_is_free("127.0.0.1", port)  # its worker is gone too
+    assert not healthy(url) and _bind_problem("127.0.0.1", port) is None  # its worker is gone too: the port is free
 
 
 def test_broken_tracking_uri_only_warns_and_the_run_completes(write_experiment, tmp_path):

@@ -13,7 +13,7 @@ import torch
 from harness.config.schema import Budget
 from harness.data.encoding import pad_batch
 from harness.training import checkpoint, loop
-from harness.training.devices import make_accelerator
+from harness.training.distributed import make_accelerator
 from harness.training.sft import predicted_tokens
 
 BUDGET = Budget(
@@ -178,8 +178,8 @@ def test_default_checkpoint_interval():
 
 
 def test_devices_and_precision_in_the_plan(write_experiment):
-    from harness.config.load import load_experiment
     from harness.errors import HarnessError
+    from harness.planning.experiment_loader import load_experiment
     from harness.planning.plan import plan
 
     arms = [
@@ -205,7 +205,7 @@ def test_devices_and_precision_in_the_plan(write_experiment):
 
 
 def test_fsdp_configuration_shards_a_full_fine_tune():
-    from harness.training.devices import fsdp_plugin
+    from harness.training.distributed import fsdp_plugin
 
     plugin = fsdp_plugin()
     assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True

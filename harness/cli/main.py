@@ -44,8 +44,8 @@ def user_errors(fn):
 @user_errors
 def validate(file: Path, set_: SetOption = None):
     """Check an experiment file (schema, methods, models, data files and columns) or a golden set."""
-    from harness.config.load import load_experiment
-    from harness.golden.schema import is_golden_file, load_golden
+    from harness.config.golden_set import is_golden_file, load_golden
+    from harness.planning.experiment_loader import load_experiment
     from harness.planning.plan import plan
 
     if is_golden_file(file):
@@ -71,8 +71,8 @@ def plan_command(file: Path, set_: SetOption = None):
     """Per arm, before spending: trainable/total parameters and a training-memory estimate
     (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded.
     Per task: the smallest difference its test set can detect (budget.eval_examples)."""
-    from harness.config.load import load_experiment
     from harness.planning.estimate import config_notes, estimate_arms, plan_table, sensitivity_notes
+    from harness.planning.experiment_loader import load_experiment
 
     # No source check: a hub model is estimated from its config (cached or built in), not loaded.
     experiment = load_experiment(file, set_, check_sources=False)
@@ -278,7 +278,7 @@ def report(
         )
     finished = load_run(run_dir)
     if recompute:
-        from harness.results.arm_result import recompute_statistics
+        from harness.eval.results_statistics import recompute_statistics
 
         recompute_statistics(finished.run_dir, correction)
         finished = load_run(finished.run_dir)
@@ -311,8 +311,7 @@ def prepare(
     from harness.data import prepared
 
     if data:
-        for name in prepared.PREPARED:
-            path = prepared.prepare(name, force=force)
+        for name, path in prepared.prepare_all(force=force).items():
             info = json.loads((path / "fingerprint.json").read_text())
             out.print(f"data {name}: {info.get('counts')} -> {path}")
     if models:
@@ -354,7 +353,7 @@ def gate(
     ] = None,
 ):
     """Fail the build when a candidate regresses on a golden set: exit 0 pass, 1 regression, 2 usage error."""
-    from harness.cli.gate import run_gate
+    from harness.cli.gate_command import run_gate
 
     code = _never_exit_1(user_errors(run_gate))(
         out,

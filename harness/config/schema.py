@@ -1,7 +1,7 @@
 """The experiment schema (pydantic): structure, types and bounds of every key.
 
 Checks that need the outside world (method registry, files, columns, model kinds) live in
-harness.config.checks; reading YAML with line numbers in harness.config.yamlfile.
+harness.planning.validation; reading YAML with line numbers in harness.config.yamlfile.
 """
 
 from __future__ import annotations

@@ -11,7 +11,6 @@ metric on one task (all pairs of arms)."""
 from __future__ import annotations
 
 import itertools
-import json
 import statistics
 from pathlib import Path
 
@@ -19,18 +18,11 @@ import numpy as np
 
 from harness.eval import metrics, stats
 from harness.naming import base_name
+from harness.results.arm_folder import arm_predictions
 
 
-def _prediction_rows(arm_dir: Path) -> dict[str, dict]:
-    path = arm_dir / "predictions.jsonl"
-    if not path.is_file():
-        return {}
-    out = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            row = json.loads(line)
-            out[str(row["id"])] = row
-    return out
+def _prediction_rows(run_dir: Path, result) -> dict[str, dict]:
+    return {str(row["id"]): row for row in arm_predictions(run_dir, result)}
 
 
 def _metric_rows(metric: metrics.Metric, rows: dict[str, dict], ids: list[str], labels) -> np.ndarray | None:
@@ -77,7 +69,7 @@ def comparisons(
     by the arm's name without its seed; arms with one common seed get the item-level test."""
     tasks = tasks or {}
     ok = [r for r in results if r.status == "ok"]
-    rows = {r.arm["name"]: _prediction_rows(Path(run_dir) / "arms" / r.arm["slug"]) for r in ok}
+    rows = {r.arm["name"]: _prediction_rows(Path(run_dir), r) for r in ok}
     groups: dict[tuple, dict] = {}
     for r in ok:
         groups.setdefault((r.arm.get("task_key"), base_name(r.arm["name"])), {})[r.arm.get("seed")] = r

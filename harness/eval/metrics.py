@@ -1,14 +1,17 @@
-"""The metric registry. Each metric declares its direction and unit once; the console table,
-results.json, the report, MLflow and the gate all read this declaration."""
+"""The metric registry (harness.plugins.Registry, like methods and stages). Each metric is declared
+once: direction, unit, kind and, for a metric computed from predictions, its per-item statistics,
+reduction and paired test; the console table, results.json, the report, MLflow and the gate all
+read this declaration."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
 from harness.eval.stats import item_mean
+from harness.plugins import Registry
 
 
 @dataclass(frozen=True)
@@ -28,85 +31,39 @@ class Metric:
     paired_test: str | None = None
 
 
-METRICS: dict[str, Metric] = {}
+# Built-ins are declared below, in the order reports list them; a third-party package adds a
+# Metric through the `harness.metrics` entry-point group.
+METRICS = Registry("metric", "harness.metrics")
 
 
-def declare(name, *, higher_is_better, unit, kind, description, task_types=()) -> Metric:
-    if name in METRICS:
-        raise ValueError(f"metric '{name}' declared twice")
-    METRICS[name] = Metric(name, higher_is_better, unit, kind, description, tuple(task_types))
-    return METRICS[name]
-
-
-CLS, GEN, QA = ("classification",), ("generation",), ("extractive_qa",)
-declare(
-    "accuracy",
-    higher_is_better=True,
-    unit="fraction",
-    kind="quality",
-    task_types=CLS,
-    description="share of test items whose predicted label is the reference",
-)
-declare(
-    "macro_f1",
-    higher_is_better=True,
-    unit="fraction",
-    kind="quality",
-    task_types=CLS,
-    description="F1 averaged over classes with equal weight",
-)
-declare(
-    "rouge1",
-    higher_is_better=True,
-    unit="F-measure",
-    kind="quality",
-    task_types=GEN,
-    description="unigram overlap with the reference (rouge-score, stemmed)",
-)
-declare(
-    "rouge2",
-    higher_is_better=True,
-    unit="F-measure",
-    kind="quality",
-    task_types=GEN,
-    description="bigram overlap with the reference (rouge-score, stemmed)",
-)
-declare(
-    "rougeL",
-    higher_is_better=True,
-    unit="F-measure",
-    kind="quality",
-    task_types=GEN,
-    description="longest common subsequence with the reference (rouge-score, stemmed)",
-)
-declare(
-    "exact_match",
-    higher_is_better=True,
-    unit="fraction",
-    kind="quality",
-    task_types=GEN + QA,
-    description="prediction equals the reference after trimming and lower-casing",
-)
-
-for _name, _hib, _unit, _desc in [
-    (
-        "peak_memory_mb",
-        False,
-        "MiB",
-        "peak resident memory of the arm's process (CPU) or peak CUDA memory allocated minus the start",
-    ),
-    ("peak_cuda_reserved_mb", False, "MiB", "peak CUDA memory reserved by the allocator minus the start"),
-    ("load_seconds", False, "s", "time to load the base model and wrap it"),
-    ("train_seconds", False, "s", "wall time of the training loop (no evaluation inside)"),
-    ("train_tokens_per_s", True, "tokens/s", "trained-on tokens per second of training"),
-    ("eval_examples_per_s", True, "examples/s", "batched evaluation throughput"),
-    ("latency_p50_ms", False, "ms", "median latency of one test item predicted alone (batch 1)"),
-    ("latency_p95_ms", False, "ms", "95th percentile latency of one test item predicted alone (batch 1)"),
-    ("trainable_params", False, "parameters", "parameters the method trains"),
-    ("total_params", False, "parameters", "all parameters of the model as evaluated"),
-    ("trainable_pct", False, "%", "trainable parameters as a share of all"),
-]:
-    declare(_name, higher_is_better=_hib, unit=_unit, kind="cost", description=_desc)
+def declare(
+    name,
+    *,
+    higher_is_better,
+    unit,
+    kind,
+    description,
+    task_types=(),
+    item_stats=None,
+    reduce=None,
+    paired_test: str | None = None,
+) -> Metric:
+    """Register one metric, declared once: direction, unit, kind and, for a metric computed from
+    predictions, its per-item statistics and reduction (a mean over items unless told) and its
+    paired test. Declaring a name twice is a ValueError."""
+    metric = Metric(
+        name,
+        higher_is_better,
+        unit,
+        kind,
+        description,
+        tuple(task_types),
+        item_stats=item_stats,
+        reduce=reduce or (item_mean if item_stats else None),
+        paired_test=paired_test,
+    )
+    METRICS.register(name)(metric)
+    return metric
 
 
 def quality_metrics(task_type: str) -> list[Metric]:
@@ -121,8 +78,8 @@ def primary_metric(task_type: str) -> str:
 
 
 # ------------------------------------------------------------------ per-item statistics
-# Below: every quality metric as per-item rows plus a reduction, which is what the bootstrap
-# confidence intervals (harness.eval.stats) and the pairwise comparisons need.
+# Every quality metric as per-item rows plus a reduction, which is what the bootstrap confidence
+# intervals (harness.eval.stats) and the pairwise comparisons need.
 
 
 @dataclass
@@ -140,11 +97,6 @@ class Items:
 def per_item(fn: Callable[[str, str], float]) -> Callable[[Items], np.ndarray]:
     """Item statistics of a metric that is the mean of a per-item score."""
     return lambda items: np.array([fn(p, r) for p, r in zip(items.preds, items.refs)], dtype=float).reshape(-1, 1)
-
-
-def itemize(name: str, item_stats, reduce=item_mean, paired_test: str | None = None) -> None:
-    """Attach per-item statistics, their reduction and the paired test to a declared metric."""
-    METRICS[name] = replace(METRICS[name], item_stats=item_stats, reduce=reduce, paired_test=paired_test)
 
 
 def _rouge_items(kind: str):
@@ -239,11 +191,91 @@ def _perplexity_reduce(rows: np.ndarray) -> float:
     return float(np.exp(rows[:, 0].sum() / tokens)) if tokens else float("nan")
 
 
-itemize("accuracy", per_item(_same), paired_test="mcnemar")
-itemize("macro_f1", _confusion_items, _macro_f1_reduce, paired_test="paired_bootstrap")
-for _kind in ("rouge1", "rouge2", "rougeL"):
-    itemize(_kind, _rouge_items(_kind), paired_test="paired_bootstrap")
-itemize("exact_match", per_item(_exact), paired_test="mcnemar")
+# ------------------------------------------------------------------ the built-in metrics
+
+CLS, GEN, QA = ("classification",), ("generation",), ("extractive_qa",)
+declare(
+    "accuracy",
+    higher_is_better=True,
+    unit="fraction",
+    kind="quality",
+    task_types=CLS,
+    description="share of test items whose predicted label is the reference",
+    item_stats=per_item(_same),
+    paired_test="mcnemar",
+)
+declare(
+    "macro_f1",
+    higher_is_better=True,
+    unit="fraction",
+    kind="quality",
+    task_types=CLS,
+    description="F1 averaged over classes with equal weight",
+    item_stats=_confusion_items,
+    reduce=_macro_f1_reduce,
+    paired_test="paired_bootstrap",
+)
+declare(
+    "rouge1",
+    higher_is_better=True,
+    unit="F-measure",
+    kind="quality",
+    task_types=GEN,
+    description="unigram overlap with the reference (rouge-score, stemmed)",
+    item_stats=_rouge_items("rouge1"),
+    paired_test="paired_bootstrap",
+)
+declare(
+    "rouge2",
+    higher_is_better=True,
+    unit="F-measure",
+    kind="quality",
+    task_types=GEN,
+    description="bigram overlap with the reference (rouge-score, stemmed)",
+    item_stats=_rouge_items("rouge2"),
+    paired_test="paired_bootstrap",
+)
+declare(
+    "rougeL",
+    higher_is_better=True,
+    unit="F-measure",
+    kind="quality",
+    task_types=GEN,
+    description="longest common subsequence with the reference (rouge-score, stemmed)",
+    item_stats=_rouge_items("rougeL"),
+    paired_test="paired_bootstrap",
+)
+declare(
+    "exact_match",
+    higher_is_better=True,
+    unit="fraction",
+    kind="quality",
+    task_types=GEN + QA,
+    description="prediction equals the reference after trimming and lower-casing",
+    item_stats=per_item(_exact),
+    paired_test="mcnemar",
+)
+
+for _name, _hib, _unit, _desc in [
+    (
+        "peak_memory_mb",
+        False,
+        "MiB",
+        "peak resident memory of the arm's process (CPU) or peak CUDA memory allocated minus the start",
+    ),
+    ("peak_cuda_reserved_mb", False, "MiB", "peak CUDA memory reserved by the allocator minus the start"),
+    ("load_seconds", False, "s", "time to load the base model and wrap it"),
+    ("train_seconds", False, "s", "wall time of the training loop (no evaluation inside)"),
+    ("train_tokens_per_s", True, "tokens/s", "trained-on tokens per second of training"),
+    ("eval_examples_per_s", True, "examples/s", "batched evaluation throughput"),
+    ("latency_p50_ms", False, "ms", "median latency of one test item predicted alone (batch 1)"),
+    ("latency_p95_ms", False, "ms", "95th percentile latency of one test item predicted alone (batch 1)"),
+    ("trainable_params", False, "parameters", "parameters the method trains"),
+    ("total_params", False, "parameters", "all parameters of the model as evaluated"),
+    ("trainable_pct", False, "%", "trainable parameters as a share of all"),
+]:
+    declare(_name, higher_is_better=_hib, unit=_unit, kind="cost", description=_desc)
+
 
 declare(
     "token_f1",
@@ -252,8 +284,9 @@ declare(
     kind="quality",
     task_types=GEN + QA,
     description="F1 of the bag of normalised tokens (SQuAD style: lower case, no punctuation or articles)",
+    item_stats=per_item(_token_f1),
+    paired_test="paired_bootstrap",
 )
-itemize("token_f1", per_item(_token_f1), paired_test="paired_bootstrap")
 declare(
     "bleu",
     higher_is_better=True,
@@ -261,8 +294,10 @@ declare(
     kind="quality",
     task_types=GEN,
     description="corpus BLEU (sacrebleu defaults: 13a tokens, exponential smoothing, 4-grams)",
+    item_stats=_bleu_items,
+    reduce=_bleu_reduce,
+    paired_test="paired_bootstrap",
 )
-itemize("bleu", _bleu_items, _bleu_reduce, paired_test="paired_bootstrap")
 declare(
     "bertscore_f1",
     higher_is_better=True,
@@ -270,8 +305,9 @@ declare(
     kind="quality",
     task_types=GEN,
     description="BERTScore F1 against the reference; the scorer model and layer are in metrics_detail",
+    item_stats=_bertscore_items,
+    paired_test="paired_bootstrap",
 )
-itemize("bertscore_f1", _bertscore_items, paired_test="paired_bootstrap")
 declare(
     "embedding_cosine",
     higher_is_better=True,
@@ -281,8 +317,9 @@ declare(
     description=(
         "cosine of mean-pooled sentence embeddings of prediction and reference; the encoder is in metrics_detail"
     ),
+    item_stats=_embedding_items,
+    paired_test="paired_bootstrap",
 )
-itemize("embedding_cosine", _embedding_items, paired_test="paired_bootstrap")
 declare(
     "judge_score",
     higher_is_better=True,
@@ -290,8 +327,10 @@ declare(
     kind="quality",
     task_types=GEN,
     description="LLM judge's grade of the answer on the rubric (judged items only; the judge is in metrics_detail)",
+    item_stats=_judge_items("grade"),
+    reduce=_judged_mean,
+    paired_test="paired_bootstrap",
 )
-itemize("judge_score", _judge_items("grade"), _judged_mean, paired_test="paired_bootstrap")
 declare(
     "judge_win_rate",
     higher_is_better=True,
@@ -299,8 +338,10 @@ declare(
     kind="quality",
     task_types=GEN,
     description="LLM judge: answer beats the reference (1), tie or contradicting itself across orders (0.5), loses (0)",
+    item_stats=_judge_items("pairwise_reference"),
+    reduce=_judged_mean,
+    paired_test="paired_bootstrap",
 )
-itemize("judge_win_rate", _judge_items("pairwise_reference"), _judged_mean, paired_test="paired_bootstrap")
 declare(
     "perplexity",
     higher_is_better=False,
@@ -308,8 +349,10 @@ declare(
     kind="quality",
     task_types=GEN,
     description="perplexity of the reference completions given the prompt (decoders only)",
+    item_stats=_reference_nll_items,
+    reduce=_perplexity_reduce,
+    paired_test="paired_bootstrap",
 )
-itemize("perplexity", _reference_nll_items, _perplexity_reduce, paired_test="paired_bootstrap")
 
 # Not a function of predictions: measured on a general text before and after training, on
 # decoders (harness.eval.forgetting); no task_types, so score_items leaves it alone.
@@ -348,8 +391,17 @@ def _declare_ner() -> None:
         ("entity_precision", ner.precision_from_rows, "share of predicted entities that are right (span and type)"),
         ("entity_recall", ner.recall_from_rows, "share of reference entities found (span and type)"),
     ]:
-        declare(name, higher_is_better=True, unit="fraction", kind="quality", task_types=ner_type, description=desc)
-        itemize(name, ner.entity_rows, reduce, paired_test="paired_bootstrap")
+        declare(
+            name,
+            higher_is_better=True,
+            unit="fraction",
+            kind="quality",
+            task_types=ner_type,
+            description=desc,
+            item_stats=ner.entity_rows,
+            reduce=reduce,
+            paired_test="paired_bootstrap",
+        )
     declare(
         "tag_accuracy",
         higher_is_better=True,
@@ -357,8 +409,9 @@ def _declare_ner() -> None:
         kind="quality",
         task_types=ner_type,
         description="share of words with the right BIO tag, averaged over sentences",
+        item_stats=per_item(ner.tag_accuracy),
+        paired_test="paired_bootstrap",
     )
-    itemize("tag_accuracy", per_item(ner.tag_accuracy), paired_test="paired_bootstrap")
 
 
 _declare_ner()
@@ -400,7 +453,7 @@ def describe() -> dict[str, dict]:
     }
 
 
-# Preference stages (harness.stages, harness.eval.preference): held-out pairs, GRPO/RFT samples, reward models.
+# Preference stages (harness.stages, harness.eval.preference_metrics): held-out pairs, GRPO/RFT samples, reward models.
 # No task_types: measured by the stage runner, not computed from predictions by score_items.
 for _name, _hib, _unit, _desc in [
     (

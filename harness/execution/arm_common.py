@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import random
 
-from harness.training.devices import is_main_process
+from harness.training.distributed import is_main_process
 
 EVENT_PREFIX = "@@harness "
 

@@ -20,7 +20,7 @@ from harness.execution.multi_task import execute_multi_task
 from harness.execution.single_task import execute_arm
 from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult, now
-from harness.training.devices import is_main_process, world_size
+from harness.training.distributed import is_main_process, world_size
 
 
 def main(argv: list[str]) -> int:

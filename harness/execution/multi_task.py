@@ -13,17 +13,18 @@ import time
 from pathlib import Path
 
 from harness import models
-from harness.data.tasks import load_task
+from harness.data.task_examples import load_task
 from harness.eval import predict, profile, quality
 from harness.eval.predict_heads import encoder_predictor_for
 from harness.execution.arm_common import arm_summary, emit, seed_everything
 from harness.execution.provenance import provenance
 from harness.methods import ArmContext, get_method
+from harness.results.arm_folder import write_predictions
 from harness.results.arm_result import ArmResult, now
 from harness.tasks import task_type
 from harness.training import checkpoint, get_objective
-from harness.training.devices import is_main_process
-from harness.training.multi_task import TaskData, train
+from harness.training.distributed import is_main_process
+from harness.training.multi_task_objective import TaskData, train
 
 
 def execute_multi_task(arm, out_dir: Path):
@@ -109,8 +110,7 @@ def execute_multi_task(arm, out_dir: Path):
         assessed = quality.assess(rows, task, arm.budget, base_dir=Path(arm.base_dir), seed=arm.seed)
         folder = out_dir / "tasks" / key
         folder.mkdir(parents=True, exist_ok=True)
-        predict_path = folder / "predictions.jsonl"
-        predict_path.write_text("".join(_json(r) + "\n" for r in rows), encoding="utf-8")
+        predictions = write_predictions(folder, rows)
         ArmResult(
             arm={**summary, "name": f"{arm.name} · {key}", "task_key": key, "slug": f"{arm.slug}/tasks/{key}"},
             status="ok",
@@ -132,7 +132,7 @@ def execute_multi_task(arm, out_dir: Path):
             },
             curves={"train_loss": curves[key]},
             provenance=provenance(model_dir, task),
-            artifacts={"predictions": "predictions.jsonl"},
+            artifacts={"predictions": predictions},
             started_at=started,
             finished_at=now(),
         ).write(folder / "result.json")
@@ -147,9 +147,3 @@ def execute_multi_task(arm, out_dir: Path):
         started_at=started,
         finished_at=now(),
     )
-
-
-def _json(row: dict) -> str:
-    import json
-
-    return json.dumps(row, ensure_ascii=False)

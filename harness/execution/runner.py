@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from harness.errors import HarnessError, safe
+from harness.eval.results_statistics import statistics_or_error
 from harness.execution.arm_common import arm_summary
 from harness.execution.launch import Event, Finished, Started
 from harness.execution.local_pool import LocalPool
@@ -232,7 +233,11 @@ class Runner:
     def _save(self) -> None:
         experiment = json.loads(self._experiment_json())
         write_run_results(
-            self.run_dir, experiment, self.results, extra={"run_id": self.run_id, "planned_arms": len(self.arms)}
+            self.run_dir,
+            experiment,
+            self.results,
+            extra={"run_id": self.run_id, "planned_arms": len(self.arms)},
+            statistics=statistics_or_error,
         )
         point_latest(self.run_dir)  # reports/<experiment>/latest: the newest run with a results.json
 

@@ -3,26 +3,26 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 from harness import models
-from harness.data.tasks import load_task
+from harness.data.task_examples import load_task
 from harness.eval import base_cache, precision, predict, profile, quality
 from harness.eval.domain import DomainPerplexity
 from harness.eval.forgetting import Forgetting
+from harness.eval.golden_scoring import score_arm_on_golden_sets
 from harness.eval.phases import PhaseClock
 from harness.execution.arm_common import arm_summary, emit, seed_everything
 from harness.execution.provenance import evaluation_provenance, provenance
-from harness.golden.scoring import score_arm_on_golden_sets
 from harness.methods import ArmContext, get_method
+from harness.results.arm_folder import write_predictions
 from harness.results.arm_result import ArmResult, now
 from harness.stages.run import run_stages
 from harness.tasks import encoder_head
 from harness.tasks import objective_name as objective_for_task
 from harness.training import checkpoint, get_objective
-from harness.training.devices import is_main_process
+from harness.training.distributed import is_main_process
 
 
 def execute_arm(arm, out_dir: Path):
@@ -171,10 +171,7 @@ def execute_arm(arm, out_dir: Path):
     )
 
     clock.start("save")
-    with open(out_dir / "predictions.jsonl", "w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    artifacts = {"predictions": "predictions.jsonl"}
+    artifacts = {"predictions": write_predictions(out_dir, rows)}
     checkpoint.discard(out_dir / checkpoint.FOLDER)  # finished: the result is what a rerun reuses
     if saved:
         artifacts["adapter"] = saved.name

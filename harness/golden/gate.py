@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness import models
+from harness.config.golden_set import GoldenSet
 from harness.errors import HarnessError
 from harness.eval.bertscore import DEFAULT_MODEL, BertScore
-from harness.golden.schema import GoldenSet
-from harness.golden.scoring import score_golden, summarize, uses_bertscore
+from harness.eval.golden_scoring import score_golden, summarize, uses_bertscore
 from harness.paths import atomic_write_text, read_json_file
 from harness.results.arm_result import RERUN_FIX, check_arm_result, now, read_run_results
 from harness.tracking.mlflow_tracker import import_mlflow, resolve_store

@@ -1,29 +1,9 @@
-"""Golden results of a finished run, for people: flat rows for reports, one console line per arm."""
+"""Golden results of a finished run, for people: one console line per arm and golden set (the flat
+rows of reports and the API are harness.results.arm_folder.golden_rows)."""
 
 from __future__ import annotations
 
 from harness.errors import safe
-
-
-def golden_rows(results: dict) -> list[dict]:
-    """A flat list over a run's results.json, for reports: {set, arm, item_id, passed, must, ...}."""
-    rows = []
-    for arm in results.get("arms", []):
-        for name, entry in (arm.get("golden") or {}).items():
-            for item in entry.get("items", []):
-                rows.append(
-                    {
-                        "set": name,
-                        "arm": arm["arm"]["name"],
-                        "item_id": item["id"],
-                        "passed": item["passed"],
-                        "must": item["must"],
-                        "expected": item["expected"],
-                        "actual": item["actual"],
-                        "failures": item["failures"],
-                    }
-                )
-    return rows
 
 
 def print_golden_summary(results: dict, console) -> None:

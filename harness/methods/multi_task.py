@@ -1,5 +1,5 @@
 """Multi-task heads on one encoder: a plan-level arm over several tasks (`spans_tasks`), trained
-jointly with interleaved batches (harness.training.multi_task), each task seeing exactly the
+jointly with interleaved batches (harness.training.multi_task_objective), each task seeing exactly the
 examples its single-task arm would. `adapters: per_task` freezes the encoder and gives every task
 a LoRA adapter of its own (peft multi-adapter), so tasks cannot interfere."""
 

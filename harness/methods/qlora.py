@@ -13,7 +13,7 @@ from pydantic import Field
 from harness.methods.lora import LoRA, LoRAParams, lora_config
 from harness.methods.registry import register
 from harness.models import disable_avx512_bf16_repack
-from harness.training.precision import compute_dtype, resolve_precision
+from harness.training.mixed_precision import compute_dtype, resolve_precision
 
 
 @register("qlora")

@@ -19,7 +19,7 @@ import torch
 
 from harness import models
 from harness.config.schema import Budget
-from harness.data.tasks import load_split, with_labels
+from harness.data.task_examples import load_split, with_labels
 from harness.errors import HarnessError, safe
 from harness.eval.profile import parameter_counts
 from harness.methods import ArmContext, get_method
@@ -335,7 +335,7 @@ def sensitivity_notes(experiment) -> list[str]:
 
 
 def _test_size(task: dict) -> int | None:
-    from harness.data.tasks import load_split
+    from harness.data.task_examples import load_split
 
     try:
         return len(load_split(task, "test"))

@@ -5,16 +5,15 @@ registry; nothing here knows a method by name."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from markupsafe import Markup
 
-from harness.errors import HarnessError
 from harness.eval.compare import CORRECTION_NAMES, adjusted_p, difference_text
 from harness.eval.metrics import METRICS
 from harness.naming import base_name
 from harness.report import charts
+from harness.results.arm_folder import arm_predictions, golden_rows
 from harness.results.audit import rankable
 
 CONSUMED = ["steps", "examples", "tokens", "seconds"]
@@ -260,7 +259,7 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
     ]
     groups: dict[str, list] = {"quality": [], "cost": [], "other": []}
     for n in names:
-        metric = METRICS.get(n)
+        metric = METRICS[n] if n in METRICS else None
         groups[metric.kind if metric else "other"].append(
             {
                 "name": n,
@@ -355,27 +354,8 @@ def learning_curves(arms: list[dict], colours: dict[str, str]) -> dict | None:
 
 
 def read_predictions(run_dir: Path, arm: dict) -> list[dict]:
-    name = (arm.get("artifacts") or {}).get("predictions", "predictions.jsonl")
-    path = run_dir / "arms" / arm["arm"].get("slug", "") / name
-    if arm["status"] != "ok" or not path.is_file():
-        return []
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if line.strip():
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ValueError("not a JSON object")
-                    rows.append(row)
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise HarnessError(
-            f"line {number} is not a JSON object ({str(err).splitlines()[0][:120]}; the file may be truncated)",
-            file=str(path),
-            line=number,
-            fix="rerun the arm (`harness run --force --only <arm>`) to write it again",
-        ) from None
-    return rows
+    """An ok arm's predictions (harness.results.arm_folder); none for a failed or skipped arm."""
+    return arm_predictions(run_dir, arm) if arm["status"] == "ok" else []
 
 
 def per_class(predictions: dict[str, list[dict]], labels: list[str] | None, colours: dict[str, str]) -> dict | None:
@@ -481,21 +461,18 @@ def golden(results: dict) -> dict | None:
 
 
 def _golden_rows_from_arms(results: dict) -> list[dict]:
-    """Per-arm golden results (arms[i].golden[set].items, see harness/golden/scoring.py) as flat rows."""
-    rows = []
-    for arm in results.get("arms", []):
-        for set_name, outcome in (arm.get("golden") or {}).items():
-            for item in outcome.get("items") or []:
-                rows.append(
-                    {
-                        "arm": arm["arm"]["name"],
-                        "item_id": f"{set_name}/{item.get('id')}",
-                        "passed": item.get("passed"),
-                        "must": item.get("must"),
-                        "failures": "; ".join(map(str, item.get("failures") or [])) or None,
-                    }
-                )
-    return rows
+    """Per-arm golden results (harness.results.arm_folder.golden_rows) as the grid's rows."""
+    return [
+        {
+            "arm": arm["arm"]["name"],
+            "item_id": f"{row['set']}/{row['item_id']}",
+            "passed": row.get("passed"),
+            "must": row.get("must"),
+            "failures": "; ".join(map(str, row.get("failures") or [])) or None,
+        }
+        for arm in results.get("arms", [])
+        for row in golden_rows(arm)
+    ]
 
 
 def provenance(results: dict) -> dict:

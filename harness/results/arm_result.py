@@ -7,12 +7,12 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, Field
 
-from harness.eval.compare import run_statistics
 from harness.paths import atomic_write_text
+from harness.results.arm_folder import RESULT
 from harness.results.audit import arm_health, budget_audit
 
 LATEST = "latest"  # reports/<experiment>/latest names the newest run of an experiment
@@ -36,7 +36,7 @@ class ArmResult(BaseModel):
     started_at: str | None = None
     finished_at: str | None = None
     reused_from: str | None = None  # the run a completed result was taken from on resume
-    golden: dict[str, Any] = Field(default_factory=dict)  # {set name: harness.eval.golden.set_result}
+    golden: dict[str, Any] = Field(default_factory=dict)  # {set name: harness.eval.golden_scoring.set_result}
     health: list[str] = Field(default_factory=list)  # diverged / collapsed (harness.results.audit.arm_health)
 
     def write(self, path: Path) -> None:
@@ -94,14 +94,21 @@ def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
         return [result]
     out = []
     for key in result.arm.get("tasks", []):
-        one = ArmResult.read(Path(arm_dir) / result.artifacts["tasks"] / key / "result.json")
+        one = ArmResult.read(Path(arm_dir) / result.artifacts["tasks"] / key / RESULT)
         one.reused_from = result.reused_from
         out.append(one)
     return out
 
 
-def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult], extra: dict | None = None) -> Path:
-    """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit."""
+def write_run_results(
+    run_dir: Path,
+    experiment: dict,
+    results: list[ArmResult],
+    extra: dict | None = None,
+    statistics: Callable[[Path, dict, list[ArmResult]], dict] | None = None,
+) -> Path:
+    """results.json of a run: the experiment, every arm (ok, failed or skipped), the audit, and
+    what `statistics` adds (the runner passes harness.eval.results_statistics.statistics_or_error)."""
 
     for r in results:
         r.health = arm_health(r)
@@ -110,47 +117,10 @@ def write_run_results(run_dir: Path, experiment: dict, results: list[ArmResult],
         "written_at": now(),
         "arms": [r.model_dump() for r in results],
         "budget_audit": budget_audit(results),
-        **_statistics(run_dir, experiment, results),
+        **(statistics(run_dir, experiment, results) if statistics else {}),
         **(extra or {}),
     }
     path = run_dir / "results.json"
-    atomic_write_text(path, json.dumps(payload, indent=2, default=str))
-    return path
-
-
-def _statistics(run_dir: Path, experiment: dict, results: list[ArmResult]) -> dict:
-    """Pairwise comparisons and the seed summary (harness.eval.compare); a failure there is
-    recorded, never allowed to lose the arms' results."""
-
-    try:
-        return run_statistics(run_dir, results, (experiment or {}).get("budget") or {}, (experiment or {}).get("tasks"))
-    except Exception as err:  # noqa: BLE001 - the results must be written whatever happens here
-        return {"comparisons": [], "seed_summary": [], "statistics_error": f"{type(err).__name__}: {err}"}
-
-
-def recompute_statistics(run_dir: Path, correction: str | None = None) -> Path:
-    """Rewrite the statistics of a finished run's results.json from its arm folders (no
-    retraining): comparisons, their correction, sensitivity and seed summary, with today's
-    tests. `correction` overrides the run's budget.correction (holm, bh or none)."""
-    from harness.errors import HarnessError
-    from harness.eval.compare import run_statistics
-    from harness.eval.stats import CORRECTIONS
-
-    if correction is not None and correction not in CORRECTIONS:
-        raise HarnessError(
-            f"--correction {correction!r} is not one of {', '.join(CORRECTIONS)}",
-            fix="use holm (family-wise error), bh (false discovery rate) or none",
-        )
-    path = Path(run_dir) / "results.json"
-    payload = json.loads(path.read_text(encoding="utf-8"))
-    experiment = payload.get("experiment") or {}
-    budget = dict(experiment.get("budget") or {})
-    if correction is not None:
-        budget["correction"] = correction
-    arms = [ArmResult.model_validate(a) for a in payload.get("arms", [])]
-    payload.pop("statistics_error", None)
-    payload.update(run_statistics(Path(run_dir), arms, budget, experiment.get("tasks")))
-    payload["statistics_recomputed_at"] = now()
     atomic_write_text(path, json.dumps(payload, indent=2, default=str))
     return path
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from harness.config.schema import Budget
 from harness.data.order import order_digest
 from harness.data.preference import task_pairs
-from harness.eval.preference import PreferenceProbe
+from harness.eval.preference_metrics import PreferenceProbe
 from harness.stages.registry import StageContext, get_stage
 from harness.training.consumed import Consumed
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 from rich.console import Console
 
-from harness import __version__
 from harness.data import loaders, prepared
 from harness.errors import safe
 from harness.execution.provenance import git_commit
 from harness.tracking.views import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, VIEW_TAG, arm_note, view_state
+from harness.version import __version__
 
 console = Console(stderr=True)
 

@@ -220,17 +220,6 @@ def _bind_problem(host: str, port: int) -> tuple[str, str, str] | None:
     return None
 
 
-def port_is_free(host: str, port: int) -> bool:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is no conflict
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
 def _url_host(host: str) -> str:
     if host in ("0.0.0.0", "::", ""):
         return "127.0.0.1"

@@ -1,22 +1,25 @@
-"""Training loops a method can ask for. Every trainable method shares them, so budgets match."""
+"""Training loops a method can ask for (objectives). Every trainable method shares them, so budgets
+match. One registry like methods and stages: built-ins register with @register_objective; a
+third-party package adds one through the `harness.objectives` entry-point group."""
 
 from __future__ import annotations
 
-import importlib
+from harness.plugins import Registry
 
-from harness.errors import HarnessError, did_you_mean
-
-OBJECTIVES = {
-    "sft": "harness.training.sft:SFTObjective",
-    "classification": "harness.training.classification:ClassificationObjective",
-    "token_classification": "harness.training.token_classification:TokenClassificationObjective",
-    "extractive_qa": "harness.training.extractive_qa:ExtractiveQAObjective",
-    "multi_task": "harness.training.multi_task:MultiTaskObjective",
-}
+OBJECTIVES = Registry(
+    "objective",
+    "harness.objectives",
+    builtin_modules=(
+        "harness.training.sft",
+        "harness.training.classification",
+        "harness.training.token_classification",
+        "harness.training.extractive_qa",
+        "harness.training.multi_task_objective",
+    ),
+)
+register_objective = OBJECTIVES.register
 
 
 def get_objective(name: str):
-    if name not in OBJECTIVES:
-        raise HarnessError(f"unknown objective '{name}'", fix=did_you_mean(name, OBJECTIVES))
-    module, cls = OBJECTIVES[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+    """A fresh objective by name; an unknown name is one HarnessError with "did you mean"."""
+    return OBJECTIVES.get(name)()

@@ -6,9 +6,10 @@ import torch
 
 from harness.config.schema import Budget
 from harness.data.encoding import encode_texts
-from harness.training import loop
+from harness.training import loop, register_objective
 
 
+@register_objective("classification")
 class ClassificationObjective(loop.BatcherObjective):
     def batcher(self, tokenizer, train: list[dict], task: dict, budget: Budget):
         label_id = {label: i for i, label in enumerate(task["labels"])}

@@ -7,9 +7,10 @@ import torch
 
 from harness.config.schema import Budget
 from harness.data.encoding import answer_span, encode_pairs
-from harness.training import loop
+from harness.training import loop, register_objective
 
 
+@register_objective("extractive_qa")
 class ExtractiveQAObjective(loop.BatcherObjective):
     def batcher(self, tokenizer, train: list[dict], task: dict, budget: Budget):
         def make_batch(indices):

@@ -3,8 +3,8 @@
 Hand-written (like peft's method comparison) so nothing about it differs between methods:
 AdamW, warmup + schedule, gradient accumulation, clipping, budget stops, the seeded example
 order and the consumed-budget record. accelerate supplies what one device lacks: mixed
-precision (harness.training.precision), DDP/FSDP across the arm's devices
-(harness.training.devices) and the fp16 loss scaler. Checkpoints (harness.training.checkpoint)
+precision (harness.training.mixed_precision), DDP/FSDP across the arm's devices
+(harness.training.distributed) and the fp16 loss scaler. Checkpoints (harness.training.checkpoint)
 let a killed arm go on from its last one.
 
 Several example streams (tasks) share the loop; `next_batch(step) -> (stream, its step)` says
@@ -30,8 +30,8 @@ from harness.config.schema import Budget
 from harness.data.order import example_order, order_digest
 from harness.training import checkpoint
 from harness.training.consumed import Consumed
-from harness.training.devices import all_ranks_max, all_ranks_sum, gather_from_ranks, make_accelerator, release
-from harness.training.precision import upcast_trainable
+from harness.training.distributed import all_ranks_max, all_ranks_sum, gather_from_ranks, make_accelerator, release
+from harness.training.mixed_precision import upcast_trainable
 
 # make_batch(indices) -> (tensors for model(**batch) including labels, trained-on token count)
 MakeBatch = Callable[[list[int]], tuple[dict, int]]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from harness.config.schema import Budget
 from harness.data.encoding import IGNORE, pad_batch
 from harness.data.formatting import PromptFormatter, target_of
-from harness.training import loop
+from harness.training import loop, register_objective
 
 
 def predicted_tokens(tensors: dict) -> int:
@@ -13,6 +13,7 @@ def predicted_tokens(tensors: dict) -> int:
     return int((tensors["labels"][:, 1:] != IGNORE).sum())
 
 
+@register_objective("sft")
 class SFTObjective:
     def train(
         self,

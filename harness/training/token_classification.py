@@ -7,9 +7,10 @@ import torch
 
 from harness.config.schema import Budget
 from harness.data.encoding import IGNORE, align_labels, encode_words
-from harness.training import loop
+from harness.training import loop, register_objective
 
 
+@register_objective("token_classification")
 class TokenClassificationObjective(loop.BatcherObjective):
     @staticmethod
     def loss_items(tensors: dict) -> int:

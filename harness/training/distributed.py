@@ -12,7 +12,7 @@ import os
 
 from harness.config.schema import Budget
 from harness.errors import HarnessError
-from harness.training.precision import accelerate_mixed_precision, resolve_precision
+from harness.training.mixed_precision import accelerate_mixed_precision, resolve_precision
 
 
 def world_size() -> int:

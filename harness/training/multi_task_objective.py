@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable
 
 from harness.config.schema import Budget
+from harness.training import register_objective
 from harness.training.consumed import Consumed
 from harness.training.loop import Stream, examples_in, train_streams
 
@@ -51,6 +52,7 @@ def train(
     )
 
 
+@register_objective("multi_task")
 class MultiTaskObjective:
     """Named so that `objective != "none"` reads right; execute_multi calls `train` above."""
 

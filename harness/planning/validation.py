@@ -9,12 +9,12 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from harness import models
+from harness.config.golden_set import load_golden
 from harness.config.schema import Experiment
 from harness.config.yamlfile import KeyLines, dotted, schema_error
 from harness.data import loaders, prepared
 from harness.data.preference import PAIR_FIELDS
 from harness.errors import HarnessError, did_you_mean
-from harness.golden.schema import load_golden
 from harness.methods import get_method
 from harness.stages import get_stage, stage_entry, stage_names
 from harness.tasks import task_type

@@ -11,8 +11,8 @@ import yaml
 from typer.testing import CliRunner
 
 from harness.cli import app
+from harness.config.golden_set import load_golden
 from harness.golden import gate
-from harness.golden.schema import load_golden
 from harness.tracking.mlflow_tracker import import_mlflow
 from tests.conftest import experiment_dict, run_in
 

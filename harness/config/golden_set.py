@@ -3,7 +3,7 @@
 A golden set (golden_sets/*.yaml) is a name, a task type, a version and items; each item has an
 input (text, or chat messages), an optional reference, tags, `must: true` when it may never
 fail, and `expect:` assertions. `load_golden(path)` validates it with the same one-sentence
-errors as experiments; `score_golden(...)` runs a model on every item and evaluates every
+errors as experiments; `score_golden(...)` (harness.eval.golden_scoring) runs a model on every item and evaluates every
 assertion, giving per-item pass/fail with the expected and the actual text.
 """
 

@@ -29,8 +29,8 @@ def run_gate(
     json_out: Path | None = None,
     register: str | None = None,
 ) -> int:
+    from harness.config.golden_set import load_golden
     from harness.golden import gate, outputs, promote
-    from harness.golden.schema import load_golden
     from harness.paths import atomic_write_text
 
     if not 0 <= max_drop <= 1:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import re
 
+from harness.config.golden_set import GoldenItem
 from harness.eval.text_metrics import rouge
-from harness.golden.schema import GoldenItem
 
 
 def check_item(

@@ -6,13 +6,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from harness.config.golden_set import GoldenItem, GoldenSet, load_golden
 from harness.data.formatting import PromptFormatter
 from harness.eval import base_cache, predict
 from harness.eval.bertscore import from_budget
+from harness.eval.golden_assertions import check_item, describe_expected
 from harness.eval.predict_heads import encoder_predictor
 from harness.eval.scoring_rule import ScoringRule
-from harness.golden.assertions import check_item, describe_expected
-from harness.golden.schema import GoldenItem, GoldenSet, load_golden
 
 
 def golden_task(golden: GoldenSet, arm_task: dict | None = None) -> dict:

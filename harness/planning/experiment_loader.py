@@ -1,5 +1,5 @@
 """load_experiment(path) -> Experiment: read the YAML, apply --set overrides, validate the schema,
-then check it against the world (harness.config.checks)."""
+then check it against the world (harness.planning.validation)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from harness.config.checks import check_experiment
 from harness.config.schema import Experiment
 from harness.config.yamlfile import KeyLines, apply_override, read_yaml_mapping, schema_error
+from harness.planning.validation import check_experiment
 
 
 def load_experiment(
