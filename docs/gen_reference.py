@@ -156,7 +156,7 @@ def experiment_reference() -> str:
 
 
 def golden_set_reference() -> str:
-    from harness.golden.schema import GoldenSet
+    from harness.config.golden_set import GoldenSet
 
     return schema_reference(GoldenSet, "")
 
