@@ -3,6 +3,7 @@ measurements, and cost metrics that record how busy the machine was."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -113,26 +114,65 @@ def test_scoring_rule_enters_the_hash_of_decoder_scoring_arms_only(write_experim
     assert generate_eot["zero_shot"] == generate["zero_shot"]  # generating decoders do not score labels
 
 
-def test_eval_precision_is_resolved_in_the_plan_and_fp32_keeps_old_hashes(write_experiment, monkeypatch):
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_eval_precision_auto_is_fp32_on_either_kind_of_cpu_and_keeps_old_hashes(native, write_experiment, monkeypatch):
+    """auto on a CPU follows the measured rule (harness/eval/precision.py: bf16 changed predictions),
+    whether or not the CPU computes bf16 natively: the same arm has the same hash on both kinds."""
     from harness.eval import precision
     from harness.planning.experiment_loader import load_experiment
     from harness.planning.plan import plan
 
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(precision.CPU_BF16_OVERRIDE, native)
+    assert precision.cpu_has_native_bf16() is (native == "1")
     path = write_experiment([{"method": "lora", "model": "bert"}])
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
     fp32 = plan(load_experiment(path, ["budget.eval_precision=fp32"]))[0]
     auto = plan(load_experiment(path))[0]
     assert fp32.budget.eval_precision == auto.budget.eval_precision == "fp32" and fp32.hash == auto.hash
     bf16 = plan(load_experiment(path, ["budget.eval_precision=bf16"]))[0]
-    assert bf16.hash != fp32.hash
-    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
-    if not torch.cuda.is_available():
-        assert plan(load_experiment(path))[0].budget.eval_precision == "bf16"
+    assert bf16.budget.eval_precision == "bf16" and bf16.hash != fp32.hash
+
+
+def test_a_cpu_bf16_override_that_is_not_0_or_1_is_one_sentence(monkeypatch):
+    from harness.errors import HarnessError
+    from harness.eval import precision
+
+    monkeypatch.setenv(precision.CPU_BF16_OVERRIDE, "yes")
+    with pytest.raises(HarnessError, match="HARNESS_CPU_BF16='yes': the value must be 0 or 1"):
+        precision.cpu_has_native_bf16()
+
+
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_both_branches_of_native_bf16_detection_run_a_real_bf16_arm(native, write_experiment, tmp_path, monkeypatch):
+    """The bf16 evaluation path runs on every machine: a real tiny arm in bf16 beside the same arm in
+    fp32, with the CPU taken as native (AVX512-BF16/AMX) or not. The bf16 arm's scores moved (the cast
+    happened) but within the stated tolerance, its predictions did not, and its provenance says how
+    bf16 ran."""
+    from harness.eval import precision
+    from harness.execution.single_task import execute_arm
+    from harness.planning.experiment_loader import load_experiment
+    from harness.planning.plan import plan
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setenv(precision.CPU_BF16_OVERRIDE, native)
+    path = write_experiment([{"method": "zero_shot", "model": "llama"}], budget={"eval_examples": 8})
+    rows, results = {}, {}
+    for name in ("fp32", "bf16"):
+        arm = plan(load_experiment(path, [f"budget.eval_precision={name}"]))[0]
+        out = tmp_path / name
+        results[name] = execute_arm(arm, out)
+        assert results[name].status == "ok", results[name].error
+        rows[name] = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert results["bf16"].provenance["eval_precision"] == "bf16"
+    assert results["bf16"].provenance["bf16_on_cpu"] == ("native" if native == "1" else "emulated")
+    assert "bf16_on_cpu" not in results["fp32"].provenance
+    assert [r["prediction"] for r in rows["bf16"]] == [r["prediction"] for r in rows["fp32"]]
+    pairs = zip(rows["bf16"], rows["fp32"])
+    diffs = [abs(a["logprobs"][k] - b["logprobs"][k]) for a, b in pairs for k in a["logprobs"]]
+    assert 0 < max(diffs) < BF16_VS_FP32
 
 
 # ------------------------------------------------------------------ bf16 against fp32
-
-BF16_TOLERANCE = BF16_VS_FP32  # nats: bf16 keeps 8 bits of mantissa; tiny-model label log-probs move less
 
 
 def test_bf16_label_scores_stay_within_the_stated_tolerance_of_fp32(tiny_models):
@@ -150,7 +190,7 @@ def test_bf16_label_scores_stay_within_the_stated_tolerance_of_fp32(tiny_models)
             model, tok, kind="causal_lm", task=TASK, budget=Budget(max_seq_len=512, max_new_tokens=4), shots=[]
         )
         scores[name] = np.array([[e["logprobs"][label] for label in TASK["labels"]] for e in predictor(EXAMPLES)[1]])
-    assert np.abs(scores["bf16"] - scores["fp32"]).max() < BF16_TOLERANCE
+    assert np.abs(scores["bf16"] - scores["fp32"]).max() < BF16_VS_FP32
     assert not np.array_equal(scores["bf16"], scores["fp32"])  # the cast really happened
 
 

@@ -1,9 +1,14 @@
 """The precision arms are evaluated in (`budget.eval_precision`): fp32, bf16, or auto.
 
-auto is bf16 where the hardware computes it natively (a CUDA GPU that supports it, a CPU with
-AVX512-BF16 or AMX) and fp32 elsewhere: without those instructions a CPU emulates bf16 matmuls,
-which is slower than fp32 (measured in README, "Evaluation precision"). The plan resolves auto
-once, in the parent, so an arm's budget (and hash) names the precision it really ran in.
+auto is decided by measurement, per device kind (bench/eval_precision.py; docs/performance.md has
+the table). On a CPU, bf16 must be at least 1.3x faster than fp32 AND leave at least 99% of the
+predictions unchanged: measured on a Xeon with AVX512-BF16 and AMX (2026-12-05), bf16 was 2.3x
+faster at label scoring and 2.5x at generation, but changed 1 of 64 label predictions and 5 of 64
+generations, so auto is fp32 on every CPU. Without those instructions a CPU emulates bf16, which is
+slower still. On a CUDA GPU that supports it auto is bf16 (the usual practice; not measured here:
+no GPU was lent). `eval_precision: bf16` is always honoured; on a CPU the arm's provenance says
+whether bf16 ran natively or emulated. The plan resolves auto once, in the parent, so an arm's
+budget (and hash) names the precision it really ran in.
 
 Only the evaluation casts: training keeps its own precision (budget.precision, issue 13). A
 4-bit base (QLoRA) keeps its quantised weights; bf16 then applies to its compute dtype only.
@@ -50,13 +55,26 @@ def _cpu_flags_have_bf16() -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+# What auto means on a CPU, by the rule above: (native bf16?) -> precision. Both fp32 as measured;
+# a later measurement that passes the rule changes the True entry, and with it the plan.
+CPU_AUTO = {True: "fp32", False: "fp32"}
+
+
 def resolve(choice: str) -> str:
     """'fp32' or 'bf16' for this machine."""
     if choice != "auto":
         return choice
     if torch.cuda.is_available():
         return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    return "bf16" if cpu_has_native_bf16() else "fp32"
+    return CPU_AUTO[cpu_has_native_bf16()]
+
+
+def how_bf16_runs() -> str | None:
+    """For an arm evaluated in bf16 on a CPU: 'native' (AVX512-BF16/AMX) or 'emulated' (slower
+    than fp32); None on a GPU."""
+    if torch.cuda.is_available():
+        return None
+    return "native" if cpu_has_native_bf16() else "emulated"
 
 
 def for_evaluation(model, precision: str):

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from harness.data import prepared
+from harness.eval import precision
 from harness.eval.profile import device_name
 from harness.eval.scoring_rule import ScoringRule
 
@@ -14,6 +15,8 @@ from harness.eval.scoring_rule import ScoringRule
 def evaluation_provenance(kind: str, task: dict, eval_precision: str) -> dict:
     """How this arm was evaluated: its precision, and a decoder's label scoring rule."""
     out = {"eval_precision": eval_precision}
+    if eval_precision == "bf16" and precision.how_bf16_runs():
+        out["bf16_on_cpu"] = precision.how_bf16_runs()
     if kind == "causal_lm":
         rule = ScoringRule.of_task(task)
         out["label_scoring"] = {**rule.as_dict(), "text": rule.describe()}
