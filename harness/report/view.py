@@ -292,15 +292,16 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
 
 def evaluation_notes(arm: dict) -> dict:
     """How an arm was evaluated (a decoder's scoring rule, the precision) and whether its cost
-    metrics were measured on a busy machine (load above the CPUs, or other processes using CPU)."""
+    metrics were measured on a busy machine (processes outside the harness used CPU meanwhile)."""
     provenance, detail = arm.get("provenance") or {}, arm.get("metrics_detail") or {}
     parts = [(provenance.get("label_scoring") or {}).get("text"), provenance.get("eval_precision")]
     conditions = detail.get("cost_conditions") or {}
     busy = None
     if conditions.get("contended"):
         busy = (
-            f"cost measured on a busy machine: load {conditions.get('load_avg_1m')} on {conditions.get('cpu_count')} "
-            f"CPUs, other processes used {conditions.get('other_cores_in_use')} cores on average"
+            f"cost measured on a busy machine: processes outside the harness used "
+            f"{conditions.get('other_cores_in_use')} of {conditions.get('cpu_count')} CPUs on average "
+            f"(load {conditions.get('load_avg_1m')})"
         )
     return {"evaluation": " · ".join(p for p in parts if p), "contended": busy}
 
