@@ -450,6 +450,11 @@ def test_pairwise_tests_ranked_arms_and_the_group_tied_for_first(tmp_path):
     far = next(r for r in pw["rows"] if r["second"] == "zero-bert" and r["first"] == "lora-bert")
     assert far["p"] == "< 1e-4" and far["mark"] == "n" and far["method"] == "normal approx."
     assert far["test"] == "paired bootstrap"
+    rows = {r["name"]: r for g in task["table"]["groups"] for r in g["rows"]}
+    # the table marks the tied group on the tested metric (not the lone best estimate), and the
+    # best value on an untested one (latency: lower is better)
+    assert [c["best"] for c in rows["accuracy"]["cells"]] == [True, True, False]
+    assert [c["best"] for c in rows["latency_p50_ms"]["cells"]] == [True, False, True]
     headline = str(task["headline"])
     assert (
         "Statistically tied for first on accuracy (2 of 3 arms; no corrected test separates them from the best): "

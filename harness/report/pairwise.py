@@ -8,6 +8,7 @@ from __future__ import annotations
 from harness.eval import stats
 from harness.eval.compare import CORRECTION_NAMES
 from harness.eval.metrics import METRICS
+from harness.naming import base_name
 from harness.results.audit import rankable
 
 TEST_NAMES = {
@@ -68,7 +69,7 @@ def view(task_key: str, arms: list[dict], metric: str | None, comparisons: list 
     """What the page shows for one task, or None when nothing was tested on its primary metric."""
     family = family_of(comparisons, task_key, metric)
     ranked = ranked_arms(arms, metric)
-    if not family or len(ranked) < 2:
+    if not family:
         return None
     from harness.report.view import arm_name, with_ci
 
@@ -118,3 +119,29 @@ def view(task_key: str, arms: list[dict], metric: str | None, comparisons: list 
         "correction": CORRECTION_NAMES.get(correction, correction) if correction not in (None, "none") else None,
         "methods": [{"mark": m, "label": label} for m, label in methods],
     }
+
+
+def marked_cells(arms: list[dict], names: list[str], results: dict | None = None) -> set[tuple[str, str]]:
+    """(arm name, metric) of every cell to mark, per task (arms on different tasks never compete):
+    on a metric tested pairwise, the arms statistically tied for first (an arm run under several
+    seeds is judged by its mean, as the tests compare it); on a metric never tested (costs), the
+    best value by the metric's direction."""
+    from harness.report.view import best_values, over_seeds
+
+    results = results or {}
+    marked = set()
+    for task in dict.fromkeys(a["arm"].get("task_key") for a in arms):
+        group = [a for a in arms if a["arm"].get("task_key") == task]
+        pooled = over_seeds(group, results.get("seed_summary"))
+        for name, value in best_values(group, names).items():
+            family = family_of(results.get("comparisons"), task, name)
+            if family:
+                tied = {a["arm"]["name"] for a in tied_for_first(ranked_arms(pooled, name), family)}
+                marked |= {
+                    (a["arm"]["name"], name)
+                    for a in group
+                    if rankable(a) and (a["arm"]["name"] in tied or base_name(a["arm"]["name"]) in tied)
+                }
+            else:
+                marked |= {(a["arm"]["name"], name) for a in group if rankable(a) and a["metrics"].get(name) == value}
+    return marked

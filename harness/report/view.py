@@ -256,7 +256,7 @@ def significance(
                     + f" over {c.get('family_size', '?')} pairs"
                 )
             if stats.p_label(method):
-                detail.append(f"p by {stats.p_label(method)}")
+                detail.append(f"method: {stats.p_label(method)}")
             if c.get("seeds"):
                 detail.append(f"tested over seeds {', '.join(map(str, c['seeds']))} and items")
             detail_text = f" ({', '.join(detail)})" if detail else ""
@@ -277,11 +277,12 @@ def _p_phrase(name: str, p: float, method: str | None) -> str:
 # ----------------------------------------------------------------------------- the table
 
 
-def table(arms: list[dict], task_type: str, flags: dict) -> dict:
+def table(arms: list[dict], task_type: str, flags: dict, results: dict | None = None) -> dict:
     """Arms as columns, metrics as rows (grouped: quality, cost, budget consumed): a handful of
-    arms against a dozen metrics reads best this way round."""
+    arms against a dozen metrics reads best this way round. Marked: pairwise.marked_cells (the
+    arms tied for first on a tested metric, the best value on an untested one)."""
     names = metric_columns(arms, task_type)
-    best = best_values(arms, names)
+    marked = pairwise.marked_cells(arms, names, results)
     columns = [
         {
             "name": arm_name(a),
@@ -305,10 +306,7 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
                 "unit": unit_of(n),
                 "arrow": ("↑" if metric.higher_is_better else "↓") if metric else "",
                 "description": metric.description if metric else "not in the metric registry",
-                "cells": [
-                    {"text": with_ci(a, n), "best": n in best and rankable(a) and a["metrics"].get(n) == best[n]}
-                    for a in arms
-                ],
+                "cells": [{"text": with_ci(a, n), "best": (arm_name(a), n) in marked} for a in arms],
             }
         )
     groups["budget consumed"] = [
@@ -612,7 +610,7 @@ def build(run_dir: Path, results: dict) -> dict:
                     results.get("correction"),
                     (results.get("sensitivity") or {}).get(key),
                 ),
-                "table": table(arms, task_type, flags),
+                "table": table(arms, task_type, flags, results),
                 "pairwise": pairwise.view(
                     key, over_seeds(arms, results.get("seed_summary")), metric, comparisons, results.get("correction")
                 ),
