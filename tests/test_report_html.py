@@ -457,7 +457,8 @@ def test_pairwise_tests_ranked_arms_and_the_group_tied_for_first(tmp_path):
     assert [c["best"] for c in rows["latency_p50_ms"]["cells"]] == [True, False, True]
     headline = str(task["headline"])
     assert (
-        "Statistically tied for first on accuracy (2 of 3 arms; no corrected test separates them from the best): "
+        "Statistically tied for first on accuracy (2 of 3 ranked arms; "
+        "no corrected test separates them from the best): "
         "<b>lora-bert</b> (0.800 [0.720, 0.880]), <b>full-bert</b> (0.780 [0.700, 0.860])"
     ) in headline
     html = render(run_dir, results_of(run_dir))
@@ -468,9 +469,7 @@ def test_pairwise_tests_ranked_arms_and_the_group_tied_for_first(tmp_path):
 
 def test_one_arm_ahead_of_all_and_wide_experiments_split_into_tables(tmp_path):
     arms = [arm(f"m{i}-bert", 0.9 - i / 100, 5.0) for i in range(9)]
-    comparisons = [
-        {**_pair("m0-bert", f"m{i}-bert", i / 100, 1e-4, 1e-3, True), "family_size": 8} for i in range(1, 9)
-    ]
+    comparisons = [{**_pair("m0-bert", f"m{i}-bert", i / 100, 1e-4, 1e-3, True), "family_size": 8} for i in range(1, 9)]
     run_dir = make_run(tmp_path, arms, comparisons=comparisons, correction="holm")
     task = view.build(run_dir, results_of(run_dir))["tasks"][0]
     assert task["pairwise"]["tied"] == ["m0-bert"]

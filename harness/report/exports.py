@@ -135,27 +135,10 @@ def comparison_frame(results: dict):
     tested metrics, whether each arm of the pair is in the group tied for first."""
     import pandas as pd
 
-    columns = [
-        "task",
-        "metric",
-        "a",
-        "b",
-        "difference",
-        "ci_low",
-        "ci_high",
-        "ci_method",
-        "p_value",
-        "p_adjusted",
-        "p_method",
-        "correction",
-        "family_size",
-        "significant",
-        "test",
-        "seeds",
-        "n",
-        "a_tied_for_first",
-        "b_tied_for_first",
-    ]
+    columns = (
+        "task metric a b difference ci_low ci_high ci_method p_value p_adjusted p_method correction family_size "
+        "significant test seeds n a_tied_for_first b_tied_for_first"
+    ).split()
     tied = _tied_groups(results)
     rows = []
     for c in results.get("comparisons") or []:

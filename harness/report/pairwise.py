@@ -79,8 +79,8 @@ def view(task_key: str, arms: list[dict], metric: str | None, comparisons: list 
     for c in family:
         first, second = c["a"], c["b"]
         sign = 1
-        rank_a, rank_b = _rank(c["a"], ranked), _rank(c["b"], ranked)
-        if rank_a is not None and rank_b is not None and rank_b < rank_a:
+        rank_a, rank_b = (len(ranked) if r is None else r for r in (_rank(c["a"], ranked), _rank(c["b"], ranked)))
+        if rank_b < rank_a:  # unranked arms (diverged, collapsed) count as last
             first, second, sign = c["b"], c["a"], -1
         ci = c.get("ci")
         ci_text = "–"
@@ -102,7 +102,7 @@ def view(task_key: str, arms: list[dict], metric: str | None, comparisons: list 
                 "test": TEST_NAMES.get(c.get("test"), c.get("test") or "–")
                 + (f" (seeds {', '.join(map(str, c['seeds']))})" if c.get("seeds") else ""),
                 "significant": bool(c.get("significant")),
-                "order": tuple(sorted(len(ranked) if r is None else r for r in (rank_a, rank_b))),
+                "order": tuple(sorted((rank_a, rank_b))),
             }
         )
     rows.sort(key=lambda r: r["order"])
@@ -113,6 +113,11 @@ def view(task_key: str, arms: list[dict], metric: str | None, comparisons: list 
         "ranked": [
             {"rank": i + 1, "name": arm_name(a), "value": with_ci(a, metric), "tied": any(a is t for t in tied)}
             for i, a in enumerate(ranked)
+        ]
+        + [  # completed but never ranked (diverged or collapsed): listed last, with the reason
+            {"rank": "–", "name": arm_name(a), "value": with_ci(a, metric), "tied": False, "note": a["health"][0]}
+            for a in arms
+            if a["status"] == "ok" and a.get("health") and a["metrics"].get(metric) is not None
         ],
         "tied": [arm_name(a) for a in tied],
         "rows": rows,

@@ -190,7 +190,7 @@ def _tied_sentence(
         return Markup(" <b>{}</b> is ahead of every other arm by a {}test.").format(arm_name(tied[0]), how)
     listed = Markup(", ").join(Markup("<b>{}</b> ({})").format(arm_name(a), with_ci(a, metric)) for a in tied)
     return Markup(
-        " Statistically tied for first on {} ({} of {} arms; no {}test separates them from the best): {}."
+        " Statistically tied for first on {} ({} of {} ranked arms; no {}test separates them from the best): {}."
     ).format(metric, len(tied), len(ranked), how, listed)
 
 
