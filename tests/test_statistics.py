@@ -470,3 +470,22 @@ def test_the_paired_proportions_interval_covers_about_95_percent():
         low, high = stats.paired_proportions_interval(a_only, b_only, n)["ci"]
         covered += low <= p_a_only - p_b_only <= high
     assert 0.93 <= covered / 2000 <= 0.975  # Monte Carlo SE 0.005
+
+
+def test_arms_under_several_seeds_get_an_interval_of_their_mean(tmp_path):
+    refs = ["pos", "neg"] * 50
+    right = lambda k: [r if i < k else ("neg" if r == "pos" else "pos") for i, r in enumerate(refs)]  # noqa: E731
+    results = _write_run(
+        tmp_path, {("a", 0): right(70), ("a", 1): right(80), ("a", 2): right(75), ("b", 0): right(50)}, refs
+    )
+    found = compare.seed_intervals(tmp_path, results, tasks={"t": {"labels": ["neg", "pos"]}}, resamples=300)
+    assert set(found) == {"a"}  # b ran under one seed: its own per-seed interval is the arm's
+    low, high = found["a"]["accuracy"]
+    assert low < 0.75 < high and high - low < 0.3
+    table = np.stack([np.array([1.0] * k + [0.0] * (100 - k)) for k in (70, 80, 75)])
+    variance, df = stats.crossed_variance(table)
+    from scipy.stats import t as student
+
+    half = student.ppf(0.975, df) * np.sqrt(variance)
+    assert [low, high] == pytest.approx([0.75 - half, 0.75 + half], abs=1e-6)
+    assert "macro_f1" in found["a"]  # a corpus metric: the crossed bootstrap's percentile interval

@@ -114,8 +114,10 @@ def seed_bootstrap(
     of seeds with replacement AND one sample of item indices with replacement, used for every
     drawn seed and for both arms. (Drawing the items again for each seed, as for nested clusters,
     would count an item that a model gets right under every seed as new evidence each time and
-    overstate significance: 19% rejections at a nominal 5% with 3 seeds, docs/statistics.md.)
-    With one seed this is the ordinary paired bootstrap.
+    overstate significance: 9% to 14% rejections at a nominal 5% with 3 to 5 seeds in
+    docs/statistics.md.) It errs the other way, too cautious, because it counts the seed x item
+    variance more than once; so `compare` uses it for corpus metrics only and `crossed_t` for
+    per-item scores. With one seed this is the ordinary paired bootstrap.
 
     p-value: the share of resampled differences at least as extreme as the observed one
     (`p_method` "bootstrap"); when fewer than TAIL_RESOLUTION are, more resamples are drawn, up
@@ -476,8 +478,10 @@ def compare(
 
     test: "mcnemar" (paired correctness), "paired_bootstrap" (`reduce` recomputes the metric
     on each resample of items), or "seed_bootstrap": a_rows and b_rows are then lists with one
-    table per seed (in the order of `seeds`), compared by `seed_bootstrap`. `significant` and
-    `better` here are for this test alone; `correct_family` replaces them by the corrected ones."""
+    table per seed (in the order of `seeds`), seeds and items crossed: per-item scores by
+    `crossed_t`, corpus metrics by `seed_bootstrap`. Every row gets `ci`, `ci_method`, `se` (of
+    the difference) and `p_method`; McNemar rows also `se_null`. `significant` and `better` here
+    are for this test alone; `correct_family` replaces them by the corrected ones."""
     extra: dict = {}
     if test == "seed_bootstrap" and reduce is item_mean and len(a_rows) > 1:
         outcome = crossed_t(a_rows, b_rows, alpha=alpha)
