@@ -152,14 +152,24 @@ def report(run_dir: Path, *args: str):
     return CliRunner().invoke(app, ["report", str(run_dir), *args])
 
 
+def parse_markdown_tables(text: str) -> list[list[dict]]:
+    """Read GitHub tables back: each a header row, a delimiter row of dashes, then body rows."""
+    tables, current = [], []
+    for line in text.splitlines() + [""]:
+        if line.startswith("|"):
+            current.append(line)
+        elif current:
+            split = [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in current]
+            header, delimiter, body = split[0], split[1], split[2:]
+            assert all(re.fullmatch(r":?-{3,}:?", c) for c in delimiter), delimiter
+            assert all(len(row) == len(header) for row in body)
+            tables.append([dict(zip(header, row)) for row in body])
+            current = []
+    return tables
+
+
 def parse_markdown_table(text: str) -> list[dict]:
-    """Read a GitHub table back: a header row, a delimiter row of dashes, then body rows."""
-    lines = [ln for ln in text.splitlines() if ln.startswith("|")]
-    split = [[c.strip() for c in re.split(r"(?<!\\)\|", ln)[1:-1]] for ln in lines]
-    header, delimiter, body = split[0], split[1], split[2:]
-    assert all(re.fullmatch(r":?-{3,}:?", c) for c in delimiter), delimiter
-    assert all(len(row) == len(header) for row in body)
-    return [dict(zip(header, row)) for row in body]
+    return parse_markdown_tables(text)[0]
 
 
 def test_markdown_export_is_a_github_table_with_cis_and_the_best_marked(workdir):
@@ -184,6 +194,37 @@ def test_markdown_export_is_a_github_table_with_cis_and_the_best_marked(workdir)
         fast = min(rankable, key=lambda a: a["metrics"]["latency_p50_ms"])["arm"]["name"]
         slow = max(rankable, key=lambda a: a["metrics"]["latency_p50_ms"])["arm"]["name"]
         assert rows[fast]["latency_p50_ms ↓"].startswith("**") and not rows[slow]["latency_p50_ms ↓"].startswith("**")
+
+
+def test_markdown_export_has_the_pairwise_tests_with_intervals_and_p_methods(workdir):
+    _, _, run = workdir
+    result = report(run.run_dir, "--format", "md")
+    assert result.exit_code == 0, result.output
+    arms_table, tests = parse_markdown_tables(result.output)
+    primary = [c for c in run.results["comparisons"] if c["metric"] == "accuracy"]
+    assert len(tests) == len(primary) >= 1
+    for row in tests:
+        assert row["metric"] == "accuracy" and row["test"] == "McNemar exact" and row["p by"] == "exact"
+        assert re.fullmatch(r"[+-]\d\.\d{3} \\?\[[+-]\d\.\d{3}, [+-]\d\.\d{3}\\?\]", row["difference [95% CI]"])
+    assert "Statistically tied for first on accuracy" in result.output or "can be ranked" in result.output
+    assert "sensitivity on sentiment" in result.output
+    assert "exact McNemar power" in result.output or "normal approximation" in result.output
+    only = report(run.run_dir, "--format", "md", "--table", "comparisons")
+    assert len(parse_markdown_tables(only.output)) == 1 and "Pairwise tests" in only.output
+
+
+def test_csv_export_of_the_comparisons_has_every_test(workdir, tmp_path):
+    _, _, run = workdir
+    target = tmp_path / "tests.csv"
+    result = report(run.run_dir, "--format", "csv", "--table", "comparisons", "-o", str(target))
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(target)
+    assert len(frame) == len(run.results["comparisons"])
+    for (_, row), c in zip(frame.iterrows(), run.results["comparisons"]):
+        assert (row["a"], row["b"], row["metric"], row["p_method"]) == (c["a"], c["b"], c["metric"], c["p_method"])
+        assert row["ci_low"] == pytest.approx(c["ci"][0]) and row["ci_high"] == pytest.approx(c["ci"][1])
+    both = report(run.run_dir, "--format", "csv", "--table", "both")
+    assert both.exit_code == 2 and "not one of arms or comparisons for --format csv" in both.output
 
 
 def test_csv_export_round_trips_through_pandas(workdir, tmp_path):
@@ -211,10 +252,13 @@ def test_latex_export_is_booktabs_escaped_and_compiles(workdir, tmp_path):
     assert result.exit_code == 0, result.output
     tex = result.output
     # Structure: one tabular, booktabs rules in order, a row per arm with as many cells as columns.
-    assert tex.count(r"\begin{tabular}") == 1 and tex.count(r"\end{tabular}") == 1
-    assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
-    spec = re.search(r"\\begin\{tabular\}\{([lr]+)\}", tex).group(1)
-    body = tex[tex.index(r"\midrule") + len(r"\midrule") : tex.index(r"\bottomrule")]
+    # two tables: the arms, then the pairwise tests
+    assert tex.count(r"\begin{tabular}") == 2 and tex.count(r"\end{tabular}") == 2
+    assert "Pairwise tests" in tex and "McNemar exact" in tex
+    tex_arms = tex[: tex.index(r"\end{tabular}")]
+    assert tex_arms.index(r"\toprule") < tex_arms.index(r"\midrule") < tex_arms.index(r"\bottomrule")
+    spec = re.search(r"\\begin\{tabular\}\{([lr]+)\}", tex_arms).group(1)
+    body = tex_arms[tex_arms.index(r"\midrule") + len(r"\midrule") : tex_arms.index(r"\bottomrule")]
     rows = [r for r in body.split(r"\\") if r.strip()]
     assert len(rows) == len(run.arms)
     assert all(len(re.split(r"(?<!\\)&", r)) == len(spec) for r in rows)

@@ -268,15 +268,17 @@ def test_latency_has_a_warm_up_and_repeats_and_records_the_load():
     assert {"load_avg_1m", "other_cores_in_use", "contended"} <= set(conditions)
 
 
-@pytest.mark.parametrize("load, others, contended", [(0.5, 0.0, False), (64.0, 0.0, True), (0.5, 0.6, True)])
-def test_a_measurement_is_contended_when_the_load_or_other_processes_exceed_the_cpus(
+@pytest.mark.parametrize("load, others, contended", [(0.5, 0.0, False), (64.0, 0.0, False), (0.5, 0.6, True)])
+def test_a_measurement_is_contended_when_other_processes_used_cpu_whatever_the_load(
     monkeypatch, load, others, contended
 ):
+    """The load average counts the arm's own threads: only other processes' CPU time decides
+    (tests/test_machine_load.py measures both with real processes)."""
     from harness.eval import machine_load
 
     monkeypatch.setattr(os, "getloadavg", lambda: (load * (os.cpu_count() or 1) if load > 1 else load, 0.0, 0.0))
     window = machine_load.LoadWindow()
-    window.wall, window.others = 10.0, others * 10.0
+    window.wall, window.others, window.own = 10.0, others * 10.0, 20.0
     assert window.conditions()["contended"] is contended
 
 
@@ -291,7 +293,7 @@ def test_report_and_mlflow_say_how_an_arm_was_evaluated_and_when_its_cost_was_co
     arm = {"provenance": provenance, "metrics_detail": {"cost_conditions": busy}}
     notes = evaluation_notes(arm)
     assert notes["evaluation"] == "label + end-of-turn, log-prob per character · bf16"
-    assert "load 7.5 on 2 CPUs" in notes["contended"]
+    assert "processes outside the harness used 1.4 of 2 CPUs" in notes["contended"]
     quiet = evaluation_notes(
         {"provenance": {"eval_precision": "fp32"}, "metrics_detail": {"cost_conditions": {**busy, "contended": False}}}
     )

@@ -97,6 +97,14 @@ def test_report_renders_in_a_browser(write_experiment, tmp_path):
             answer = page.locator("#answer").inner_text()
             assert answer.startswith(("On sentiment", "No arm on sentiment trained soundly")), answer
 
+            # The pairwise tests of the primary metric are on the page, visible: ranked arms, the
+            # differences with interval, p, adjusted p and test.
+            section = page.locator("div.pairwise").first
+            assert section.is_visible() and "Pairwise tests on accuracy" in section.inner_text()
+            assert page.locator("table.ranking tbody tr").count() >= 1
+            difference = page.locator("table.differences tbody tr").first
+            assert difference.is_visible() and "McNemar exact" in difference.inner_text()
+
             # The charts have drawn: points, curves and bars with a real size on screen.
             points = page.locator("svg.pareto circle.point")
             assert points.count() == 3 * 2  # three Pareto charts, two completed arms each
@@ -134,3 +142,56 @@ def test_report_renders_in_a_browser(write_experiment, tmp_path):
     assert problems == [], f"console errors: {problems}"
     assert all(url.startswith("file:") for url in requests), f"the page fetched: {requests}"
     assert shot.stat().st_size > 10_000
+
+
+def test_a_nine_arm_report_fits_1280_px_and_shows_the_tied_group(tmp_path):
+    """A hand-made run of nine arms (no training): no arm column is off-screen at 1280 px, and the
+    ranked arms, every difference with its interval and adjusted p, and the tied-for-first group
+    are present and visible."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
+    from tests.test_report_html import _pair, arm, make_run
+
+    arms = [arm(f"method{i}-model{i}", 0.83 - i / 50, 5.0 + i, ci={"accuracy": [0.7 - i / 50, 0.9]}) for i in range(9)]
+    names = [a["arm"]["name"] for a in arms]
+    comparisons = [
+        {
+            **_pair(names[i], names[j], (j - i) / 50, 0.3 if j < 2 else 1e-3, 0.6 if j < 2 else 0.01, j >= 2),
+            "family_size": 36,
+        }
+        for i in range(9)
+        for j in range(i + 1, 9)
+    ]
+    run_dir = make_run(tmp_path, arms, comparisons=comparisons, correction="holm")
+    result = CliRunner().invoke(app, ["report", str(run_dir)], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto((run_dir / "index.html").as_uri())
+            headers = page.locator("table.comparison thead th.arm")
+            assert [t.splitlines()[0] for t in headers.all_inner_texts()] == names
+            for i in range(headers.count()):
+                box = headers.nth(i).bounding_box()
+                assert box["x"] >= 0 and box["x"] + box["width"] <= 1280, (names[i], box)
+            assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+            tied = page.locator("div.pairwise p.tied")
+            assert tied.is_visible() and tied.inner_text().startswith(
+                f"Statistically tied for first: {names[0]}, {names[1]}"
+            )
+            assert page.locator("table.ranking tbody tr").count() == 9
+            assert page.locator("table.ranking tr.tied").count() == 2
+            rows = page.locator("table.differences tbody tr")
+            assert rows.count() == 36 and rows.first.is_visible()
+            assert "[" in rows.first.inner_text() and "McNemar exact" in rows.first.inner_text()
+            for cell in page.locator("table.differences thead th").all():
+                box = cell.bounding_box()
+                assert box["x"] + box["width"] <= 1280
+            shot = tmp_path / "nine.png"
+            page.screenshot(path=str(shot), full_page=True)
+            if os.environ.get("HARNESS_SCREENSHOT"):
+                target = Path(os.environ["HARNESS_SCREENSHOT"]).with_name("nine_arms.png")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(shot, target)
+        finally:
+            browser.close()

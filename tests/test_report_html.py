@@ -158,9 +158,10 @@ def test_not_significant_and_missing_pair(tmp_path):
 
 def test_ties_single_arm_and_all_failed(tmp_path):
     tie = [arm("lora-bert", 0.8, 20.0), arm("full-bert", 0.8, 5.0)]
-    assert "<b>lora-bert</b> and <b>full-bert</b> tie on accuracy (0.800)" in str(
+    tie[0]["ci"], tie[1]["ci"] = {"accuracy": [0.7, 0.9]}, {"accuracy": [0.75, 0.85]}
+    assert "<b>lora-bert</b> (0.800 [0.700, 0.900]) and <b>full-bert</b> (0.800 [0.750, 0.850]) tie on accuracy" in str(
         view.headline("t", tie, "accuracy", None)
-    )
+    )  # each arm with its own interval
     assert "nothing to compare it with" in str(view.headline("t", tie[:1], "accuracy", None))
     failed = [arm("lora-bert", None, None, status="failed", error="boom")]
     assert "No arm completed" in str(view.headline("t", failed, None, None))
@@ -396,3 +397,83 @@ def test_judge_agreement_sentence_is_shown_under_its_task(tmp_path):
         "judge_score vs rougeL\n    0.50 (3 arms)." in html
         and "bertscore_f1" not in html.split("judge-agreement")[1][:400]
     )
+
+
+def _pair(a, b, difference, p, adjusted, significant, **extra):
+    return {
+        "task": "sentiment",
+        "metric": "accuracy",
+        "a": a,
+        "b": b,
+        "difference": difference,
+        "p_value": p,
+        "p_adjusted": adjusted,
+        "correction": "holm",
+        "family_size": 3,
+        "significant": significant,
+        "better": a if significant else None,
+        "test": "mcnemar",
+        "p_method": "exact binomial",
+        "ci": [difference - 0.05, difference + 0.05],
+        "ci_method": "Agresti-Min paired proportions",
+        **extra,
+    }
+
+
+def test_pairwise_tests_ranked_arms_and_the_group_tied_for_first(tmp_path):
+    """lora 0.80 and full 0.78 are not separated (adjusted p 0.5); lora beats zero (0.60) after
+    Holm: the tied group is {lora, full}, each with its own interval, zero is not in it."""
+    arms = [
+        arm("full-bert", 0.78, 5.0, ci={"accuracy": [0.70, 0.86]}),
+        arm("lora-bert", 0.80, 20.0, ci={"accuracy": [0.72, 0.88]}),
+        arm("zero-bert", 0.60, 5.0, ci={"accuracy": [0.50, 0.70]}),
+    ]
+    comparisons = [
+        _pair("full-bert", "lora-bert", -0.02, 0.25, 0.5, False),
+        _pair(
+            "lora-bert", "zero-bert", 0.2, 1e-9, 3e-9, True, p_method="bootstrap normal tail", test="paired_bootstrap"
+        ),
+        _pair("full-bert", "zero-bert", 0.18, 0.001, 0.002, True),
+    ]
+    run_dir = make_run(tmp_path, arms, comparisons=comparisons, correction="holm")
+    task = view.build(run_dir, results_of(run_dir))["tasks"][0]
+    pw = task["pairwise"]
+    assert [r["name"] for r in pw["ranked"]] == ["lora-bert", "full-bert", "zero-bert"]
+    assert pw["tied"] == ["lora-bert", "full-bert"] and [r["tied"] for r in pw["ranked"]] == [True, True, False]
+    first = pw["rows"][0]  # oriented higher-ranked minus lower-ranked: lora - full = +0.02, interval flipped
+    assert (first["first"], first["second"], first["difference"], first["ci"]) == (
+        "lora-bert",
+        "full-bert",
+        "+0.020",
+        "[-0.030, +0.070]",
+    )
+    far = next(r for r in pw["rows"] if r["second"] == "zero-bert" and r["first"] == "lora-bert")
+    assert far["p"] == "< 1e-4" and far["mark"] == "n" and far["method"] == "normal approx."
+    assert far["test"] == "paired bootstrap"
+    rows = {r["name"]: r for g in task["table"]["groups"] for r in g["rows"]}
+    # the table marks the tied group on the tested metric (not the lone best estimate), and the
+    # best value on an untested one (latency: lower is better)
+    assert [c["best"] for c in rows["accuracy"]["cells"]] == [True, True, False]
+    assert [c["best"] for c in rows["latency_p50_ms"]["cells"]] == [True, False, True]
+    headline = str(task["headline"])
+    assert (
+        "Statistically tied for first on accuracy (2 of 3 ranked arms; "
+        "no corrected test separates them from the best): "
+        "<b>lora-bert</b> (0.800 [0.720, 0.880]), <b>full-bert</b> (0.780 [0.700, 0.860])"
+    ) in headline
+    html = render(run_dir, results_of(run_dir))
+    assert "Pairwise tests on accuracy" in html and "Statistically tied for first:" in html
+    assert "< 1e-4<sup" in html.replace("&lt;", "<") and "normal approx." in html
+    assert "McNemar exact" in html and "Agresti-Min paired proportions" in html
+
+
+def test_one_arm_ahead_of_all_and_wide_experiments_split_into_tables(tmp_path):
+    arms = [arm(f"m{i}-bert", 0.9 - i / 100, 5.0) for i in range(9)]
+    comparisons = [{**_pair("m0-bert", f"m{i}-bert", i / 100, 1e-4, 1e-3, True), "family_size": 8} for i in range(1, 9)]
+    run_dir = make_run(tmp_path, arms, comparisons=comparisons, correction="holm")
+    task = view.build(run_dir, results_of(run_dir))["tasks"][0]
+    assert task["pairwise"]["tied"] == ["m0-bert"]
+    assert "<b>m0-bert</b> is ahead of every other arm by a corrected test." in str(task["headline"])
+    assert task["table"]["blocks"] == [[0, 1, 2, 3, 4], [5, 6, 7, 8]]
+    html = render(run_dir, results_of(run_dir))
+    assert html.count('<table class="data comparison">') == 2

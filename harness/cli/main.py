@@ -249,6 +249,14 @@ def report(
     output: Annotated[
         Optional[Path], typer.Option("--output", "-o", help="write md/csv/latex here instead of printing it")
     ] = None,
+    table: Annotated[
+        Optional[str],
+        typer.Option(
+            "--table",
+            help="md/csv/latex: arms (one row per arm), comparisons (the pairwise tests) or both "
+            "(default: both for md and latex, arms for csv, which holds one table)",
+        ),
+    ] = None,
     recompute: Annotated[
         bool,
         typer.Option(
@@ -290,7 +298,15 @@ def report(
         print_results(finished.results, out)
         out.print(f"report: {safe(page)}", soft_wrap=True, highlight=False)
         return
-    text = {"md": exports.to_markdown, "csv": exports.to_csv, "latex": exports.to_latex}[format_](finished.results)
+    table = table or ("arms" if format_ == "csv" else "both")
+    if table not in exports.TABLES or (format_ == "csv" and table == "both"):
+        choices = "arms or comparisons" if format_ == "csv" else ", ".join(exports.TABLES)
+        raise HarnessError(
+            f"--table {table!r} is not one of {choices} for --format {format_}",
+            fix=f"harness report {run_dir} --format {format_} --table comparisons",
+        )
+    writer = {"md": exports.to_markdown, "csv": exports.to_csv, "latex": exports.to_latex}[format_]
+    text = writer(finished.results, table)
     if output is None:
         sys.stdout.write(text)  # not through rich: the text must reach a pipe byte for byte
         return

@@ -5,8 +5,9 @@ task, and the mean/std over seeds of arms run once per seed.
 Tests: McNemar's exact test for correctness, a paired bootstrap for per-item scores and corpus
 metrics (macro-F1, BLEU, entity F1, perplexity: recomputed on every resample of items), and,
 for arms that ran under several seeds, one seed-and-item bootstrap per pair of arms instead of
-one test per seed (stats.seed_bootstrap). The family of a correction is every comparison of one
-metric on one task (all pairs of arms)."""
+one test per seed (stats.seed_bootstrap, seeds and items resampled as crossed factors), and the
+interval of each such arm's mean over seeds by the same resampling. The family of a correction is
+every comparison of one metric on one task (all pairs of arms)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,51 @@ def _metric_rows(metric: metrics.Metric, rows: dict[str, dict], ids: list[str], 
     return None if table is None or len(table) != len(ids) else np.asarray(table)
 
 
+def _checked_table(result, metric: metrics.Metric, arm_rows: dict, ids: list[str], labels) -> np.ndarray | None:
+    """The arm's item table of `metric` on `ids`. Rebuilt statistics must give the arm's own
+    value on all its items; if they do not (rows that changed meaning since the run), None: no
+    test beats a wrong one."""
+    found = _metric_rows(metric, arm_rows, ids, labels)
+    recorded = result.metrics.get(metric.name)
+    if (
+        found is not None
+        and len(ids) == len(arm_rows)
+        and recorded is not None
+        and not abs(metric.reduce(found) - recorded) <= 1e-4 * max(1.0, abs(recorded))
+    ):
+        return None
+    return found
+
+
+def seed_intervals(
+    run_dir: Path, results: list, *, tasks: dict | None = None, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0
+) -> dict[str, dict[str, list[float]]]:
+    """{arm name without seed: {metric: [low, high]}}: the interval of the mean over seeds of each
+    arm that ran under several seeds, by the crossed seed-and-item bootstrap (stats.seed_item_ci)."""
+    tasks = tasks or {}
+    groups: dict[str, list] = {}
+    for r in results:
+        if r.status == "ok":
+            groups.setdefault(base_name(r.arm["name"]), []).append(r)
+    out: dict[str, dict] = {}
+    for base, runs in groups.items():
+        if len(runs) < 2 or resamples <= 0:
+            continue
+        rows = {r.arm["name"]: _prediction_rows(Path(run_dir) / "arms" / r.arm["slug"]) for r in runs}
+        ids = sorted(set.intersection(*[set(found) for found in rows.values()]))
+        labels = (tasks.get(runs[0].arm.get("task_key")) or {}).get("labels")
+        for metric in metrics.METRICS.values():
+            if len(ids) < 2 or any(r.metrics.get(metric.name) is None for r in runs):
+                continue
+            found = [_checked_table(r, metric, rows[r.arm["name"]], ids, labels) for r in runs]
+            if any(t is None for t in found):
+                continue
+            ci = stats.seed_item_ci(found, metric.reduce, resamples=resamples, seed=seed)
+            if ci is not None:
+                out.setdefault(base, {})[metric.name] = ci
+    return out
+
+
 def _test_of(metric: metrics.Metric, n_seeds: int) -> str | None:
     if not metric.paired_test:
         return None
@@ -78,18 +124,7 @@ def comparisons(
     def table(result, metric, ids, labels):
         key = (result.arm["name"], metric.name, tuple(ids))
         if key not in tables:
-            found = _metric_rows(metric, rows[result.arm["name"]], ids, labels)
-            recorded = result.metrics.get(metric.name)
-            # Rebuilt statistics must give the arm's own value on all its items; if they do not
-            # (rows that changed meaning since the run), no test beats a wrong one.
-            if (
-                found is not None
-                and len(ids) == len(rows[result.arm["name"]])
-                and recorded is not None
-                and not abs(metric.reduce(found) - recorded) <= 1e-4 * max(1.0, abs(recorded))
-            ):
-                found = None
-            tables[key] = found
+            tables[key] = _checked_table(result, metric, rows[result.arm["name"]], ids, labels)
         return tables[key]
 
     out = []
@@ -159,8 +194,10 @@ def sensitivity(
     power: float = stats.POWER,
 ) -> dict[str, dict]:
     """Per task: the minimum detectable difference (MDD) of its primary metric at `power`, for
-    its number of test items, from the standard errors the comparisons observed (median over the
-    pairs: for McNemar pairs sqrt(discordant rate / n), for bootstrap tests the bootstrap's).
+    its number of test items, from what the comparisons observed (median over the pairs). For
+    McNemar pairs it is the exact test's (binomial power at the median discordant rate;
+    `mdd_method` "exact McNemar power"); for bootstrap tests the normal approximation at the
+    bootstrap's standard error (`mdd_method` "normal approximation").
     `mdd_first_step` is the same at alpha / family size, the level the smallest p-value of a
     Holm-corrected family must reach (so what a winner among many arms must exceed)."""
     tasks = tasks or {}
@@ -170,10 +207,10 @@ def sensitivity(
         primary = _primary(task_type=(tasks.get(key) or {}).get("type", "classification"))
         if primary is None:
             continue
-        mine = [c for c in comparisons if c.get("task") == key and c["metric"] == primary and c.get("se") is not None]
+        mine = [c for c in comparisons if c.get("task") == key and c["metric"] == primary and _mdd_se(c) is not None]
         if not mine:
             continue
-        se = statistics.median(c["se"] for c in mine)
+        se = statistics.median(_mdd_se(c) for c in mine)
         n = int(statistics.median(c["n"] for c in mine))
         tests = sorted({c["test"] for c in mine})
         family_size = max(c.get("family_size", len(mine)) for c in mine)
@@ -187,16 +224,35 @@ def sensitivity(
             "alpha": alpha,
             "mdd": round(stats.minimum_detectable_difference(se, alpha=alpha, power=power), 6),
             "mdd_first_step": round(stats.minimum_detectable_difference(se, alpha=alpha / family_size, power=power), 6),
+            "mdd_method": "normal approximation",
             "family_size": family_size,
             "tests": tests,
         }
         if tests == ["mcnemar"]:
-            entry["discordant_rate"] = round(statistics.median(c["discordant"] / c["n"] for c in mine), 6)
+            psi = statistics.median(c["discordant"] / c["n"] for c in mine)
+            entry["discordant_rate"] = round(psi, 6)
             entry["basis"] = f"observed discordant rate of the McNemar pairs, median over {len(mine)}"
+            exact = stats.mcnemar_exact_mdd(n, psi, alpha=alpha, power=power)
+            first = stats.mcnemar_exact_mdd(n, psi, alpha=alpha / family_size, power=power)
+            # The detectable difference of the test that ran, where the exact power reaches `power`
+            # at all (else the approximation stays, named as such).
+            if exact is not None:
+                entry.update(mdd=round(exact, 6), mdd_method="exact McNemar power")
+            entry["mdd_first_step_method"] = "normal approximation"
+            if first is not None:
+                entry.update(mdd_first_step=round(first, 6), mdd_first_step_method="exact McNemar power")
         else:
             entry["basis"] = f"bootstrap standard error of the difference, median over {len(mine)} pairs"
         out[key] = entry
     return out
+
+
+def _mdd_se(c: dict) -> float | None:
+    """The SE a pair's detectable difference is built on: McNemar's null SE (`se_null`; older
+    runs kept it in `se`), else the bootstrap SE of the difference."""
+    if c.get("test") == "mcnemar":
+        return c.get("se_null", c.get("se"))
+    return c.get("se")
 
 
 def _primary(task_type: str) -> str | None:
@@ -240,10 +296,16 @@ def run_statistics(run_dir: Path, results: list, budget: dict, tasks: dict | Non
     found = comparisons(
         run_dir, results, tasks=tasks, resamples=resamples, seed=int(budget.get("seed", 0)), correction=correction
     )
+    summary = seed_summary(results)
+    intervals = seed_intervals(run_dir, results, tasks=tasks, resamples=resamples, seed=int(budget.get("seed", 0)))
+    for entry in summary:
+        for name, ci in intervals.get(entry["arm"], {}).items():
+            if name in entry["metrics"]:
+                entry["metrics"][name]["ci"] = ci
     return {
         "comparisons": found,
         "correction": correction,
-        "seed_summary": seed_summary(results),
+        "seed_summary": summary,
         "sensitivity": sensitivity(found, results, tasks),
         "alpha": stats.ALPHA,
         "metric_info": metrics.describe(),
@@ -288,9 +350,9 @@ def judge_agreement(results: list) -> list[dict]:
 # ------------------------------------------------------------------ words
 
 
-def _p_text(p: float) -> str:
-    # results.json rounds p to 6 decimals: a 0 there means smaller than that, never zero.
-    return "< 1e-06" if p == 0 else f"= {p:.3g}"
+def _p_text(p: float, method: str | None = None) -> str:
+    text = stats.format_p(p, method)
+    return text if text.startswith("<") else f"= {text}"
 
 
 CORRECTION_NAMES = {"holm": "Holm", "bh": "Benjamini-Hochberg", "none": "no"}
@@ -331,11 +393,14 @@ def summary_lines(results: dict) -> list[str]:
     for c in found:
         if c.get("significant") and c.get("better"):
             worse = c["b"] if c["better"] == c["a"] else c["a"]
+            method = c.get("p_method")
             p = (
-                f"p {_p_text(c['p_value'])}, adjusted {_p_text(c['p_adjusted'])}"
+                f"p {_p_text(c['p_value'], method)}, adjusted {_p_text(c['p_adjusted'], method)}"
                 if c.get("p_adjusted") is not None
-                else f"p {_p_text(c['p_value'])}"
+                else f"p {_p_text(c['p_value'], method)}"
             )
+            if stats.p_label(method):
+                p += f" ({stats.p_label(method)})"
             lines.append(
                 f"{c['better']} beats {worse} on {c['metric']} (by {abs(c['difference']):.3f}, {p}, {_test_text(c)})"
             )
@@ -353,7 +418,8 @@ def summary_lines(results: dict) -> list[str]:
             lines.append(
                 f"no significant difference at p < {alpha} ({how}) in {len(found)} paired test(s); "
                 f"smallest {'adjusted ' if smallest.get('p_adjusted') is not None else ''}p "
-                f"{_p_text(adjusted_p(smallest))} ({smallest['a']} vs {smallest['b']} on {smallest['metric']})"
+                f"{_p_text(adjusted_p(smallest), smallest.get('p_method'))} "
+                f"({smallest['a']} vs {smallest['b']} on {smallest['metric']})"
             )
         else:
             lines.append(
@@ -379,9 +445,11 @@ def sensitivity_sentence(task: str, s: dict) -> str:
         first = (
             f"; {difference_text(s['mdd_first_step'], s.get('unit', ''))} for the first step of a correction "
             f"over {s['family_size']} pairs"
+            + (f" ({s['mdd_first_step_method']})" if s.get("mdd_first_step_method") else "")
         )
+    method = f"; {s['mdd_method']}" if s.get("mdd_method") else ""
     return (
         f"sensitivity on {task}: with {s['n']} items this comparison can detect {s['metric']} differences of "
         f"about {difference_text(s['mdd'], s.get('unit', ''))} ({int(100 * s.get('power', stats.POWER))}% power, "
-        f"alpha {s.get('alpha', stats.ALPHA)}, from the {s.get('basis', 'observed standard error')}{first})"
+        f"alpha {s.get('alpha', stats.ALPHA)}, from the {s.get('basis', 'observed standard error')}{method}{first})"
     )

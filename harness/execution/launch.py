@@ -91,7 +91,10 @@ def _die_with_parent() -> None:
 
 
 def arm_environment(overrides: dict[str, str]) -> dict[str, str]:
+    """This process's environment with `overrides`, naming this process as the arm's driver: the
+    root of the process tree whose CPU time is the harness's own (harness.eval.machine_load)."""
     env = dict(os.environ)
+    env["HARNESS_DRIVER_PID"] = str(os.getpid())
     env.update({k: v for k, v in overrides.items() if v is not None})
     return env
 

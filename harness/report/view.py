@@ -9,10 +9,11 @@ from pathlib import Path
 
 from markupsafe import Markup
 
+from harness.eval import stats
 from harness.eval.compare import CORRECTION_NAMES, adjusted_p, difference_text
 from harness.eval.metrics import METRICS
 from harness.naming import base_name
-from harness.report import charts
+from harness.report import charts, pairwise
 from harness.results.arm_folder import arm_predictions, golden_rows
 from harness.results.audit import rankable
 
@@ -20,6 +21,7 @@ CONSUMED = ["steps", "examples", "tokens", "seconds"]
 PARETO_COSTS = ["peak_memory_mb", "latency_p50_ms", "trainable_params"]
 MAX_EXAMPLES = 500  # rows in the per-example view; a few hundred keeps the page light
 MAX_TEXT = 600  # characters of an input or prediction shown per cell
+ARMS_PER_TABLE = 5  # arm columns per comparison table: five fit a 1280 px screen with their intervals
 
 
 def format_value(value, unit: str = "") -> str:
@@ -121,7 +123,7 @@ def over_seeds(arms: list[dict], seed_summary: list | None) -> list[dict]:
                 {
                     **a,
                     "arm": {**a["arm"], "name": base},
-                    "ci": {},
+                    "ci": {m: v["ci"] for m, v in entry["metrics"].items() if v.get("ci")},
                     "metrics": {m: v["mean"] for m, v in entry["metrics"].items()},
                 }
             )
@@ -138,7 +140,9 @@ def headline(
 ) -> Markup:
     """One sentence: which arm is best on the primary metric, and whether that is significant
     after the run's correction; then what this test set can detect at all."""
-    sentence = _best_sentence(task_key, arms, metric, comparisons, correction)
+    sentence = _best_sentence(task_key, arms, metric, comparisons, correction) + _tied_sentence(
+        task_key, arms, metric, comparisons, correction
+    )
     if comparisons and correction:
         family = [c for c in comparisons if c.get("metric") == metric and c.get("task", task_key) == task_key]
         if family and not any(c.get("significant") for c in family):
@@ -149,18 +153,44 @@ def headline(
                 else f"after {CORRECTION_NAMES.get(correction, correction)} correction"
             )
             sentence += Markup(
-                " No pair of arms differs significantly on {} {}; the smallest adjusted p is {:.3g} ({} vs {})."
-            ).format(metric, how, adjusted_p(smallest), smallest["a"], smallest["b"])
+                " No pair of arms differs significantly on {} {}; the smallest adjusted p is {} ({} vs {})."
+            ).format(
+                metric,
+                how,
+                stats.format_p(adjusted_p(smallest), smallest.get("p_method")),
+                smallest["a"],
+                smallest["b"],
+            )
     if sensitivity:
+        method = f"; {sensitivity['mdd_method']}" if sensitivity.get("mdd_method") else ""
         sentence += Markup(
-            " With {} items this comparison can detect {} differences of about {} (80% power; from the {})."
+            " With {} items this comparison can detect {} differences of about {} (80% power; from the {}{})."
         ).format(
             sensitivity["n"],
             sensitivity["metric"],
             difference_text(sensitivity["mdd"], sensitivity.get("unit", "")),
             sensitivity.get("basis", "observed standard error"),
+            method,
         )
     return sentence
+
+
+def _tied_sentence(
+    task_key: str, arms: list[dict], metric: str | None, comparisons: list | None, correction: str | None
+) -> Markup:
+    """Which arms no corrected test separates from the best, each with its own interval."""
+    family = pairwise.family_of(comparisons, task_key, metric)
+    ranked = pairwise.ranked_arms(arms, metric)
+    if not family or len(ranked) < 2:
+        return Markup("")
+    tied = pairwise.tied_for_first(ranked, family)
+    how = "corrected " if correction and correction != "none" else ""
+    if len(tied) == 1:
+        return Markup(" <b>{}</b> is ahead of every other arm by a {}test.").format(arm_name(tied[0]), how)
+    listed = Markup(", ").join(Markup("<b>{}</b> ({})").format(arm_name(a), with_ci(a, metric)) for a in tied)
+    return Markup(
+        " Statistically tied for first on {} ({} of {} ranked arms; no {}test separates them from the best): {}."
+    ).format(metric, len(tied), len(ranked), how, listed)
 
 
 def _best_sentence(
@@ -184,11 +214,9 @@ def _best_sentence(
         )
     tied = [a for a in ranked if a["metrics"][metric] == best["metrics"][metric]]
     if len(tied) > 1:
-        bold = [Markup("<b>{}</b>").format(arm_name(a)) for a in tied]
+        bold = [Markup("<b>{}</b> ({})").format(arm_name(a), with_ci(a, metric)) for a in tied]
         names = Markup(", ").join(bold[:-1]) + Markup(" and ") + bold[-1]
-        return Markup("On <b>{}</b>, {} tie on {} ({}); the data do not separate them.").format(
-            task_key, names, metric, with_ci(best, metric)
-        )
+        return Markup("On <b>{}</b>, {} tie on {}.").format(task_key, names, metric)
     runner_up = ranked[1]
     sentence = Markup("On <b>{}</b>, <b>{}</b> is best by {} ({}), ahead of {} ({}); {}").format(
         task_key,
@@ -215,14 +243,19 @@ def significance(
             detail = []
             if c.get("difference") is not None:
                 detail.append(f"difference {c['difference']:+.3g}")
+            method = c.get("p_method")
             if c.get("p_value") is not None:
-                detail.append(f"p = {c['p_value']:.3g}")
+                detail.append(_p_phrase("p", c["p_value"], method))
             corrected = c.get("p_adjusted") is not None and c.get("correction") not in (None, "none")
             if corrected:
                 detail.append(
-                    f"{CORRECTION_NAMES.get(c['correction'], c['correction'])}-adjusted p = "
-                    f"{c['p_adjusted']:.3g} over {c.get('family_size', '?')} pairs"
+                    _p_phrase(
+                        f"{CORRECTION_NAMES.get(c['correction'], c['correction'])}-adjusted p", c["p_adjusted"], method
+                    )
+                    + f" over {c.get('family_size', '?')} pairs"
                 )
+            if stats.p_label(method):
+                detail.append(f"method: {stats.p_label(method)}")
             if c.get("seeds"):
                 detail.append(f"tested over seeds {', '.join(map(str, c['seeds']))} and items")
             detail_text = f" ({', '.join(detail)})" if detail else ""
@@ -235,14 +268,20 @@ def significance(
     return Markup("no significance test compares these two.")
 
 
+def _p_phrase(name: str, p: float, method: str | None) -> str:
+    text = stats.format_p(p, method)
+    return f"{name} {text}" if text.startswith("<") else f"{name} = {text}"
+
+
 # ----------------------------------------------------------------------------- the table
 
 
-def table(arms: list[dict], task_type: str, flags: dict) -> dict:
+def table(arms: list[dict], task_type: str, flags: dict, results: dict | None = None) -> dict:
     """Arms as columns, metrics as rows (grouped: quality, cost, budget consumed): a handful of
-    arms against a dozen metrics reads best this way round."""
+    arms against a dozen metrics reads best this way round. Marked: pairwise.marked_cells (the
+    arms tied for first on a tested metric, the best value on an untested one)."""
     names = metric_columns(arms, task_type)
-    best = best_values(arms, names)
+    marked = pairwise.marked_cells(arms, names, results)
     columns = [
         {
             "name": arm_name(a),
@@ -266,10 +305,7 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
                 "unit": unit_of(n),
                 "arrow": ("↑" if metric.higher_is_better else "↓") if metric else "",
                 "description": metric.description if metric else "not in the metric registry",
-                "cells": [
-                    {"text": with_ci(a, n), "best": n in best and rankable(a) and a["metrics"].get(n) == best[n]}
-                    for a in arms
-                ],
+                "cells": [{"text": with_ci(a, n), "best": (arm_name(a), n) in marked} for a in arms],
             }
         )
     groups["budget consumed"] = [
@@ -285,21 +321,33 @@ def table(arms: list[dict], task_type: str, flags: dict) -> dict:
     return {
         "columns": columns,
         "groups": [{"title": t, "rows": r} for t, r in groups.items() if r],
+        "blocks": column_blocks(len(columns)),
         "contended": [c["name"] for c in columns if c.get("contended")],
     }
 
 
+def column_blocks(count: int, most: int = ARMS_PER_TABLE) -> list[list[int]]:
+    """Arm columns split into tables of at most `most`, as even as can be: a wide experiment is
+    shown as several tables one under the other, so no arm is off-screen at 1280 px."""
+    if count <= most:
+        return [list(range(count))]
+    blocks = -(-count // most)
+    size = -(-count // blocks)
+    return [list(range(i, min(i + size, count))) for i in range(0, count, size)]
+
+
 def evaluation_notes(arm: dict) -> dict:
     """How an arm was evaluated (a decoder's scoring rule, the precision) and whether its cost
-    metrics were measured on a busy machine (load above the CPUs, or other processes using CPU)."""
+    metrics were measured on a busy machine (processes outside the harness used CPU meanwhile)."""
     provenance, detail = arm.get("provenance") or {}, arm.get("metrics_detail") or {}
     parts = [(provenance.get("label_scoring") or {}).get("text"), provenance.get("eval_precision")]
     conditions = detail.get("cost_conditions") or {}
     busy = None
     if conditions.get("contended"):
         busy = (
-            f"cost measured on a busy machine: load {conditions.get('load_avg_1m')} on {conditions.get('cpu_count')} "
-            f"CPUs, other processes used {conditions.get('other_cores_in_use')} cores on average"
+            f"cost measured on a busy machine: processes outside the harness used "
+            f"{conditions.get('other_cores_in_use')} of {conditions.get('cpu_count')} CPUs on average "
+            f"(load {conditions.get('load_avg_1m')})"
         )
     return {"evaluation": " · ".join(p for p in parts if p), "contended": busy}
 
@@ -539,7 +587,10 @@ def build(run_dir: Path, results: dict) -> dict:
                     results.get("correction"),
                     (results.get("sensitivity") or {}).get(key),
                 ),
-                "table": table(arms, task_type, flags),
+                "table": table(arms, task_type, flags, results),
+                "pairwise": pairwise.view(
+                    key, over_seeds(arms, results.get("seed_summary")), metric, comparisons, results.get("correction")
+                ),
                 "pareto": pareto_charts(arms, metric, colours),
                 "curves": learning_curves(arms, colours),
                 "per_class": per_class(predictions, spec.get("labels"), colours)
