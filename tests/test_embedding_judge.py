@@ -12,7 +12,7 @@ import torch
 from harness.config.schema import Budget, JudgeSpec
 from harness.eval import metrics, quality
 from harness.eval.embedding import EmbeddingCosine
-from harness.eval.judge import LocalJudge, judge_rows, parse_grade, parse_verdict
+from harness.eval.judge import SKIPPED, LocalJudge, judge_rows, parse_grade, parse_verdict
 from tests.judge_server import JudgeServer
 
 
@@ -66,6 +66,10 @@ def _rows(n=4):
     ]
 
 
+def _many(n):
+    return [dict(r, id=f"{r['id']}-{k}") for k in range(n // 4) for r in _rows()]
+
+
 def test_parsers():
     assert [parse_grade(t) for t in ("7", "Grade: 10/10", " 3.", "100", "none", None)] == [7, 10, 3, None, None, None]
     assert [parse_verdict(t) for t in ("A", "b is better", "Tie.", "neither")] == ["A", "B", "tie", None]
@@ -106,10 +110,24 @@ def test_http_judge_grades_caches_and_sends_the_key_from_the_environment(judge_s
 
 
 @pytest.mark.parametrize(
-    "behaviour, reason", [("error", "HTTP 500"), ("slow", "timeout"), ("letters", "unparseable reply")]
+    "behaviour, reason",
+    [
+        ("error", "HTTP 500"),
+        ("trickle", "timeout"),  # one byte per 20 ms: only a total deadline stops it
+        ("words", "unparseable reply"),
+        ("huge", "response too large"),  # 2 MB: once accepted as grade 7
+        ("deep", "response JSON nested too deep"),  # once a RecursionError that failed the arm
+        ("badusage", "usage.total_tokens is not a count"),  # once a ValueError that failed the arm
+    ],
 )
 def test_judge_failures_are_counted_per_item_never_raised(judge_server, behaviour, reason):
-    spec = JudgeSpec(model="tiny", base_url=judge_server.base_url(behaviour), max_tokens=3, timeout_s=0.5)
+    # Every reply is a rule of the server's (no generation), so only "trickle" meets the deadline.
+    spec = JudgeSpec(
+        model="tiny",
+        base_url=judge_server.base_url(behaviour),
+        max_tokens=3,
+        timeout_s=1 if behaviour == "trickle" else 60,
+    )
     rows = _rows(2)
     assessed = quality.assess(
         rows,
@@ -118,14 +136,90 @@ def test_judge_failures_are_counted_per_item_never_raised(judge_server, behaviou
     )
     assert assessed.metrics["judge_failed_items"] == 2 and "judge_score" not in assessed.metrics
     assert assessed.detail["judge"]["failures"] == {reason: 2}
+    assert assessed.detail["judge"]["withheld"]["reason"] == "2 of 2 items failed (more than 20%)"
     assert all(r["judge"]["score"] is None and "judge_score" not in r["scores"] for r in rows)
-    if behaviour == "letters":  # the unparseable reply is kept for the reader
-        assert all(r["judge"]["replies"][0].strip() for r in rows)
+    assert all(len(json.dumps(r["judge"])) < 1000 for r in rows)  # nothing of a hostile reply is kept
+    if behaviour == "words":  # the unparseable reply is kept for the reader
+        assert all(r["judge"]["replies"][0] == "excellent" for r in rows)
     # Errors and timeouts are not cached (the judge is asked again next time); an unparseable
     # reply is the judge's answer and is.
     before = judge_server.requests
     judge_rows(_rows(1), spec, None, None)
-    assert judge_server.requests == before + (behaviour != "letters")
+    assert judge_server.requests == before + (behaviour != "words")
+
+
+def test_a_silent_server_is_asked_concurrency_requests_at_a_time(judge_server):
+    import threading
+
+    judge_server.hold_target, judge_server.peak_in_flight = 3, 0
+    judge_server.held_enough.clear()
+    judge_server.let_go.clear()
+    spec = JudgeSpec(model="tiny", base_url=judge_server.base_url("hold"), concurrency=3)
+    rows, found = _many(8), {}
+    worker = threading.Thread(target=lambda: found.update(judge_rows(rows, spec, None, None)))
+    worker.start()
+    try:  # three requests in flight at once: a silent server costs a third of timeout_s x items
+        assert judge_server.held_enough.wait(120), "the judge asked one request at a time"
+    finally:
+        judge_server.let_go.set()
+        worker.join(120)
+    assert judge_server.peak_in_flight == 3  # and never more than `concurrency`
+    assert found["detail"]["failures"] == {"HTTP 503": 8}
+
+
+def test_an_endpoint_that_refuses_is_not_asked_once_per_item():
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    spec = JudgeSpec(model="tiny", base_url=f"http://127.0.0.1:{port}/v1", concurrency=2)
+    found = judge_rows(_many(20), spec, None, None)
+    failures = found["detail"]["failures"]
+    # After 2 x concurrency refusals in a row the rest fail at once, each counted as skipped.
+    assert set(failures) == {"connection: ConnectionRefusedError", SKIPPED} and sum(failures.values()) == 20
+    assert failures["connection: ConnectionRefusedError"] <= 2 * 2 + 2  # plus the ones already in flight
+
+
+def test_the_console_names_failed_items_by_class_and_the_withheld_metric(judge_server):
+    from harness.eval.judge_reliability import console_lines
+
+    spec = JudgeSpec(model="tiny", base_url=judge_server.base_url("error"))
+    rows = _rows(4)
+    assessed = quality.assess(
+        rows, {"type": "generation"}, Budget(judge=spec, bertscore_model=None, embedding_model=None)
+    )
+    results = {"arms": [{"arm": {"name": "zs"}, "metrics_detail": assessed.detail}]}
+    assert console_lines(results) == [
+        "judge: items failed: zs 4 of 4 (HTTP 500 4)",
+        "judge metric withheld, not a measurement: judge_score of zs (4 of 4 items failed (more than 20%))",
+    ]
+
+
+def test_a_judge_that_always_says_a_is_withheld_from_metrics_ci_and_paired_tests(judge_server):
+    spec = JudgeSpec(model="tiny", base_url=judge_server.base_url("always_a"), mode="pairwise_reference")
+    rows = _rows()
+    assessed = quality.assess(
+        rows,
+        {"type": "generation"},
+        Budget(judge=spec, bertscore_model=None, embedding_model=None, bootstrap_resamples=20),
+    )
+    # Every item answered "A" in both orders: a tie by contradiction, consistency 0.
+    assert assessed.metrics["judge_position_consistency"] == 0.0 and assessed.metrics["judge_failed_items"] == 0
+    assert "judge_win_rate" not in assessed.metrics and "judge_win_rate" not in assessed.ci
+    assert all("judge_win_rate" not in r["scores"] for r in rows)  # what the paired tests read
+    withheld = assessed.detail["judge"]["withheld"]
+    assert withheld["metric"] == "judge_win_rate" and withheld["value"] == 0.5
+    assert withheld["reason"] == "position consistency 0.00 is below 0.60 (a judge answering by coin gets 0.5)"
+    assert assessed.detail["judge"]["reliability"]["position_consistency"] == 0.0
+    # The same judge passes once the rule is lowered: the gate is the YAML's.
+    lenient = spec.model_copy(
+        update={"reliability": spec.reliability.model_copy(update={"min_position_consistency": 0})}
+    )
+    again = quality.assess(
+        _rows(), {"type": "generation"}, Budget(judge=lenient, bertscore_model=None, embedding_model=None)
+    )
+    assert again.metrics["judge_win_rate"] == 0.5 and "withheld" not in again.detail["judge"]
 
 
 def test_pairwise_judge_asks_both_orders_and_counts_contradictions_as_ties(judge_server):
