@@ -3,6 +3,7 @@ on 127.0.0.1 serving the tiny decoder), on the tiny models."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -318,3 +319,172 @@ def test_judge_agreement_is_spearman_across_arms_of_a_task():
         "spearman_rho": 0.5,
         "p_value": pytest.approx(0.666667, abs=1e-5),
     }
+
+
+# ------------------------------------------------------------------ arm against arm (pairwise_arms)
+# The /longer/ endpoint is a real HTTP server answering by a rule (the longer answer wins), so every
+# verdict, count and p-value below is known in advance.
+
+
+def _run_with_answers(run_dir, answers: dict[str, list[str]], failed=()):
+    """A run folder whose arms answered answers[name] on items i0, i1, ...; the results a driver holds."""
+    from types import SimpleNamespace
+
+    results = []
+    for name, texts in answers.items():
+        arm_dir = run_dir / "arms" / name
+        arm_dir.mkdir(parents=True)
+        rows = [{"id": f"i{i}", "input": f"text {i}", "prediction": t, "reference": "r"} for i, t in enumerate(texts)]
+        (arm_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        status = "failed" if name in failed else "ok"
+        results.append(SimpleNamespace(status=status, arm={"name": name, "slug": name, "task_key": "t"}, metrics={}))
+    return results
+
+
+ANSWERS = {
+    "long": ["a long answer"] * 9 + ["same"],
+    "short": ["short"] * 9 + ["same"],
+    "mixed": ["a much longer answer here", "x"] * 5,  # beats both on even items, loses on odd ones
+    "broken": ["never judged"] * 10,  # a failed arm
+}
+TASKS = {"t": {"type": "generation", "instruction": "Summarise."}, "c": {"type": "classification"}}
+
+
+def test_arm_pairs_judge_every_pair_in_both_orders_and_rank_the_arms(judge_server, tmp_path):
+    from harness.eval.judge_pairs import judge_arm_pairs, pair_lines
+
+    spec = JudgeSpec(model="rule", base_url=judge_server.base_url("longer"), mode="pairwise_arms", concurrency=1)
+    results = _run_with_answers(tmp_path, ANSWERS, failed={"broken"})
+    before = judge_server.requests
+    figures = judge_arm_pairs(tmp_path, results, spec, TASKS, seed=0, resamples=200)
+    # 3 pairs of ok arms x 10 items x 2 orders = 60 questions; 3 are asked twice with the same words
+    # (item 9: "same" vs "same" in both orders; "same" vs "x" from long and from short): cached.
+    assert judge_server.requests - before == 57
+    assert sum(p["cached_replies"] for p in figures["pairs"]) == 3
+    pairs = {(p["arm_a"], p["arm_b"]): p for p in figures["pairs"]}
+    assert set(pairs) == {("long", "short"), ("long", "mixed"), ("short", "mixed")}
+    first = pairs[("long", "short")]
+    assert (first["a_wins"], first["b_wins"], first["ties"], first["failed"], first["judged"]) == (9, 0, 1, 0, 10)
+    assert first["win_rate_a"] == pytest.approx(0.95) and first["position_consistency"] == 1.0
+    assert first["p_value"] == pytest.approx(2 / 2**9, abs=1e-6)  # two-sided sign test, 9 of 9 decided
+    assert first["win_rate_a_ci"][0] <= 0.95 <= first["win_rate_a_ci"][1]
+    for key in (("long", "mixed"), ("short", "mixed")):
+        assert (pairs[key]["a_wins"], pairs[key]["b_wins"], pairs[key]["p_value"]) == (5, 5, 1.0)
+    # Holm over the task's three pairs: the smallest p times 3.
+    assert first["p_adjusted"] == pytest.approx(3 * 2 / 2**9, abs=1e-6) and first["winner"] == "long"
+    assert pairs[("long", "mixed")]["winner"] is None
+    # Bradley-Terry: long > mixed > short, symmetric about mixed (long beats short, each ties mixed 5-5).
+    ranking = figures["ranking"]["t"]
+    assert [r["arm"] for r in ranking] == ["long", "mixed", "short"]
+    strength = {r["arm"]: r["strength"] for r in ranking}
+    assert strength["mixed"] == pytest.approx(0, abs=1e-3) and strength["long"] == pytest.approx(-strength["short"])
+    assert all(r["strength_ci"][0] <= r["strength"] <= r["strength_ci"][1] for r in ranking)
+    assert figures["reliability"]["withheld"] is None and figures["reliability"]["position_consistency"] == 1.0
+    (line,) = pair_lines(figures)
+    assert line.startswith("judge ranking on t (Bradley-Terry log-strength, 95% CI): long +")
+    assert line.endswith("; long beats short (sign test, Holm)")
+    # Every item's replies are kept, and match the rule.
+    lines = [json.loads(x) for x in (tmp_path / "judge_pairs.jsonl").read_text().splitlines()]
+    assert len(lines) == 30
+    for item in lines:
+        a, b = (ANSWERS[item[k]][int(item["id"][1:])] for k in ("arm_a", "arm_b"))
+        want = "A" if len(a) > len(b) else "B" if len(a) < len(b) else "tie"
+        assert item["replies"][0] == want and item["score_a"] == {"A": 1.0, "B": 0.0, "tie": 0.5}[want]
+    # A rerun asks nothing: every reply comes from the judge cache.
+    again = judge_arm_pairs(tmp_path, results, spec, TASKS, seed=0, resamples=200)
+    assert judge_server.requests - before == 57
+    assert [p["cached_replies"] for p in again["pairs"]] == [20, 20, 20]
+    assert again["ranking"] == figures["ranking"]
+
+
+def test_arm_pairs_vs_one_arm_and_the_cost_before_spending(judge_server, tmp_path):
+    from harness.eval.judge_pairs import judge_arm_pairs, judge_calls
+
+    spec = JudgeSpec(model="rule", base_url=judge_server.base_url("longer"), mode="pairwise_arms", vs="mixed")
+    results = _run_with_answers(tmp_path, {k: ANSWERS[k] for k in ("long", "short", "mixed")})
+    figures = judge_arm_pairs(tmp_path, results, spec, TASKS, resamples=0)
+    assert [(p["arm_a"], p["arm_b"]) for p in figures["pairs"]] == [("mixed", "long"), ("mixed", "short")]
+    assert sum(p["items"] for p in figures["pairs"]) * 2 == judge_calls(spec, {"t": 3}, 10)  # 2 x n x (k-1)
+    every = spec.model_copy(update={"vs": None})
+    assert judge_calls(every, {"t": 3, "u": 6}, 10) == 2 * 10 * 3 + 2 * 10 * 15  # 2 x n x k(k-1)/2 per task
+    assert judge_calls(JudgeSpec(model="m"), {"t": 3}, 10, calibration_items=5) == 3 * 10 + 5
+    assert judge_calls(JudgeSpec(model="m", mode="pairwise_reference"), {"t": 3}, 10) == 2 * 10 * 3
+
+
+def test_arm_pairs_from_a_judge_always_saying_a_are_withheld_everywhere(judge_server, tmp_path):
+    from harness.eval.compare import PAIRWISE_STRENGTH, run_statistics, summary_lines
+    from harness.eval.judge_pairs import judge_arm_pairs
+
+    spec = JudgeSpec(model="rule", base_url=judge_server.base_url("always_a"), mode="pairwise_arms")
+    results = _run_with_answers(tmp_path, {k: ANSWERS[k] for k in ("long", "short", "mixed")})
+    for r, rouge in zip(results, (0.9, 0.1, 0.5)):
+        r.metrics = {"rougeL": rouge}
+    figures = judge_arm_pairs(tmp_path, results, spec, TASKS, resamples=0)
+    assert figures["reliability"]["position_consistency"] == 0.0
+    assert figures["reliability"]["withheld"].startswith("position consistency 0.00 is below 0.60")
+    assert all(p["ties"] == p["judged"] == 10 and p["winner"] is None for p in figures["pairs"])
+    found = run_statistics(tmp_path, results, {"bootstrap_resamples": 0}, TASKS)
+    assert not any(j["judge_metric"] == PAIRWISE_STRENGTH for j in found["judge_agreement"])
+    lines = summary_lines(found)
+    assert "judge ranking withheld, not a measurement: position consistency 0.00 is below 0.60" in lines[-1]
+
+
+def test_arm_pairs_of_a_judge_agreeing_with_the_reference_metric_recover_its_ranking(judge_server, tmp_path):
+    from harness.eval.compare import PAIRWISE_STRENGTH, run_statistics
+
+    answers = {f"arm{k}": [f"{'w' * (k + i % 3)}" for i in range(12)] for k in (1, 4, 2, 6)}
+    spec = JudgeSpec(model="rule", base_url=judge_server.base_url("longer"), mode="pairwise_arms")
+    results = _run_with_answers(tmp_path, answers)
+    for r in results:  # the reference metric: answer length, which the /longer/ judge agrees with
+        r.metrics = {"rougeL": float(len(answers[r.arm["name"]][0]))}
+    from harness.eval.judge_pairs import judge_arm_pairs
+
+    judge_arm_pairs(tmp_path, results, spec, TASKS, resamples=100)
+    found = run_statistics(tmp_path, results, {"bootstrap_resamples": 0}, TASKS)
+    assert [r["arm"] for r in found["judge_pairwise"]["ranking"]["t"]] == ["arm6", "arm4", "arm2", "arm1"]
+    (agreement,) = [j for j in found["judge_agreement"] if j["judge_metric"] == PAIRWISE_STRENGTH]
+    assert agreement["reference_metric"] == "rougeL" and agreement["spearman_rho"] == pytest.approx(1.0)
+
+
+def test_bradley_terry_cis_cover_the_true_strengths_in_a_simulation():
+    from harness.eval.judge_pairs import _ranking
+
+    truth = np.array([-1.0, -0.2, 0.3, 0.9])
+    truth -= truth.mean()
+    names = [f"a{i}" for i in range(4)]
+    rng, covered, total, order_right = np.random.default_rng(7), 0, 0, 0
+    for sim in range(30):
+        outcomes = {}
+        for i, j in itertools.combinations(range(4), 2):
+            p = 1 / (1 + np.exp(truth[j] - truth[i]))
+            found = {f"x{n}": (float(rng.random() < p), True, None, []) for n in range(80)}
+            outcomes[("t", names[i], names[j])] = found
+        ranking = {r["arm"]: r for r in _ranking("t", outcomes, sim, 200)}
+        for i, name in enumerate(names):
+            low, high = ranking[name]["strength_ci"]
+            covered += low <= truth[i] <= high
+            total += 1
+        order_right += [r for r in sorted(ranking, key=lambda n: ranking[n]["rank"])] == names[::-1]
+    assert covered / total >= 0.85  # nominal 95%; the prior of half a win shrinks a little
+    assert order_right >= 20  # the true order, most of the time, from 80 items per pair
+
+
+def test_calibration_measures_agreement_with_people(judge_server, tmp_path):
+    from harness.eval.judge_pairs import calibrate, cohen_kappa
+
+    golden = tmp_path / "golden.jsonl"
+    # People prefer the longer answer on 6 items and the shorter on 2: the /longer/ judge agrees on 6.
+    rows = [{"question": "q", "answer_a": "long answer", "answer_b": "s", "preference": "A"}] * 3
+    rows += [{"question": "q", "answer_a": "s", "answer_b": "long answer", "preference": "B"}] * 3
+    rows += [{"question": "q", "answer_a": "long answer", "answer_b": "s", "preference": "B"}] * 2
+    golden.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = JudgeSpec(model="rule", base_url=judge_server.base_url("longer"), mode="pairwise_arms")
+    found = calibrate(spec, golden, resamples=200)
+    assert (found["items"], found["failed"], found["accuracy"]) == (8, 0, 0.75)
+    # judge A,A,A,B,B,B,A,A vs people A,A,A,B,B,B,B,B: p_o .75, p_e .625*.375 + .375*.625 = .46875
+    assert found["kappa"] == pytest.approx((0.75 - 0.46875) / (1 - 0.46875), abs=1e-6)
+    assert found["kappa_ci"][0] <= found["kappa"] <= found["kappa_ci"][1]
+    assert cohen_kappa(np.array(["A", "A"]), np.array(["A", "A"])) is None
+    golden.write_text('{"question": "q", "answer_a": "x"}\n')
+    with pytest.raises(Exception, match="line 1 lacks answer_a, answer_b, preference"):
+        calibrate(spec, golden)

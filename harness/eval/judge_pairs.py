@@ -284,14 +284,14 @@ def _reliability(pairs: list[dict], spec) -> dict:
 # ------------------------------------------------------------------ Bradley-Terry
 
 
-def bradley_terry(names: list[str], wins: np.ndarray, prior: float = 0.5, steps: int = 500) -> np.ndarray:
+def bradley_terry(wins: np.ndarray, prior: float = 0.5, steps: int = 500) -> np.ndarray:
     """Log-strengths (mean 0) maximising the Bradley-Terry likelihood of `wins[i, j]` (how often i
     beat j; a tie counts half to each), by the minorise-maximise updates of Hunter (2004).
     `prior` virtual wins each way for every compared pair keep an arm that won every item finite."""
     compared = (wins + wins.T) > 0
     w = wins + prior * compared
     games = w + w.T
-    strength = np.ones(len(names))
+    strength = np.ones(len(wins))
     for _ in range(steps):
         denominator = (games / (strength[:, None] + strength[None, :])).sum(1)
         updated = np.where(denominator > 0, w.sum(1) / np.where(denominator > 0, denominator, 1), strength)
@@ -309,31 +309,25 @@ def _ranking(task: str, outcomes: dict[tuple, dict], seed: int, resamples: int) 
     names = list(dict.fromkeys(name for (_, a, b) in outcomes for name in (a, b)))
     index = {n: i for i, n in enumerate(names)}
     items = sorted({i for found in outcomes.values() for i in found})
-    # per item, per pair: (i, j, score of i) for the judged items
-    per_item = {item: [] for item in items}
+    row = {item: k for k, item in enumerate(items)}
+    wins = np.zeros((len(items), len(names), len(names)))  # per item: how often i beat j (ties half)
     for (_, a, b), found in outcomes.items():
         for item, (score, *_rest) in found.items():
             if score is not None:
-                per_item[item].append((index[a], index[b], score))
-
-    def fit(chosen) -> np.ndarray:
-        wins = np.zeros((len(names), len(names)))
-        for item in chosen:
-            for i, j, s in per_item[item]:
-                wins[i, j] += s
-                wins[j, i] += 1 - s
-        return bradley_terry(names, wins)
-
-    if not any(per_item.values()):
+                wins[row[item], index[a], index[b]] += score
+                wins[row[item], index[b], index[a]] += 1 - score
+    if not wins.any():
         return []
-    point = fit(items)
+    point = bradley_terry(wins.sum(0))
     intervals = [None] * len(names)
     if resamples > 0 and len(items) > 1:
         rng = np.random.default_rng(seed)
-        draws = np.array([fit([items[k] for k in rng.integers(0, len(items), len(items))]) for _ in range(resamples)])
+        draws = np.array(
+            [bradley_terry(wins[rng.integers(0, len(items), len(items))].sum(0)) for _ in range(resamples)]
+        )
         low, high = np.percentile(draws, [100 * stats.ALPHA / 2, 100 * (1 - stats.ALPHA / 2)], axis=0)
         intervals = [[round(float(lo), 4), round(float(hi), 4)] for lo, hi in zip(low, high)]
-    order = np.argsort(-point)
+    order = np.argsort(-point, kind="stable")
     return [
         {"arm": names[i], "rank": rank + 1, "strength": round(float(point[i]), 4), "strength_ci": intervals[i]}
         for rank, i in enumerate(order)
