@@ -488,3 +488,68 @@ def test_calibration_measures_agreement_with_people(judge_server, tmp_path):
     golden.write_text('{"question": "q", "answer_a": "x"}\n')
     with pytest.raises(Exception, match="line 1 lacks answer_a, answer_b, preference"):
         calibrate(spec, golden)
+
+
+@pytest.mark.slow
+def test_pairwise_arms_end_to_end_in_plan_results_report_console_and_mlflow(
+    write_experiment, tmp_path, tiny_models, judge_server
+):
+    import mlflow
+    from typer.testing import CliRunner
+
+    from harness.cli.main import app
+    from tests.test_eval_run import to_generation
+    from tests.test_runner import results_of, run_cli
+
+    golden = tmp_path / "golden.jsonl"
+    golden.write_text(json.dumps({"question": "q", "answer_a": "long", "answer_b": "s", "preference": "A"}) + "\n")
+    judge = {
+        "model": "rule",
+        "base_url": judge_server.base_url("longer"),
+        "mode": "pairwise_arms",
+        "calibration": str(golden),
+    }
+    path = write_experiment(
+        [
+            {"method": "zero_shot", "model": "llama"},
+            {"method": "few_shot", "model": "llama", "params": {"k": 1}},
+            {"method": "few_shot", "model": "llama", "params": {"k": 2}},
+        ],
+        budget={
+            "bertscore_model": None,
+            "embedding_model": None,
+            "forgetting_text": None,
+            "max_new_tokens": 4,
+            "eval_examples": 8,
+            "bootstrap_resamples": 50,
+            "judge": judge,
+        },
+        edit=to_generation,
+    )
+    planned = CliRunner().invoke(app, ["plan", str(path)], env={"COLUMNS": "250", "HF_HUB_OFFLINE": "1"})
+    assert "judge (pairwise_arms): at most 50 judge calls (2 orders x n items x k(k-1)/2 pairs" in planned.output
+    result = run_cli(path, cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    run_dir, results = results_of(tmp_path)
+    assert all("judge_score" not in a["metrics"] for a in results["arms"])  # no per-arm judging in this mode
+    pairwise = results["judge_pairwise"]
+    assert len(pairwise["pairs"]) == 3 and all(p["judged"] + p["failed"] == p["items"] == 8 for p in pairwise["pairs"])
+    ranked = {r["arm"]: r["strength"] for r in next(iter(pairwise["ranking"].values()))}
+    for arm in results["arms"]:  # the strength is an arm metric of results.json, with its CI
+        assert arm["metrics"]["judge_pairwise_strength"] == ranked[arm["arm"]["name"]]
+        assert "judge_pairwise_strength" in arm["ci"]
+    assert results["judge_calibration"]["accuracy"] == 1.0
+    assert "judge ranking on" in result.output and "judge calibration on 1 human-labelled items" in result.output
+    page = (run_dir / "index.html").read_text()
+    assert "arm against arm" in page and "Judge against people" in page
+    client = mlflow.MlflowClient()
+    parent = next(
+        r
+        for r in client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+        if not r.data.tags.get("arm.hash")
+    )
+    assert parent.data.metrics["judge.withheld"] == 0.0 and parent.data.metrics["judge.calibration.accuracy"] == 1.0
+    assert sum(k.startswith("judge.strength.") and k.count(".") == 3 for k in parent.data.metrics) == 3
+    with open(client.download_artifacts(parent.info.run_id, "judge_pairs.json", str(tmp_path)), encoding="utf-8") as fh:
+        table = json.load(fh)
+    assert len(table["data"]) == 3 and table["columns"][:3] == ["task", "arm_a", "arm_b"]

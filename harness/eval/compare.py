@@ -257,7 +257,7 @@ def run_statistics(run_dir: Path, results: list, budget: dict, tasks: dict | Non
         "sensitivity": sensitivity(found, results, tasks),
         "alpha": stats.ALPHA,
         "metric_info": metrics.describe(),
-        "judge_agreement": judge_agreement(results, judged.get("judge_pairwise")),
+        "judge_agreement": judge_agreement(results),
         **judged,
     }
 
@@ -267,22 +267,16 @@ JUDGE_METRICS = ("judge_score", "judge_win_rate", PAIRWISE_STRENGTH)
 REFERENCE_METRICS = ("rougeL", "bertscore_f1", "embedding_cosine")
 
 
-def judge_agreement(results: list, pairwise: dict | None = None) -> list[dict]:
+def judge_agreement(results: list) -> list[dict]:
     """Does the judge rank the arms of a task like the reference metrics do? Spearman's rho
-    across the ok arms (three or more) of each task, judge metric against each reference metric.
-    The judge metric is per arm (judge_score, judge_win_rate; absent when withheld) or, from the
-    arm-against-arm verdicts (harness.eval.judge_pairs), each arm's Bradley-Terry strength."""
+    across the ok arms (three or more) of each task, judge metric against each reference metric
+    (a withheld judge metric is absent from the arm's metrics, so never correlated)."""
     from scipy.stats import spearmanr
 
-    strengths = {}
-    if pairwise and not (pairwise.get("reliability") or {}).get("withheld"):
-        strengths = {(t, r["arm"]): r["strength"] for t, rank in (pairwise.get("ranking") or {}).items() for r in rank}
     by_task: dict[str, list] = {}
     for r in results:
         if r.status == "ok":
-            key = (r.arm.get("task_key"), r.arm.get("name"))
-            extra = {PAIRWISE_STRENGTH: strengths[key]} if key in strengths else {}
-            by_task.setdefault(r.arm.get("task_key"), []).append({**r.metrics, **extra})
+            by_task.setdefault(r.arm.get("task_key"), []).append(r.metrics)
     out = []
     for task, rows in by_task.items():
         for judge, reference in itertools.product(JUDGE_METRICS, REFERENCE_METRICS):

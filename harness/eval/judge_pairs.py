@@ -32,6 +32,7 @@ from harness.eval.judge_reliability import unreliable
 from harness.paths import atomic_write_text
 
 FIGURES, ITEMS, CALIBRATION = "judge_pairs.json", "judge_pairs.jsonl", "judge_calibration.json"
+STRENGTH = "judge_pairwise_strength"  # the arm metric it adds
 
 
 # ------------------------------------------------------------------ what it costs
@@ -190,9 +191,26 @@ def judge_arm_pairs(run_dir: Path, results: list, spec, tasks: dict, *, base_dir
     if figures["reliability"]["withheld"]:
         for p in pairs:
             p["winner"], p["significant"] = None, False
+    _add_strengths(results, figures)
     atomic_write_text(run_dir / FIGURES, json.dumps(figures, indent=2))
     atomic_write_text(run_dir / ITEMS, "".join(line + "\n" for line in lines))
     return figures
+
+
+def _add_strengths(results: list, figures: dict) -> None:
+    """Each ranked arm's strength becomes a metric of the arm in results.json (the table, the
+    exports and the agreement with reference metrics read it there), unless withheld."""
+    ranked = {(t, r["arm"]): r for t, ranking in figures["ranking"].items() for r in ranking}
+    for result in results:
+        found = ranked.get((result.arm.get("task_key"), result.arm.get("name")))
+        result.metrics.pop(STRENGTH, None)
+        if hasattr(result, "ci"):
+            result.ci.pop(STRENGTH, None)
+        if found is None or figures["reliability"]["withheld"]:
+            continue
+        result.metrics[STRENGTH] = found["strength"]
+        if found["strength_ci"] and hasattr(result, "ci"):
+            result.ci[STRENGTH] = found["strength_ci"]
 
 
 def _generation_arms(results: list, tasks: dict) -> dict[str, list]:

@@ -14,7 +14,7 @@ from harness.errors import HarnessError
 from harness.eval.compare import CORRECTION_NAMES, adjusted_p, difference_text
 from harness.eval.metrics import METRICS
 from harness.naming import base_name
-from harness.report import charts
+from harness.report import charts, judge_view
 from harness.results.audit import rankable
 
 CONSUMED = ["steps", "examples", "tokens", "seconds"]
@@ -570,6 +570,7 @@ def build(run_dir: Path, results: dict) -> dict:
                 else None,
                 "examples": examples(predictions, task_type),
                 "judge_agreement": [j for j in results.get("judge_agreement") or [] if j["task"] == key],
+                "judge": judge_view.for_task(results, key, arms),
                 "legend": [{"name": arm_name(a), "colour": colours[arm_name(a)]} for a in arms if a["status"] == "ok"],
             }
         )
