@@ -553,3 +553,16 @@ def test_pairwise_arms_end_to_end_in_plan_results_report_console_and_mlflow(
     with open(client.download_artifacts(parent.info.run_id, "judge_pairs.json", str(tmp_path)), encoding="utf-8") as fh:
         table = json.load(fh)
     assert len(table["data"]) == 3 and table["columns"][:3] == ["task", "arm_a", "arm_b"]
+
+
+def test_validate_names_a_missing_calibration_set(write_experiment, tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli.main import app
+    from tests.test_eval_run import to_generation
+
+    judge = {"model": "rule", "base_url": "http://127.0.0.1:9/v1", "calibration": "people.jsonl"}
+    path = write_experiment([{"method": "zero_shot", "model": "llama"}], budget={"judge": judge}, edit=to_generation)
+    result = CliRunner().invoke(app, ["validate", str(path)], env={"COLUMNS": "250"})
+    assert result.exit_code == 2 and "judge calibration set not found: people.jsonl" in result.output
+    assert "budget.judge.calibration" in result.output

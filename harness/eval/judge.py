@@ -88,9 +88,10 @@ class HttpJudge:
 
         def expire():  # the total deadline: wake whatever read or write is blocked
             expired.set()
-            if conn.sock is not None:
+            sock = conn.sock
+            if sock is not None:
                 try:
-                    conn.sock.shutdown(socket.SHUT_RDWR)
+                    sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
 

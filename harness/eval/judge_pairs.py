@@ -75,9 +75,8 @@ def plan_notes(experiment) -> list[str]:
         return ["judge: no generation task, so no judge calls"]
     n = experiment.budget.eval_examples or 0
     counts = {k: len(v) for k, v in arms.items()}
-    calibration = (
-        len(_read_jsonl(Path(spec.calibration))) if spec.calibration and Path(spec.calibration).is_file() else 0
-    )
+    golden = experiment.base_dir / spec.calibration if spec.calibration else None
+    calibration = len(_read_jsonl(golden)) if golden and golden.is_file() else 0
     total = judge_calls(spec, counts, n, calibration)
     formula = {
         "grade": "n items x k arms",
@@ -104,7 +103,8 @@ def run_step(step: str, run_dir: Path, results: list, spec, tasks: dict, *, base
         return None
     try:
         if step == "calibration":
-            found = calibrate(spec, Path(spec.calibration), base_dir=base_dir, seed=seed, resamples=resamples)
+            golden = Path(base_dir or ".") / spec.calibration  # relative to the experiment file, like golden sets
+            found = calibrate(spec, golden, base_dir=base_dir, seed=seed, resamples=resamples)
             atomic_write_text(path, json.dumps(found, indent=2))
             from harness.eval.judge_reliability import calibration_lines
 
@@ -147,6 +147,11 @@ def judge_arm_pairs(run_dir: Path, results: list, spec, tasks: dict, *, base_dir
     jobs, pair_ids = [], {}  # (task, a, b, item id, answers of a, answers of b)
     for task_key, arms in _generation_arms(results, tasks).items():
         answers = {r.arm["name"]: _answers(run_dir / "arms" / r.arm["slug"]) for r in arms}
+        if spec.vs is not None and spec.vs not in answers:
+            raise HarnessError(
+                f"budget.judge.vs: {spec.vs!r} is not an ok arm of task {task_key} (its ok arms: "
+                f"{', '.join(answers)}); name one of them, or drop vs to judge every pair"
+            )
         for a, b in pairs_of(list(answers), spec.vs):
             ids = sorted(set(answers[a]) & set(answers[b]))
             pair_ids[(task_key, a, b)] = ids
