@@ -4,9 +4,7 @@ Not a test file. The first path segment picks how it answers, so one server cove
   /digits/v1  replies constrained to one of the tokens 1-9 (like a server's grammar/structured output)
   /ab/v1      replies constrained to A or B (pairwise verdicts)
   /free/v1    the model's own greedy reply (what a local judge with the same model says)
-  /letters/v1 replies with no digit in them: unparseable grades
   /error/v1   HTTP 500
-  /slow/v1    holds the request until the server stops (the client's timeout fires first)
 Rules, not the model: every reply known in advance, no generation, nothing timed:
   /longer/v1   A when answer A is the longer, B when it is shorter, tie when equal (the pairwise
                prompt's "Answer A:"/"Answer B:" lines): a judge that agrees with a length metric
@@ -40,14 +38,11 @@ class JudgeServer:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
         vocab = self.tokenizer.get_vocab()
-        words = {i: self.tokenizer.decode([i]) for i in vocab.values()}
         self.allowed = {
             "digits": [vocab[str(d)] for d in range(1, 10)],
             "ab": [vocab["A"], vocab["B"]],
-            "letters": [i for i, w in words.items() if w.strip() and not any(c.isdigit() for c in w)],
         }
         self.requests, self.headers, self.lock = 0, [], threading.Lock()
-        self.release = threading.Event()
         self.in_flight = self.peak_in_flight = 0
         self.hold_target, self.held_enough, self.let_go = 1, threading.Event(), threading.Event()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -59,16 +54,13 @@ class JudgeServer:
         return f"{self.url}/{behaviour}/v1"
 
     def stop(self):
-        self.release.set()
+        self.let_go.set()
         self._httpd.shutdown()
         self._httpd.server_close()
 
     def answer(self, behaviour: str, body: dict) -> tuple[int, dict]:
         if behaviour == "error":
             return 500, {"error": {"message": "the judge is down"}}
-        if behaviour == "slow":
-            self.release.wait()
-            return 503, {"error": {"message": "stopped"}}
         prompt = body["messages"][-1]["content"]
         if behaviour in RULES:
             return 200, RULES[behaviour](prompt)

@@ -353,12 +353,12 @@ TASKS = {"t": {"type": "generation", "instruction": "Summarise."}, "c": {"type":
 def test_arm_pairs_judge_every_pair_in_both_orders_and_rank_the_arms(judge_server, tmp_path):
     from harness.eval.judge_pairs import judge_arm_pairs, pair_lines
 
-    spec = JudgeSpec(model="rule", base_url=judge_server.base_url("longer"), mode="pairwise_arms", concurrency=1)
+    spec = JudgeSpec(model="rule", base_url=judge_server.base_url("longer"), mode="pairwise_arms")
     results = _run_with_answers(tmp_path, ANSWERS, failed={"broken"})
     before = judge_server.requests
     figures = judge_arm_pairs(tmp_path, results, spec, TASKS, seed=0, resamples=200)
-    # 3 pairs of ok arms x 10 items x 2 orders = 60 questions; 3 are asked twice with the same words
-    # (item 9: "same" vs "same" in both orders; "same" vs "x" from long and from short): cached.
+    # 3 pairs of ok arms x 10 items x 2 orders = 60 questions, 4 at a time; 3 are asked twice with the same words
+    # (item 9: "same" vs "same" in both orders; "same" vs "x" from long and from short): sent once.
     assert judge_server.requests - before == 57
     assert sum(p["cached_replies"] for p in figures["pairs"]) == 3
     pairs = {(p["arm_a"], p["arm_b"]): p for p in figures["pairs"]}

@@ -217,9 +217,18 @@ class Asker:
         self.judge = judge
         self.concurrency = getattr(judge, "concurrency", 1)
         self._lock, self._unreachable_in_a_row = threading.Lock(), 0
+        self._prompt_locks: dict[str, threading.Lock] = {}
 
     def ask(self, prompt: str) -> Reply:
+        """One prompt at a time per prompt: the same question asked twice at once (the same pair of
+        answers on two items) is sent once and the second reads the first's cache entry."""
         key = hashlib.sha256(json.dumps([self.judge.identity, prompt]).encode()).hexdigest()
+        with self._lock:
+            prompt_lock = self._prompt_locks.setdefault(key, threading.Lock())
+        with prompt_lock:
+            return self._ask(key, prompt)
+
+    def _ask(self, key: str, prompt: str) -> Reply:
         path = cache_dir() / "judge" / key[:2] / f"{key}.json"
         if path.is_file():
             saved = json.loads(path.read_text(encoding="utf-8"))
