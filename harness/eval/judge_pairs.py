@@ -432,11 +432,22 @@ def pair_lines(pairwise: dict) -> list[str]:
         return []
     if pairwise.get("error"):
         return [f"judge, arm against arm: not done ({pairwise['error']})"]
-    withheld = (pairwise.get("reliability") or {}).get("withheld")
-    if withheld:
-        return [f"judge ranking withheld, not a measurement: {withheld}"]
-    lines = []
+    reliability, lines = pairwise.get("reliability") or {}, []
+    if reliability.get("failed"):
+        classes: dict[str, int] = {}
+        for p in pairwise.get("pairs") or []:
+            for name, count in p["failures"].items():
+                classes[name] = classes.get(name, 0) + count
+        found = ", ".join(f"{k} {v}" for k, v in sorted(classes.items()))
+        lines.append(
+            f"judge, arm against arm: {reliability['failed']} of {reliability['items']} items failed ({found})"
+        )
+    if reliability.get("withheld"):
+        return lines + [f"judge ranking withheld, not a measurement: {reliability['withheld']}"]
     for task, ranking in (pairwise.get("ranking") or {}).items():
+        if not ranking:
+            lines.append(f"judge, arm against arm on {task}: no item judged")
+            continue
         parts = [
             f"{r['arm']} {r['strength']:+.2f}"
             + (f" [{r['strength_ci'][0]:+.2f}, {r['strength_ci'][1]:+.2f}]" if r["strength_ci"] else "")
