@@ -566,3 +566,19 @@ def test_validate_names_a_missing_calibration_set(write_experiment, tmp_path):
     result = CliRunner().invoke(app, ["validate", str(path)], env={"COLUMNS": "250"})
     assert result.exit_code == 2 and "judge calibration set not found: people.jsonl" in result.output
     assert "budget.judge.calibration" in result.output
+
+
+def test_a_pairwise_arms_judge_or_a_run_level_key_reruns_no_arm(write_experiment):
+    from harness.config.load import load_experiment
+    from harness.planning.plan import plan
+    from tests.test_eval_run import to_generation
+
+    def hashes(judge):
+        budget = {"judge": judge} if judge else {}
+        arms = [{"method": "zero_shot", "model": "llama"}]
+        return [a.hash for a in plan(load_experiment(write_experiment(arms, budget=budget, edit=to_generation)))]
+
+    grade = {"model": "m", "base_url": "http://127.0.0.1:9/v1"}
+    assert hashes(None) == hashes({**grade, "mode": "pairwise_arms", "vs": "x", "calibration": None})
+    assert hashes(grade) == hashes({**grade, "concurrency": 9, "max_response_bytes": 1_000_000})
+    assert hashes(None) != hashes(grade) != hashes({**grade, "reliability": {"max_failure_rate": 0.5}})

@@ -203,6 +203,27 @@ def make_judge(spec, base_dir: Path | None):
     return HttpJudge(spec) if spec.base_url else LocalJudge(spec, base_dir)
 
 
+# Keys an arm's own result does not depend on (how fast, run-level steps), and keys added after
+# results existed, left out of the hash at their defaults so those results keep theirs.
+_RUN_LEVEL = ("concurrency", "calibration", "vs")
+_ADDED_WITH_DEFAULTS = {
+    "max_response_bytes": 1_000_000,
+    "reliability": {"max_failure_rate": 0.2, "min_position_consistency": 0.6},
+}
+
+
+def arm_identity(judge: dict) -> dict | None:
+    """What of budget.judge enters an arm's hash: nothing for pairwise_arms (the arms are judged
+    after they finish, from their saved answers, so adding such a judge reruns no arm)."""
+    if judge.get("mode") == "pairwise_arms":
+        return None
+    return {
+        k: v
+        for k, v in judge.items()
+        if k not in _RUN_LEVEL and not (k in _ADDED_WITH_DEFAULTS and v == _ADDED_WITH_DEFAULTS[k])
+    }
+
+
 UNREACHABLE = ("timeout", "connection: ")
 SKIPPED = "skipped: the endpoint did not answer the requests before it"
 
