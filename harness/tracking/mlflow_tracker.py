@@ -385,7 +385,10 @@ def judge_pairs_table(results: dict) -> dict[str, list] | None:
         return None
     columns = ("task", "arm_a", "arm_b", "judged", "a_wins", "b_wins", "ties", "failed", "win_rate_a")
     columns += ("position_consistency", "p_value", "p_adjusted", "winner")
-    return {col: [p.get(col) for p in pairs] for col in columns}
+    table = {col: [p.get(col) for p in pairs] for col in columns}
+    for side, name in enumerate(("win_rate_a_low", "win_rate_a_high")):
+        table[name] = [(p.get("win_rate_a_ci") or [None, None])[side] for p in pairs]
+    return table
 
 
 def comparison_table(results: dict) -> dict[str, list] | None:
