@@ -582,3 +582,46 @@ def test_a_pairwise_arms_judge_or_a_run_level_key_reruns_no_arm(write_experiment
     assert hashes(None) == hashes({**grade, "mode": "pairwise_arms", "vs": "x", "calibration": None})
     assert hashes(grade) == hashes({**grade, "concurrency": 9, "max_response_bytes": 1_000_000})
     assert hashes(None) != hashes(grade) != hashes({**grade, "reliability": {"max_failure_rate": 0.5}})
+
+
+def test_the_report_greys_a_withheld_judge_with_its_reason_and_shows_a_sound_ranking(tmp_path):
+    from harness.report.html import render
+    from tests.test_report_html import arm, make_run, results_of
+
+    arms = [arm("lora-bert", 0.0, 20.0), arm("full-bert", 0.0, 5.0)]
+    for a, rouge in zip(arms, (0.31, 0.42)):
+        del a["metrics"]["accuracy"], a["metrics"]["macro_f1"]
+        a["metrics"].update(rouge1=rouge, judge_failed_items=8)
+    reason = "8 of 8 items failed (more than 20%)"
+    arms[0]["metrics_detail"] = {"judge": {"withheld": {"metric": "judge_score", "value": 7.0, "reason": reason}}}
+    pair = {"task": "sentiment", "arm_a": "lora-bert", "arm_b": "<b>full</b>", "a_wins": 3, "b_wins": 1, "ties": 0}
+    pair |= {"failed": 0, "win_rate_a": 0.75, "win_rate_a_ci": [0.5, 1.0], "position_consistency": 0.5}
+    pair |= {"p_adjusted": 0.6, "winner": None}
+    ranking = [{"arm": "lora-bert", "rank": 1, "strength": 0.55, "strength_ci": [-0.1, 1.2]}]
+    reliability = {
+        "items": 4,
+        "failed": 0,
+        "position_consistency": 0.5,
+        "withheld": "position consistency 0.50 is below 0.60",
+    }
+    run_dir = make_run(
+        tmp_path,
+        arms,
+        task_type="generation",
+        judge_pairwise={"pairs": [pair], "ranking": {"sentiment": ranking}, "reliability": reliability},
+    )
+    page = render(run_dir, results_of(run_dir))
+    assert f"withheld, not a measurement: {reason}" in page and "<s>judge_score of lora-bert: 7.000</s>" in page
+    assert '<div class="judge-pairs" style="opacity:.5">' in page
+    assert "Withheld, not a measurement:</b> position consistency 0.50 is below 0.60" in page
+    assert "&lt;b&gt;full&lt;/b&gt;" in page and "<b>full</b>" not in page  # arm names are text
+    reliability["withheld"] = None
+    (run_dir / "results.json").write_text(
+        json.dumps(
+            results_of(run_dir)
+            | {"judge_pairwise": {"pairs": [pair], "ranking": {"sentiment": ranking}, "reliability": reliability}}
+        )
+    )
+    page = render(run_dir, results_of(run_dir))
+    assert '<div class="judge-pairs">' in page and "<td>+0.55</td>" in page and "[-0.10, +1.20]" in page
+    assert "0.750 [0.500, 1.000]" in page
