@@ -470,7 +470,7 @@ def test_bradley_terry_cis_cover_the_true_strengths_in_a_simulation():
 
 
 def test_calibration_measures_agreement_with_people(judge_server, tmp_path):
-    from harness.eval.judge_pairs import calibrate, cohen_kappa
+    from harness.eval.judge_calibration import calibrate, cohen_kappa
 
     golden = tmp_path / "golden.jsonl"
     # People prefer the longer answer on 6 items and the shorter on 2: the /longer/ judge agrees on 6.

@@ -1,5 +1,5 @@
 """LLM-as-a-judge, arm against arm (`budget.judge.mode: pairwise_arms`), and the judge's
-calibration against people (`budget.judge.calibration`): the judge's run-level steps.
+run-level steps (this, and its calibration against people: harness.eval.judge_calibration).
 
 Arm against arm: once every arm has finished, the judge compares the answers of each pair of ok
 arms of a generation task (every pair, or each arm with `vs`) on their common test items, in both
@@ -27,7 +27,7 @@ import numpy as np
 
 from harness.errors import HarnessError
 from harness.eval import stats
-from harness.eval.judge import Asker, both_orders, failure_of, make_judge, parse_grade
+from harness.eval.judge import Asker, both_orders, failure_of, make_judge
 from harness.eval.judge_reliability import unreliable
 from harness.paths import atomic_write_text
 
@@ -76,7 +76,7 @@ def plan_notes(experiment) -> list[str]:
     n = experiment.budget.eval_examples or 0
     counts = {k: len(v) for k, v in arms.items()}
     golden = experiment.base_dir / spec.calibration if spec.calibration else None
-    calibration = len(_read_jsonl(golden)) if golden and golden.is_file() else 0
+    calibration = len(read_jsonl(golden)) if golden and golden.is_file() else 0
     total = judge_calls(spec, counts, n, calibration)
     formula = {
         "grade": "n items x k arms",
@@ -103,6 +103,8 @@ def run_step(step: str, run_dir: Path, results: list, spec, tasks: dict, *, base
         return None
     try:
         if step == "calibration":
+            from harness.eval.judge_calibration import calibrate
+
             golden = Path(base_dir or ".") / spec.calibration  # relative to the experiment file, like golden sets
             found = calibrate(spec, golden, base_dir=base_dir, seed=seed, resamples=resamples)
             atomic_write_text(path, json.dumps(found, indent=2))
@@ -131,10 +133,10 @@ def run_results(run_dir: Path) -> dict:
 
 
 def _answers(arm_dir: Path) -> dict[str, dict]:
-    return {str(r["id"]): r for r in _read_jsonl(arm_dir / "predictions.jsonl")}
+    return {str(r["id"]): r for r in read_jsonl(arm_dir / "predictions.jsonl")}
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -355,72 +357,6 @@ def _ranking(task: str, outcomes: dict[tuple, dict], seed: int, resamples: int) 
         {"arm": names[i], "rank": rank + 1, "strength": round(float(point[i]), 4), "strength_ci": intervals[i]}
         for rank, i in enumerate(order)
     ]
-
-
-# ------------------------------------------------------------------ against people
-
-
-def calibrate(spec, path: Path, *, base_dir=None, seed=0, resamples=1000) -> dict:
-    """The judge's agreement with human labels on a golden set (.jsonl): for grade, rows
-    {question, answer, reference?, grade}; for the pairwise modes, {question, answer_a, answer_b,
-    preference: A | B | tie}. Accuracy and Cohen's kappa, each with a bootstrap CI over items."""
-    try:
-        rows = _read_jsonl(path)
-    except (OSError, ValueError) as err:
-        raise HarnessError(
-            f"budget.judge.calibration: {path} is not readable JSON lines ({type(err).__name__}); "
-            "give a .jsonl file with one labelled item per line"
-        ) from err
-    need = ("answer", "grade") if spec.mode == "grade" else ("answer_a", "answer_b", "preference")
-    bad = next((i for i, r in enumerate(rows, 1) if not isinstance(r, dict) or any(k not in r for k in need)), None)
-    if not rows or bad is not None:
-        raise HarnessError(
-            f"budget.judge.calibration: {path} line {bad or 1} lacks {', '.join(need)}; "
-            f"every line of a {spec.mode} golden set needs them"
-        )
-    asker = Asker(make_judge(spec, base_dir))
-
-    def label(row: dict):
-        question = str(row.get("question", ""))
-        if spec.mode == "grade":
-            prompt = spec.rubric.format(question=question, answer=row["answer"], reference=row.get("reference", ""))
-            reply = asker.ask(prompt)
-            return parse_grade(reply.text), failure_of([reply], parse_grade(reply.text))
-        score, replies, _ = both_orders(asker, spec, question, str(row["answer_a"]), str(row["answer_b"]))
-        return ({1.0: "A", 0.0: "B", 0.5: "tie"}.get(score), failure_of(replies, score))
-
-    judged = asker.map(label, rows)
-    human = [str(r["grade"] if spec.mode == "grade" else r["preference"]).strip() for r in rows]
-    pairs = [(h, str(j)) for h, (j, _) in zip(human, judged) if j is not None]
-    failures: dict[str, int] = {}
-    for _, failure in judged:
-        if failure:
-            failures[failure] = failures.get(failure, 0) + 1
-    out = {"file": str(path), "mode": spec.mode, "items": len(rows), "failed": len(rows) - len(pairs)}
-    out["failures"] = failures
-    if not pairs:
-        return out | {"accuracy": None, "kappa": None}
-    a, b = (np.array(x) for x in zip(*pairs))
-    out["accuracy"] = round(float((a == b).mean()), 6)
-    out["kappa"] = cohen_kappa(a, b)
-    rng = np.random.default_rng(seed)
-    if resamples > 0 and len(a) > 1:
-        draws = [rng.integers(0, len(a), len(a)) for _ in range(resamples)]
-        for key, fn in (("accuracy", lambda x, y: float((x == y).mean())), ("kappa", cohen_kappa)):
-            values = [v for v in (fn(a[d], b[d]) for d in draws) if v is not None]
-            if values:
-                low, high = np.percentile(values, [100 * stats.ALPHA / 2, 100 * (1 - stats.ALPHA / 2)])
-                out[f"{key}_ci"] = [round(float(low), 4), round(float(high), 4)]
-    return out
-
-
-def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float | None:
-    """Cohen's kappa of two label vectors: (observed - chance agreement) / (1 - chance); None when
-    chance agreement is 1 (both gave one label only)."""
-    observed = float((a == b).mean())
-    labels = set(a) | set(b)
-    chance = sum(float((a == x).mean()) * float((b == x).mean()) for x in labels)
-    return None if chance >= 1 else round((observed - chance) / (1 - chance), 6)
 
 
 # ------------------------------------------------------------------ words
