@@ -70,7 +70,7 @@ def validate(file: Path, set_: SetOption = None):
 def plan_command(file: Path, set_: SetOption = None):
     """Per arm, before spending: trainable/total parameters and a training-memory estimate
     (fp32, bf16, 4-bit base), from the architecture on the meta device; no weights are loaded.
-    Per task: the smallest difference its test set can detect (budget.eval_examples)."""
+    Per task: the smallest difference its test set can detect (budget.eval_examples); the judge's calls."""
     from harness.planning.estimate import config_notes, estimate_arms, plan_table, sensitivity_notes
     from harness.planning.experiment_loader import load_experiment
 
@@ -78,7 +78,9 @@ def plan_command(file: Path, set_: SetOption = None):
     experiment = load_experiment(file, set_, check_sources=False)
     estimates = estimate_arms(experiment)
     out.print(plan_table(estimates, experiment.budget))
-    for note in config_notes(estimates) + sensitivity_notes(experiment):
+    from harness.eval.judge_pairs import plan_notes as judge_notes
+
+    for note in config_notes(estimates) + sensitivity_notes(experiment) + judge_notes(experiment):
         out.print(note, highlight=False, soft_wrap=True)
 
 

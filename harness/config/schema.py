@@ -114,6 +114,24 @@ def _placeholders(template: str) -> set[str]:
     return {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
 
 
+class JudgeReliability(Strict):
+    """When a judge metric is a measurement and when it is withheld (harness.eval.judge_reliability).
+    Defaults, argued in docs/judge.md: more than 20% failed items and the judged items are no longer
+    the test set; a position consistency of 0.5 is what a judge picking A or B by coin shows, 0.6 is
+    the least that is not chance on a few dozen items."""
+
+    max_failure_rate: float = Field(
+        default=0.2, ge=0, le=1, description="withhold a judge metric when more of the items than this failed"
+    )
+    min_position_consistency: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="withhold a pairwise judge metric when the judge gives the same verdict in both orders "
+        "on fewer of the items than this (0.5: chance)",
+    )
+
+
 class JudgeSpec(Strict):
     """LLM-as-a-judge of generation tasks (harness.eval.judge): a local model, or an
     OpenAI-compatible endpoint when base_url is given."""
@@ -125,20 +143,39 @@ class JudgeSpec(Strict):
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="name of the environment variable holding the API key (never the key)",
     )
-    mode: Literal["grade", "pairwise_reference"] = Field(
-        default="grade", description="1-10 grade on the rubric, or answer vs reference in both orders"
+    mode: Literal["grade", "pairwise_reference", "pairwise_arms"] = Field(
+        default="grade",
+        description="1-10 grade on the rubric; answer vs reference in both orders; or arm vs arm in both orders "
+        "(run-level, once every arm has finished)",
+    )
+    vs: str | None = Field(
+        default=None, description="pairwise_arms: compare every arm with this arm only (default: every pair)"
     )
     rubric: str = Field(default=GRADE_RUBRIC, description="grade prompt with {question}, {answer}, {reference}")
     pairwise_prompt: str = Field(
         default=PAIRWISE_PROMPT, description="pairwise prompt with {question}, {answer_a}, {answer_b}"
     )
     max_tokens: int = Field(default=8, gt=0, description="tokens the judge may reply with")
-    timeout_s: float = Field(default=60.0, gt=0, description="per request to an endpoint")
+    timeout_s: float = Field(
+        default=60.0, gt=0, le=3600, description="total time one request to an endpoint may take, reply included"
+    )
+    concurrency: int = Field(default=4, gt=0, le=64, description="requests to an endpoint in flight at once")
+    max_response_bytes: int = Field(
+        default=1_000_000, ge=1024, le=100_000_000, description="a longer endpoint reply is a failed item"
+    )
+    reliability: JudgeReliability = Field(default_factory=JudgeReliability)
+    calibration: str | None = Field(
+        default=None,
+        description="a .jsonl golden set with human grades or preferences: the judge's agreement with them "
+        "(accuracy, Cohen's kappa) is measured before it judges the arms and recorded with the results",
+    )
 
     @model_validator(mode="after")
     def _templates(self):
         if self.api_key_env and not self.base_url:
             raise ValueError("api_key_env is for an endpoint: give base_url too, or drop api_key_env")
+        if self.vs is not None and self.mode != "pairwise_arms":
+            raise ValueError("vs is for mode pairwise_arms: set mode: pairwise_arms, or drop vs")
         for key, template, allowed, needed in (
             ("rubric", self.rubric, {"question", "answer", "reference"}, {"answer"}),
             ("pairwise_prompt", self.pairwise_prompt, {"question", "answer_a", "answer_b"}, {"answer_a", "answer_b"}),

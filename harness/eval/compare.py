@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import itertools
 import statistics
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from harness.eval import metrics, stats
+from harness.eval import judge_pairs, judge_reliability, metrics, stats
 from harness.naming import base_name
 from harness.results.arm_folder import arm_predictions
 
@@ -293,6 +294,7 @@ def run_statistics(run_dir: Path, results: list, budget: dict, tasks: dict | Non
     """What write_run_results adds to results.json."""
     resamples = int(budget.get("bootstrap_resamples", stats.DEFAULT_RESAMPLES))
     correction = budget.get("correction") or stats.DEFAULT_CORRECTION
+    judged = judge_pairs.run_results(run_dir)  # the judge's run-level steps, when the run asked for them
     found = comparisons(
         run_dir, results, tasks=tasks, resamples=resamples, seed=int(budget.get("seed", 0)), correction=correction
     )
@@ -310,15 +312,19 @@ def run_statistics(run_dir: Path, results: list, budget: dict, tasks: dict | Non
         "alpha": stats.ALPHA,
         "metric_info": metrics.describe(),
         "judge_agreement": judge_agreement(results),
+        **judged,
     }
 
 
-JUDGE_METRICS, REFERENCE_METRICS = ("judge_score", "judge_win_rate"), ("rougeL", "bertscore_f1", "embedding_cosine")
+PAIRWISE_STRENGTH = "judge_pairwise_strength"
+JUDGE_METRICS = ("judge_score", "judge_win_rate", PAIRWISE_STRENGTH)
+REFERENCE_METRICS = ("rougeL", "bertscore_f1", "embedding_cosine")
 
 
 def judge_agreement(results: list) -> list[dict]:
     """Does the judge rank the arms of a task like the reference metrics do? Spearman's rho
-    across the ok arms (three or more) of each task, judge metric against each reference metric."""
+    across the ok arms (three or more) of each task, judge metric against each reference metric
+    (a withheld judge metric is absent from the arm's metrics, so never correlated)."""
     from scipy.stats import spearmanr
 
     by_task: dict[str, list] = {}
@@ -333,7 +339,9 @@ def judge_agreement(results: list) -> list[dict]:
             ]
             if len(pairs) < 3:
                 continue
-            rho, p = spearmanr(*zip(*pairs))
+            with warnings.catch_warnings():  # a constant column: rho is undefined (NaN, recorded as None)
+                warnings.simplefilter("ignore")
+                rho, p = spearmanr(*zip(*pairs))
             out.append(
                 {
                     "task": task,
@@ -436,7 +444,7 @@ def summary_lines(results: dict) -> list[str]:
         ]
         if parts:
             lines.append(f"{entry['arm']} over seeds {entry['seeds']}: " + ", ".join(parts))
-    return lines
+    return lines + judge_reliability.console_lines(results)
 
 
 def sensitivity_sentence(task: str, s: dict) -> str:

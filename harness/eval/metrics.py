@@ -343,6 +343,15 @@ declare(
     paired_test="paired_bootstrap",
 )
 declare(
+    "judge_pairwise_strength",
+    higher_is_better=True,
+    unit="log-strength (Bradley-Terry)",
+    kind="quality",
+    task_types=GEN,
+    description="LLM judge, arm against arm: Bradley-Terry log-strength among the task's arms (mean 0; +0.69: "
+    "twice the odds of winning), CI from resampling items; run-level (harness.eval.judge_pairs)",
+)
+declare(
     "perplexity",
     higher_is_better=False,
     unit="perplexity (exp nats/token)",

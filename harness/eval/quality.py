@@ -52,7 +52,7 @@ def assess(rows: list[dict], task: dict, budget: Budget, *, base_dir: Path | Non
     if task_type == "generation":
         scorer, embedder = from_budget(budget, base_dir), embedding_from_budget(budget, base_dir)
     judged = None
-    if task_type == "generation" and budget.judge:
+    if task_type == "generation" and budget.judge and budget.judge.mode != "pairwise_arms":  # that one: run-level
         judged = judge_arm(rows, task, budget, base_dir)
     items = metrics.Items(
         preds=[r["prediction"] for r in rows],
@@ -85,8 +85,11 @@ def assess(rows: list[dict], task: dict, budget: Budget, *, base_dir: Path | Non
     if embedder is not None:
         detail["embedding_cosine"] = embedder.detail()
     if judged is not None:
+        from harness.eval.judge_reliability import gate_arm
+
         detail["judge"] = judged.pop("detail")
         values.update(judged)
+        gate_arm(values, ci, rows, detail["judge"], budget.judge)  # an unreliable judge's metric: withheld
     return Assessment(values, ci, detail)
 
 

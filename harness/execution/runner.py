@@ -98,6 +98,7 @@ class Runner:
         with Progress(*columns, console=console, transient=False) as progress:
             overall = progress.add_task("arms", total=len(self.arms), info="")
             try:
+                self._judge_run_step("calibration")
                 todo = []
                 for position, arm in enumerate(self.arms):
                     reused = self._reuse(arm)
@@ -109,6 +110,7 @@ class Runner:
                 if todo:
                     console.print(f"[dim]{self.executor.describe()}[/]", highlight=False)
                     self._execute(todo, progress, overall)
+                self._judge_run_step("pairs")
             except KeyboardInterrupt:
                 self._keep_finished_arms()
                 self._save()
@@ -152,6 +154,29 @@ class Runner:
                     progress.advance(overall)
         finally:
             updates.close()  # on Ctrl-C: the executor stops its running arms
+
+    def _judge_run_step(self, step: str) -> None:
+        """budget.judge's run-level steps (harness.eval.judge_pairs): its calibration against people
+        before the arms, arm against arm after them. A failure there is recorded and shown; it never
+        loses an arm."""
+        spec = self.experiment.budget.judge
+        if spec is None:
+            return
+        from harness.eval.judge_pairs import run_step
+
+        budget = self.experiment.budget
+        line = run_step(
+            step,
+            self.run_dir,
+            self.results,
+            spec,
+            json.loads(self._experiment_json()).get("tasks") or {},
+            base_dir=self.experiment.base_dir,
+            seed=budget.seed,
+            resamples=budget.bootstrap_resamples,
+        )
+        if line:
+            console.print(safe(line), highlight=False)
 
     # ------------------------------------------------------------------ one arm
 

@@ -191,6 +191,10 @@ def budget_identity(budget: Budget, stages: list | None) -> dict:
     if not stages:
         identity.pop("stage_steps")
         identity.pop("alignment")
+    if identity.get("judge"):
+        from harness.eval.judge import arm_identity
+
+        identity["judge"] = arm_identity(identity["judge"])  # what of the judge an arm's own result depends on
     if identity.get("eval_precision") == "fp32":
         identity.pop("eval_precision")  # what every result before this setting was: those keep their hash
     return identity

@@ -54,6 +54,12 @@ def check_experiment(exp: Experiment, *, lines: KeyLines | None = None, sources:
             f"the environment variable {judge.api_key_env} is not set",
             f"export {judge.api_key_env}=<your key> before the run (the key itself never goes in the YAML)",
         )
+    if judge and judge.calibration and not (exp.base_dir / judge.calibration).is_file():
+        fail(
+            ("budget", "judge", "calibration"),
+            f"judge calibration set not found: {judge.calibration}",
+            "give a .jsonl file of human-labelled items; paths are relative to the experiment file",
+        )
     for i, golden in enumerate(exp.golden_sets):
         if not (exp.base_dir / golden).is_file():
             fail(("golden_sets", i), f"golden set not found: {golden}", "paths are relative to the experiment file")

@@ -13,7 +13,7 @@ from harness.eval import stats
 from harness.eval.compare import CORRECTION_NAMES, adjusted_p, difference_text
 from harness.eval.metrics import METRICS
 from harness.naming import base_name
-from harness.report import charts, pairwise
+from harness.report import charts, judge_view, pairwise
 from harness.results.arm_folder import arm_predictions, golden_rows
 from harness.results.audit import rankable
 
@@ -598,6 +598,7 @@ def build(run_dir: Path, results: dict) -> dict:
                 else None,
                 "examples": examples(predictions, task_type),
                 "judge_agreement": [j for j in results.get("judge_agreement") or [] if j["task"] == key],
+                "judge": judge_view.for_task(results, key, arms),
                 "legend": [{"name": arm_name(a), "colour": colours[arm_name(a)]} for a in arms if a["status"] == "ok"],
             }
         )

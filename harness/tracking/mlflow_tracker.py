@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import re
 import time
 import urllib.error
 import urllib.request
@@ -196,12 +197,16 @@ class MlflowTracker:
         metrics = [Metric(f"arms_{k}", float(v), stamp, 0) for k, v in counts.items()]
         statistics = _read_json(run_dir / "results.json") or {}
         metrics += [Metric(k, float(v), stamp, 0) for k, v in comparison_metrics(statistics).items()]
+        metrics += [Metric(k, float(v), stamp, 0) for k, v in judge_metrics(statistics).items()]
         self._log_batch(self.parent_id, metrics=metrics)
         if statistics.get("correction"):
             self._log_batch(self.parent_id, params={"statistics.correction": statistics["correction"]})
         table = comparison_table(statistics)
         if table:  # every pair: raw and adjusted p, in the UI's artifact view (and mlflow.load_table)
             self.client.log_table(self.parent_id, data=table, artifact_file="comparisons.json")
+        pairs = judge_pairs_table(statistics)
+        if pairs:  # the judge's arm-against-arm verdicts (budget.judge.mode pairwise_arms)
+            self.client.log_table(self.parent_id, data=pairs, artifact_file="judge_pairs.json")
         for name in ("results.json", "index.html"):  # the HTML report, when one was written by now
             if (run_dir / name).is_file():
                 self.client.log_artifact(self.parent_id, str(run_dir / name))
@@ -342,6 +347,48 @@ def comparison_metrics(results: dict) -> dict[str, float]:
     for task, s in (results.get("sensitivity") or {}).items():
         out[f"mdd.{task}.{s['metric']}"] = s["mdd"]
     return out
+
+
+def _metric_key(text: str) -> str:
+    """MLflow metric keys allow letters, digits and _-. :/ only; an arm name may hold more."""
+    return re.sub(r"[^\w\-. :/]", "_", text, flags=re.ASCII)
+
+
+def judge_metrics(results: dict) -> dict[str, float]:
+    """The judge's run-level figures for the parent run: each ranked arm's Bradley-Terry strength
+    and CI (not when withheld: then `judge.withheld` is 1), its reliability, its calibration."""
+    pairwise, out = results.get("judge_pairwise") or {}, {}
+    reliability = pairwise.get("reliability") or {}
+    if reliability:
+        out["judge.withheld"] = float(bool(reliability.get("withheld")))
+        for key in ("failure_rate", "position_consistency"):
+            if reliability.get(key) is not None:
+                out[f"judge.{key}"] = reliability[key]
+    for task, ranking in (pairwise.get("ranking") or {}).items():
+        if reliability.get("withheld"):
+            break
+        for r in ranking:
+            name = _metric_key(f"judge.strength.{task}.{r['arm']}")
+            out[name] = r["strength"]
+            if r["strength_ci"]:
+                out[name + ".low"], out[name + ".high"] = r["strength_ci"]
+    calibration = results.get("judge_calibration") or {}
+    for key in ("accuracy", "kappa"):
+        if calibration.get(key) is not None:
+            out[f"judge.calibration.{key}"] = calibration[key]
+    return out
+
+
+def judge_pairs_table(results: dict) -> dict[str, list] | None:
+    pairs = (results.get("judge_pairwise") or {}).get("pairs")
+    if not pairs:
+        return None
+    columns = ("task", "arm_a", "arm_b", "judged", "a_wins", "b_wins", "ties", "failed", "win_rate_a")
+    columns += ("position_consistency", "p_value", "p_adjusted", "winner")
+    table = {col: [p.get(col) for p in pairs] for col in columns}
+    for side, name in enumerate(("win_rate_a_low", "win_rate_a_high")):
+        table[name] = [(p.get("win_rate_a_ci") or [None, None])[side] for p in pairs]
+    return table
 
 
 def comparison_table(results: dict) -> dict[str, list] | None:
