@@ -351,7 +351,8 @@ TASKS = {"t": {"type": "generation", "instruction": "Summarise."}, "c": {"type":
 
 
 def test_arm_pairs_judge_every_pair_in_both_orders_and_rank_the_arms(judge_server, tmp_path):
-    from harness.eval.judge_pairs import judge_arm_pairs, pair_lines
+    from harness.eval.judge_pairs import judge_arm_pairs
+    from harness.eval.judge_reliability import pair_lines
 
     spec = JudgeSpec(model="rule", base_url=judge_server.base_url("longer"), mode="pairwise_arms")
     results = _run_with_answers(tmp_path, ANSWERS, failed={"broken"})

@@ -9,7 +9,7 @@ import errno
 import pytest
 from rich.console import Console
 
-from harness.report import view
+from harness.report import cells, view
 from harness.report.console import best_by_metric, print_results
 from harness.results.arm_result import ArmResult
 from harness.results.audit import arm_health, budget_audit
@@ -51,7 +51,7 @@ def test_a_diverged_and_a_collapsed_arm_are_flagged_and_never_best(tmp_path):
         "arms": [r.model_dump() for r in results],
     }
     assert best_by_metric(as_json["arms"], ["accuracy"]) == {"accuracy": 0.70}  # not 0.80, not 0.75
-    assert view.best_values(as_json["arms"], ["accuracy"]) == {"accuracy": 0.70}
+    assert cells.best_values(as_json["arms"], ["accuracy"]) == {"accuracy": 0.70}
     sentence = str(view.headline("sentiment", as_json["arms"], "accuracy", None))
     assert "<b>lora · sound</b> is best by accuracy" in sentence
     console = Console(record=True, width=250)

@@ -78,7 +78,7 @@ def plan_command(file: Path, set_: SetOption = None):
     experiment = load_experiment(file, set_, check_sources=False)
     estimates = estimate_arms(experiment)
     out.print(plan_table(estimates, experiment.budget))
-    from harness.eval.judge_pairs import plan_notes as judge_notes
+    from harness.planning.judge_cost import plan_notes as judge_notes
 
     for note in config_notes(estimates) + sensitivity_notes(experiment) + judge_notes(experiment):
         out.print(note, highlight=False, soft_wrap=True)

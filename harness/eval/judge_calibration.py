@@ -6,6 +6,7 @@ the golden items. Run by harness.eval.judge_pairs.run_step; results.json → jud
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,13 @@ import numpy as np
 from harness.errors import HarnessError
 from harness.eval import stats
 from harness.eval.judge import Asker, both_orders, failure_of, make_judge, parse_grade
-from harness.eval.judge_pairs import read_jsonl
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """The rows of a JSON-lines file ([] when there is none): the calibration set."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
 def calibrate(spec, path: Path, *, base_dir=None, seed=0, resamples=1000) -> dict:

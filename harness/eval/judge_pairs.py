@@ -30,6 +30,7 @@ from harness.eval import stats
 from harness.eval.judge import Asker, both_orders, failure_of, make_judge
 from harness.eval.judge_reliability import unreliable
 from harness.paths import atomic_write_text
+from harness.results.arm_folder import PREDICTIONS, read_predictions
 
 FIGURES, ITEMS, CALIBRATION = "judge_pairs.json", "judge_pairs.jsonl", "judge_calibration.json"
 STRENGTH = "judge_pairwise_strength"  # the arm metric it adds
@@ -57,39 +58,6 @@ def judge_calls(spec, arms_per_task: dict[str, int], items: int, calibration_ite
         else:
             calls += per * items * k
     return calls
-
-
-def plan_notes(experiment) -> list[str]:
-    """The judge's cost, printed by `harness plan` before anything is spent."""
-    spec = experiment.budget.judge
-    if spec is None:
-        return []
-    from harness.planning.plan import plan
-
-    arms: dict[str, set] = {}
-    for arm in plan(experiment):
-        for key, task in (arm.tasks or {arm.task_key: arm.task}).items():
-            if task.get("type") == "generation":
-                arms.setdefault(key, set()).add(arm.name)
-    if not arms:
-        return ["judge: no generation task, so no judge calls"]
-    n = experiment.budget.eval_examples or 0
-    counts = {k: len(v) for k, v in arms.items()}
-    golden = experiment.base_dir / spec.calibration if spec.calibration else None
-    calibration = len(read_jsonl(golden)) if golden and golden.is_file() else 0
-    total = judge_calls(spec, counts, n, calibration)
-    formula = {
-        "grade": "n items x k arms",
-        "pairwise_reference": "2 orders x n items x k arms",
-        "pairwise_arms": "2 orders x n items x " + ("(k-1) pairs" if spec.vs else "k(k-1)/2 pairs"),
-    }[spec.mode]
-    return [
-        f"judge ({spec.mode}): at most {total:,} judge calls ({formula}; k = "
-        + ", ".join(f"{v} on {k}" for k, v in counts.items())
-        + f"; n = {n}"
-        + (f"; plus {calibration} calibration items" if calibration else "")
-        + "); cached replies cost none"
-    ]
 
 
 # ------------------------------------------------------------------ the run-level steps
@@ -133,13 +101,7 @@ def run_results(run_dir: Path) -> dict:
 
 
 def _answers(arm_dir: Path) -> dict[str, dict]:
-    return {str(r["id"]): r for r in read_jsonl(arm_dir / "predictions.jsonl")}
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return {str(r["id"]): r for r in read_predictions(arm_dir / PREDICTIONS)}
 
 
 def judge_arm_pairs(run_dir: Path, results: list, spec, tasks: dict, *, base_dir=None, seed=0, resamples=1000) -> dict:
@@ -360,43 +322,3 @@ def _ranking(task: str, outcomes: dict[tuple, dict], seed: int, resamples: int) 
 
 
 # ------------------------------------------------------------------ words
-
-
-def pair_lines(pairwise: dict) -> list[str]:
-    """The console's lines on the arm-against-arm verdicts: the ranking per task, or why withheld."""
-    if not pairwise:
-        return []
-    if pairwise.get("error"):
-        return [f"judge, arm against arm: not done ({pairwise['error']})"]
-    reliability, lines = pairwise.get("reliability") or {}, []
-    if reliability.get("failed"):
-        classes: dict[str, int] = {}
-        for p in pairwise.get("pairs") or []:
-            for name, count in p["failures"].items():
-                classes[name] = classes.get(name, 0) + count
-        found = ", ".join(f"{k} {v}" for k, v in sorted(classes.items()))
-        lines.append(
-            f"judge, arm against arm: {reliability['failed']} of {reliability['items']} items failed ({found})"
-        )
-    if reliability.get("withheld"):
-        return lines + [f"judge ranking withheld, not a measurement: {reliability['withheld']}"]
-    for task, ranking in (pairwise.get("ranking") or {}).items():
-        if not ranking:
-            lines.append(f"judge, arm against arm on {task}: no item judged")
-            continue
-        parts = [
-            f"{r['arm']} {r['strength']:+.2f}"
-            + (f" [{r['strength_ci'][0]:+.2f}, {r['strength_ci'][1]:+.2f}]" if r["strength_ci"] else "")
-            for r in ranking
-        ]
-        winners = [
-            f"{p['winner']} beats {p['arm_b'] if p['winner'] == p['arm_a'] else p['arm_a']}"
-            for p in pairwise.get("pairs") or []
-            if p["task"] == task and p.get("winner")
-        ]
-        lines.append(
-            f"judge ranking on {task} (Bradley-Terry log-strength, 95% CI): "
-            + ", ".join(parts)
-            + ("; " + ", ".join(winners) + " (sign test, Holm)" if winners else "; no pair differs (sign test, Holm)")
-        )
-    return lines

@@ -47,8 +47,6 @@ def gate_arm(values: dict, ci: dict, rows: list[dict], detail: dict, spec) -> No
 def console_lines(results: dict) -> list[str]:
     """At most two lines: the arms whose judge items failed (by failure class), and the judge
     metrics withheld; then the arm-against-arm lines (harness.eval.judge_pairs)."""
-    from harness.eval.judge_pairs import pair_lines
-
     failed, withheld = [], []
     for arm in results.get("arms") or []:
         detail = (arm.get("metrics_detail") or {}).get("judge")
@@ -82,3 +80,43 @@ def calibration_lines(results: dict) -> list[str]:
         if found.get("accuracy") is not None
         else f"judge calibration: every one of {found['items']} items failed"
     ]
+
+
+def pair_lines(pairwise: dict) -> list[str]:
+    """The console's lines on the arm-against-arm verdicts: the ranking per task, or why withheld."""
+    if not pairwise:
+        return []
+    if pairwise.get("error"):
+        return [f"judge, arm against arm: not done ({pairwise['error']})"]
+    reliability, lines = pairwise.get("reliability") or {}, []
+    if reliability.get("failed"):
+        classes: dict[str, int] = {}
+        for p in pairwise.get("pairs") or []:
+            for name, count in p["failures"].items():
+                classes[name] = classes.get(name, 0) + count
+        found = ", ".join(f"{k} {v}" for k, v in sorted(classes.items()))
+        lines.append(
+            f"judge, arm against arm: {reliability['failed']} of {reliability['items']} items failed ({found})"
+        )
+    if reliability.get("withheld"):
+        return lines + [f"judge ranking withheld, not a measurement: {reliability['withheld']}"]
+    for task, ranking in (pairwise.get("ranking") or {}).items():
+        if not ranking:
+            lines.append(f"judge, arm against arm on {task}: no item judged")
+            continue
+        parts = [
+            f"{r['arm']} {r['strength']:+.2f}"
+            + (f" [{r['strength_ci'][0]:+.2f}, {r['strength_ci'][1]:+.2f}]" if r["strength_ci"] else "")
+            for r in ranking
+        ]
+        winners = [
+            f"{p['winner']} beats {p['arm_b'] if p['winner'] == p['arm_a'] else p['arm_a']}"
+            for p in pairwise.get("pairs") or []
+            if p["task"] == task and p.get("winner")
+        ]
+        lines.append(
+            f"judge ranking on {task} (Bradley-Terry log-strength, 95% CI): "
+            + ", ".join(parts)
+            + ("; " + ", ".join(winners) + " (sign test, Holm)" if winners else "; no pair differs (sign test, Holm)")
+        )
+    return lines

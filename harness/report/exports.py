@@ -18,8 +18,8 @@ from harness.eval import stats
 from harness.eval.compare import sensitivity_sentence
 from harness.eval.metrics import METRICS
 from harness.report import pairwise
+from harness.report.cells import format_value, over_seeds, primary_metric, unit_of
 from harness.report.console import COST_COLUMNS, quality_names
-from harness.report.view import format_value, over_seeds, primary_metric, unit_of
 
 FORMATS = ("html", "md", "csv", "latex")
 TABLES = ("arms", "comparisons", "both")

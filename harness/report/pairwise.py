@@ -9,6 +9,7 @@ from harness.eval import stats
 from harness.eval.compare import CORRECTION_NAMES
 from harness.eval.metrics import METRICS
 from harness.naming import base_name
+from harness.report.cells import arm_name, best_values, over_seeds, with_ci
 from harness.results.audit import rankable
 
 TEST_NAMES = {
@@ -71,7 +72,6 @@ def view(task_key: str, arms: list[dict], metric: str | None, comparisons: list 
     ranked = ranked_arms(arms, metric)
     if not family:
         return None
-    from harness.report.view import arm_name, with_ci
 
     unit = METRICS[metric].unit
     tied = tied_for_first(ranked, family)
@@ -131,7 +131,6 @@ def marked_cells(arms: list[dict], names: list[str], results: dict | None = None
     on a metric tested pairwise, the arms statistically tied for first (an arm run under several
     seeds is judged by its mean, as the tests compare it); on a metric never tested (costs), the
     best value by the metric's direction."""
-    from harness.report.view import best_values, over_seeds
 
     results = results or {}
     marked = set()
