@@ -26,7 +26,7 @@ def test_two_methods_consume_the_same_examples_in_the_same_order(write_experimen
     ia3, lora = (r.consumed for r in results)
     assert ia3["steps"] == lora["steps"] == 3 and ia3["examples"] == lora["examples"] == 12
     # The order both saw is the seeded one, independent of the method: recompute it here.
-    train, _, _ = load_task(arms[0].task, arms[0].budget)
+    train, _, _ = load_task(arms[0].task.model_dump(), arms[0].budget)
     expected = order_digest([train[i]["id"] for i in example_order(len(train), 12, seed=0)])
     assert ia3["order_hash"] == lora["order_hash"] == expected
     assert ia3["tokens"] > 0 and lora["tokens"] > 0

@@ -102,9 +102,7 @@ def wrapped(tiny_models, adapters="none", tasks=None, **params):
     encoder = load_model(tiny_models["bert"], "encoder", dtype="float32")
     ctx = ArmContext(kind="encoder", task_type="multi_task", model_type="bert", device="cpu", seed=0, tasks=tasks)
     torch.manual_seed(0)
-    return method.wrap(
-        encoder, {**method.defaults, "adapters": adapters, "target_modules": ["query", "value"], **params}, ctx
-    )
+    return method.wrap(encoder, method.Params(adapters=adapters, target_modules=["query", "value"], **params), ctx)
 
 
 def batches(tokenizer):

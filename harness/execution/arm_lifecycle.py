@@ -114,12 +114,13 @@ class ArmLifecycle:
         """Every task's examples, then the tokenizer and the base model."""
         emit("phase", phase="data")
         self.clock.start("data")
-        tasks = self.arm.tasks or {self.arm.task_key: self.arm.task}
-        self.tasks = {key: TaskSplits(*load_task(task, self.arm.budget)) for key, task in tasks.items()}
+        self.tasks = {
+            key: TaskSplits(*load_task(spec.model_dump(), self.arm.budget)) for key, spec in self.arm.task_specs.items()
+        }
         emit("phase", phase="load")
         self.clock.start("load")
         t0 = time.perf_counter()
-        self.model_dir = models.resolve_model_dir(self.arm.model["source"], base_dir=self.base_dir)
+        self.model_dir = models.resolve_model_dir(self.arm.model.source, base_dir=self.base_dir)
         self.tokenizer = models.load_tokenizer(self.model_dir)
         # A new head (an encoder's classifier) is initialised inside from_pretrained, from torch's
         # global generator, which torch seeds at random in every process: seed it, or the same arm
@@ -132,7 +133,7 @@ class ArmLifecycle:
         """The untouched base on general and domain text (decoders; forgetting and domain perplexity)."""
         self.clock.start("forgetting_before")
         self.identity = base_cache.model_identity(
-            self.arm.model["source"], self.model_dir, self.model, base_dir=self.base_dir, precision="fp32"
+            self.arm.model.source, self.model_dir, self.model, base_dir=self.base_dir, precision="fp32"
         )
         budget = self.arm.budget
         self.general = Forgetting.measure_before(

@@ -36,9 +36,9 @@ class MultiTask:
         encoder = models.load_model(
             model_dir,
             "encoder",
-            dtype=arm.model.get("dtype", "auto"),
+            dtype=arm.model.dtype,
             tokenizer=tokenizer,
-            trust_remote_code=arm.model.get("trust_remote_code", False),
+            trust_remote_code=arm.model.trust_remote_code,
         )
         tasks = {
             key: {"type": s.task["type"], "num_labels": len(s.task["labels"]) if s.task.get("labels") else None}
@@ -69,9 +69,9 @@ class MultiTask:
             life.model,
             data,
             arm.budget,
-            lr=float(arm.params["lr"]),
-            head_lr=arm.params["head_lr"],
-            loss_weights=arm.params["loss_weights"],
+            lr=arm.params.lr,
+            head_lr=arm.params.head_lr,
+            loss_weights=arm.params.loss_weights,
             on_step=lambda s, n, loss: emit("step", step=s, total=n, loss=round(loss, 4)),
             checkpoint_dir=life.out_dir / checkpoint.FOLDER,
         )

@@ -21,7 +21,7 @@ class SingleTask:
     """The ArmShape of an arm on one task (arm.task)."""
 
     def __init__(self, arm):
-        self.kind = arm.model["kind"]
+        self.kind = arm.model.kind
 
     def load_model(self, life: ArmLifecycle, model_dir: Path, tokenizer):
         import torch
@@ -44,9 +44,9 @@ class SingleTask:
             num_labels=len(labels) if labelled else None,
             head_class=head.head if head else None,
             id2label=dict(enumerate(labels)) if labelled else None,
-            dtype=arm.model.get("dtype", "auto"),
+            dtype=arm.model.dtype,
             extra_kwargs=life.method.load_kwargs(arm.params, ArmContext(model_type="", **ctx_args)),
-            trust_remote_code=arm.model.get("trust_remote_code", False),
+            trust_remote_code=arm.model.trust_remote_code,
             tokenizer=tokenizer,
         )
         return model, ArmContext(model_type=model.config.model_type, model_dir=str(model_dir), **ctx_args)
@@ -66,7 +66,7 @@ class SingleTask:
                 budget=arm.budget,
                 method=life.method,
                 kind=self.kind,
-                method_lr=float(arm.params["lr"]),
+                method_lr=arm.params.lr,
                 seed=arm.seed,
                 emit=emit,
                 base_dir=life.base_dir,
@@ -83,7 +83,7 @@ class SingleTask:
             splits.train,
             splits.task,
             arm.budget,
-            float(arm.params["lr"]),
+            arm.params.lr,
             on_step=lambda step, total, loss: emit("step", step=step, total=total, loss=round(loss, 4)),
             checkpoint_dir=life.out_dir / checkpoint.FOLDER,
         )
