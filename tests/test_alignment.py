@@ -182,7 +182,8 @@ def _sft_then_dpo_trainer(staged, method_name="lora"):
     import tempfile
 
     ctx.work_dir = tempfile.mkdtemp()
-    return get_stage("dpo").trainer(ctx, arm.stages[1]["params"], pairs), model, pairs
+    dpo = get_stage("dpo")
+    return dpo.trainer(ctx, dpo.Params.model_validate(arm.stages[1]["params"]), pairs), model, pairs
 
 
 def _sequence_logps(model, trainer, batch):

@@ -69,7 +69,7 @@ class ArmShape(Protocol):
         """The base model (with a head where the task needs one) and the method's context."""
 
     def train(self, life: ArmLifecycle) -> Trained:
-        """Train the wrapped model `life.model` within the budget (nothing, for arms that train nothing)."""
+        """Train the wrapped model `life.model` within the budget (called for methods that train)."""
 
     def for_task(self, model, key: str):
         """The model that answers for the task `key` (a multi-task model's view of one head)."""
