@@ -10,7 +10,7 @@ from rich.console import Console
 from harness.config.load import load_experiment
 from harness.data.order import example_order, order_digest
 from harness.data.tasks import load_task
-from harness.execution.single_task import execute_arm
+from harness.execution.single_task_arm import execute_arm
 from harness.planning.plan import plan
 from harness.report.console import print_results
 from harness.results.audit import budget_audit

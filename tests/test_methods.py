@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness.config.load import load_experiment
-from harness.execution.single_task import execute_arm
+from harness.execution.single_task_arm import execute_arm
 from harness.planning.plan import plan
 
 # Tiny Llama: hidden 64, MLP 128, 2 layers, 4 heads of 16, 2 key/value heads (kv width 32).

@@ -386,7 +386,7 @@ def test_a_multi_task_arm_is_evaluated_in_eval_precision_and_scored_on_golden_se
     """Its hash names eval_precision and the golden sets (planning.plan): the arm must really
     evaluate in that precision and score every task's head on the sets, as a single-task arm does."""
     from harness.config.load import load_experiment
-    from harness.execution.multi_task import execute_multi_task
+    from harness.execution.multi_task_arm import execute_multi_task
     from harness.methods.multi_task_model import MultiTaskModel
     from harness.planning.plan import plan
 

@@ -1,6 +1,6 @@
 """The phases of every arm, written once: load -> measure_before -> wrap -> train -> save ->
 evaluate -> golden -> write. A single-task arm and a multi-task arm are two `ArmShape`s of it
-(execution.single_task, execution.multi_task): how the model loads, how it trains, which model
+(execution.single_task_arm, execution.multi_task_arm): how the model loads, how it trains, which model
 answers for a task, and how the results are laid out. Everything else (evaluation in
 `budget.eval_precision`, the golden sets, forgetting, costs, provenance) cannot drift between
 them, and so every arm really runs the evaluation its hash names (planning.plan)."""
@@ -23,6 +23,7 @@ from harness.execution.arm_common import arm_summary, emit, seed_everything
 from harness.execution.provenance import evaluation_provenance, provenance
 from harness.golden.scoring import score_arm_on_golden_sets
 from harness.methods import ArmContext, get_method
+from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult, now
 from harness.training import checkpoint
 from harness.training.devices import is_main_process
@@ -81,7 +82,7 @@ class ArmShape(Protocol):
 class ArmLifecycle:
     """One arm inside its process, phase by phase; `run()` calls them in order."""
 
-    def __init__(self, arm, out_dir: Path, shape: ArmShape):
+    def __init__(self, arm: Arm, out_dir: Path, shape: ArmShape):
         self.arm, self.out_dir, self.shape = arm, Path(out_dir), shape
         self.started, self.clock, self.memory = now(), PhaseClock(), profile.MemoryProfiler()
         self.method = get_method(arm.method)

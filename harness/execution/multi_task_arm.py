@@ -18,6 +18,7 @@ from harness.execution.arm_common import arm_summary, emit
 from harness.execution.arm_lifecycle import ArmLifecycle, Trained
 from harness.execution.provenance import provenance
 from harness.methods import ArmContext
+from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult, now
 from harness.tasks import task_type
 from harness.training import checkpoint, get_objective
@@ -112,5 +113,5 @@ class MultiTask:
         )
 
 
-def execute_multi_task(arm, out_dir: Path) -> ArmResult | None:
+def execute_multi_task(arm: Arm, out_dir: Path) -> ArmResult | None:
     return ArmLifecycle(arm, out_dir, MultiTask()).run()

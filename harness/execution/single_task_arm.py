@@ -10,6 +10,7 @@ from harness import models
 from harness.execution.arm_common import emit
 from harness.execution.arm_lifecycle import ArmLifecycle, Trained
 from harness.methods import ArmContext
+from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult
 from harness.stages.run import run_stages
 from harness.tasks import encoder_head
@@ -20,7 +21,7 @@ from harness.training import checkpoint, get_objective
 class SingleTask:
     """The ArmShape of an arm on one task (arm.task)."""
 
-    def __init__(self, arm):
+    def __init__(self, arm: Arm):
         self.kind = arm.model.kind
 
     def load_model(self, life: ArmLifecycle, model_dir: Path, tokenizer):
@@ -102,5 +103,5 @@ class SingleTask:
         return result
 
 
-def execute_arm(arm, out_dir: Path) -> ArmResult | None:
+def execute_arm(arm: Arm, out_dir: Path) -> ArmResult | None:
     return ArmLifecycle(arm, out_dir, SingleTask(arm)).run()
