@@ -80,7 +80,24 @@ class ArmShape(Protocol):
 
 
 class ArmLifecycle:
-    """One arm inside its process, phase by phase; `run()` calls them in order."""
+    """One arm inside its process, phase by phase; `run()` calls them in order. Each phase leaves
+    what the next ones read as attributes (declared below, in the order they are set)."""
+
+    tasks: dict[str, TaskSplits]  # load
+    model_dir: Path
+    tokenizer: Any
+    model: Any  # the base, then (wrap) the method's model, then (evaluate) cast to eval_precision
+    ctx: ArmContext
+    load_seconds: float
+    identity: dict  # measure_before: the base's identity (base_cache)
+    general: Forgetting | None
+    domain: DomainPerplexity | None
+    untouched_base: bool  # wrap: the model is the base as loaded (golden results shared across arms)
+    counts: dict
+    trained: Trained  # train
+    saved: Path | None  # save
+    saved_mb: float
+    peaks: dict  # evaluate: peak memory before the scorers
 
     def __init__(self, arm: Arm, out_dir: Path, shape: ArmShape):
         self.arm, self.out_dir, self.shape = arm, Path(out_dir), shape
