@@ -3,7 +3,7 @@
     /usr/bin/time -v harness run experiments/encoder_vs_decoder.yaml    # on an empty base-measurement cache
     python bench/first_run_profile.py reports/encoder_vs_decoder/<run-id>
 
-Phases (harness/execution/single_task.py): startup (interpreter and imports), data, load (tokenizer, model,
+Phases (harness/execution/arm_lifecycle.py): startup (interpreter and imports), data, load (tokenizer, model,
 method wrap), forgetting_before (the base's loss on the general text; cached per machine after
 the first arm on that model), train, save, forgetting_after, label_scoring or generation (the
 batched test pass), latency (warm-up + repeats, batch 1), quality (metrics, BERTScore,

@@ -26,10 +26,10 @@ def rebuild(arm, arm_dir: Path, result: dict):
     from harness.methods import ArmContext, get_method
 
     method = get_method(arm.method)
-    kind = arm.model["kind"]
-    folder = models.resolve_model_dir(arm.model["source"], base_dir=Path(arm.base_dir))
+    kind = arm.model.kind
+    folder = models.resolve_model_dir(arm.model.source, base_dir=Path(arm.base_dir))
     tok = models.load_tokenizer(folder)
-    train, _, task = load_task(arm.task, arm.budget)
+    train, _, task = load_task(arm.task.model_dump(), arm.budget)
     ctx = ArmContext(
         kind=kind, task_type=task["type"], model_type="", device="cpu", seed=arm.seed, model_dir=str(folder)
     )
@@ -65,7 +65,7 @@ def main() -> int:
     for arm_dir in sorted((args.run_dir / "arms").iterdir()):
         arm = Arm.from_json((arm_dir / "arm.json").read_text())
         result = json.loads((arm_dir / "result.json").read_text())
-        if arm.model["kind"] != "causal_lm" or result["status"] != "ok" or arm.stages:
+        if arm.model.kind != "causal_lm" or result["status"] != "ok" or arm.stages:
             continue
         built = rebuild(arm, arm_dir, result)
         if built is None:
@@ -73,7 +73,8 @@ def main() -> int:
             continue
         model, tok, shots, task = built
         _, test, _ = load_task(
-            arm.task, arm.budget.model_copy(update={"eval_examples": args.items or arm.budget.eval_examples})
+            arm.task.model_dump(),
+            arm.budget.model_copy(update={"eval_examples": args.items or arm.budget.eval_examples}),
         )
         summed = {}
         for end_of_turn in (False, True):

@@ -28,10 +28,10 @@ class Rendezvous(ZeroShot):
         other: str = Field(description="the sibling arm's file")
 
     def wrap(self, model, params, ctx):
-        folder = Path(params["folder"])
-        (folder / params["me"]).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
+        folder = Path(params.folder)
+        (folder / params.me).write_text(os.environ.get("CUDA_VISIBLE_DEVICES", "<unset>"))
         deadline = time.monotonic() + 300
-        while not (folder / params["other"]).exists():  # an event, not a guess at timing
+        while not (folder / params.other).exists():  # an event, not a guess at timing
             if time.monotonic() > deadline:
                 raise RuntimeError("the sibling arm never started: the arms did not run at the same time")
             time.sleep(0.05)
@@ -45,7 +45,7 @@ class KillWorkerOnce(ZeroShot):
         marker: str = Field(description="file that says the worker was already killed once")
 
     def wrap(self, model, params, ctx):
-        marker = Path(params["marker"])
+        marker = Path(params.marker)
         if not marker.exists():
             marker.write_text(str(os.getppid()))
             os.kill(os.getppid(), signal.SIGKILL)

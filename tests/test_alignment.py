@@ -44,9 +44,9 @@ def make_staged(write_experiment, stages, method_name="lora", budget=None):
 
     other = {} if method_name == "lora" else {"method": method_name, "params": {}}
     arm = planned_arm(write_experiment, stages, budget, **other)
-    train, test, task = load_task(arm.task, arm.budget)
-    tok = models.load_tokenizer(arm.model["source"])
-    model = models.load_model(arm.model["source"], "causal_lm", tokenizer=tok)
+    train, test, task = load_task(arm.task.model_dump(), arm.budget)
+    tok = models.load_tokenizer(arm.model.source)
+    model = models.load_model(arm.model.source, "causal_lm", tokenizer=tok)
     method = get_method(method_name)
     ctx = ArmContext(
         kind="causal_lm", task_type="classification", model_type=model.config.model_type, device="cpu", seed=0
@@ -182,7 +182,8 @@ def _sft_then_dpo_trainer(staged, method_name="lora"):
     import tempfile
 
     ctx.work_dir = tempfile.mkdtemp()
-    return get_stage("dpo").trainer(ctx, arm.stages[1]["params"], pairs), model, pairs
+    dpo = get_stage("dpo")
+    return dpo.trainer(ctx, dpo.Params.model_validate(arm.stages[1]["params"]), pairs), model, pairs
 
 
 def _sequence_logps(model, trainer, batch):
@@ -362,7 +363,7 @@ def test_user_preference_file_is_checked_and_used(write_experiment, tmp_path, ti
     arm = plan(load_experiment(write_experiment([{**LORA, "stages": ["dpo"]}], edit=with_file(good))))[0]
     built = plan(load_experiment(write_experiment([{**LORA, "stages": ["dpo"]}])))[0]
     assert arm.hash != built.hash  # the user's pairs are part of the arm's identity
-    pairs = task_pairs(arm.task, [], "train", _tok(tiny_models), seed=0, max_len=48, count=4)
+    pairs = task_pairs(arm.task.model_dump(), [], "train", _tok(tiny_models), seed=0, max_len=48, count=4)
     assert len(pairs) == 4 and {p["target"] for p in pairs} == {"positive", "negative"}
     assert all("the film was" in p["prompt"] and p["chosen"] != p["rejected"] for p in pairs)
 

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from harness.data.order import example_order, order_digest
 from harness.data.task_examples import load_task
-from harness.execution.single_task import execute_arm
+from harness.execution.single_task_arm import execute_arm
 from harness.planning.experiment_loader import load_experiment
 from harness.planning.plan import plan
 from harness.report.console import print_results
@@ -26,7 +26,7 @@ def test_two_methods_consume_the_same_examples_in_the_same_order(write_experimen
     ia3, lora = (r.consumed for r in results)
     assert ia3["steps"] == lora["steps"] == 3 and ia3["examples"] == lora["examples"] == 12
     # The order both saw is the seeded one, independent of the method: recompute it here.
-    train, _, _ = load_task(arms[0].task, arms[0].budget)
+    train, _, _ = load_task(arms[0].task.model_dump(), arms[0].budget)
     expected = order_digest([train[i]["id"] for i in example_order(len(train), 12, seed=0)])
     assert ia3["order_hash"] == lora["order_hash"] == expected
     assert ia3["tokens"] > 0 and lora["tokens"] > 0

@@ -21,7 +21,7 @@ def lora_params(model) -> int:
 
 def lora(**params):
     method = get_method("lora")
-    return method, {**method.defaults, **params}
+    return method, method.Params(**params)
 
 
 def test_roberta_base_lora_r8_on_query_value_has_the_lora_papers_294912():
@@ -93,8 +93,8 @@ def test_plan_counts_equal_the_counts_of_real_loaded_models(write_experiment):
     experiment = load_experiment(write_experiment(METHOD_ARMS))
     estimates = estimate_arms(experiment)
     for arm, est in zip(plan(experiment), estimates):
-        method, kind = get_method(arm.method), arm.model["kind"]
-        folder = Path(arm.model["source"])
+        method, kind = get_method(arm.method), arm.model.kind
+        folder = Path(arm.model.source)
         ctx = ArmContext(
             kind=kind,
             task_type="classification",

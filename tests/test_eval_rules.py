@@ -149,7 +149,7 @@ def test_both_branches_of_native_bf16_detection_run_a_real_bf16_arm(native, writ
     happened) but within the stated tolerance, its predictions did not, and its provenance says how
     bf16 ran."""
     from harness.eval import precision
-    from harness.execution.single_task import execute_arm
+    from harness.execution.single_task_arm import execute_arm
     from harness.planning.experiment_loader import load_experiment
     from harness.planning.plan import plan
 

@@ -430,12 +430,7 @@ def learned(tiny_models, tmp_path_factory):
 
     torch.manual_seed(0)
     lora = get_method("lora")
-    params = {
-        **lora.defaults,
-        "r": 8,
-        "dropout": 0.0,
-        "target_modules": ["q_proj", "v_proj", "o_proj", "down_proj", "lm_head"],
-    }
+    params = lora.Params(r=8, dropout=0.0, target_modules=["q_proj", "v_proj", "o_proj", "down_proj", "lm_head"])
     model = lora.wrap(
         model,
         params,

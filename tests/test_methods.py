@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from harness.eval import precision
-from harness.execution.single_task import execute_arm
+from harness.execution.single_task_arm import execute_arm
 from harness.planning.experiment_loader import load_experiment
 from harness.planning.plan import plan
 from tests.tolerances import RECOMPUTED
@@ -127,7 +127,7 @@ def reload(method: str, model_dir: Path, adapter: Path, kind: str = "causal_lm")
     from harness.methods.bottleneck import load_adapters
 
     head = kind == "encoder"
-    extra = get_method(method).load_kwargs(get_method(method).defaults, _ctx(kind))
+    extra = get_method(method).load_kwargs(get_method(method).Params(), _ctx(kind))
     model = models.load_model(
         model_dir,
         kind,
@@ -185,8 +185,8 @@ def test_adapter_saves_and_reloads_to_identical_predictions(case, write_experime
     planned, result, out = run_arm(write_experiment, tmp_path, {**arm, "lr": 5e-2})
     assert result.artifacts["adapter"] == "adapter"
     saved = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
-    kind = planned.model["kind"]
-    # Reloaded and evaluated in the precision the arm evaluated in (auto is bf16 on a CPU with native bf16)
+    kind = planned.model.kind
+    # Reloaded and evaluated in the precision the arm evaluated in
     evaluated_in = planned.budget.eval_precision
     model = reload(arm["method"], tiny_models[arm["model"]], out / "adapter", kind)
     model = precision.for_evaluation(model, evaluated_in)
@@ -220,7 +220,7 @@ def without_adapter(model, method):
 def test_merge_and_unload_gives_the_same_logits(case, write_experiment, tmp_path, tiny_models):
     arm, _ = CASES[case]
     planned, result, out = run_arm(write_experiment, tmp_path, {**arm, "lr": 5e-2})
-    kind = planned.model["kind"]
+    kind = planned.model.kind
     model = reload(arm["method"], tiny_models[arm["model"]], out / "adapter", kind)
     ids = torch.tensor([[5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16]])
     with torch.no_grad():
@@ -253,7 +253,7 @@ def test_label_scoring_and_generation_line_up_with_virtual_tokens(method, tiny_m
         kind="causal_lm", task_type="classification", model_type="llama", device="cpu", seed=0, model_dir=str(folder)
     )
     torch.manual_seed(0)
-    model = m.wrap(models.load_model(folder, "causal_lm"), {**m.defaults, "num_virtual_tokens": 4}, ctx).eval()
+    model = m.wrap(models.load_model(folder, "causal_lm"), m.Params(num_virtual_tokens=4), ctx).eval()
     with torch.no_grad():  # make the virtual tokens matter
         for p in model.parameters():
             if p.requires_grad:

@@ -102,9 +102,7 @@ def wrapped(tiny_models, adapters="none", tasks=None, **params):
     encoder = load_model(tiny_models["bert"], "encoder", dtype="float32")
     ctx = ArmContext(kind="encoder", task_type="multi_task", model_type="bert", device="cpu", seed=0, tasks=tasks)
     torch.manual_seed(0)
-    return method.wrap(
-        encoder, {**method.defaults, "adapters": adapters, "target_modules": ["query", "value"], **params}, ctx
-    )
+    return method.wrap(encoder, method.Params(adapters=adapters, target_modules=["query", "value"], **params), ctx)
 
 
 def batches(tokenizer):
@@ -380,3 +378,62 @@ def test_bad_multi_task_params_are_clear_errors(tiny_models):
         wrapped(tiny_models, loss_weights={"nope": 2.0})
     with pytest.raises(ValidationError, match="'none' or 'per_task'"):
         wrapped(tiny_models, adapters="shared")
+
+
+def test_a_multi_task_arm_is_evaluated_in_eval_precision_and_scored_on_golden_sets(
+    tiny_models, tiny_data, tmp_path, monkeypatch
+):
+    """Its hash names eval_precision and the golden sets (planning.plan): the arm must really
+    evaluate in that precision and score every task's head on the sets, as a single-task arm does."""
+    from harness.execution.multi_task_arm import execute_multi_task
+    from harness.methods.multi_task_model import MultiTaskModel
+    from harness.planning.experiment_loader import load_experiment
+    from harness.planning.plan import plan
+
+    golden = tmp_path / "mood.yaml"
+    golden.write_text(
+        yaml.safe_dump(
+            {
+                "name": "mood",
+                "task": "classification",
+                "version": "1",
+                "labels": ["negative", "positive"],
+                "items": [
+                    {"id": "a", "input": "the film was great", "expect": {"label": "positive"}},
+                    {"id": "b", "input": "the film was awful", "expect": {"label": "negative"}},
+                ],
+            }
+        )
+    )
+    path = multi_experiment(tiny_models, tiny_data, tmp_path)
+    data = yaml.safe_load(path.read_text())
+    data["arms"] = data["arms"][1:]  # the multi-task arm alone
+    data["budget"]["eval_precision"] = "bf16"
+    data["golden_sets"] = [str(golden)]
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    (arm,) = plan(load_experiment(path))
+    assert arm.budget.eval_precision == "bf16" and arm.golden_sets == [str(golden.resolve())]
+
+    seen = []  # (inference mode, dtype of the encoder) of every forward of the multi-task model
+    forward = MultiTaskModel.forward
+
+    def spy(self, task, **batch):
+        seen.append((torch.is_inference_mode_enabled(), next(self.encoder.parameters()).dtype))
+        return forward(self, task, **batch)
+
+    monkeypatch.setattr(MultiTaskModel, "forward", spy)
+    summary = execute_multi_task(arm, tmp_path / "arm")
+    assert summary.status == "ok"
+    training = [dtype for inference, dtype in seen if not inference]
+    evaluation = [dtype for inference, dtype in seen if inference]
+    assert training and set(training) == {torch.float32}  # trains in fp32 (budget.precision auto on CPU)
+    assert evaluation and set(evaluation) == {torch.bfloat16}, set(evaluation)
+    results = {key: json.loads((tmp_path / "arm" / "tasks" / key / "result.json").read_text()) for key in arm.tasks}
+    for key, result in results.items():
+        assert result["provenance"]["eval_precision"] == "bf16", key
+        assert set(result["golden"]) == {"mood"}, key
+    mood = results["sentiment"]["golden"]["mood"]  # the sentiment head names one of the set's labels
+    assert mood["total"] == 2 and "error" not in mood and {r["id"] for r in mood["items"]} == {"a", "b"}
+    # a token-classification head cannot answer a label assertion: recorded in the entry, as for
+    # a single-task NER arm, and the arm goes on
+    assert "error" in results["ner"]["golden"]["mood"], results["ner"]["golden"]["mood"]

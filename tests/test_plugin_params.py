@@ -9,6 +9,7 @@ from typer.testing import CliRunner
 
 from harness.cli import app
 from harness.errors import HarnessError
+from harness.methods import get_method
 from harness.planning.experiment_loader import load_experiment
 from harness.planning.plan import plan
 
@@ -75,9 +76,10 @@ def test_plan_carries_validated_typed_params(write_experiment):
         ]
     )
     arms = plan(load_experiment(path))
-    assert arms[0].params["r"] == 8 and isinstance(arms[0].params["r"], int)
-    assert arms[0].params["lr"] == pytest.approx(1e-3) and isinstance(arms[0].params["lr"], float)
-    assert arms[0].params["bias"] == "none"  # defaults filled in from the Params model
+    assert isinstance(arms[0].params, get_method("lora").Params)  # what `wrap` receives: typed
+    assert arms[0].params.r == 8 and isinstance(arms[0].params.r, int)
+    assert arms[0].params.lr == pytest.approx(1e-3) and isinstance(arms[0].params.lr, float)
+    assert arms[0].params.bias == "none"  # defaults filled in from the Params model
     assert arms[1].stages[1] == {"name": "dpo", "params": {"lr": 5e-5, "beta": 0.1, "loss_type": "sigmoid"}}
 
 

@@ -12,7 +12,7 @@ from harness.methods import ArmContext, get_method
 
 pytest.importorskip("bitsandbytes")
 
-PARAMS = {**get_method("qlora").defaults, "r": 4, "dropout": 0.0}
+PARAMS = get_method("qlora").Params(r=4, dropout=0.0)
 
 
 def ctx(device="cpu"):

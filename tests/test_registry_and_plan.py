@@ -67,7 +67,7 @@ def test_plan_crosses_models_and_hashes_stably(write_experiment):
         [{"method": "lora", "models": ["llama", "bert"]}, {"method": "zero_shot", "model": "llama"}]
     )
     arms = plan(load_experiment(path))
-    assert [(a.method, a.model_key, a.model["kind"]) for a in arms] == [
+    assert [(a.method, a.model_key, a.model.kind) for a in arms] == [
         ("lora", "llama", "causal_lm"),
         ("lora", "bert", "encoder"),
         ("zero_shot", "llama", "causal_lm"),
@@ -97,3 +97,29 @@ def test_example_order_depends_only_on_seed():
     assert list(example_order(10, 25, seed=0)) != list(example_order(10, 25, seed=1))
     first_epoch = example_order(10, 25, seed=0)[:10]
     assert sorted(first_epoch) == list(range(10)), "each epoch is a permutation: no example repeats early"
+
+
+def test_every_planned_arm_is_typed_and_round_trips_through_arm_json():
+    """arm.json (Arm.to_json / from_json, the one serialisation) gives back the same typed arm,
+    and everything its hash covers: for every arm of every shipped experiment file."""
+    import json
+    from pathlib import Path
+
+    from harness.config.schema import Budget, ModelSpec, TaskSpec
+    from harness.planning.plan import Arm, _content_hash
+
+    files = sorted((Path(__file__).resolve().parent.parent / "experiments").glob("*.yaml"))
+    arms = [arm for path in files for arm in plan(load_experiment(path, check=False))]
+    assert len(files) >= 6 and len(arms) >= 30
+    assert any(arm.tasks for arm in arms) and any(arm.stages for arm in arms)  # multi-task and staged arms too
+    for arm in arms:
+        assert isinstance(arm.params, get_method(arm.method).Params), arm.name
+        assert isinstance(arm.model, ModelSpec) and arm.model.kind in ("causal_lm", "encoder")
+        assert isinstance(arm.budget, Budget)
+        assert all(isinstance(t, TaskSpec) for t in arm.task_specs.values())
+        assert (arm.task is None) == bool(arm.tasks)  # an arm spanning tasks has no task of its own
+        text = arm.to_json()
+        assert json.loads(text)["params"] == arm.params.model_dump(mode="json")
+        back = Arm.from_json(text)
+        assert back == arm, arm.name
+        assert _content_hash(back, back.model.source, Path(back.base_dir)) == arm.hash, arm.name

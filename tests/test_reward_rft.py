@@ -47,7 +47,7 @@ def test_reward_model_trains_records_accuracy_with_ci_and_reloads(method_name, w
     policy_before = trainable(model)
     arm_dir = tmp_path / "arms" / "rm"
     consumed, curves, metrics, ci = run_with(
-        arm.stages, model, tok, train, test, task, arm, method, arm_dir=arm_dir, model_dir=Path(arm.model["source"])
+        arm.stages, model, tok, train, test, task, arm, method, arm_dir=arm_dir, model_dir=Path(arm.model.source)
     )
     assert consumed.steps == 3 and consumed.examples == 3 * arm.budget.batch_size and consumed.tokens > 0
     assert len(curves["reward_model_loss"]) == 3
@@ -87,7 +87,7 @@ def test_reward_model_is_a_reward_for_grpo_and_rft_by_arm_name(write_experiment,
         arm,
         method,
         arm_dir=tmp_path / "arms" / "rm-arm",
-        model_dir=Path(arm.model["source"]),
+        model_dir=Path(arm.model.source),
     )
     ref = {"reward_model": {"model": "rm", "arm": "rm-arm"}}
     ctx = SimpleNamespace(arm_dir=tmp_path / "arms" / "user-arm")

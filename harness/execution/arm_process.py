@@ -16,8 +16,8 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.execution.arm_common import arm_summary, emit
-from harness.execution.multi_task import execute_multi_task
-from harness.execution.single_task import execute_arm
+from harness.execution.multi_task_arm import execute_multi_task
+from harness.execution.single_task_arm import execute_arm
 from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult, now
 from harness.training.distributed import is_main_process, world_size

@@ -130,9 +130,9 @@ class BottleneckAdapters(Method):
     def wrap(self, model, params, ctx):
         config = {
             "model_type": ctx.model_type,
-            "placement": params["placement"],
-            "reduction_factor": params["reduction_factor"],
-            "activation": params["activation"],
+            "placement": params.placement,
+            "reduction_factor": params.reduction_factor,
+            "activation": params.activation,
             "train_head": ctx.kind == "encoder",
         }
         add_adapters(model, config)

@@ -37,8 +37,8 @@ class IA3(Method):
         from peft import IA3Config, get_peft_model
 
         targets, feedforward = TARGETS.get(ctx.model_type, (None, None))  # None: peft's own table
-        if params["target_modules"] != "auto":
-            targets, feedforward = params["target_modules"], params["feedforward_modules"]
+        if params.target_modules != "auto":
+            targets, feedforward = params.target_modules, params.feedforward_modules
         config = IA3Config(
             task_type=peft_task_type(ctx.kind, ctx.task_type), target_modules=targets, feedforward_modules=feedforward
         )

@@ -51,18 +51,18 @@ class LoRAParams(TrainedParams):
     bias: Literal["none", "all", "lora_only"] = Field("none", description="which biases train")
 
 
-def lora_config(params: dict, ctx: ArmContext):
+def lora_config(params: LoRAParams, ctx: ArmContext):
     from peft import LoraConfig
 
     return LoraConfig(
         task_type=peft_task_type(ctx.kind, ctx.task_type),
-        r=params["r"],
-        lora_alpha=params["alpha"],
-        lora_dropout=params["dropout"],
-        target_modules=target_modules(params["target_modules"], ctx.model_type),
-        use_rslora=params["use_rslora"],
-        use_dora=params["use_dora"],
-        bias=params["bias"],
+        r=params.r,
+        lora_alpha=params.alpha,
+        lora_dropout=params.dropout,
+        target_modules=target_modules(params.target_modules, ctx.model_type),
+        use_rslora=params.use_rslora,
+        use_dora=params.use_dora,
+        bias=params.bias,
         fan_in_fan_out=ctx.model_type in FAN_IN_FAN_OUT,
     )
 

@@ -61,10 +61,11 @@ class MultiTask(Method):
                 f"multi_task: no head for the task(s) {headless}",
                 fix=f"multi_task trains task types {', '.join(with_heads)}",
             )
-        self.Params.model_validate(params, context={"tasks": list(ctx.tasks)})  # arms built outside a plan
+        # arms built outside a plan: their per-task keys checked against the tasks it spans
+        self.Params.model_validate(params.model_dump(), context={"tasks": list(ctx.tasks)})
         if getattr(model, "pooler", None) is not None:
             model.pooler = None  # each sequence head has a pooler of its own; a shared one would be unused
-        per_task = params["adapters"] == "per_task"
+        per_task = params.adapters == "per_task"
         encoder = self._adapters(model, params, ctx) if per_task else model.requires_grad_(True)
         return MultiTaskModel(encoder, ctx.tasks, adapters=per_task)
 
@@ -75,10 +76,10 @@ class MultiTask(Method):
         from harness.methods.lora import target_modules
 
         config = LoraConfig(
-            r=params["r"],
-            lora_alpha=params["alpha"],
-            lora_dropout=params["dropout"],
-            target_modules=target_modules(params["target_modules"], ctx.model_type),
+            r=params.r,
+            lora_alpha=params.alpha,
+            lora_dropout=params.dropout,
+            target_modules=target_modules(params.target_modules, ctx.model_type),
         )
         keys = list(ctx.tasks)
         model = get_peft_model(model, config, adapter_name=keys[0])

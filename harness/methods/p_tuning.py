@@ -27,8 +27,8 @@ class PTuning(Method):
 
         config = PromptEncoderConfig(
             task_type=TaskType.CAUSAL_LM,
-            num_virtual_tokens=params["num_virtual_tokens"],
-            encoder_hidden_size=params["encoder_hidden_size"],
-            encoder_reparameterization_type=PromptEncoderReparameterizationType(params["encoder"]),
+            num_virtual_tokens=params.num_virtual_tokens,
+            encoder_hidden_size=params.encoder_hidden_size,
+            encoder_reparameterization_type=PromptEncoderReparameterizationType(params.encoder),
         )
         return get_peft_model(model, config)

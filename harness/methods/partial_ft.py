@@ -45,7 +45,7 @@ class PartialFineTuning(Method):
         for p in model.parameters():
             p.requires_grad_(False)
         # A decoder whose LM head is tied to the input embeddings trains the embeddings with it.
-        for module in top_modules(model, params["top_layers"], params["train_head"]):
+        for module in top_modules(model, params.top_layers, params.train_head):
             for p in module.parameters():
                 p.requires_grad_(True)
         return model

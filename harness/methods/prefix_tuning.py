@@ -25,8 +25,8 @@ class PrefixTuning(Method):
 
         config = PrefixTuningConfig(
             task_type=TaskType.CAUSAL_LM,
-            num_virtual_tokens=params["num_virtual_tokens"],
-            prefix_projection=params["prefix_projection"],
-            encoder_hidden_size=params["encoder_hidden_size"],
+            num_virtual_tokens=params.num_virtual_tokens,
+            prefix_projection=params.prefix_projection,
+            encoder_hidden_size=params.encoder_hidden_size,
         )
         return get_peft_model(model, config)

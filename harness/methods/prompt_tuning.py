@@ -10,10 +10,6 @@ from pydantic import Field
 from harness.methods.registry import Method, TrainedParams, register
 
 
-def virtual_tokens(params: dict) -> int:
-    return params["num_virtual_tokens"]
-
-
 @register("prompt_tuning")
 class PromptTuning(Method):
     description = "trainable soft-prompt embeddings before the input (peft); init from text or random"
@@ -34,12 +30,12 @@ class PromptTuning(Method):
         from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 
         # A weightless (meta) model in `harness plan` cannot embed the text: same count either way.
-        from_text = params["init"] == "text" and ctx.device != "meta"
+        from_text = params.init == "text" and ctx.device != "meta"
         config = PromptTuningConfig(
             task_type=TaskType.CAUSAL_LM,
-            num_virtual_tokens=virtual_tokens(params),
+            num_virtual_tokens=params.num_virtual_tokens,
             prompt_tuning_init=PromptTuningInit.TEXT if from_text else PromptTuningInit.RANDOM,
-            prompt_tuning_init_text=params["init_text"] if from_text else None,
+            prompt_tuning_init_text=params.init_text if from_text else None,
             # peft tokenizes the init text itself: point it at the arm's tokenizer folder
             tokenizer_name_or_path=ctx.model_dir if from_text else None,
         )

@@ -27,10 +27,10 @@ class FewShot(Method):
         k: int = Field(4, ge=1, description="in-context examples shown before each test input")
         balanced: bool = Field(True, description="classification: round-robin over labels")
 
-    def shots(self, params: dict, train: list[dict], ctx: ArmContext) -> list[dict]:
+    def shots(self, params: Params, train: list[dict], ctx: ArmContext) -> list[dict]:
         rng = random.Random(ctx.seed)
-        k = params["k"]
-        if not (params["balanced"] and ctx.task_type == "classification"):
+        k = params.k
+        if not (params.balanced and ctx.task_type == "classification"):
             return rng.sample(train, min(k, len(train)))
         # Round-robin over labels so a 4-shot prompt never shows one label only.
         by_label: dict[str, list[dict]] = {}

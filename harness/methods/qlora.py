@@ -32,8 +32,8 @@ class QLoRA(LoRA):
         compute = compute_dtype(resolve_precision(ctx.precision, cuda=cuda))
         config = BitsAndBytesConfig(
             load_in_4bit=True,
-            bnb_4bit_quant_type=params["quant_type"],
-            bnb_4bit_use_double_quant=params["double_quant"],
+            bnb_4bit_quant_type=params.quant_type,
+            bnb_4bit_use_double_quant=params.double_quant,
             bnb_4bit_compute_dtype=compute,
         )
         # Under DDP each rank's copy goes to that rank's own device (torchrun's LOCAL_RANK; 0 alone).

@@ -62,7 +62,8 @@ class Method(Plugin):
 
     `objective` names the shared loop that trains it per model kind ("none" = no training);
     `Params` declares every hyperparameter it accepts (`lr` included, via TrainedParams), so
-    unknown keys, wrong types and out-of-range values are errors at `harness validate`.
+    unknown keys, wrong types and out-of-range values are errors at `harness validate`. Every
+    hook below receives the arm's validated `Params` instance and reads attributes (`params.r`).
     """
 
     applies_to: ClassVar[frozenset[str]] = frozenset({"causal_lm", "encoder"})
@@ -71,11 +72,11 @@ class Method(Plugin):
     def objective_for(self, kind: str) -> str:
         return self.objective[kind]
 
-    def load_kwargs(self, params: dict, ctx: ArmContext) -> dict:
+    def load_kwargs(self, params: Params, ctx: ArmContext) -> dict:
         """Extra from_pretrained kwargs (for example a quantization config)."""
         return {}
 
-    def wrap(self, model, params: dict, ctx: ArmContext):
+    def wrap(self, model, params: Params, ctx: ArmContext):
         """Return the model to train/evaluate (freeze, add adapters, ...)."""
         return model
 
@@ -87,7 +88,7 @@ class Method(Plugin):
         model.save_pretrained(path)
         return True
 
-    def shots(self, params: dict, train: list[dict], ctx: ArmContext) -> list[dict]:
+    def shots(self, params: Params, train: list[dict], ctx: ArmContext) -> list[dict]:
         """In-context examples shown before each test input (few-shot prompting)."""
         return []
 

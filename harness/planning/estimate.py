@@ -150,7 +150,7 @@ def meta_model(config, kind: str, num_labels: int | None, head_class: str | None
 
 def wrapped_meta_model(
     method,
-    params: dict,
+    params,
     config,
     *,
     kind: str,
@@ -220,18 +220,20 @@ def estimate_arms(experiment) -> list[Estimate]:
     configs: dict[str, tuple] = {}
     for arm in plan(experiment):
         method = get_method(arm.method)
-        kind = arm.model["kind"]
+        kind = arm.model.kind
         if arm.model_key not in configs:
-            configs[arm.model_key] = model_config(arm.model["source"], Path(arm.base_dir))
+            configs[arm.model_key] = model_config(arm.model.source, Path(arm.base_dir))
         config, where = configs[arm.model_key]
-        tasks = {key: {"type": t["type"], "num_labels": task_num_labels(kind, t)} for key, t in arm.tasks.items()}
-        num_labels = task_num_labels(kind, arm.task) if not arm.tasks else None
+        tasks = {
+            key: {"type": t.type, "num_labels": task_num_labels(kind, t.model_dump())} for key, t in arm.tasks.items()
+        }
+        num_labels = task_num_labels(kind, arm.task.model_dump()) if not arm.tasks else None
         model = wrapped_meta_model(
             method,
             arm.params,
             copy.deepcopy(config),
             kind=kind,
-            task_type=arm.task["type"],
+            task_type=arm.task_type,
             num_labels=num_labels,
             seed=arm.seed,
             tasks=tasks,
@@ -242,7 +244,7 @@ def estimate_arms(experiment) -> list[Estimate]:
             Estimate(
                 arm=arm.name,
                 method=arm.method,
-                model=arm.model["source"],
+                model=arm.model.source,
                 config_from=where,
                 trainable=int(counts["trainable_params"]),
                 total=int(counts["total_params"]),
@@ -307,9 +309,9 @@ def sensitivity_notes(experiment) -> list[str]:
     arms_by_task: dict[str, set] = {}
     tasks: dict[str, dict] = {}
     for arm in plan(experiment):
-        for key, task in (arm.tasks or {arm.task_key: arm.task}).items():
+        for key, task in arm.task_specs.items():
             arms_by_task.setdefault(key, set()).add(base_name(arm.name))
-            tasks[key] = task
+            tasks[key] = task.model_dump()
     budget = experiment.budget
     lines = []
     for key, task in tasks.items():

@@ -12,12 +12,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from harness import models
-from harness.config.schema import Budget, Experiment
+from harness.config.schema import Budget, Experiment, ModelSpec, TaskSpec
 from harness.data import loaders
 from harness.eval import precision
 from harness.eval.scoring_rule import ScoringRule, decides_arm
 from harness.methods import get_method
 from harness.naming import seed_name
+from harness.plugins import Params
 from harness.stages import normalize_stages
 from harness.stages.rewards import arm_references
 
@@ -25,22 +26,40 @@ HASH_VERSION = 2  # bump when the meaning of a result changes, to invalidate old
 # 2: encoder heads are initialised from the arm's seed (before, from a per-process random seed)
 
 
+# What an arm spanning tasks has as its task in its hash (it has no TaskSpec of its own: `tasks`).
+SPANNING_TASKS = {"type": "multi_task", "data": {}}
+
+
 @dataclass(frozen=True)
 class Arm:
+    """One arm, typed: the method's validated Params (methods read `params.r`), the model and
+    task specs of the experiment schema, its own Budget. `to_dict`/`from_dict` are the one
+    serialisation (arm.json, which the arm's process and a Ray worker read)."""
+
     name: str
     method: str
-    params: dict
+    params: Params  # the method's Params, validated, defaults filled in
     model_key: str
-    model: dict  # ModelSpec as data, plus "kind" resolved
+    model: ModelSpec  # with `kind` resolved
     task_key: str
-    task: dict  # TaskSpec as data, file paths made absolute
+    task: TaskSpec | None  # file paths made absolute; None for an arm spanning tasks (`tasks`)
     budget: Budget  # the arm's own: its seed, no `seeds`
     seed: int
     base_dir: str
     hash: str = field(default="")
-    golden_sets: list = field(default_factory=list)  # absolute paths; every arm is scored on them
-    tasks: dict = field(default_factory=dict)  # an arm spanning tasks (multi_task): {task key: task}
-    stages: list = field(default_factory=list)  # [{name, params}] resolved; empty: the method's objective
+    golden_sets: list[str] = field(default_factory=list)  # absolute paths; every arm is scored on them
+    tasks: dict[str, TaskSpec] = field(default_factory=dict)  # an arm spanning tasks (multi_task): {key: task}
+    stages: list[dict] = field(default_factory=list)  # [{name, params}] resolved; empty: the method's objective
+
+    @property
+    def task_specs(self) -> dict[str, TaskSpec]:
+        """Every task the arm trains and is evaluated on, by key: its own, or the tasks it spans."""
+        return self.tasks or {self.task_key: self.task}
+
+    @property
+    def task_type(self) -> str:
+        """The task type a method sees (ArmContext.task_type): "multi_task" for an arm spanning tasks."""
+        return self.task.type if self.task is not None else SPANNING_TASKS["type"]
 
     @property
     def devices(self) -> int:
@@ -57,31 +76,52 @@ class Arm:
         return f"{safe}-{self.hash[:8]}"
 
     def to_dict(self) -> dict:
-        # not dataclasses.asdict: it would deep-copy (and expand) every nested value, Budget included
-        return {f.name: getattr(self, f.name) for f in fields(self)} | {"budget": self.budget.model_dump(mode="json")}
+        """The arm as JSON data; from_dict reads it back to the same typed Arm."""
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {
+            "params": self.params.model_dump(mode="json"),
+            "model": self.model.model_dump(mode="json"),
+            "task": self.task.model_dump(mode="json") if self.task is not None else None,
+            "tasks": {key: task.model_dump(mode="json") for key, task in self.tasks.items()},
+            "budget": self.budget.model_dump(mode="json"),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Arm":
+        return cls(
+            **{
+                **data,
+                "params": get_method(data["method"]).Params.model_validate(data["params"]),
+                "model": ModelSpec.model_validate(data["model"]),
+                # an arm spanning tasks has none of its own (older arm.json files: SPANNING_TASKS)
+                "task": TaskSpec.model_validate(data["task"]) if data.get("task") and not data.get("tasks") else None,
+                "tasks": {key: TaskSpec.model_validate(task) for key, task in (data.get("tasks") or {}).items()},
+                "budget": Budget.model_validate(data["budget"]),
+            }
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Arm":
-        data = json.loads(text)
-        return cls(**{**data, "budget": Budget.model_validate(data["budget"])})
+        return cls.from_dict(json.loads(text))
 
 
-def resolved_params(method, arm_spec, tasks: list[str] | None = None) -> dict:
-    """The arm's params validated by the method's Params model, defaults filled in (typed values:
-    what the method reads and what enters the arm's hash)."""
+def resolved_params(method, arm_spec, tasks: list[str] | None = None) -> Params:
+    """The arm's params validated by the method's Params model, defaults filled in: what the
+    method reads (typed), and, as JSON, what enters the arm's hash."""
     given = {**arm_spec.params, **({"lr": arm_spec.lr} if arm_spec.lr is not None else {})}
-    return method.Params.model_validate(given, context={"tasks": tasks}).model_dump(mode="json")
+    return method.Params.model_validate(given, context={"tasks": tasks})
 
 
-def _absolute_task(task: dict, base_dir: Path) -> dict:
-    data = dict(task["data"])
-    for split in ("train", "validation", "test", "preference", "preference_test"):
-        if data.get(split):
-            data[split] = str((base_dir / data[split]).resolve())
-    return {**task, "data": data}
+def _absolute_task(task: TaskSpec, base_dir: Path) -> TaskSpec:
+    data = task.data
+    absolute = {
+        split: str((base_dir / getattr(data, split)).resolve())
+        for split in ("train", "validation", "test", "preference", "preference_test")
+        if getattr(data, split)
+    }
+    return task.model_copy(update={"data": data.model_copy(update=absolute)})
 
 
 def data_identity(task: dict) -> str:
@@ -107,7 +147,7 @@ def plan(exp: Experiment) -> list[Arm]:
         for model_key in spec.models:
             model_spec = exp.models[model_key]
             kind = model_spec.kind or models.infer_kind(model_spec.source, base_dir=base)
-            model = {**model_spec.model_dump(), "kind": kind}
+            model = model_spec.model_copy(update={"kind": kind})
             for task_key, task, tasks in _task_groups(exp, spec, method, base):
                 # budget.seeds: one arm per seed, the seed in its name, budget (so its hash) and run.
                 for seed in exp.budget.seeds or [exp.budget.seed]:
@@ -142,10 +182,10 @@ def _task_groups(exp: Experiment, spec, method, base: Path):
     """(task key, task, tasks) per arm of a spec: one per task, or, for a method that spans tasks
     (`spans_tasks = True`, e.g. multi_task), one arm over all its tasks, keyed "a+b+c"."""
     keys = spec.tasks or list(exp.tasks)
-    tasks = {key: _absolute_task(exp.tasks[key].model_dump(), base) for key in keys}
+    tasks = {key: _absolute_task(exp.tasks[key], base) for key in keys}
     if not getattr(method, "spans_tasks", False):
         return [(key, task, {}) for key, task in tasks.items()]
-    return [("+".join(keys), {"type": "multi_task", "data": {}}, tasks)]
+    return [("+".join(keys), None, tasks)]
 
 
 def _trains(method, kind: str, stages: list) -> bool:
@@ -229,23 +269,26 @@ def stage_prefix(stages: list[dict]) -> str:
 
 
 def _content_hash(arm: Arm, source: str, base: Path) -> str:
+    # The specs as the plain data they were hashed as before Arm was typed, so hashes stay the same.
+    task = arm.task.model_dump() if arm.task is not None else SPANNING_TASKS
     identity = {
         "v": HASH_VERSION,
         "method": arm.method,
-        "params": arm.params,
+        "params": arm.params.model_dump(mode="json"),
         "model": models.model_fingerprint(source, base_dir=base),
-        "model_options": {k: arm.model[k] for k in ("dtype", "kind", "trust_remote_code")},
-        "task": _task_identity(arm.task),
-        "data": data_identity(arm.task),
-        "columns": arm.task["data"].get("columns"),
+        "model_options": arm.model.model_dump(include={"dtype", "kind", "trust_remote_code"}),
+        "task": _task_identity(task),
+        "data": data_identity(task),
+        "columns": task["data"].get("columns"),
         "budget": budget_identity(arm.budget, arm.stages),
     }
     if arm.tasks:  # an arm spanning tasks: each task's spec and data identity
+        spanned = {key: t.model_dump() for key, t in arm.tasks.items()}
         identity["tasks"] = {
-            key: [_task_identity(t), data_identity(t), t["data"].get("columns")] for key, t in arm.tasks.items()
+            key: [_task_identity(t), data_identity(t), t["data"].get("columns")] for key, t in spanned.items()
         }
-    if decides_arm(arm.model["kind"], arm.task, bool(arm.golden_sets)):  # decoder label scoring only
-        identity["label_scoring"] = ScoringRule.of_task(arm.task).as_dict()
+    if decides_arm(arm.model.kind, task, bool(arm.golden_sets)):  # decoder label scoring only
+        identity["label_scoring"] = ScoringRule.of_task(task).as_dict()
     if arm.stages:  # only arms with stages: the hashes of all other arms stay as they were
         identity["stages"] = arm.stages
     if arm.golden_sets:  # golden results are part of an arm's result: rescore when a set changes
@@ -267,7 +310,7 @@ def _dedupe_names(arms: list[Arm]) -> None:
     stage_text = [_stage_params_text(arm, arms) for arm in arms]  # from the names before any renaming
     for i, arm in enumerate(arms):
         if seen[arm.name] > 1:
-            extra = ", ".join(f"{k}={v}" for k, v in sorted(arm.params.items())) + stage_text[i]
+            extra = ", ".join(f"{k}={v}" for k, v in sorted(arm.params.model_dump(mode="json").items())) + stage_text[i]
             object.__setattr__(arms[i], "name", f"{arm.name} ({extra})")
 
 

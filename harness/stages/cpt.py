@@ -36,18 +36,18 @@ class ContinualPretraining(Stage):
         found = source_problem(params.get("corpus") or self.Params().corpus, base_dir)
         return ("corpus", *found) if found else None
 
-    def steps_for(self, params: dict, budget) -> int | None:
-        if not params.get("tokens"):
+    def steps_for(self, params: Params, budget) -> int | None:
+        if not params.tokens:
             return None
-        return math.ceil(params["tokens"] / (budget.batch_size * budget.max_seq_len))
+        return math.ceil(params.tokens / (budget.batch_size * budget.max_seq_len))
 
-    def train(self, ctx: StageContext, params: dict) -> StageOutcome:
+    def train(self, ctx: StageContext, params: Params) -> StageOutcome:
         from harness.data.corpus import load_documents, pack
         from harness.errors import HarnessError
         from harness.training import loop
 
         block = ctx.budget.max_seq_len
-        blocks = pack(ctx.tokenizer, load_documents(params["corpus"], ctx.base_dir, key="stages.cpt.corpus"), block)
+        blocks = pack(ctx.tokenizer, load_documents(params.corpus, ctx.base_dir, key="stages.cpt.corpus"), block)
         if not blocks:
             raise HarnessError(
                 f"cpt corpus '{params['corpus']}' holds less than one block of {block} tokens",
@@ -59,7 +59,7 @@ class ContinualPretraining(Stage):
             ids = torch.tensor([blocks[i] for i in indices])
             return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}, ids.numel()
 
-        lr = params["lr"] if params["lr"] is not None else ctx.method_lr
+        lr = params.lr if params.lr is not None else ctx.method_lr
         consumed, curve = loop.train(
             ctx.model,
             n_examples=len(blocks),

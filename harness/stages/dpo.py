@@ -51,16 +51,16 @@ class DPO(Stage):
                 raise ValueError(f"unknown DPO loss_type '{value}'; {did_you_mean(value, LOSS_TYPES)}")
             return value
 
-    def trainer(self, ctx: StageContext, params: dict, items: list[dict], callbacks=()):
+    def trainer(self, ctx: StageContext, params: Params, items: list[dict], callbacks=()):
         from datasets import Dataset
         from trl import DPOConfig, DPOTrainer
 
         args = common.trl_args(
             DPOConfig,
             ctx,
-            params["lr"],
-            beta=params["beta"],
-            loss_type=[params["loss_type"]],
+            params.lr,
+            beta=params.beta,
+            loss_type=[params.loss_type],
             max_length=ctx.budget.max_seq_len,
             train_sampling_strategy="sequential",
             precompute_ref_log_probs=False,
@@ -76,7 +76,7 @@ class DPO(Stage):
             callbacks=list(callbacks),
         )
 
-    def train(self, ctx: StageContext, params: dict) -> StageOutcome:
+    def train(self, ctx: StageContext, params: Params) -> StageOutcome:
         items = ctx.pairs(ctx.steps * ctx.budget.batch_size)
         progress = common.Progress("dpo", ctx.on_step, {"loss": "dpo_loss", "rewards/margins": "dpo_train_margin"})
         trainer = self.trainer(ctx, params, items, [progress])

@@ -34,33 +34,33 @@ class GRPO(Stage):
         def _rewards(cls, value):
             return rewards_list(value)
 
-    def train(self, ctx: StageContext, params: dict) -> StageOutcome:
+    def train(self, ctx: StageContext, params: Params) -> StageOutcome:
         from datasets import Dataset
         from trl import GRPOConfig, GRPOTrainer
 
         from harness.stages.rewards import as_trl
 
         knobs = ctx.budget.alignment
-        group, per_step = params["group_size"], knobs.prompts_per_step
+        group, per_step = params.group_size, knobs.prompts_per_step
         items = ctx.pairs(ctx.steps * per_step)
-        rewards = [as_trl(entry, ctx) for entry in params["rewards"]]
+        rewards = [as_trl(entry, ctx) for entry in params.rewards]
         keys = {"loss": "grpo_loss", "reward": "grpo_reward", "kl": "grpo_kl", "completions/mean_length": "grpo_len"}
         progress = common.Progress("grpo", ctx.on_step, keys)
         args = common.trl_args(
             GRPOConfig,
             ctx,
-            params["lr"],
+            params.lr,
             per_device=group * per_step,
             accum=1,
             num_generations=group,
-            beta=params["kl_coef"],
+            beta=params.kl_coef,
             max_completion_length=knobs.max_completion_len,
             temperature=knobs.temperature,
             shuffle_dataset=False,
             log_completions=False,
         )
         data = Dataset.from_list([{"prompt": i["prompt"], "target": i["target"], "labels": i["labels"]} for i in items])
-        ref = None if common.is_peft(ctx.model) or not params["kl_coef"] else common.frozen_copy(ctx.model)
+        ref = None if common.is_peft(ctx.model) or not params.kl_coef else common.frozen_copy(ctx.model)
         trainer = GRPOTrainer(
             model=ctx.model,
             reward_funcs=rewards,

@@ -11,7 +11,7 @@ class ORPO(Stage):
     description = "odds-ratio preference optimisation, no reference model (TRL experimental)"
     Params = StageParams
 
-    def train(self, ctx: StageContext, params: dict) -> StageOutcome:
+    def train(self, ctx: StageContext, params: StageParams) -> StageOutcome:
         from datasets import Dataset
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
 
@@ -20,8 +20,8 @@ class ORPO(Stage):
         args = common.trl_args(
             ORPOConfig,
             ctx,
-            params["lr"],
-            beta=params["beta"],
+            params.lr,
+            beta=params.beta,
             max_length=ctx.budget.max_seq_len,
             train_sampling_strategy="sequential",
         )

@@ -48,7 +48,7 @@ class StageContext:
     held_out: list[dict] = field(default_factory=list)  # held-out pairs (test split), budget.alignment.eval_pairs
     arm_dir: Path | None = None  # the arm's folder in the run: what a stage keeps (a reward model)
     model_dir: Path | None = None  # the arm's base model folder (a reward model is built from it)
-    method_params: dict = field(default_factory=dict)  # the arm's resolved method params
+    method_params: Params | None = None  # the arm's method's validated Params
 
     @property
     def steps(self) -> int:
@@ -72,14 +72,16 @@ class Stage(Plugin):
     applies_to: ClassVar[frozenset[str]] = frozenset({"causal_lm"})
     preference: ClassVar[bool] = True  # a preference stage: its reference is the model before it
 
-    def train(self, ctx: StageContext, params: dict) -> StageOutcome:
+    def train(self, ctx: StageContext, params: Params) -> StageOutcome:
+        """Train ctx.model for ctx.steps; `params` is this stage's validated Params (`params.beta`)."""
         raise NotImplementedError
 
     def problem(self, params: dict, base_dir: Path) -> tuple[str, str, str] | None:
-        """(param key, problem, fix) found at `harness validate` beyond the Params types (a missing file)."""
+        """(param key, problem, fix) found at `harness validate` beyond the Params types (a missing
+        file); `params` are the keys as the user gave them."""
         return None
 
-    def steps_for(self, params: dict, budget) -> int | None:
+    def steps_for(self, params: Params, budget) -> int | None:
         """Steps the params ask for (cpt's token budget); None: budget.stage_steps / max_steps."""
         return None
 

@@ -43,7 +43,7 @@ class RewardModelStage(Stage):
             None, ge=0, description="RewardConfig.center_rewards_coefficient: pulls the mean reward to 0"
         )
 
-    def train(self, ctx: StageContext, params: dict) -> StageOutcome:
+    def train(self, ctx: StageContext, params: Params) -> StageOutcome:
         from datasets import Dataset
         from trl import RewardConfig, RewardTrainer
 
@@ -55,9 +55,9 @@ class RewardModelStage(Stage):
         args = common.trl_args(
             RewardConfig,
             ctx,
-            params["lr"] if params["lr"] is not None else ctx.method_lr,
+            params.lr if params.lr is not None else ctx.method_lr,
             max_length=ctx.budget.max_seq_len,
-            center_rewards_coefficient=params["center_rewards"],
+            center_rewards_coefficient=params.center_rewards,
             train_sampling_strategy="sequential",
         )
         data = Dataset.from_list([{k: i[k] for k in ("prompt", "chosen", "rejected")} for i in items])
@@ -184,19 +184,19 @@ class RewardScorer:
         return out
 
 
-def reward_model_folder(params: dict, ctx) -> Path:
+def reward_model_folder(params, ctx) -> Path:
     """The saved reward model a `reward_model` reward names: the arm the plan resolved (a sibling
     folder of this arm's, in the same run) or a path (absolute after the plan)."""
-    if params.get("arm"):
+    if params.arm:
         if ctx is None or ctx.arm_dir is None:
             raise HarnessError(
-                f"reward model of arm '{params['model']}' is reachable only from an arm folder of the same run",
+                f"reward model of arm '{params.model}' is reachable only from an arm folder of the same run",
                 key="rewards.reward_model",
                 fix="run with the local executor, or give the path of its saved reward_model folder",
             )
-        folder = ctx.arm_dir.parent / params["arm"] / FOLDER
+        folder = ctx.arm_dir.parent / params.arm / FOLDER
     else:
-        folder = Path(params["model"])
+        folder = Path(params.model)
     if not (folder / "config.json").is_file():
         raise HarnessError(
             f"no saved reward model at {folder}",

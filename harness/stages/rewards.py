@@ -29,7 +29,7 @@ class Reward(Plugin):
     arm_param: ClassVar[str | None] = None  # a parameter that may name an earlier arm (whose output it reads)
 
     def __init__(self, params: dict | None = None):
-        self.params = self.Params.model_validate(params or {}).model_dump(mode="json")
+        self.params = self.Params.model_validate(params or {})  # typed: a reward reads self.params.x
 
     def __call__(self, completion: str, target: str, labels: list[str] | None = None) -> float:
         raise NotImplementedError
@@ -133,7 +133,7 @@ def normalize_rewards(entries: list) -> list:
             out.append(name)
             continue
         try:
-            out.append({name: REWARDS.get(name)(given).params})
+            out.append({name: REWARDS.get(name)(given).params.model_dump(mode="json")})
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(p) for p in first["loc"])

@@ -51,23 +51,23 @@ class RFT(Stage):
         def _rewards(cls, value):
             return rewards_list(value)
 
-    def train(self, ctx: StageContext, params: dict) -> StageOutcome:
+    def train(self, ctx: StageContext, params: Params) -> StageOutcome:
         from harness.data.order import order_digest
         from harness.stages.rewards import build_rewards
         from harness.training.consumed import Consumed
 
         start = time.perf_counter()
-        rounds = params["rounds"]
+        rounds = params.rounds
         steps = [ctx.steps // rounds + (r < ctx.steps % rounds) for r in range(rounds)]
-        per_round = [params["prompts"] or max(s, 1) * ctx.budget.batch_size for s in steps]
+        per_round = [params.prompts or max(s, 1) * ctx.budget.batch_size for s in steps]
         items = ctx.pairs(sum(per_round))
-        rewards = build_rewards(params["rewards"], ctx)
-        lr = params["lr"] if params["lr"] is not None else ctx.method_lr
+        rewards = build_rewards(params.rewards, ctx)
+        lr = params.lr if params.lr is not None else ctx.method_lr
         total = Consumed(planned_steps=ctx.steps)
         curves, rounds_done, hashes, sampled_rewards, kept_count = {"rft_loss": []}, [], [], [], 0
         for r, (round_steps, count) in enumerate(zip(steps, per_round)):
             prompts = items[sum(per_round[:r]) : sum(per_round[:r]) + count]
-            samples = sample(ctx, prompts, params["samples"], seed=ctx.budget.seed + r)
+            samples = sample(ctx, prompts, params.samples, seed=ctx.budget.seed + r)
             kept, log = [], []
             for item, group in zip(prompts, samples):
                 texts = [s["text"] for s in group]
@@ -76,7 +76,7 @@ class RFT(Stage):
                     n = len(texts)
                     got = reward.score(texts, [item["prompt"]] * n, [item["target"]] * n, [item["labels"]] * n)
                     scores = [a + float(b) for a, b in zip(scores, got)]
-                best = best_above(scores, params["threshold"])
+                best = best_above(scores, params.threshold)
                 sampled_rewards += scores
                 log.append({"id": item["id"], "completions": texts, "rewards": scores, "kept": best})
                 if best is not None:

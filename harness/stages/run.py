@@ -11,14 +11,16 @@ from harness.config.schema import Budget
 from harness.data.order import order_digest
 from harness.data.preference import task_pairs
 from harness.eval.preference_metrics import PreferenceProbe
+from harness.plugins import Params
 from harness.stages.registry import StageContext, get_stage
 from harness.training.consumed import Consumed
 
 
-def stage_budget(budget: Budget, name: str, params: dict | None = None) -> Budget:
+def stage_budget(budget: Budget, name: str, params: Params | None = None) -> Budget:
     """The arm's budget with max_steps set to this stage's steps: what its params ask for (cpt's
     token budget), else budget.stage_steps, else max_steps."""
-    steps = get_stage(name).steps_for(params or {}, budget) or budget.stage_steps.get(name, budget.max_steps)
+    stage = get_stage(name)
+    steps = stage.steps_for(params or stage.Params(), budget) or budget.stage_steps.get(name, budget.max_steps)
     return budget.model_copy(update={"max_steps": steps})
 
 
@@ -54,9 +56,10 @@ def run_stages(
     base_dir: Path | None = None,
     arm_dir: Path | None = None,
     model_dir: Path | None = None,
-    method_params: dict | None = None,
+    method_params: Params | None = None,
 ):
-    """-> (Consumed, curves, metrics, ci). `stages` is the arm's resolved list of {name, params}."""
+    """-> (Consumed, curves, metrics, ci). `stages` is the arm's resolved list of {name, params};
+    each stage receives its params validated by its own Params model."""
     max_len = budget.max_seq_len
 
     def pairs(count: int) -> list[dict]:
@@ -72,9 +75,10 @@ def run_stages(
     with tempfile.TemporaryDirectory(prefix="harness-stage-") as tmp:
         for spec in stages:
             stage = get_stage(spec["name"])
+            params = stage.Params.model_validate(spec["params"])
             if stage.preference and probe is not None and probe.snapshot is None:
                 probe.take_snapshot(model)  # the reference of the arm's preference metrics
-            sb = stage_budget(budget, spec["name"], spec["params"])
+            sb = stage_budget(budget, spec["name"], params)
             if emit:
                 emit("phase", phase=f"train {spec['name']}", total=sb.max_steps)
             on_step = (lambda s, t, loss: emit("step", step=s, total=t, loss=round(loss, 4))) if emit else None
@@ -94,9 +98,9 @@ def run_stages(
                 held_out=held_out,
                 arm_dir=arm_dir,
                 model_dir=model_dir,
-                method_params=method_params or {},
+                method_params=method_params,
             )
-            outcome = stage.train(ctx, spec["params"])
+            outcome = stage.train(ctx, params)
             parts.append((spec["name"], outcome.consumed))
             curves.update({k: v for k, v in outcome.curves.items() if v})
             metrics.update(outcome.metrics)

@@ -17,11 +17,11 @@ class SFT(Stage):
     class Params(Params):
         lr: float | None = Field(None, gt=0, description="learning rate; default: the arm's (method's) lr")
 
-    def train(self, ctx: StageContext, params: dict) -> StageOutcome:
+    def train(self, ctx: StageContext, params: Params) -> StageOutcome:
         from harness.training import get_objective
 
         objective = get_objective(ctx.method.objective_for(ctx.kind))
-        lr = params["lr"] if params["lr"] is not None else ctx.method_lr
+        lr = params.lr if params.lr is not None else ctx.method_lr
         consumed, curve = objective.train(
             ctx.model, ctx.tokenizer, ctx.train, ctx.task, ctx.budget, lr, on_step=ctx.on_step
         )
