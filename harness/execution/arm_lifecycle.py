@@ -7,7 +7,6 @@ them, and so every arm really runs the evaluation its hash names (planning.plan)
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from harness.execution.arm_common import arm_summary, emit, seed_everything
 from harness.execution.provenance import evaluation_provenance, provenance
 from harness.methods import ArmContext, get_method
 from harness.planning.plan import Arm
+from harness.results.arm_folder import PREDICTIONS, write_predictions
 from harness.results.arm_result import ArmResult, now
 from harness.training import checkpoint
 from harness.training.distributed import is_main_process
@@ -306,7 +306,7 @@ class ArmLifecycle:
                 **provenance(self.model_dir, task),
                 **evaluation_provenance(self.kind, task, self.arm.budget.eval_precision),
             },
-            artifacts={"predictions": "predictions.jsonl"},
+            artifacts={"predictions": PREDICTIONS},
             started_at=self.started,
             finished_at=now(),
             golden=done.golden,
@@ -314,6 +314,4 @@ class ArmLifecycle:
 
     def write_predictions(self, key: str, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
-        with open(folder / "predictions.jsonl", "w", encoding="utf-8") as fh:
-            for row in self.evaluated[key].rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        write_predictions(folder, self.evaluated[key].rows)
