@@ -23,6 +23,8 @@ from harness.tasks import encoder_head
 from harness.tasks import objective_name as objective_for_task
 from harness.training import checkpoint, get_objective
 from harness.training.devices import is_main_process
+from harness.training.fsdp import evaluable
+from harness.training.saving import FOLDER, save_full_model
 
 
 def execute_arm(arm, out_dir: Path):
@@ -122,6 +124,7 @@ def execute_arm(arm, out_dir: Path):
             on_step=lambda step, total, loss: emit("step", step=step, total=total, loss=round(loss, 4)),
             checkpoint_dir=out_dir / checkpoint.FOLDER,
         )
+    model = evaluable(model)  # an FSDP-trained model: its plain copy, gathered to rank 0
     if not is_main_process():
         return None  # a multi-device arm: rank 0 evaluates and writes, the other ranks are done
     model.eval()
@@ -129,6 +132,8 @@ def execute_arm(arm, out_dir: Path):
     clock.start("save")
     out_dir.mkdir(parents=True, exist_ok=True)
     saved = _save_trained_part(model, out_dir, method) if objective_name != "none" else None
+    if objective_name != "none" and saved is None and arm.budget.save == "full":
+        saved = save_full_model(model, tokenizer, out_dir)  # a full fine-tune, when asked to keep it
     trained_bytes = profile.saved_mb(model, out_dir / saved.name if saved else None, trained=objective_name != "none")
     if general is not None:
         clock.start("forgetting_after")
@@ -177,7 +182,7 @@ def execute_arm(arm, out_dir: Path):
     artifacts = {"predictions": "predictions.jsonl"}
     checkpoint.discard(out_dir / checkpoint.FOLDER)  # finished: the result is what a rerun reuses
     if saved:
-        artifacts["adapter"] = saved.name
+        artifacts["adapter" if saved.name != FOLDER else "model"] = saved.name
     cost = {
         **peaks,
         **counts,
