@@ -49,6 +49,8 @@ def main(argv: list[str]) -> int:
     except Exception as err:  # the arm fails; the runner goes on with the others
         failed = True
         message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
+        if world_size() > 1:  # a collective error here may be another rank's failure: log.txt has all
+            message += f" (rank 0 of {world_size()}; every rank's output is in log.txt)"
         (out_dir / "traceback.txt").write_text(traceback.format_exc())
         result = ArmResult(
             arm=arm_summary(arm),
