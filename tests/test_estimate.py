@@ -203,3 +203,26 @@ def test_plan_prints_the_minimum_detectable_difference_from_eval_examples(write_
     assert first in notes[0] and "Holm correction over 3 pairs" in notes[0]  # seeds do not multiply the pairs
     result = CliRunner().invoke(app, ["plan", str(path)])
     assert result.exit_code == 0 and "sensitivity on" in result.output and expected in result.output
+
+
+def test_a_7b_full_fine_tune_fits_80_gb_per_gpu_only_sharded_over_8(monkeypatch):
+    """The done-when of issue 25: `harness plan experiments/encoder_vs_decoder.gpu.yaml --set
+    budget.devices=8 --set budget.strategy=fsdp` gives the 7B full fine-tune's memory per GPU, with
+    and without activation checkpointing, under 80 GB; on one GPU it cannot fit (16 bytes/param)."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    path = REPO / "experiments" / "encoder_vs_decoder.gpu.yaml"
+    one = {e.arm: e for e in estimate_arms(load_experiment(path, check_sources=False))}["full_ft · mistral"]
+    sharded = load_experiment(path, check_sources=False, overrides=["budget.devices=8", "budget.strategy=fsdp"])
+    by_arm = {e.arm: e for e in estimate_arms(sharded)}
+    full = by_arm["full_ft · mistral"]
+    assert one.memory_gib["bf16"] > 100  # fp32 master weights, gradients and AdamW: ~108 GiB on one GPU
+    assert full.memory_gib["bf16"] < 80e9 / 2**30 and full.other_checkpointing_gib["bf16"] < full.memory_gib["bf16"]
+    assert full.memory_gib["bf16"] < one.memory_gib["bf16"] / 6  # sharded eight ways, plus a gathered block
+    assert by_arm["qlora · mistral"].memory_gib["4bit"] is not None  # budget-wide fsdp leaves QLoRA on ddp
+    result = CliRunner().invoke(
+        app,
+        ["plan", str(path), "--set", "budget.devices=8", "--set", "budget.strategy=fsdp"],
+        env={"COLUMNS": "250", "HF_HUB_OFFLINE": "1"},
+    )
+    assert result.exit_code == 0, result.output
+    assert "per device of 8 (fsdp)" in result.output and "act. ckpt on" in result.output

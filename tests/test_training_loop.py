@@ -203,10 +203,82 @@ def test_devices_and_precision_in_the_plan(write_experiment):
         load_experiment(write_experiment([{**arms[0], "method": "qlora", "devices": 2, "strategy": "fsdp"}]))
     assert "does not train under FSDP" in str(err.value) and "strategy: ddp" in str(err.value)
 
+    # activation checkpointing is part of the budget identity away from its default (false);
+    # the process-group timeout never changes a result
+    def hash_with(**keys) -> str:
+        return plan(load_experiment(write_experiment(arms[:1], budget=keys)))[0].hash
 
-def test_fsdp_configuration_shards_a_full_fine_tune():
-    from harness.training.distributed import fsdp_plugin
+    assert hash_with(gradient_checkpointing=False) == hash_with(dist_timeout_s=60) == base.hash
+    assert hash_with(gradient_checkpointing=True) != base.hash
 
-    plugin = fsdp_plugin()
-    assert plugin.fsdp_version == 2 and plugin.reshard_after_forward is True
-    assert plugin.auto_wrap_policy is not None
+
+def _train_tiny_llama(model_dir, **changes):
+    """A 3-step full fine-tune of the tiny Llama on fixed token rows, in this process."""
+    from harness import models
+
+    torch.manual_seed(0)
+    model = models.load_model(model_dir, "causal_lm")
+    rows = torch.randint(3, model.config.vocab_size, (16, 24), generator=torch.Generator().manual_seed(1))
+
+    def make_batch(indices):
+        ids = rows[indices]
+        return {"input_ids": ids, "labels": ids}, ids.numel()
+
+    consumed, curve = loop.train(
+        model,
+        n_examples=16,
+        ids=[str(i) for i in range(16)],
+        make_batch=make_batch,
+        budget=budget(max_steps=3, batch_size=4, grad_accum=2, **changes),
+        lr=1e-3,
+        loss_items=lambda t: int(t["input_ids"].numel()),
+    )
+    return model, consumed, curve, rows[:2]
+
+
+def test_fsdp_at_world_size_one_trains_as_one_device_and_evaluates_a_plain_model(llama):
+    """The sharded path in this process (a one-rank gloo group): every parameter a DTensor during
+    training, the same losses as unsharded training, and afterwards a plain model gathered from
+    the full state dict that evaluates in fp32 and in bf16 (the hooked module could not: issue 25)."""
+    from torch.distributed.fsdp import FSDPModule
+
+    from harness.eval.precision import for_evaluation
+    from harness.training.fsdp import evaluable
+
+    _, model_dir = llama
+    plain, _, curve, rows = _train_tiny_llama(model_dir)
+    sharded, consumed, sharded_curve, _ = _train_tiny_llama(model_dir, strategy="fsdp")
+    assert [loss for _, loss in sharded_curve] == pytest.approx([loss for _, loss in curve], abs=1e-6)
+    (rank,) = consumed.extra["devices"]["ranks"]
+    assert rank["blocks"] == 2 and rank["unsharded_params"] == 0 and rank["min_fraction"] == 1.0
+    assert isinstance(sharded, FSDPModule) and not torch.distributed.is_initialized()  # the group is gone
+    gathered = evaluable(sharded)
+    assert gathered is not sharded and not isinstance(gathered, FSDPModule)
+    for name, param in gathered.named_parameters():
+        assert type(param) is torch.nn.Parameter and param.device.type == "cpu", name
+    with torch.no_grad():
+        expected = plain(input_ids=rows).logits
+        torch.testing.assert_close(gathered(input_ids=rows).logits, expected, rtol=1e-5, atol=1e-5)
+        in_bf16 = for_evaluation(gathered, "bf16")
+        assert {p.dtype for p in in_bf16.parameters()} == {torch.bfloat16}
+        torch.testing.assert_close(in_bf16(input_ids=rows).logits.float(), expected, rtol=0.05, atol=0.1)
+
+
+def test_activation_checkpointing_keeps_the_losses_and_saves_fewer_activations(llama):
+    """budget.gradient_checkpointing: per-block recomputation. Measured by the bytes autograd saves
+    for the backward pass during training (what activation memory is), not by wall time or RSS."""
+    _, model_dir = llama
+    saved = {}
+    for on in (False, True):
+        total = [0]
+
+        def pack(tensor, total=total):
+            total[0] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            model, _, curve, _ = _train_tiny_llama(model_dir, gradient_checkpointing=on)
+        saved[on] = (total[0], curve)
+        assert model.model.gradient_checkpointing is on  # transformers' per-block switch
+    assert [loss for _, loss in saved[True][1]] == pytest.approx([loss for _, loss in saved[False][1]], abs=1e-6)
+    assert saved[True][0] < 0.7 * saved[False][0]

@@ -272,6 +272,22 @@ class Budget(Strict):
         description="optimizer steps between checkpoints inside an arm (0: none); "
         "default: every 10% of steps for arms of more than 200 steps",
     )
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="activation checkpointing per transformer block: recompute each block's activations "
+        "in the backward pass instead of keeping them (less memory, about a third more compute)",
+    )
+    dist_timeout_s: float = Field(
+        default=300,
+        gt=0,
+        description="seconds a rank of a multi-device (or FSDP) arm waits in a collective before the "
+        "arm fails (a lost or crashed rank stops the others after this, not after NCCL's 10 minutes)",
+    )
+    save: Literal["none", "full"] = Field(
+        default="none",
+        description="what a full fine-tune keeps: none, or full (its trained weights as sharded "
+        "safetensors loadable by transformers.from_pretrained); adapters are always kept",
+    )
 
     @model_validator(mode="after")
     def _divisible(self):

@@ -27,6 +27,8 @@ from harness.results.arm_folder import PREDICTIONS, write_predictions
 from harness.results.arm_result import ArmResult, now
 from harness.training import checkpoint
 from harness.training.distributed import is_main_process
+from harness.training.fsdp import evaluable
+from harness.training.saving import save_full_model
 
 
 @dataclass
@@ -185,6 +187,7 @@ class ArmLifecycle:
         self.clock.start("train")
         seed_everything(self.arm.seed)  # dropout masks: the same stream for every arm
         self.trained = self.shape.train(self) if self.trains else Trained()
+        self.model = evaluable(self.model)  # an FSDP-trained model: its plain copy, gathered to rank 0
 
     def save(self) -> None:
         """What was trained, in the precision it trained in, and forgetting measured on it; both
@@ -194,6 +197,8 @@ class ArmLifecycle:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         path = self.out_dir / "adapter"
         self.saved = path if self.trains and self.method.save(self.model, path) else None
+        if self.trains and self.saved is None and self.arm.budget.save == "full":
+            self.saved = save_full_model(self.model, self.tokenizer, self.out_dir)  # a full fine-tune, when asked
         self.saved_mb = profile.saved_mb(self.model, self.saved, trained=self.trains)
         if self.general is not None:
             self.clock.start("forgetting_after")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.execution.arm_common import arm_summary, emit
+from harness.execution.launch import die_with_parent, owner_alive
 from harness.execution.multi_task_arm import execute_multi_task
 from harness.execution.single_task_arm import execute_arm
 from harness.planning.plan import Arm
@@ -24,6 +25,9 @@ from harness.training.distributed import is_main_process, world_size
 
 
 def main(argv: list[str]) -> int:
+    die_with_parent()  # under torchrun each rank is torchrun's child: it goes when torchrun goes
+    if not owner_alive():  # the runner died before this process could ask to die with it
+        return 1
     arm = Arm.from_json(Path(argv[0]).read_text())
     out_dir = Path(argv[1])
     os.environ["HARNESS_ARM_DIR"] = str(out_dir.resolve())  # recorded in the result's placement
@@ -35,14 +39,18 @@ def main(argv: list[str]) -> int:
     if world_size() > 1:
         _join_devices()
         if not is_main_process():  # trains its share; rank 0 alone evaluates and writes result.json
-            _run_body(arm, out_dir)
+            _run_body(arm, out_dir)  # an exception exits non-zero: torchrun then stops every rank
             return 0
+    failed = False
     try:
         result = _run_body(arm, out_dir)
     except KeyboardInterrupt:
         return 130
     except Exception as err:  # the arm fails; the runner goes on with the others
+        failed = True
         message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
+        if world_size() > 1:  # a collective error here may be another rank's failure: log.txt has all
+            message += f" (rank 0 of {world_size()}; every rank's output is in log.txt)"
         (out_dir / "traceback.txt").write_text(traceback.format_exc())
         result = ArmResult(
             arm=arm_summary(arm),
@@ -51,9 +59,14 @@ def main(argv: list[str]) -> int:
             finished_at=now(),
             artifacts={"traceback": "traceback.txt"},
         )
+    if not owner_alive():  # a run that was killed: its arm folder is no one's to write any more
+        print("the run that started this arm is gone; its result is not written", file=sys.stderr)
+        return 1
     result.write(out_dir / "result.json")
     emit("done", status=result.status)
-    return 0
+    # Several ranks: a non-zero exit makes torchrun stop the others, which may be waiting in a
+    # collective for this one (the runner still reads the `failed` result written above).
+    return 1 if failed and world_size() > 1 else 0
 
 
 def _run_body(arm, out_dir: Path):

@@ -77,17 +77,35 @@ class Finished:
     extra: dict = field(default_factory=dict)
 
 
-try:  # loaded here, not in the child: between fork and exec the child only makes the one call
+try:  # loaded at import, not in the child: between fork and exec the child only makes the one call
     _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 except (OSError, AttributeError):  # not Linux
     _PRCTL = None
 
+OWNER_ENV = "HARNESS_ARM_OWNER"  # pid of the process that started the arm: the one its result is for
+STOP_GRACE_S = 10
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: the kernel kills the arm when the process that started it
-    dies (a Ray worker killed by SIGKILL, a lost node), so no orphan keeps a device busy."""
+
+def die_with_parent() -> None:
+    """The kernel kills this process when the one that started it dies (a Ray worker killed by
+    SIGKILL, a lost node, a runner killed by the OOM killer): run before exec in the arm process,
+    and again by every torchrun rank, so no orphan keeps a device busy or writes into a dead run."""
     if _PRCTL is not None:
         _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def owner_alive() -> bool:
+    """Whether the process that started this arm is still there (True when it did not say who it is)."""
+    owner = os.environ.get(OWNER_ENV, "")
+    if not owner.isdigit():
+        return True
+    try:
+        os.kill(int(owner), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def arm_environment(overrides: dict[str, str]) -> dict[str, str]:
@@ -117,8 +135,8 @@ def run_arm_process(
             stderr=log,
             text=True,
             bufsize=1,
-            env=distributed_environment(devices, env),
-            preexec_fn=_die_with_parent,
+            env=distributed_environment(devices, {**env, OWNER_ENV: str(os.getpid())}),
+            preexec_fn=die_with_parent,
         )
         if on_start:
             on_start(proc)
@@ -130,10 +148,13 @@ def run_arm_process(
         return proc.wait()
 
 
-def stop(proc: subprocess.Popen) -> None:
-    """After Ctrl-C (which a terminal also sends to the arm): give it a moment to exit, then make sure."""
+def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """Stop a running arm: SIGTERM (torchrun passes it to its ranks and waits for them), then
+    SIGKILL after grace_s (its ranks then die with it: die_with_parent)."""
+    if proc.poll() is None:
+        proc.terminate()
     try:
-        proc.wait(timeout=10)
+        proc.wait(timeout=grace_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()

@@ -215,8 +215,9 @@ class Runner:
     def _finish(self, done: Finished, arm_dir: Path) -> list[ArmResult]:
         """The arm's result.json when its process ended well, else a `failed` result saying why."""
         arm, result_path = done.arm, arm_dir / "result.json"
-        if done.returncode == 0 and result_path.is_file():
-            result = ArmResult.read(result_path)
+        written = ArmResult.read(result_path) if result_path.is_file() else None
+        if written is not None and (done.returncode == 0 or written.status == "failed"):
+            result = written  # a multi-device arm that failed exits non-zero after writing why
         else:
             error = done.error or _exit_reason(done.returncode, arm_dir / "log.txt")
             result = ArmResult(

@@ -16,6 +16,7 @@ from harness.stages.run import run_stages
 from harness.tasks import encoder_head
 from harness.tasks import objective_name as objective_for_task
 from harness.training import checkpoint, get_objective
+from harness.training.saving import FOLDER as FULL_MODEL
 
 
 class SingleTask:
@@ -99,7 +100,7 @@ class SingleTask:
         life.write_predictions(key, life.out_dir)
         result = life.task_result(key)
         if life.saved:
-            result.artifacts["adapter"] = life.saved.name
+            result.artifacts["adapter" if life.saved.name != FULL_MODEL else "model"] = life.saved.name
         return result
 
 

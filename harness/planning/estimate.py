@@ -5,7 +5,8 @@ weights) from its config and wrapped by the arm's method, so parameter counts ar
 Memory is an estimate: weights + gradients + AdamW states + activations at the budget's
 micro-batch and max_seq_len, for an fp32, a bf16 and a 4-bit (NF4, double-quantized) base.
 Activations follow Korthikanti et al. (2022) per layer, every layer kept for the backward pass
-(no gradient checkpointing), plus the fp32 logits a causal-LM loss needs.
+unless `budget.gradient_checkpointing`, plus the fp32 logits a causal-LM loss needs. Figures are
+per device: `budget.devices` splits the micro-batch, and FSDP the weights and training state.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from harness.eval.profile import parameter_counts
 from harness.methods import ArmContext, get_method
 from harness.planning.plan import plan
 from harness.tasks import encoder_head, num_labels
+from harness.training.fsdp import transformer_blocks
 
 # Public config values of known hub checkpoints, so `plan` works offline for them when the HF
 # cache has no config.json (values as published on their model cards' config.json).
@@ -75,10 +77,11 @@ KNOWN_CONFIGS["FacebookAI/roberta-large"] = KNOWN_CONFIGS["roberta-large"]
 
 # Bytes per parameter by base precision: frozen Linear weights of the body (what bitsandbytes
 # quantizes), other frozen weights (embeddings, norms, heads), trainable ones (and their grads
-# and each of AdamW's two states). NF4 + double quant: 4 bits + ~0.127 bits of scales.
+# and each of AdamW's two states): fp32 whatever the base, as the loop keeps fp32 master weights
+# (harness.training.mixed_precision). NF4 + double quant: 4 bits + ~0.127 bits of scales.
 PRECISIONS = {
     "fp32": {"linear": 4.0, "other": 4.0, "trainable": 4.0, "activation": 4},
-    "bf16": {"linear": 2.0, "other": 2.0, "trainable": 2.0, "activation": 2},
+    "bf16": {"linear": 2.0, "other": 2.0, "trainable": 4.0, "activation": 2},
     "4bit": {"linear": (4 + 0.127) / 8, "other": 2.0, "trainable": 4.0, "activation": 2},
 }
 HEAD_NAMES = ("lm_head", "classifier", "score", "qa_outputs", "heads")
@@ -94,6 +97,7 @@ class Estimate:
     total: int
     trained: bool
     memory_gib: dict[str, float | None] = field(default_factory=dict)
+    other_checkpointing_gib: dict[str, float | None] = field(default_factory=dict)  # the other setting
 
     @property
     def trainable_pct(self) -> float:
@@ -184,7 +188,14 @@ def wrapped_meta_model(
     return wrapped
 
 
-def memory_gib(model, config, budget: Budget, kind: str, trained: bool) -> dict[str, float | None]:
+def memory_gib(
+    model, config, budget: Budget, kind: str, trained: bool, *, checkpointing: bool | None = None
+) -> dict[str, float | None]:
+    """GiB per device. With `budget.devices` k each device takes micro-batch / k examples; under
+    FSDP (`budget.strategy`) each holds 1/k of the weights, gradients and AdamW state plus the
+    unsharded block it computes (the next one prefetched, its gradient reduced in fp32). With
+    activation checkpointing (`checkpointing`, default budget.gradient_checkpointing) a layer keeps
+    only its input, and one layer's activations exist at a time while it is recomputed."""
     body_linear, other, trainable = 0, 0, 0
     for name, module in model.named_modules():
         for pname, p in module.named_parameters(recurse=False):
@@ -196,13 +207,18 @@ def memory_gib(model, config, budget: Budget, kind: str, trained: bool) -> dict[
                 body_linear += p.numel()
             else:
                 other += p.numel()
-    micro = budget.batch_size // budget.grad_accum
+    checkpointing = budget.gradient_checkpointing if checkpointing is None else checkpointing
+    devices = budget.devices if trained else 1
+    shards = devices if trained and budget.strategy == "fsdp" else 1
+    micro = budget.batch_size // budget.grad_accum // devices
     s, h = budget.max_seq_len, config.hidden_size
     layers, heads = config.num_hidden_layers, config.num_attention_heads
     ffn_ratio = getattr(config, "intermediate_size", 4 * h) / (4 * h)
     # Korthikanti et al.: 34·s·b·h + 5·a·s²·b bytes per layer in 16-bit; 19 of the 34 are the MLP's.
     per_layer_16bit = s * micro * h * (15 + 19 * ffn_ratio) + 5 * heads * s * s * micro
+    kept_16bit = per_layer_16bit * layers if not checkpointing else 2 * s * micro * h * layers + per_layer_16bit
     logits = micro * s * config.vocab_size * 4 * 2 if kind == "causal_lm" else 0
+    block = max((sum(p.numel() for p in b.parameters()) for b in transformer_blocks(model)), default=0)
     out: dict[str, float | None] = {}
     for name, b in PRECISIONS.items():
         if name == "4bit" and trained and getattr(model, "harness_trains_base", False):
@@ -210,8 +226,10 @@ def memory_gib(model, config, budget: Budget, kind: str, trained: bool) -> dict[
             continue
         weights = body_linear * b["linear"] + other * b["other"] + trainable * b["trainable"]
         train = trainable * b["trainable"] * 3  # gradients + AdamW exp_avg + exp_avg_sq
-        activations = per_layer_16bit * layers * b["activation"] / 2 + logits
-        out[name] = round((weights + (train + activations if trained else 0)) / 2**30, 6)
+        activations = kept_16bit * b["activation"] / 2 + logits
+        unsharded = block * (2 * b["activation"] + 4) if shards > 1 else 0  # gathered block x2, fp32 grads
+        state = (weights + (train if trained else 0)) / shards + unsharded
+        out[name] = round((state + (activations if trained else 0)) / 2**30, 6)
     return out
 
 
@@ -250,6 +268,9 @@ def estimate_arms(experiment) -> list[Estimate]:
                 total=int(counts["total_params"]),
                 trained=trained,
                 memory_gib=memory_gib(model, config, arm.budget, kind, trained),
+                other_checkpointing_gib=memory_gib(
+                    model, config, arm.budget, kind, trained, checkpointing=not arm.budget.gradient_checkpointing
+                ),
             )
         )
     return estimates
@@ -269,18 +290,25 @@ def plan_table(estimates: list[Estimate], budget: Budget):
     from rich.table import Table
 
     micro = budget.batch_size // budget.grad_accum
-    table = Table(title=f"plan: training memory at micro-batch {micro} x {budget.max_seq_len} tokens (estimate)")
-    for col in ("arm", "model", "trainable", "total", "trainable %", "fp32 GiB", "bf16 GiB", "4-bit GiB"):
+    where = f", per device of {budget.devices} ({budget.strategy})" if budget.devices > 1 else ""
+    ckpt = "on" if budget.gradient_checkpointing else "off"
+    other = "bf16 GiB, act. ckpt " + ("off" if budget.gradient_checkpointing else "on")
+    table = Table(
+        title=f"plan: training memory at micro-batch {micro} x {budget.max_seq_len} tokens{where}, "
+        f"activation checkpointing {ckpt} (estimate)"
+    )
+    for col in ("arm", "model", "trainable", "total", "trainable %", "fp32 GiB", "bf16 GiB", "4-bit GiB", other):
         table.add_column(col, justify="left" if col in ("arm", "model") else "right")
     for e in estimates:
         mem = ["n/a" if e.memory_gib[p] is None else f"{e.memory_gib[p]:.2f}" for p in PRECISIONS]
+        mem.append("-" if not e.trained else f"{e.other_checkpointing_gib['bf16']:.2f}")
         table.add_row(
             safe(e.arm),
             safe(e.model),
             f"{e.trainable:,}",
             f"{e.total:,}",
             f"{e.trainable_pct:.4f}",
-            *(mem if e.trained else [m + " (inference)" for m in mem]),
+            *(mem if e.trained else [m + " (inference)" for m in mem[:-1]] + ["-"]),
         )
     return table
 

@@ -18,6 +18,7 @@ from harness.eval import precision
 from harness.eval.scoring_rule import ScoringRule, decides_arm
 from harness.methods import get_method
 from harness.naming import seed_name
+from harness.planning.validation import UNSHARDED_METHODS
 from harness.plugins import Params
 from harness.stages import normalize_stages
 from harness.stages.rewards import arm_references
@@ -209,19 +210,22 @@ def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=Non
             update[key] = getattr(spec, key)
     if not trains:
         update["devices"] = 1
+    if not trains or stages or (spec is not None and spec.method in UNSHARDED_METHODS):
+        update["strategy"] = "ddp"  # a budget-wide fsdp: these arms are not sharded (checks refuses it per arm)
     return exp.budget.model_copy(update=update)
 
 
 # Budget keys added after results existed, left out of the hash at their default so earlier arms
 # keep their hashes (and are reused). correction re-tests, never retrains; checkpoint_every
 # never changes a result: both always left out.
-_NEUTRAL_AT = {"precision": "auto", "devices": 1, "strategy": "ddp"}
-_NEVER_HASHED = {"seeds", "correction", "checkpoint_every"}
+_NEUTRAL_AT = {"precision": "auto", "devices": 1, "strategy": "ddp", "gradient_checkpointing": False, "save": "none"}
+_NEVER_HASHED = {"seeds", "correction", "checkpoint_every", "dist_timeout_s"}
 
 
 def budget_identity(budget: Budget, stages: list | None) -> dict:
-    """What of the budget enters an arm's hash: all of it but `seeds`, `correction` and
-    `checkpoint_every`; the training-precision and device keys only away from their defaults;
+    """What of the budget enters an arm's hash: all of it but `seeds`, `correction`,
+    `checkpoint_every` and `dist_timeout_s`; the training-precision, device, activation-checkpointing
+    and save keys only away from their defaults;
     the stage budgets only for arms with stages (so adding a DPO arm keeps every other arm's hash)."""
     identity = {
         k: v

@@ -256,12 +256,15 @@ def _check_arm(exp, i, arm, kinds, fail, lines, file) -> None:
     _check_devices(exp, i, arm, fail)
 
 
+# Methods whose model FSDP does not shard: a 4-bit base (bitsandbytes) and the shared-encoder model.
+UNSHARDED_METHODS = ("qlora", "multi_task")
+
+
 def _check_devices(exp, i, arm, fail) -> None:
-    """One arm across devices: the micro-batch splits evenly, stages stay on one device, FSDP is
-    for full fine-tuning (adapters train under DDP)."""
+    """One arm across devices: the micro-batch splits evenly, stages stay on one device, an arm's
+    own `strategy: fsdp` names a method FSDP can shard."""
     budget = exp.budget
     devices = arm.devices or budget.devices
-    strategy = arm.strategy or budget.strategy
     where = ("arms", i, "devices") if arm.devices else ("budget", "devices")
     micro = budget.batch_size // budget.grad_accum
     if micro % devices:
@@ -273,9 +276,9 @@ def _check_devices(exp, i, arm, fail) -> None:
         )
     if devices > 1 and arm.stages:
         fail(where, "arms with `stages:` train on one device", "set `devices: 1` on this arm")
-    if devices > 1 and strategy == "fsdp" and arm.method in ("qlora", "multi_task"):
+    if arm.strategy == "fsdp" and arm.method in UNSHARDED_METHODS:  # budget-wide fsdp leaves them on ddp
         fail(
-            ("arms", i, "strategy") if arm.strategy else ("budget", "strategy"),
+            ("arms", i, "strategy"),
             f"method '{arm.method}' does not train under FSDP (a 4-bit or shared-encoder model is not sharded)",
             "use `strategy: ddp` for this arm: each device holds a copy and only gradients are exchanged",
         )

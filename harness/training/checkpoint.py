@@ -11,8 +11,10 @@ truncated copy) is skipped for the one before it, with a warning.
 
 from __future__ import annotations
 
+import io
 import os
 import random
+import shutil
 import warnings
 from pathlib import Path
 
@@ -49,6 +51,22 @@ def rng_state() -> dict:
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
+
+
+def rng_state_bytes() -> bytes:
+    """rng_state() serialised, for sending to rank 0: torch 2.13's all_gather_object cannot
+    unpickle the tensors inside (AttributeError: UntypedStorage has no attribute dtype)."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(rng_state(), buffer)
+    return buffer.getvalue()
+
+
+def rng_state_from_bytes(blob: bytes) -> dict:
+    import torch
+
+    return torch.load(io.BytesIO(blob), weights_only=True)
 
 
 def set_rng_state(state: dict) -> None:
@@ -103,7 +121,10 @@ def load_latest(folder: Path) -> dict | None:
 
 def discard(folder: Path) -> None:
     """A finished arm keeps no checkpoints: its result is what a rerun reuses."""
-    for path in list(folder.glob("step-*.pt")) + list(folder.glob(".step-*.tmp")):
-        path.unlink(missing_ok=True)
+    for path in list(folder.glob("step-*")) + list(folder.glob(".step-*.tmp")):
+        if path.is_dir():  # an FSDP arm's sharded checkpoint (harness.training.sharded_checkpoint)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()

@@ -3,7 +3,9 @@ few collectives the loop needs (a no-op on one device).
 
 An arm with `devices: k > 1` runs as k processes under torchrun (harness.execution.launch); here
 each finds its rank from the environment torchrun sets. On CPU accelerate only goes distributed
-(gloo) when told, so the launcher sets ACCELERATE_USE_CPU=1 (ANCHORS).
+(gloo) when told, so the launcher sets ACCELERATE_USE_CPU=1 (ANCHORS). The process group is joined
+here, with budget.dist_timeout_s, before accelerate sees it. FSDP is not accelerate's: see
+harness.training.fsdp.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import os
 
 from harness.config.schema import Budget
 from harness.errors import HarnessError
+from harness.training.fsdp import ensure_process_group
 from harness.training.mixed_precision import accelerate_mixed_precision, resolve_precision
 
 
@@ -42,26 +45,9 @@ def make_accelerator(budget: Budget):
             key="budget.precision",
             fix="use bf16 (CPUs with AVX512-BF16 or AMX run it natively) or fp32 on CPU",
         )
-    kwargs = {}
-    if world_size() > 1 and budget.strategy == "fsdp":
-        kwargs["fsdp_plugin"] = fsdp_plugin()
-    return Accelerator(
-        cpu=not torch.cuda.is_available(), mixed_precision=accelerate_mixed_precision(precision), **kwargs
-    )
-
-
-def fsdp_plugin():
-    """FSDP2, fully sharded: weights, gradients and optimizer state split over the ranks (how a
-    7B full fine-tune fits: 16 bytes per parameter / k). Each transformer block is its own unit."""
-    from accelerate.utils import FullyShardedDataParallelPlugin
-
-    return FullyShardedDataParallelPlugin(
-        fsdp_version=2,
-        reshard_after_forward=True,
-        auto_wrap_policy="transformer_based_wrap",
-        state_dict_type="FULL_STATE_DICT",
-        cpu_ram_efficient_loading=False,
-    )
+    if world_size() > 1 or budget.strategy == "fsdp":
+        ensure_process_group(budget.dist_timeout_s)  # before accelerate, which then uses it
+    return Accelerator(cpu=not torch.cuda.is_available(), mixed_precision=accelerate_mixed_precision(precision))
 
 
 def all_ranks_sum(accelerator, values: list[float]) -> list[float]:
@@ -93,38 +79,12 @@ def gather_from_ranks(accelerator, obj) -> list:
     return gathered
 
 
-def release(accelerator, wrapped) -> None:
+def release() -> None:
     """After training: every rank waits for the others, then the process group ends, so rank 0
     evaluates alone and the other ranks exit instead of waiting on a collective that would time
-    out. An FSDP-sharded model is gathered back whole on every rank first."""
-    if accelerator.num_processes == 1:
-        return
+    out. (An FSDP-trained model was gathered to rank 0 before: harness.training.fsdp.)"""
     import torch
 
-    if accelerator.distributed_type.name == "FSDP":
-        full = accelerator.get_state_dict(wrapped)  # collective; the full state on rank 0
-        _unshard_in_place(accelerator, wrapped, full)
-    accelerator.wait_for_everyone()
-    torch.distributed.destroy_process_group()
-
-
-def _unshard_in_place(accelerator, wrapped, full: dict) -> None:
-    """Replace FSDP2's sharded parameters by plain tensors holding the full values on rank 0, so
-    the same module object evaluates like an unsharded one after the process group is gone."""
-    import torch
-
-    module = accelerator.unwrap_model(wrapped)
-    if accelerator.process_index != 0:
-        return
-    with torch.no_grad():
-        for name, param in list(module.named_parameters()):
-            owner, leaf = _owner(module, name)
-            value = full[name] if name in full else param.full_tensor()
-            setattr(owner, leaf, torch.nn.Parameter(value.to(accelerator.device), requires_grad=param.requires_grad))
-
-
-def _owner(module, dotted: str):
-    *path, leaf = dotted.split(".")
-    for part in path:
-        module = getattr(module, part)
-    return module, leaf
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()

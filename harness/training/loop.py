@@ -3,9 +3,11 @@
 Hand-written (like peft's method comparison) so nothing about it differs between methods:
 AdamW, warmup + schedule, gradient accumulation, clipping, budget stops, the seeded example
 order and the consumed-budget record. accelerate supplies what one device lacks: mixed
-precision (harness.training.mixed_precision), DDP/FSDP across the arm's devices
-(harness.training.distributed) and the fp16 loss scaler. Checkpoints (harness.training.checkpoint)
-let a killed arm go on from its last one.
+precision (harness.training.mixed_precision), DDP across the arm's devices (harness.training.distributed)
+and the fp16 loss scaler. FSDP is torch's FSDP2, applied here (harness.training.fsdp); activation
+checkpointing is transformers' (harness.training.activations). Checkpoints
+(harness.training.checkpoint, sharded under FSDP: harness.training.sharded_checkpoint) let a
+killed arm go on from its last one.
 
 Several example streams (tasks) share the loop; `next_batch(step) -> (stream, its step)` says
 which one feeds each optimizer step (round-robin by default; one stream for a single-task arm).
@@ -20,7 +22,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,10 +29,12 @@ from typing import Callable
 
 from harness.config.schema import Budget
 from harness.data.order import example_order, order_digest
-from harness.training import checkpoint
+from harness.training import checkpoint, fsdp, sharded_checkpoint
+from harness.training.activations import enable_activation_checkpointing
 from harness.training.consumed import Consumed
 from harness.training.distributed import all_ranks_max, all_ranks_sum, gather_from_ranks, make_accelerator, release
-from harness.training.mixed_precision import upcast_trainable
+from harness.training.fsdp import plain_skeleton
+from harness.training.mixed_precision import resolve_precision, upcast_trainable
 
 # make_batch(indices) -> (tensors for model(**batch) including labels, trained-on token count)
 MakeBatch = Callable[[list[int]], tuple[dict, int]]
@@ -107,7 +110,17 @@ def train_streams(
         raise RuntimeError(f"a micro-batch of {micro} examples cannot be split over {world} devices")
     share = micro // world
 
-    upcast_trainable(model)  # fp32 master weights whatever the dtype the base was loaded in
+    if budget.gradient_checkpointing:
+        enable_activation_checkpointing(model)  # per block, before sharding wraps the blocks
+    sharded = budget.strategy == "fsdp"  # FSDP2 at any world size, 1 included: the same code path
+    skeleton, blocks = None, 0
+    if sharded:
+        if param_groups is not None:
+            raise RuntimeError("FSDP shards one model's parameters; an arm with parameter groups uses ddp")
+        skeleton = plain_skeleton(model) if rank == 0 else None  # what rank 0 evaluates after training
+        blocks = fsdp.shard(model, resolve_precision(budget.precision))
+    else:
+        upcast_trainable(model)  # fp32 master weights whatever the dtype the base was loaded in
     groups = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
     if not groups:
         raise RuntimeError("the method left no trainable parameters")
@@ -119,18 +132,19 @@ def train_streams(
     curves: dict[str, list] = {k: [] for k in keys}
     first_step, seconds_before = 0, 0.0
     every = checkpoint.interval(budget, total) if checkpoint_dir else 0
-    if every and world > 1 and budget.strategy == "fsdp":
-        # A sharded model's state needs torch.distributed.checkpoint; not written yet.
-        warnings.warn("checkpoints are not written under FSDP yet; this arm restarts from step 0 if killed")
-        every = 0
-    saved = checkpoint.load_latest(checkpoint_dir) if checkpoint_dir else None
+    checkpoints = {"written": 0, "seconds": 0.0, "mb": 0.0}  # their cost, reported for FSDP arms
+    saved = None
+    if checkpoint_dir and sharded:
+        saved = sharded_checkpoint.load_latest(checkpoint_dir, world)
+    elif checkpoint_dir:
+        saved = checkpoint.load_latest(checkpoint_dir)
     if saved:
-        first_step, seconds_before = _restore(saved, model, optimizer, scheduler, consumed, curves, rank)
+        first_step, seconds_before = _restore(saved, model, optimizer, scheduler, consumed, curves, rank, sharded)
     trained = {k: [streams[k].ids[i] for i in orders[k][: consumed[k].examples]] for k in keys}
 
-    if world > 1:  # DDP or FSDP: the wrapped model syncs gradients; `model` stays the plain module
+    if world > 1 and not sharded:  # DDP: the wrapped model syncs gradients; `model` stays the plain module
         wrapped, optimizer = accelerator.prepare(model, optimizer)
-    else:
+    else:  # one device, or FSDP: the sharded model reduce-scatters its own gradients
         wrapped, optimizer = model, accelerator.prepare(optimizer)
     if saved and saved.get("scaler") and accelerator.scaler is not None:
         accelerator.scaler.load_state_dict(saved["scaler"])
@@ -151,7 +165,9 @@ def train_streams(
         if items == 0:
             raise RuntimeError(f"step {step + 1} has no target tokens left after truncation; raise budget.max_seq_len")
         consumed[key].tokens += int(tokens)
-        step_loss = backward_step(accelerator, wrapped, stream, [(t, n) for t, n, _ in micro_batches], items)
+        step_loss = backward_step(
+            accelerator, wrapped, stream, [(t, n) for t, n, _ in micro_batches], items, sync_each=sharded
+        )
         step_loss = all_ranks_sum(accelerator, [step_loss])[0] if world > 1 else step_loss
         if not math.isfinite(step_loss):
             where = f"of task '{key}' " if len(keys) > 1 else ""
@@ -176,39 +192,44 @@ def train_streams(
                 c.stopped_early, c.stop_reason = True, reason
             break
         if every and (step + 1) % every == 0 and step + 1 < total:
-            _save(
-                checkpoint_dir,
-                step + 1,
-                accelerator,
-                model,
-                optimizer,
-                scheduler,
-                consumed,
-                curves,
-                seconds_before + time.perf_counter() - start,
-            )
+            seconds = seconds_before + time.perf_counter() - start
+            cost = _save(checkpoint_dir, step + 1, accelerator, model, optimizer, scheduler, consumed, curves, seconds)
+            if cost:
+                checkpoints = {"written": checkpoints["written"] + 1, **{k: checkpoints[k] + cost[k] for k in cost}}
     for key in keys:
         consumed[key].seconds = round(consumed[key].seconds, 3)
         consumed[key].order_hash = order_digest(trained[key])
-    release(accelerator, wrapped)
+    if sharded or world > 1:
+        ranks = gather_from_ranks(accelerator, fsdp.rank_report(model, optimizer, blocks))
+        for c in consumed.values():
+            c.extra["devices"] = {"world_size": world, "strategy": budget.strategy, "ranks": ranks}
+            if sharded and checkpoints["written"]:
+                c.extra["devices"]["checkpoints"] = {k: round(v, 3) for k, v in checkpoints.items()}
+    if sharded:
+        fsdp.gather(model, skeleton, accelerator.device)  # before the group goes: evaluation needs it
+    release()
     model.eval()
     return consumed, curves
 
 
-def backward_step(accelerator, wrapped, stream: Stream, micro_batches: list[tuple[dict, int]], items: float) -> float:
+def backward_step(
+    accelerator, wrapped, stream: Stream, micro_batches: list[tuple[dict, int]], items: float, sync_each: bool = False
+) -> float:
     """Forward and backward over one optimizer step's micro-batches (this rank's), gradients
     normalised by the step's `items` over all micro-batches and ranks. Returns this rank's part of
-    the step's loss (the ranks' parts add up to the step's loss)."""
+    the step's loss (the ranks' parts add up to the step's loss). DDP syncs once per step (no_sync
+    on the others: it keeps full-size gradients anyway); FSDP (`sync_each`) reduce-scatters every
+    micro-batch, so only gradient shards accumulate."""
     world, step_loss = accelerator.num_processes, 0.0
     for m, (tensors, n_items) in enumerate(micro_batches):
         last = m == len(micro_batches) - 1
-        with nullcontext() if last or world == 1 else accelerator.no_sync(wrapped):  # sync once per step
+        with nullcontext() if last or world == 1 or sync_each else accelerator.no_sync(wrapped):
             with accelerator.autocast():
                 loss = wrapped(
                     **stream.forward_kwargs, **{k: v.to(accelerator.device) for k, v in tensors.items()}
                 ).loss
             # The model's loss is a mean over this micro-batch's n_items; weigh it by its share of
-            # the step's items. DDP averages gradients over ranks, hence x world.
+            # the step's items. DDP and FSDP average gradients over ranks, hence x world.
             share_of_step = n_items / items
             accelerator.backward(loss * (share_of_step * world) * stream.weight)
             step_loss += loss.item() * share_of_step
@@ -248,35 +269,40 @@ class BatcherObjective:
         )
 
 
-def _save(folder, step, accelerator, model, optimizer, scheduler, consumed, curves, seconds) -> None:
-    rng = gather_from_ranks(accelerator, checkpoint.rng_state())  # a collective: every rank calls it
-    if accelerator.process_index != 0:
-        return
-    checkpoint.save(
-        folder,
-        step,
-        {
-            "trainable": checkpoint.trainable_state(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "rng": rng,
-            "seconds": seconds,
-            "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-            "consumed": {k: c.to_dict() for k, c in consumed.items()},
-            "curves": curves,
-        },
-    )
+def _save(folder, step, accelerator, model, optimizer, scheduler, consumed, curves, seconds) -> dict | None:
+    """Write checkpoint `step`: one file from rank 0, or under FSDP every rank's shards (DCP).
+    Returns the sharded checkpoint's cost (seconds, MB), else None."""
+    blobs = gather_from_ranks(accelerator, checkpoint.rng_state_bytes())  # a collective: every rank calls it
+    rank = accelerator.process_index
+    payload = {
+        "scheduler": scheduler.state_dict(),
+        "rng": [checkpoint.rng_state_from_bytes(blob) for blob in blobs] if rank == 0 else [],
+        "seconds": seconds,
+        "scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+        "consumed": {k: c.to_dict() for k, c in consumed.items()},
+        "curves": curves,
+        "world_size": accelerator.num_processes,
+    }
+    if fsdp.is_sharded(model):
+        return sharded_checkpoint.save(folder, step, model, optimizer, payload, rank)
+    if rank == 0:
+        trainable = {"trainable": checkpoint.trainable_state(model), "optimizer": optimizer.state_dict()}
+        checkpoint.save(folder, step, {**trainable, **payload})
+    return None
 
 
-def _restore(saved: dict, model, optimizer, scheduler, consumed, curves, rank: int) -> tuple[int, float]:
+def _restore(saved: dict, model, optimizer, scheduler, consumed, curves, rank: int, sharded: bool) -> tuple[int, float]:
     """Load a checkpoint into the loop's objects; returns (first step, seconds already trained)."""
     import torch
 
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in saved["trainable"].items():
-            params[name].copy_(value)
-    optimizer.load_state_dict(saved["optimizer"])
+    if sharded:
+        sharded_checkpoint.restore(saved["path"], model, optimizer)
+    else:
+        params = dict(model.named_parameters())
+        with torch.no_grad():
+            for name, value in saved["trainable"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     checkpoint.set_rng_state(saved["rng"][rank])
     for key, record in saved["consumed"].items():
