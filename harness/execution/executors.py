@@ -9,7 +9,10 @@ from harness.execution.local_pool import LocalPool
 EXECUTORS = ("local", "ray")
 
 
-def make_executor(experiment, *, name: str | None = None, jobs: int | None = None, address: str | None = None):
+def make_executor(
+    experiment, *, name: str | None = None, jobs: int | None = None, address: str | None = None, fresh: bool = False
+):
+    """fresh (--force): arms start at step 0, whatever checkpoints a storage holds for them."""
     spec = experiment.executor
     name = name or spec.name
     source = experiment.source_file or "the experiment file"
@@ -27,8 +30,17 @@ def make_executor(experiment, *, name: str | None = None, jobs: int | None = Non
             "--jobs sets the local pool's size; a Ray cluster runs as many arms as its GPUs and CPUs allow",
             fix="drop --jobs, or use --executor local",
         )
+    from pathlib import Path
+
+    from harness.execution.arm_storage import resolve_location
     from harness.execution.ray_executor import RayExecutor
 
+    base = Path(experiment.source_file).parent if experiment.source_file else Path.cwd()
     return RayExecutor(
-        address=address or spec.address, cpus_per_arm=spec.cpus_per_arm, max_retries=spec.max_retries, source=source
+        address=address or spec.address,
+        cpus_per_arm=spec.cpus_per_arm,
+        max_retries=spec.max_retries,
+        storage=resolve_location(spec.storage, base) if spec.storage else None,
+        fresh=fresh,
+        source=source,
     )

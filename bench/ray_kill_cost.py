@@ -1,0 +1,163 @@
+"""What a killed Ray worker costs an arm: with `executor.storage` (the retry resumes from the newest
+stored checkpoint) against without it (the retry starts at step 0), on the tests' tiny Llama.
+
+    python bench/ray_kill_cost.py [--steps 60] [--every 5] [--kill-at 40] [--rounds 1]
+
+One two-node local cluster (1 CPU per node); each scenario is a fresh driver running one LoRA arm of
+`--steps` steps with a checkpoint every `--every`:
+
+- uninterrupted (with storage);
+- killed, storage: the Ray worker running the arm is SIGKILLed once checkpoint `--kill-at` is stored;
+- killed, no storage: killed once the same checkpoint is in the arm's scratch folder (today).
+
+Seconds lost to the kill = the driver's wall time minus the uninterrupted one: the steps since the
+last checkpoint, the new worker's start-up and the resume (or, without storage, every step again).
+The load average is printed beside every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.conftest import experiment_dict, sentiment_rows  # noqa: E402
+from tests.tiny_models import build_tiny_models  # noqa: E402
+
+
+def load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+def write_inputs(folder: Path, steps: int, every: int, storage: Path | None) -> Path:
+    models = build_tiny_models(folder / "models")
+    data = folder / "data"
+    data.mkdir()
+    for split, n, seed in (("train", 64, 1), ("test", 16, 2)):
+        (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows(n, seed)))
+    experiment = experiment_dict(
+        models,
+        data,
+        [{"method": "lora", "model": "llama", "lr": 1e-3}],
+        budget={"max_steps": steps, "checkpoint_every": every, "eval_precision": "fp32"},
+    )
+    experiment["executor"] = {"name": "ray", **({"storage": str(storage)} if storage else {})}
+    path = folder / "experiment.yaml"
+    path.write_text(yaml.safe_dump(experiment, sort_keys=False))
+    return path
+
+
+def arm_process(scratch: list[Path]) -> psutil.Process | None:
+    for proc in psutil.process_iter(["cmdline"]):
+        line = " ".join(proc.info["cmdline"] or [])
+        if "harness.execution.arm_process" in line and any(str(s) in line for s in scratch):
+            return proc
+    return None
+
+
+def scenario(path: Path, address: str, watch: list[Path] | None, scratch: list[Path], kill_at: int) -> dict:
+    before = load()
+    start = time.perf_counter()
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(path), "--address", address, "--no-track", "--force"],
+        cwd=path.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    killed_after = None
+    if watch is not None:
+        name = f"step-{kill_at:08d}.pt"
+        while not any(folder.glob(f"**/{name}") for folder in watch):
+            if driver.poll() is not None:
+                sys.exit("the arm ended before the checkpoint to kill at; lower --kill-at")
+            time.sleep(0.02)
+        proc = arm_process(scratch)
+        killed_after = round(time.perf_counter() - start, 1)
+        os.kill(proc.ppid(), signal.SIGKILL)
+    output, _ = driver.communicate()
+    wall = time.perf_counter() - start
+    if driver.returncode != 0:
+        sys.exit(f"harness run failed ({driver.returncode}):\n{output[-3000:]}")
+    run_dir = sorted(p for p in (path.parent / "reports" / "tiny").iterdir() if p.name != "latest")[-1]
+    (arm,) = json.loads((run_dir / "results.json").read_text())["arms"]
+    return {
+        "wall_s": round(wall, 1),
+        "killed_after_s": killed_after,
+        "resumed_from_step": (arm["consumed"]["extra"] or {}).get("resumed_from_step"),
+        "attempt": arm["provenance"]["placement"].get("attempt"),
+        "train_s": arm["consumed"]["seconds"],
+        "load_before": before,
+        "load_after": load(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--every", type=int, default=5)
+    parser.add_argument("--kill-at", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=1)
+    options = parser.parse_args()
+
+    from ray.cluster_utils import Cluster
+
+    work = Path(tempfile.mkdtemp(prefix="kill-cost-"))
+    session = tempfile.mkdtemp(prefix="rk", dir="/tmp")
+    os.makedirs(os.path.join(tempfile.gettempdir(), "ray"), exist_ok=True)
+    scratch = [work / "scratch-head", work / "scratch-worker"]
+    for folder in scratch:
+        folder.mkdir()
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            "num_cpus": 1,
+            "include_dashboard": False,
+            "temp_dir": session,
+            "env_vars": {"HARNESS_SCRATCH": str(scratch[0])},
+        },
+    )
+    cluster.add_node(num_cpus=1, temp_dir=session, env_vars={"HARNESS_SCRATCH": str(scratch[1])})
+    cluster.wait_for_nodes(timeout=300)
+    storage = work / "shared"
+    with_storage = write_inputs(work / "with", options.steps, options.every, storage)
+    without = write_inputs(work / "without", options.steps, options.every, None)
+    rows = []
+    try:
+        for round_ in range(options.rounds):
+            for name, path, watch in (
+                ("uninterrupted", with_storage, None),
+                ("killed, storage", with_storage, [storage]),
+                ("killed, no storage (before)", without, scratch),
+            ):
+                row = {
+                    "round": round_,
+                    "scenario": name,
+                    **scenario(path, cluster.address, watch, scratch, options.kill_at),
+                }
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    finally:
+        cluster.shutdown()
+    for round_ in range(options.rounds):
+        base = next(r["wall_s"] for r in rows if r["round"] == round_ and r["scenario"] == "uninterrupted")
+        lost = {
+            r["scenario"]: round(r["wall_s"] - base, 1) for r in rows if r["round"] == round_ and r["killed_after_s"]
+        }
+        print(json.dumps({"round": round_, "seconds_lost_to_the_kill": lost}))
+
+
+if __name__ == "__main__":
+    main()
