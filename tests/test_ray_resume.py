@@ -21,6 +21,7 @@ import psutil
 import pytest
 
 from harness.execution.arm_storage import ArmStorage
+from harness.execution.ray_task import fresh_scratch
 from tests.executor_plugins import install_plugins
 from tests.test_runner import results_of, run_cli
 
@@ -56,6 +57,20 @@ def test_a_ray_client_address_is_refused_in_one_sentence(write_experiment, tmp_p
     result = run_cli(path, "--executor", "ray", "--address", "ray://127.0.0.1:10001", "--no-track", cwd=tmp_path)
     assert result.exit_code == 2, result.output
     assert "Ray Client (ray://) is not supported" in result.output and "--address auto" in result.output
+
+
+@pytest.mark.parametrize("storage", ["nosuchscheme://bucket/arms", "{tmp}/a-file/arms"])
+def test_a_storage_that_cannot_be_written_is_one_sentence_before_anything_runs(write_experiment, tmp_path, storage):
+    (tmp_path / "a-file").write_text("not a folder")
+    storage = storage.format(tmp=tmp_path)
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}],
+        edit=lambda d: d.update(executor={"name": "ray", "storage": storage}),
+    )
+    result = run_cli(path, "--address", "127.0.0.1:1", "--no-track", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert f"executor.storage: {storage} cannot be written" in result.output, result.output
+    assert "Traceback" not in result.output
 
 
 def test_storage_keeps_the_newest_complete_checkpoints_and_hands_them_back(tmp_path):
@@ -102,6 +117,16 @@ def test_an_interrupted_upload_leaves_the_previous_checkpoint_whole(tmp_path, mo
         storage.upload("abc", second)
     assert storage.checkpoints("abc") == ["step-00000002.pt"]
     assert not [p for p in (tmp_path / "store" / "abc" / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_a_new_attempt_deletes_the_scratch_folder_a_killed_attempt_of_its_arm_left(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_SCRATCH", str(tmp_path))
+    killed = fresh_scratch("0123456789abcdef", 0)
+    (killed / "checkpoints").mkdir()
+    other_arm = fresh_scratch("fedcba9876543210", 0)
+    retry = fresh_scratch("0123456789abcdef", 0)
+    assert retry.is_dir() and not killed.exists()
+    assert other_arm.is_dir()  # another arm's folder, perhaps running: left alone
 
 
 # ---------------------------------------------------------------------------- the cluster
@@ -196,6 +221,43 @@ def same_training(one: dict, other: dict) -> None:
     assert one["curves"]["train_loss"] == other["curves"]["train_loss"]
 
 
+def same_budget_within_ddp_tolerance(one: dict, other: dict) -> None:
+    """One device against k: the identical budget, losses and forgetting within tests/test_scale_out.py's
+    DDP tolerance (the sums of k ranks are added in another order)."""
+    for key in ("steps", "examples", "tokens", "order_hash"):
+        assert one["consumed"][key] == other["consumed"][key], key
+    for (s1, l1), (s2, l2) in zip(one["curves"]["train_loss"], other["curves"]["train_loss"], strict=True):
+        assert s1 == s2 and abs(l1 - l2) <= 1e-4
+    assert abs(one["metrics"]["forgetting"] - other["metrics"]["forgetting"]) <= 1e-4
+
+
+def checkpointed_arm(write_experiment, storage: Path) -> Path:
+    """One LoRA arm of 40 steps with a checkpoint every 2, its state kept in `storage`."""
+    return write_experiment(
+        [{"method": "lora", "model": "llama", "lr": 1e-3}],
+        budget={"max_steps": 40, "checkpoint_every": 2, "eval_precision": "fp32"},
+        edit=lambda d: d.update(executor={"name": "ray", "storage": str(storage)}),
+    )
+
+
+def second_checkpoint(storage: Path) -> Path:
+    """Waits until the arm's second checkpoint is stored; returns the folder it is in."""
+    (first, *_) = wait_for(lambda: sorted(storage.glob("*/checkpoints/step-*.pt")), "a first checkpoint")
+    wait_for(lambda: len(list(first.parent.glob("step-*.pt"))) >= 2, "the second checkpoint")
+    return first.parent
+
+
+def newest_step(folder: Path) -> int:
+    return max(int(p.stem[len("step-") :]) for p in folder.glob("step-*.pt"))
+
+
+def equals_an_uninterrupted_run(resumed: dict, path: Path, cwd: Path) -> None:
+    local = run_cli(path, "--executor", "local", "--force", "--no-track", cwd=cwd)
+    assert local.exit_code == 0, local.output
+    _, uninterrupted = results_of(cwd)
+    same_training(resumed, uninterrupted["arms"][0])
+
+
 @pytest.mark.slow
 def test_no_more_arms_run_at_once_than_the_cluster_has_cpus(cluster, write_experiment, tmp_path, monkeypatch):
     address, _ = cluster
@@ -218,44 +280,15 @@ def test_no_more_arms_run_at_once_than_the_cluster_has_cpus(cluster, write_exper
 
 
 @pytest.mark.slow
-def test_an_arm_of_two_devices_runs_torchrun_with_two_ranks_on_one_node(cluster, write_experiment, tmp_path):
-    address, _ = cluster
-    # no dropout: its masks are drawn per rank, so they cannot match one device's (tests/test_scale_out.py)
-    lora = {"method": "lora", "model": "llama", "lr": 1e-3, "params": {"dropout": 0.0}}
-    path = write_experiment(
-        [{**lora, "name": "one_device"}, {**lora, "name": "two_devices", "devices": 2}],
-        budget={"max_steps": 3, "eval_precision": "fp32"},
-    )
-    result = run_cli(path, "--executor", "ray", "--address", address, "--no-track", cwd=tmp_path)
-    assert result.exit_code == 0, result.output
-    _, results = results_of(tmp_path)
-    one, two = results["arms"]
-    assert [one["status"], two["status"]] == ["ok", "ok"], [one["error"], two["error"]]
-    placement = two["provenance"]["placement"]
-    assert (placement["world_size"], placement["nodes"], placement["strategy"]) == (2, 1, "ddp")
-    assert (one["provenance"]["placement"]["world_size"], one["provenance"]["placement"]["strategy"]) == (1, None)
-    for key in ("steps", "examples", "tokens", "order_hash"):
-        assert one["consumed"][key] == two["consumed"][key], key
-    for (s1, l1), (s2, l2) in zip(one["curves"]["train_loss"], two["curves"]["train_loss"], strict=True):
-        assert s1 == s2 and abs(l1 - l2) <= 1e-4  # the DDP tolerance of tests/test_scale_out.py
-    assert abs(one["metrics"]["forgetting"] - two["metrics"]["forgetting"]) <= 1e-4
-
-
-@pytest.mark.slow
 def test_a_worker_killed_after_its_second_checkpoint_resumes_from_it(cluster, write_experiment, tmp_path):
     address, scratch = cluster
     storage = tmp_path / "shared"
-    path = write_experiment(
-        [{"method": "lora", "model": "llama", "lr": 1e-3}],
-        budget={"max_steps": 40, "checkpoint_every": 2, "eval_precision": "fp32"},
-        edit=lambda d: d.update(executor={"name": "ray", "storage": str(storage)}),
-    )
+    path = checkpointed_arm(write_experiment, storage)
     driver = start_driver(path, address, tmp_path)
     try:
-        stored = wait_for(lambda: sorted(storage.glob("*/checkpoints/step-*.pt")), "a first checkpoint")
-        wait_for(lambda: len(list(stored[0].parent.glob("step-*.pt"))) >= 2, "the second checkpoint")
+        stored = second_checkpoint(storage)
         (arm,) = wait_for(lambda: arm_processes(scratch), "the arm process")
-        killed_at = max(int(p.stem[len("step-") :]) for p in stored[0].parent.glob("step-*.pt"))
+        killed_at = newest_step(stored)
         os.kill(arm.ppid(), signal.SIGKILL)  # the Ray worker running the arm, mid-arm
         output, _ = driver.communicate(timeout=WAIT_S)
     finally:
@@ -267,29 +300,22 @@ def test_a_worker_killed_after_its_second_checkpoint_resumes_from_it(cluster, wr
     assert resumed["provenance"]["placement"]["attempt"] == 2
     assert resumed["consumed"]["extra"]["resumed_from_step"] >= killed_at >= 4
     assert not list(storage.glob("*/checkpoints/*"))  # a finished arm keeps nothing there
-
-    local = run_cli(path, "--executor", "local", "--force", "--no-track", cwd=tmp_path)  # uninterrupted
-    assert local.exit_code == 0, local.output
-    _, uninterrupted = results_of(tmp_path)
-    same_training(resumed, uninterrupted["arms"][0])
+    equals_an_uninterrupted_run(resumed, path, tmp_path)
 
 
 @pytest.mark.slow
 def test_a_killed_driver_rerun_resumes_the_arm_from_storage(cluster, write_experiment, tmp_path):
     address, scratch = cluster
     storage = tmp_path / "shared"
-    path = write_experiment(
-        [{"method": "lora", "model": "llama", "lr": 1e-3}],
-        budget={"max_steps": 40, "checkpoint_every": 2, "eval_precision": "fp32"},
-        edit=lambda d: d.update(executor={"name": "ray", "storage": str(storage)}),
-    )
+    path = checkpointed_arm(write_experiment, storage)
     driver = start_driver(path, address, tmp_path)
-    stored = wait_for(lambda: sorted(storage.glob("*/checkpoints/step-*.pt")), "a first checkpoint")
-    wait_for(lambda: len(list(stored[0].parent.glob("step-*.pt"))) >= 2, "the second checkpoint")
-    driver.kill()  # SIGKILL: Ray ends the driver's job, and the arm with its worker
-    driver.communicate()
+    try:
+        stored = second_checkpoint(storage)
+    finally:
+        driver.kill()  # SIGKILL: Ray ends the driver's job, and the arm with its worker
+        driver.communicate()
     wait_for(lambda: not arm_processes(scratch), "the killed run's arm process to end")
-    killed_at = max(int(p.stem[len("step-") :]) for p in stored[0].parent.glob("step-*.pt"))
+    killed_at = newest_step(stored)
 
     rerun = run_cli(path, "--address", address, "--no-track", cwd=tmp_path)
     assert rerun.exit_code == 0, rerun.output
@@ -298,32 +324,27 @@ def test_a_killed_driver_rerun_resumes_the_arm_from_storage(cluster, write_exper
     assert resumed["status"] == "ok", resumed["error"]
     assert resumed["consumed"]["extra"]["resumed_from_step"] == killed_at
     assert resumed["provenance"]["placement"]["attempt"] == 2
-
-    local = run_cli(path, "--executor", "local", "--force", "--no-track", cwd=tmp_path)
-    assert local.exit_code == 0, local.output
-    _, uninterrupted = results_of(tmp_path)
-    same_training(resumed, uninterrupted["arms"][0])
+    equals_an_uninterrupted_run(resumed, path, tmp_path)
 
 
 @pytest.mark.slow
-def test_an_arm_over_two_nodes_runs_one_rank_on_each(cluster, write_experiment, tmp_path):
+@pytest.mark.parametrize("nodes", [1, 2], ids=["two_devices_one_node", "two_nodes_one_rank_each"])
+def test_an_arm_of_two_devices_runs_torchrun_with_two_ranks(cluster, write_experiment, tmp_path, nodes):
     address, _ = cluster
     # no dropout: its masks are drawn per rank, so they cannot match one device's (tests/test_scale_out.py)
     lora = {"method": "lora", "model": "llama", "lr": 1e-3, "params": {"dropout": 0.0}}
     path = write_experiment(
-        [{**lora, "name": "one_device"}, {**lora, "name": "two_nodes", "devices": 2, "nodes": 2}],
+        [{**lora, "name": "one_device"}, {**lora, "name": "two_devices", "devices": 2, "nodes": nodes}],
         budget={"max_steps": 3, "eval_precision": "fp32"},
     )
     result = run_cli(path, "--executor", "ray", "--address", address, "--no-track", cwd=tmp_path)
     assert result.exit_code == 0, result.output
     _, results = results_of(tmp_path)
-    one, spread = results["arms"]
-    assert [one["status"], spread["status"]] == ["ok", "ok"], [one["error"], spread["error"]]
-    placement = spread["provenance"]["placement"]
-    # two torchrun agents of one rank each (WORLD_SIZE 2, LOCAL_WORLD_SIZE 1), on two Ray nodes
-    assert (placement["world_size"], placement["nodes"], placement["strategy"]) == (2, 2, "ddp")
-    for key in ("steps", "examples", "tokens", "order_hash"):
-        assert one["consumed"][key] == spread["consumed"][key], key
-    for (s1, l1), (s2, l2) in zip(one["curves"]["train_loss"], spread["curves"]["train_loss"], strict=True):
-        assert s1 == s2 and abs(l1 - l2) <= 1e-4  # the DDP tolerance of tests/test_scale_out.py
-    assert abs(one["metrics"]["forgetting"] - spread["metrics"]["forgetting"]) <= 1e-4
+    one, two = results["arms"]
+    assert [one["status"], two["status"]] == ["ok", "ok"], [one["error"], two["error"]]
+    # torchrun started two ranks (WORLD_SIZE 2): both on one node, or one per node (LOCAL_WORLD_SIZE 1,
+    # two torchrun agents on two Ray nodes, which the STRICT_SPREAD placement group keeps apart)
+    placement = two["provenance"]["placement"]
+    assert (placement["world_size"], placement["nodes"], placement["strategy"]) == (2, nodes, "ddp")
+    assert (one["provenance"]["placement"]["world_size"], one["provenance"]["placement"]["strategy"]) == (1, None)
+    same_budget_within_ddp_tolerance(one, two)

@@ -46,6 +46,7 @@ FORWARDED_ENV = (
     "HF_DATASETS_OFFLINE",
 )
 CONNECT_TIMEOUT_S = 10  # a cluster address that accepts no connection in this time is not one
+FOLLOWERS_GRACE_S = 60  # how long the other nodes of a multi-node arm may take to end after its rank 0
 START_A_CLUSTER = (
     "start one with `ray start --head --port=6379` on the head node and pass --address HEAD_IP:6379 "
     "(or --address auto on a node of the cluster), or drop --address to start Ray on this machine"
@@ -91,6 +92,22 @@ def check_address(address: str | None, timeout: float = CONNECT_TIMEOUT_S) -> No
         ) from None
 
 
+def open_storage(location: str, source: str) -> ArmStorage:
+    """The storage, checked on the driver before any arm starts: its folder can be made there."""
+    try:
+        storage = ArmStorage(location)
+        storage.fs.create_dir(storage.root, recursive=True)
+    except Exception as err:  # pyarrow raises ArrowInvalid, OSError, ... for a bad URI or a refused write
+        raise HarnessError(
+            f"{location} cannot be written ({type(err).__name__}: {str(err)[:200]})",
+            file=source,
+            key="executor.storage",
+            fix="use a folder every node sees (NFS) or an object-store URI such as s3://bucket/prefix that "
+            "this machine's credentials can write",
+        ) from None
+    return storage
+
+
 @dataclass(frozen=True)
 class Placement:
     """What one arm asks of the cluster: `nodes` tasks, each with these GPUs, CPUs and ranks."""
@@ -116,6 +133,8 @@ class RayExecutor:
         self.ray = _import_ray()
         self.address, self.cpus_per_arm, self.max_retries, self.source = address, cpus_per_arm, max_retries, source
         self.storage, self.fresh = storage, fresh
+        if storage:
+            open_storage(storage, source)
         self._connected_here = False
 
     # ------------------------------------------------------------------ the cluster
@@ -196,7 +215,7 @@ class RayExecutor:
             box = ray.remote(num_cpus=0)(EventBox).remote()
             env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
             started: dict[int, str] = {}
-            storage = ArmStorage(self.storage) if self.storage else None
+            storage = open_storage(self.storage, self.source) if self.storage else None
             for index, (arm, _) in enumerate(jobs):
                 if storage is not None and self.fresh:  # --force: no arm resumes from an earlier run's state
                     storage.clear(arm.hash)
@@ -254,14 +273,13 @@ class RayExecutor:
         return refs
 
     def _release(self, followers: list, group) -> None:
-        """The other nodes of a multi-node arm end with its rank 0; their errors say nothing more."""
-        from ray.exceptions import RayError
-
-        for ref in followers:
-            try:
-                self.ray.get(ref)
-            except RayError:
-                pass
+        """The other nodes of a multi-node arm end with its rank 0 (their ranks meet it once more
+        after training); any still running a while later (rank 0 failed before they joined) are
+        cancelled. Their results and errors say nothing rank 0's does not."""
+        if followers:
+            _, running = self.ray.wait(followers, num_returns=len(followers), timeout=FOLLOWERS_GRACE_S)
+            for ref in running:
+                self.ray.cancel(ref, force=True)
         if group is not None:
             self.ray.util.remove_placement_group(group)
 
