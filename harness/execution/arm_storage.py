@@ -76,9 +76,9 @@ class ArmStorage:
             self._delete(f"{folder}/{old}")
 
     def download(self, arm_hash: str, folder: Path) -> int | None:
-        """Copy the stored checkpoints into `folder` (where the training loop looks for them; it
-        falls back to the older one if the newest cannot be read). Returns the newest step, or None.
-        Also deletes temporaries that a killed upload left behind."""
+        """Copy the newest stored checkpoint into `folder`, where the training loop looks for it (one
+        only: stored checkpoints are complete, and a full fine-tune's is as large as its model).
+        Returns its step, or None. Also deletes temporaries that a killed upload left behind."""
         stored = self._folder(arm_hash, "checkpoints")
         for name in self._names(stored):
             if name.startswith(".") and name.endswith(".tmp"):
@@ -86,13 +86,13 @@ class ArmStorage:
         names = self.checkpoints(arm_hash)
         if not names:
             return None
+        newest = names[-1]
         folder.mkdir(parents=True, exist_ok=True)
-        for name in names:
-            partial = folder / f".{name}.download"
-            with self.fs.open_input_stream(f"{stored}/{name}") as source, partial.open("wb") as target:
-                shutil.copyfileobj(source, target, CHUNK)
-            os.replace(partial, folder / name)
-        return int(names[-1][len("step-") : -len(".pt")])
+        partial = folder / f".{newest}.download"
+        with self.fs.open_input_stream(f"{stored}/{newest}") as source, partial.open("wb") as target:
+            shutil.copyfileobj(source, target, CHUNK)
+        os.replace(partial, folder / newest)
+        return int(newest[len("step-") : -len(".pt")])
 
     def start_attempt(self, arm_hash: str) -> int:
         """Record that an attempt of the arm starts; returns its number (1 for the first). One

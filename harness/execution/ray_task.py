@@ -108,7 +108,8 @@ class CheckpointSync:
     """Copies each new checkpoint of the arm's scratch folder to the storage, when an event comes."""
 
     def __init__(self, storage, arm_hash: str, folder: Path):
-        self.storage, self.arm_hash, self.folder, self.done = storage, arm_hash, folder, set()
+        self.storage, self.arm_hash, self.folder = storage, arm_hash, folder
+        self.done = {p.name for p in folder.glob("step-*.pt")}  # downloaded from the storage: there already
 
     def __call__(self) -> None:
         for path in sorted(self.folder.glob("step-*.pt")):
