@@ -1,7 +1,7 @@
 """What a killed Ray worker costs an arm: with `executor.storage` (the retry resumes from the newest
 stored checkpoint) against without it (the retry starts at step 0), on the tests' tiny Llama.
 
-    python bench/ray_kill_cost.py [--steps 60] [--every 5] [--kill-at 40] [--rounds 1]
+    python bench/ray_kill_cost.py [--steps 2000] [--every 100] [--kill-at 1000] [--rounds 1]
 
 One two-node local cluster (1 CPU per node); each scenario is a fresh driver running one LoRA arm of
 `--steps` steps with a checkpoint every `--every`:
@@ -80,11 +80,13 @@ def scenario(path: Path, address: str, watch: list[Path] | None, scratch: list[P
     killed_after = None
     if watch is not None:
         name = f"step-{kill_at:08d}.pt"
-        while not any(folder.glob(f"**/{name}") for folder in watch):
+        while not any(next(folder.glob(f"**/{name}"), None) for folder in watch):
             if driver.poll() is not None:
                 sys.exit("the arm ended before the checkpoint to kill at; lower --kill-at")
             time.sleep(0.02)
         proc = arm_process(scratch)
+        if proc is None:
+            sys.exit("the arm ended before the kill; raise --steps or lower --kill-at")
         killed_after = round(time.perf_counter() - start, 1)
         os.kill(proc.ppid(), signal.SIGKILL)
     output, _ = driver.communicate()
@@ -106,9 +108,9 @@ def scenario(path: Path, address: str, watch: list[Path] | None, scratch: list[P
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--every", type=int, default=5)
-    parser.add_argument("--kill-at", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--every", type=int, default=100)
+    parser.add_argument("--kill-at", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=1)
     options = parser.parse_args()
 

@@ -129,6 +129,32 @@ def test_a_new_attempt_deletes_the_scratch_folder_a_killed_attempt_of_its_arm_le
     assert other_arm.is_dir()  # another arm's folder, perhaps running: left alone
 
 
+def test_where_the_devices_sit_never_changes_an_arms_hash(write_experiment):
+    from harness.config.load import load_experiment
+    from harness.planning.plan import plan
+
+    path = write_experiment([{"method": "lora", "model": "llama"}], budget={"devices": 2})
+    spread = plan(load_experiment(path, ["budget.nodes=2"]))[0]
+    assert spread.hash == plan(load_experiment(path))[0].hash and spread.budget.nodes == 2
+
+
+def test_a_placement_the_cluster_cannot_hold_is_one_sentence(write_experiment):
+    from harness.config.load import load_experiment
+    from harness.errors import HarnessError
+    from harness.execution.ray_executor import Placement, RayExecutor
+    from harness.planning.plan import plan
+
+    two_gpu_nodes = [{"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}]
+    path = write_experiment([{"method": "lora", "model": "llama"}], budget={"devices": 2})
+    executor = RayExecutor(cpus_per_arm=2)
+    arm = plan(load_experiment(path, ["budget.nodes=2"]))[0]
+    assert executor.placement(arm, two_gpu_nodes) == Placement(nodes=2, gpus=1, cpus=2, ranks=1)
+    with pytest.raises(HarnessError, match="needs 1 node"):  # two GPUs on one node: none has them
+        executor.placement(plan(load_experiment(path))[0], two_gpu_nodes)
+    with pytest.raises(HarnessError, match="cannot be split evenly over nodes: 4"):
+        executor.placement(plan(load_experiment(path, ["budget.nodes=4"]))[0], two_gpu_nodes)
+
+
 # ---------------------------------------------------------------------------- the cluster
 
 
