@@ -10,9 +10,11 @@ One two-node local cluster (1 CPU per node); each scenario is a fresh driver run
 - killed, storage: the Ray worker running the arm is SIGKILLed once checkpoint `--kill-at` is stored;
 - killed, no storage: killed once the same checkpoint is in the arm's scratch folder (today).
 
-Seconds lost to the kill = the driver's wall time minus the uninterrupted one: the steps since the
-last checkpoint, the new worker's start-up and the resume (or, without storage, every step again).
-The load average is printed beside every figure.
+Seconds lost to the kill: from the kill until the retry is one checkpoint interval (`--every` steps)
+past the step it was killed at, minus the time of those `--every` steps: the new worker's start-up,
+the arm's load and resume, and the steps done again (none with storage; every step without). The
+drivers' wall times are printed too, with the load average beside every figure (on a shared machine
+they differ by more than the kill costs).
 """
 
 from __future__ import annotations
@@ -67,7 +69,15 @@ def arm_process(scratch: list[Path]) -> psutil.Process | None:
     return None
 
 
-def scenario(path: Path, address: str, watch: list[Path] | None, scratch: list[Path], kill_at: int) -> dict:
+def wait_for_checkpoint(watch: list[Path], step: int, driver: subprocess.Popen) -> None:
+    name = f"step-{step:08d}.pt"
+    while not any(next(folder.glob(f"**/{name}"), None) for folder in watch):
+        if driver.poll() is not None:
+            sys.exit(f"the arm ended before checkpoint {step}; raise --steps or lower --kill-at")
+        time.sleep(0.02)
+
+
+def scenario(path: Path, address: str, watch: list[Path] | None, scratch: list[Path], kill_at: int, every: int) -> dict:
     before = load()
     start = time.perf_counter()
     driver = subprocess.Popen(
@@ -77,18 +87,17 @@ def scenario(path: Path, address: str, watch: list[Path] | None, scratch: list[P
         stderr=subprocess.STDOUT,
         text=True,
     )
-    killed_after = None
+    killed_after = regained = None
     if watch is not None:
-        name = f"step-{kill_at:08d}.pt"
-        while not any(next(folder.glob(f"**/{name}"), None) for folder in watch):
-            if driver.poll() is not None:
-                sys.exit("the arm ended before the checkpoint to kill at; lower --kill-at")
-            time.sleep(0.02)
+        wait_for_checkpoint(watch, kill_at, driver)
         proc = arm_process(scratch)
         if proc is None:
             sys.exit("the arm ended before the kill; raise --steps or lower --kill-at")
-        killed_after = round(time.perf_counter() - start, 1)
+        killed = time.perf_counter()
+        killed_after = round(killed - start, 1)
         os.kill(proc.ppid(), signal.SIGKILL)
+        wait_for_checkpoint(watch, kill_at + every, driver)  # the retry is one interval past the kill
+        regained = round(time.perf_counter() - killed, 1)
     output, _ = driver.communicate()
     wall = time.perf_counter() - start
     if driver.returncode != 0:
@@ -98,6 +107,7 @@ def scenario(path: Path, address: str, watch: list[Path] | None, scratch: list[P
     return {
         "wall_s": round(wall, 1),
         "killed_after_s": killed_after,
+        "kill_to_one_interval_past_it_s": regained,
         "resumed_from_step": (arm["consumed"]["extra"] or {}).get("resumed_from_step"),
         "attempt": arm["provenance"]["placement"].get("attempt"),
         "train_s": arm["consumed"]["seconds"],
@@ -147,18 +157,25 @@ def main() -> None:
                 row = {
                     "round": round_,
                     "scenario": name,
-                    **scenario(path, cluster.address, watch, scratch, options.kill_at),
+                    **scenario(path, cluster.address, watch, scratch, options.kill_at, options.every),
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)
     finally:
         cluster.shutdown()
     for round_ in range(options.rounds):
-        base = next(r["wall_s"] for r in rows if r["round"] == round_ and r["scenario"] == "uninterrupted")
-        lost = {
-            r["scenario"]: round(r["wall_s"] - base, 1) for r in rows if r["round"] == round_ and r["killed_after_s"]
+        mine = [r for r in rows if r["round"] == round_]
+        base = next(r for r in mine if r["scenario"] == "uninterrupted")
+        interval_s = base["train_s"] * options.every / options.steps  # `--every` steps, uninterrupted
+        summary = {
+            r["scenario"]: {
+                "seconds_lost": round(r["kill_to_one_interval_past_it_s"] - interval_s, 1),
+                "wall_minus_uninterrupted_s": round(r["wall_s"] - base["wall_s"], 1),
+            }
+            for r in mine
+            if r["killed_after_s"]
         }
-        print(json.dumps({"round": round_, "seconds_lost_to_the_kill": lost}))
+        print(json.dumps({"round": round_, "interval_s": round(interval_s, 1), **summary}))
 
 
 if __name__ == "__main__":
