@@ -149,8 +149,10 @@ def test_a_placement_the_cluster_cannot_hold_is_one_sentence(write_experiment):
     executor = RayExecutor(cpus_per_arm=2)
     arm = plan(load_experiment(path, ["budget.nodes=2"]))[0]
     assert executor.placement(arm, two_gpu_nodes) == Placement(nodes=2, gpus=1, cpus=2, ranks=1)
-    with pytest.raises(HarnessError, match="needs 1 node"):  # two GPUs on one node: none has them
-        executor.placement(plan(load_experiment(path))[0], two_gpu_nodes)
+    # two devices that no node holds, no `nodes:` named: spread over the fewest nodes that hold them
+    assert executor.placement(plan(load_experiment(path))[0], two_gpu_nodes) == Placement(2, 1, 2, 1)
+    with pytest.raises(HarnessError, match="needs 1 node"):  # four: on one node, on two or on four: none
+        executor.placement(plan(load_experiment(path, ["budget.devices=4"]))[0], two_gpu_nodes)
     with pytest.raises(HarnessError, match="cannot be split evenly over nodes: 4"):
         executor.placement(plan(load_experiment(path, ["budget.nodes=4"]))[0], two_gpu_nodes)
 

@@ -177,8 +177,10 @@ class RayExecutor:
 
     def placement(self, arm, nodes: list[dict]) -> Placement:
         """The arm's devices as whole GPUs per node (none on a cluster without GPUs: a CPU arm),
-        cpus_per_arm CPUs per device. An arm the cluster cannot hold is an error now, not a task
-        that waits forever."""
+        cpus_per_arm CPUs per device, over `nodes` machines; an arm of k devices that no node holds
+        and that names no `nodes` is spread over the fewest nodes that hold it (where the devices sit
+        never changes a result). An arm the cluster cannot hold is an error now, not a task that
+        waits forever."""
         devices, spread = devices_needed(arm), int(arm.budget.get("nodes") or 1)
         if devices % spread:
             raise HarnessError(
@@ -187,19 +189,29 @@ class RayExecutor:
                 key="budget.nodes",
                 fix="make devices a multiple of nodes",
             )
-        ranks = devices // spread
-        gpus = ranks if any(n.get("GPU", 0) for n in nodes) else 0
-        wanted = Placement(spread, gpus, self.cpus_per_arm * ranks, ranks)
-        fitting = [n for n in nodes if n.get("GPU", 0) >= wanted.gpus and n.get("CPU", 0) >= wanted.cpus]
-        if len(fitting) < spread:
+        wanted = self._over(devices, spread, nodes)
+        if not self._holds(wanted, nodes) and spread == 1:
+            spreads = [self._over(devices, m, nodes) for m in range(2, devices + 1) if devices % m == 0]
+            wanted = next((p for p in spreads if self._holds(p, nodes)), wanted)
+        if not self._holds(wanted, nodes):
             raise HarnessError(
                 f"arm '{arm.name}' needs {spread} node(s) with {wanted.gpus} GPU(s) and {wanted.cpus} CPU(s) each "
-                f"and the Ray cluster has {len(fitting)}",
+                f"and the Ray cluster has fewer",
                 file=self.source,
                 key="budget.nodes" if spread > 1 else "executor.cpus_per_arm",
                 fix="spread it over more nodes (budget.nodes), lower executor.cpus_per_arm, or add bigger nodes",
             )
         return wanted
+
+    def _over(self, devices: int, spread: int, nodes: list[dict]) -> Placement:
+        ranks = devices // spread
+        gpus = ranks if any(n.get("GPU", 0) for n in nodes) else 0
+        return Placement(spread, gpus, self.cpus_per_arm * ranks, ranks)
+
+    @staticmethod
+    def _holds(wanted: Placement, nodes: list[dict]) -> bool:
+        fitting = [n for n in nodes if n.get("GPU", 0) >= wanted.gpus and n.get("CPU", 0) >= wanted.cpus]
+        return len(fitting) >= wanted.nodes
 
     # ------------------------------------------------------------------ running arms
 
