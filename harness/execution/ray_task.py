@@ -2,8 +2,8 @@
 in a scratch folder on the worker, whose contents are returned to the driver.
 
 Nothing here blocks on Ray while the arm runs: a task blocked in `ray.get` lends its CPUs back to
-the scheduler, which then starts another arm on them (measured: 3 arm processes at once on two
-one-CPU nodes when progress went through `ray.util.queue.Queue.put`). Progress events are sent to
+the scheduler, which then starts another arm on them (measured: 3 arm processes at once where the
+CPUs held 2, when progress went through `ray.util.queue.Queue.put`). Progress events are sent to
 the driver's EventBox actor without waiting for a reply; calls from one caller to one actor run in
 the order they were made.
 
