@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -163,6 +164,8 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
     finally:
         cluster.shutdown()
+        shutil.rmtree(session, ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     for round_ in range(options.rounds):
         mine = [r for r in rows if r["round"] == round_]
         base = next(r for r in mine if r["scenario"] == "uninterrupted")
