@@ -82,7 +82,7 @@ def run(
         force=force,
         tracker=tracker_for(experiment, track),
         reporter=reporter or _write_html_quietly,
-        executor=make_executor(experiment, name=executor, jobs=jobs, address=address),
+        executor=make_executor(experiment, name=executor, jobs=jobs, address=address, fresh=force),
     )
     return load_run(runner.run())
 

@@ -52,6 +52,40 @@ class KillWorkerOnce(ZeroShot):
             time.sleep(120)  # the kernel kills this orphan (PR_SET_PDEATHSIG); if not, the arm fails below
             raise RuntimeError("the arm outlived its killed worker")
         return model
+
+
+def _arm_processes_alive(folder):
+    import psutil
+
+    alive = 0
+    for path in folder.glob("*.pid"):
+        try:
+            alive += psutil.Process(int(path.stem)).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            pass
+    return alive
+
+
+class CountAlive(ZeroShot):
+    description = "leaves its pid in a folder and counts the arm processes alive there, at start and at exit"
+
+    class Params(Params):
+        folder: str = Field(description="where every probe arm leaves its pid and its counts")
+        together: int = Field(default=2, description="arms that must be alive at once before it goes on")
+
+    def wrap(self, model, params, ctx):
+        import atexit
+
+        folder = Path(params["folder"])
+        (folder / f"{os.getpid()}.pid").write_text("")
+        deadline = time.monotonic() + 300
+        while len(list(folder.glob("*.pid"))) < params["together"]:  # an event, not a guess at timing
+            if time.monotonic() > deadline:
+                raise RuntimeError("the other probe arms never started")
+            time.sleep(0.05)
+        (folder / f"{os.getpid()}.start").write_text(str(_arm_processes_alive(folder)))
+        atexit.register(lambda: (folder / f"{os.getpid()}.exit").write_text(str(_arm_processes_alive(folder))))
+        return model
 """
 
 
@@ -66,6 +100,7 @@ def install_plugins(site: Path, monkeypatch) -> None:
     (site / "executor_plugins_pkg-0.1.dist-info" / "entry_points.txt").write_text(
         "[harness.methods]\nrendezvous = executor_test_plugins:Rendezvous\n"
         "kill_worker_once = executor_test_plugins:KillWorkerOnce\n"
+        "count_alive = executor_test_plugins:CountAlive\n"
     )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH")) if p))
     monkeypatch.syspath_prepend(str(site))

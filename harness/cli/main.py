@@ -105,7 +105,7 @@ def run(
         Optional[str], typer.Option(help="local (this machine) or ray (a Ray cluster); default: executor: in the YAML")
     ] = None,
     address: Annotated[
-        Optional[str], typer.Option(help="ray: auto, ray://host:port; default: start Ray on this machine")
+        Optional[str], typer.Option(help="ray: auto or HEAD_IP:6379; default: start Ray on this machine")
     ] = None,
 ):
     """Train and evaluate every arm of an experiment; write results.json and the report."""

@@ -266,6 +266,12 @@ class Budget(Strict):
         description="with devices > 1: ddp (a full copy per device) or fsdp (a full "
         "fine-tune sharded over the devices)",
     )
+    nodes: int = Field(
+        default=1,
+        gt=0,
+        description="machines ONE arm's devices are spread over (Ray only: one torchrun per node); "
+        "never changes a result",
+    )
     checkpoint_every: int | None = Field(
         default=None,
         ge=0,
@@ -314,6 +320,7 @@ class ArmSpec(Strict):
     )
     devices: int | None = Field(default=None, gt=0, description="devices of this arm (default: budget.devices)")
     strategy: Literal["ddp", "fsdp"] | None = Field(default=None, description="default: budget.strategy")
+    nodes: int | None = Field(default=None, gt=0, description="machines of this arm (Ray; default: budget.nodes)")
 
     @field_validator("stages")
     @classmethod
@@ -356,10 +363,17 @@ class ExecutorSpec(Strict):
         default=None, gt=0, description="local: arms at once (default: one per visible GPU, 1 on CPU)"
     )
     address: str | None = Field(
-        default=None, description="ray: auto, ray://host:port, or none to start Ray on this machine"
+        default=None, description="ray: auto, HOST:PORT of the head node, or none to start Ray on this machine"
     )
-    cpus_per_arm: int = Field(default=1, gt=0, description="ray: CPUs reserved for (and threads of) one arm")
+    cpus_per_arm: int = Field(
+        default=1, gt=0, description="ray: CPUs reserved for (and threads of) each device of an arm"
+    )
     max_retries: int = Field(default=2, ge=0, description="ray: reruns of an arm whose worker or node died")
+    storage: str | None = Field(
+        default=None,
+        description="ray: a path every node sees or an object-store URI (s3://, gs://) where arms keep their "
+        "checkpoints, so a retry resumes from the newest; default: none, a retry starts at step 0",
+    )
 
 
 class Experiment(Strict):

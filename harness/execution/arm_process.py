@@ -31,6 +31,7 @@ def main(argv: list[str]) -> int:
     arm = Arm.from_json(Path(argv[0]).read_text())
     out_dir = Path(argv[1])
     os.environ["HARNESS_ARM_DIR"] = str(out_dir.resolve())  # recorded in the result's placement
+    os.environ["HARNESS_STRATEGY"] = arm.budget.strategy  # likewise (with the world size)
     threads = os.environ.get("HARNESS_THREADS")
     if threads:
         import torch

@@ -69,6 +69,12 @@ class DevicePool:
 
     def check_fits(self, arm) -> None:
         need = devices_needed(arm)
+        if int(arm.budget.get("nodes") or 1) > 1:
+            raise HarnessError(
+                f"arm '{arm.name}' spreads its devices over {arm.budget.get('nodes')} nodes, which only a Ray "
+                "cluster has",
+                fix="run it with --executor ray, or set budget.nodes: 1",
+            )
         if self.total and need > self.total:
             raise HarnessError(
                 f"arm '{arm.name}' needs {need} devices and this machine shows {self.total}",

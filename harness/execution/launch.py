@@ -4,7 +4,8 @@ Both executors run the same unit, `python -m harness.execution.arm_process ARM_J
 this function: the local pool on this machine, the Ray executor inside a Ray task on a worker.
 An arm that needs k devices (`Arm.devices`) runs the same entry point under torchrun, one process
 per device, on a free local port (--standalone), so several such arms may run side by side; the
-executor gives it its k devices (CUDA_VISIBLE_DEVICES).
+executor gives it its k devices (CUDA_VISIBLE_DEVICES). An arm over m nodes (Ray) runs one torchrun
+per node, which meet at the first node's address (`MultiNode`).
 """
 
 from __future__ import annotations
@@ -24,14 +25,34 @@ from harness.execution.arm_common import EVENT_PREFIX
 ENTRY_POINT = "harness.execution.arm_process"
 
 
-def arm_command(devices: int, arm_json: Path, out_dir: Path) -> list[str]:
-    if devices <= 1:
+@dataclass(frozen=True)
+class MultiNode:
+    """This node's part of an arm over `nodes` nodes: torchrun's node rank and the rendezvous
+    (host:port of node rank 0, which hosts torch's store; a static rendezvous, so node ranks and
+    therefore global rank 0 are fixed)."""
+
+    nodes: int
+    node_rank: int
+    endpoint: str
+
+    def torchrun_args(self) -> list[str]:
+        return [
+            f"--nnodes={self.nodes}",
+            f"--node-rank={self.node_rank}",
+            "--rdzv-backend=static",
+            f"--rdzv-endpoint={self.endpoint}",
+        ]
+
+
+def arm_command(devices: int, arm_json: Path, out_dir: Path, multi_node: MultiNode | None = None) -> list[str]:
+    if devices <= 1 and multi_node is None:
         return [sys.executable, "-m", ENTRY_POINT, str(arm_json), str(out_dir)]
+    where = multi_node.torchrun_args() if multi_node else ["--standalone"]
     return [
         sys.executable,
         "-m",
         "torch.distributed.run",
-        "--standalone",
+        *where,
         f"--nproc_per_node={devices}",
         "-m",
         ENTRY_POINT,
@@ -40,10 +61,10 @@ def arm_command(devices: int, arm_json: Path, out_dir: Path) -> list[str]:
     ]
 
 
-def distributed_environment(devices: int, env: dict[str, str]) -> dict[str, str]:
+def distributed_environment(devices: int, env: dict[str, str], multi_node: bool = False) -> dict[str, str]:
     """On a machine without CUDA a multi-device arm runs its ranks as CPU processes over gloo, which
     accelerate only does when told (ANCHORS); each rank then gets an equal share of the threads."""
-    if devices > 1 and not _cuda_available():
+    if (devices > 1 or multi_node) and not _cuda_available():
         env = {**env, "ACCELERATE_USE_CPU": "1"}
         threads = int(env.get("HARNESS_THREADS") or os.cpu_count() or 1)
         env["HARNESS_THREADS"] = str(max(1, threads // devices))
@@ -125,17 +146,18 @@ def run_arm_process(
     on_event: Callable[[dict], None],
     on_start: Callable[[subprocess.Popen], None] | None = None,
     devices: int = 1,
+    multi_node: MultiNode | None = None,
 ) -> int:
     """Run the arm to its end; its stderr (and any stray stdout) goes to OUT_DIR/log.txt. Returns the
     exit status (negative: killed by that signal)."""
     with open(Path(out_dir) / "log.txt", "w", encoding="utf-8") as log:
         proc = subprocess.Popen(
-            arm_command(devices, arm_json, out_dir),
+            arm_command(devices, arm_json, out_dir, multi_node),
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
             bufsize=1,
-            env=distributed_environment(devices, {**env, OWNER_ENV: str(os.getpid())}),
+            env=distributed_environment(devices, {**env, OWNER_ENV: str(os.getpid())}, multi_node is not None),
             preexec_fn=die_with_parent,
         )
         if on_start:

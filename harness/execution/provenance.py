@@ -61,19 +61,29 @@ def provenance(model_dir: Path, task: dict) -> dict:
 
 
 def placement() -> dict:
-    """Where the arm ran: the executor, the machine, the devices it was pinned to, its threads and
-    the folder it wrote (a scratch folder on a Ray worker, returned to the driver)."""
+    """Where the arm ran: the executor, the machine, the devices it was pinned to, its threads, the
+    folder it wrote (a scratch folder on a Ray worker, returned to the driver), how many processes
+    trained it and how (ddp/fsdp; none for one), and the attempt (a Ray retry or a resumed rerun:
+    the executor fills it in when it counts them)."""
     import os
     import platform
 
     import torch
 
+    from harness.training.distributed import world_size
+
+    world = world_size()
+    attempt = os.environ.get("HARNESS_ATTEMPT")
     return {
         "executor": os.environ.get("HARNESS_EXECUTOR", "local"),
         "node": os.environ.get("HARNESS_NODE") or platform.node(),
         "visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
         "arm_dir": os.environ.get("HARNESS_ARM_DIR"),
+        "world_size": world,
+        "nodes": world // int(os.environ.get("LOCAL_WORLD_SIZE") or world),
+        "strategy": os.environ.get("HARNESS_STRATEGY") if world > 1 else None,
+        "attempt": int(attempt) if attempt and attempt.isdigit() else None,
     }
 
 

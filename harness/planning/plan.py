@@ -196,7 +196,7 @@ def _trains(method, kind: str, stages: list) -> bool:
 def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=None, trains: bool = True) -> Budget:
     """The budget one arm runs under: its own seed; the list of seeds is the plan's business, so
     adding a seed later keeps the arms of the others (and their hashes). Only the arm's own
-    stages keep their stage_steps. An arm's own `devices:`/`strategy:` override the budget's; an
+    stages keep their stage_steps. An arm's own `devices:`/`strategy:`/`nodes:` override the budget's; an
     arm that trains nothing has nothing to spread and takes one device."""
     names = {s["name"] for s in stages or []}
     update = {
@@ -205,11 +205,11 @@ def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=Non
         "stage_steps": {k: v for k, v in exp.budget.stage_steps.items() if k in names},
         "eval_precision": precision.resolve(exp.budget.eval_precision),
     }  # auto: this machine's choice
-    for key in ("devices", "strategy"):
+    for key in ("devices", "strategy", "nodes"):
         if spec is not None and getattr(spec, key) is not None:
             update[key] = getattr(spec, key)
     if not trains:
-        update["devices"] = 1
+        update["devices"], update["nodes"] = 1, 1
     if not trains or stages or (spec is not None and spec.method in UNSHARDED_METHODS):
         update["strategy"] = "ddp"  # a budget-wide fsdp: these arms are not sharded (checks refuses it per arm)
     return exp.budget.model_copy(update=update)
@@ -217,9 +217,9 @@ def _arm_budget(exp: Experiment, seed: int, stages: list | None = None, spec=Non
 
 # Budget keys added after results existed, left out of the hash at their default so earlier arms
 # keep their hashes (and are reused). correction re-tests, never retrains; checkpoint_every
-# never changes a result: both always left out.
+# and nodes (where the devices sit) never change a result: all always left out.
 _NEUTRAL_AT = {"precision": "auto", "devices": 1, "strategy": "ddp", "gradient_checkpointing": False, "save": "none"}
-_NEVER_HASHED = {"seeds", "correction", "checkpoint_every", "dist_timeout_s"}
+_NEVER_HASHED = {"seeds", "correction", "checkpoint_every", "dist_timeout_s", "nodes"}
 
 
 def budget_identity(budget: Budget, stages: list | None) -> dict:

@@ -1,0 +1,378 @@
+"""The Ray executor beyond one arm per node: arm state in shared storage and retries that resume from
+it, arms over k devices and over several nodes, the CPU limit, and cluster addresses that are not one.
+
+The cluster tests run a real two-node Ray cluster on this machine (2 CPUs per node, no GPU), started
+by the fixture in its own temp folder on free ports; every wait is on a file or a process, never on
+the clock (one generous timeout per wait as a safety net)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from harness.execution.arm_storage import ArmStorage
+from harness.execution.ray_task import fresh_scratch
+from tests.executor_plugins import install_plugins
+from tests.test_runner import results_of, run_cli
+
+WAIT_S = 600  # the safety net of every wait below; none of them is expected to come near it
+
+
+def wait_for(condition, what: str, timeout: float = WAIT_S):
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return value
+
+
+# ---------------------------------------------------------------------------- without a cluster
+
+
+@pytest.mark.timeout(30)  # the bound under test: Ray alone retries such an address without end
+def test_an_address_where_nothing_listens_is_one_sentence_within_30_s(write_experiment, tmp_path):
+    path = write_experiment([{"method": "zero_shot", "model": "llama"}])
+    with socket.socket() as probe:  # a port nobody listens on: bound, never listening
+        probe.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{probe.getsockname()[1]}"
+        result = run_cli(path, "--executor", "ray", "--address", address, "--no-track", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert f"no Ray cluster answers at {address}" in result.output and "ray start --head" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_a_ray_client_address_is_refused_in_one_sentence(write_experiment, tmp_path):
+    path = write_experiment([{"method": "zero_shot", "model": "llama"}])
+    result = run_cli(path, "--executor", "ray", "--address", "ray://127.0.0.1:10001", "--no-track", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "Ray Client (ray://) is not supported" in result.output and "--address auto" in result.output
+
+
+@pytest.mark.parametrize("storage", ["nosuchscheme://bucket/arms", "{tmp}/a-file/arms"])
+def test_a_storage_that_cannot_be_written_is_one_sentence_before_anything_runs(write_experiment, tmp_path, storage):
+    (tmp_path / "a-file").write_text("not a folder")
+    storage = storage.format(tmp=tmp_path)
+    path = write_experiment(
+        [{"method": "zero_shot", "model": "llama"}],
+        edit=lambda d: d.update(executor={"name": "ray", "storage": storage}),
+    )
+    result = run_cli(path, "--address", "127.0.0.1:1", "--no-track", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert f"executor.storage: {storage} cannot be written" in result.output, result.output
+    assert "Traceback" not in result.output
+
+
+def test_storage_keeps_the_newest_complete_checkpoints_and_hands_them_back(tmp_path):
+    storage = ArmStorage(str(tmp_path / "store"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    for step in (2, 4, 6):
+        (scratch / f"step-{step:08d}.pt").write_bytes(bytes([step]) * 1000)
+        storage.upload("abc", scratch / f"step-{step:08d}.pt")
+    assert storage.checkpoints("abc") == ["step-00000004.pt", "step-00000006.pt"]  # the newest two
+    stored = tmp_path / "store" / "abc" / "checkpoints"
+    (stored / ".step-00000008.pt.0123.tmp").write_bytes(b"cut short")  # an upload a kill interrupted
+    assert storage.checkpoints("abc")[-1] == "step-00000006.pt"  # invisible to readers
+    back = tmp_path / "next-attempt"
+    assert storage.download("abc", back) == 6
+    assert sorted(p.name for p in back.iterdir()) == ["step-00000006.pt"]
+    assert (back / "step-00000006.pt").read_bytes() == bytes([6]) * 1000
+    assert not list(stored.glob(".*.tmp"))  # the next attempt deleted the leftover
+    assert [storage.start_attempt("abc") for _ in range(2)] == [1, 2]
+    storage.clear("abc")
+    assert storage.download("abc", tmp_path / "after-clear") is None and not (tmp_path / "store" / "abc").exists()
+
+
+def test_an_interrupted_upload_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
+    storage = ArmStorage(str(tmp_path / "store"))
+    first = tmp_path / "step-00000002.pt"
+    first.write_bytes(b"a" * 100)
+    storage.upload("abc", first)
+    second = tmp_path / "step-00000004.pt"
+    second.write_bytes(b"b" * 100)
+
+    class MoveFails:  # the copy is written, then the move to its name fails (a full disk, a lost mount)
+        def __init__(self, fs):
+            self.fs = fs
+
+        def __getattr__(self, name):
+            return getattr(self.fs, name)
+
+        def move(self, *args):
+            raise OSError("no space left on device")
+
+    monkeypatch.setattr(storage, "fs", MoveFails(storage.fs))
+    with pytest.raises(OSError):
+        storage.upload("abc", second)
+    assert storage.checkpoints("abc") == ["step-00000002.pt"]
+    assert not [p for p in (tmp_path / "store" / "abc" / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_a_new_attempt_deletes_the_scratch_folder_a_killed_attempt_of_its_arm_left(tmp_path, monkeypatch):
+    monkeypatch.setenv("HARNESS_SCRATCH", str(tmp_path))
+    killed = fresh_scratch("0123456789abcdef", 0)
+    (killed / "checkpoints").mkdir()
+    other_arm = fresh_scratch("fedcba9876543210", 0)
+    retry = fresh_scratch("0123456789abcdef", 0)
+    assert retry.is_dir() and not killed.exists()
+    assert other_arm.is_dir()  # another arm's folder, perhaps running: left alone
+
+
+def test_where_the_devices_sit_never_changes_an_arms_hash(write_experiment):
+    from harness.planning.experiment_loader import load_experiment
+    from harness.planning.plan import plan
+
+    path = write_experiment([{"method": "lora", "model": "llama"}], budget={"devices": 2})
+    spread = plan(load_experiment(path, ["budget.nodes=2"]))[0]
+    assert spread.hash == plan(load_experiment(path))[0].hash and spread.budget.nodes == 2
+
+
+def test_a_placement_the_cluster_cannot_hold_is_one_sentence(write_experiment):
+    from harness.errors import HarnessError
+    from harness.execution.ray_executor import Placement, RayExecutor
+    from harness.planning.experiment_loader import load_experiment
+    from harness.planning.plan import plan
+
+    two_gpu_nodes = [{"CPU": 8, "GPU": 1}, {"CPU": 8, "GPU": 1}]
+    path = write_experiment([{"method": "lora", "model": "llama"}], budget={"devices": 2})
+    executor = RayExecutor(cpus_per_arm=2)
+    arm = plan(load_experiment(path, ["budget.nodes=2"]))[0]
+    assert executor.placement(arm, two_gpu_nodes) == Placement(nodes=2, gpus=1, cpus=2, ranks=1)
+    # two devices that no node holds, no `nodes:` named: spread over the fewest nodes that hold them
+    assert executor.placement(plan(load_experiment(path))[0], two_gpu_nodes) == Placement(2, 1, 2, 1)
+    with pytest.raises(HarnessError, match="needs 1 node"):  # four: on one node, on two or on four: none
+        executor.placement(plan(load_experiment(path, ["budget.devices=4"]))[0], two_gpu_nodes)
+    with pytest.raises(HarnessError, match="cannot be split evenly over nodes: 4"):
+        executor.placement(plan(load_experiment(path, ["budget.nodes=4"]))[0], two_gpu_nodes)
+
+
+# ---------------------------------------------------------------------------- the cluster
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def descendants() -> set[int]:
+    return {p.pid for p in psutil.Process().children(recursive=True)}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A head and a worker node, each with 2 CPUs, no GPU and its own scratch folder for arms; its
+    own temp folder and ports. Everything it started is gone afterwards."""
+    from ray.cluster_utils import Cluster
+
+    session_root = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: Ray's socket paths have a length limit
+    os.makedirs(os.path.join(tempfile.gettempdir(), "ray"), exist_ok=True)
+    scratch = {name: tmp_path_factory.mktemp(f"scratch-{name}") for name in ("head", "worker")}
+    before = descendants()
+
+    def node(name: str, **extra) -> dict:
+        return {
+            "num_cpus": 2,
+            "temp_dir": session_root,
+            "env_vars": {"HARNESS_SCRATCH": str(scratch[name])},
+            "dashboard_agent_listen_port": free_port(),
+            "metrics_export_port": free_port(),
+            "metrics_agent_port": free_port(),
+            "runtime_env_agent_port": free_port(),
+            **extra,
+        }
+
+    cluster = None
+    try:
+        cluster = Cluster(
+            initialize_head=True, head_node_args=node("head", gcs_server_port=free_port(), include_dashboard=False)
+        )
+        cluster.add_node(**node("worker"))
+        cluster.wait_for_nodes(timeout=300)
+        yield cluster.address, scratch
+    finally:
+        if cluster is not None:
+            cluster.shutdown()
+        started = [psutil.Process(pid) for pid in descendants() - before if psutil.pid_exists(pid)]
+        _, left = psutil.wait_procs(started, timeout=60)
+        for proc in left:  # never leave them running, even when the check below fails
+            proc.kill()
+        psutil.wait_procs(left, timeout=10)
+        shutil.rmtree(session_root, ignore_errors=True)
+        assert not [p for p in left if p.status() != psutil.STATUS_ZOMBIE], f"left behind: {left}"
+
+
+def arm_processes(scratch: dict) -> list[psutil.Process]:
+    """Arm processes running in the cluster's scratch folders (their command line names the folder)."""
+    homes = [str(folder) for folder in scratch.values()]
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            line = " ".join(proc.info["cmdline"] or [])
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if "harness.execution.arm_process" in line and any(home in line for home in homes):
+            found.append(proc)
+    return found
+
+
+def start_driver(path: Path, address: str, cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", "run", str(path), "--executor", "ray", "--address", address, "--no-track"],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def same_training(one: dict, other: dict) -> None:
+    """Metrics, losses and consumed budget identical (but for time, memory and the resume record)."""
+    cost = ("seconds", "per_s", "latency", "memory", "rss", "throughput")
+    metrics = [{k: v for k, v in a["metrics"].items() if not any(w in k for w in cost)} for a in (one, other)]
+    consumed = [
+        {k: v for k, v in a["consumed"].items() if k != "extra" and not any(w in k for w in cost)} for a in (one, other)
+    ]
+    assert metrics[0] == metrics[1]
+    assert consumed[0] == consumed[1]
+    assert one["curves"]["train_loss"] == other["curves"]["train_loss"]
+
+
+def same_budget_within_ddp_tolerance(one: dict, other: dict) -> None:
+    """One device against k: the identical budget, losses and forgetting within tests/test_scale_out.py's
+    DDP tolerance (the sums of k ranks are added in another order)."""
+    for key in ("steps", "examples", "tokens", "order_hash"):
+        assert one["consumed"][key] == other["consumed"][key], key
+    for (s1, l1), (s2, l2) in zip(one["curves"]["train_loss"], other["curves"]["train_loss"], strict=True):
+        assert s1 == s2 and abs(l1 - l2) <= 1e-4
+    assert abs(one["metrics"]["forgetting"] - other["metrics"]["forgetting"]) <= 1e-4
+
+
+def checkpointed_arm(write_experiment, storage: Path) -> Path:
+    """One LoRA arm of 40 steps with a checkpoint every 2, its state kept in `storage`."""
+    return write_experiment(
+        [{"method": "lora", "model": "llama", "lr": 1e-3}],
+        budget={"max_steps": 40, "checkpoint_every": 2, "eval_precision": "fp32"},
+        edit=lambda d: d.update(executor={"name": "ray", "storage": str(storage)}),
+    )
+
+
+def second_checkpoint(storage: Path) -> Path:
+    """Waits until the arm's second checkpoint is stored; returns the folder it is in."""
+    (first, *_) = wait_for(lambda: sorted(storage.glob("*/checkpoints/step-*.pt")), "a first checkpoint")
+    wait_for(lambda: len(list(first.parent.glob("step-*.pt"))) >= 2, "the second checkpoint")
+    return first.parent
+
+
+def newest_step(folder: Path) -> int:
+    return max(int(p.stem[len("step-") :]) for p in folder.glob("step-*.pt"))
+
+
+def equals_an_uninterrupted_run(resumed: dict, path: Path, cwd: Path) -> None:
+    local = run_cli(path, "--executor", "local", "--force", "--no-track", cwd=cwd)
+    assert local.exit_code == 0, local.output
+    _, uninterrupted = results_of(cwd)
+    same_training(resumed, uninterrupted["arms"][0])
+
+
+@pytest.mark.slow
+def test_no_more_arms_run_at_once_than_the_cluster_has_cpus(cluster, write_experiment, tmp_path, monkeypatch):
+    address, _ = cluster
+    install_plugins(tmp_path / "site", monkeypatch)
+    folder = tmp_path / "alive"
+    folder.mkdir()
+    probe = {"method": "count_alive", "model": "llama", "params": {"folder": str(folder)}}
+    path = write_experiment(
+        [{**probe, "name": f"probe{i}"} for i in range(3)],
+        edit=lambda d: d.update(executor={"name": "ray", "cpus_per_arm": 2}),  # one arm per 2-CPU node
+    )
+    result = run_cli(path, "--address", address, "--no-track", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    counts = [int(p.read_text()) for p in folder.iterdir() if p.suffix in (".start", ".exit")]
+    assert len(counts) == 6  # every probe counted at its start and at its exit
+    # Two ran at once (each waited for a second pid file), never three: the third arm's task gets a
+    # node's CPUs only once an arm has ended. (Before, a task waiting on its progress queue lent its
+    # CPUs back to Ray, which started the third arm beside the other two.)
+    assert max(counts) == 2, counts
+
+
+@pytest.mark.slow
+def test_a_worker_killed_after_its_second_checkpoint_resumes_from_it(cluster, write_experiment, tmp_path):
+    address, scratch = cluster
+    storage = tmp_path / "shared"
+    path = checkpointed_arm(write_experiment, storage)
+    driver = start_driver(path, address, tmp_path)
+    try:
+        stored = second_checkpoint(storage)
+        (arm,) = wait_for(lambda: arm_processes(scratch), "the arm process")
+        killed_at = newest_step(stored)
+        os.kill(arm.ppid(), signal.SIGKILL)  # the Ray worker running the arm, mid-arm
+        output, _ = driver.communicate(timeout=WAIT_S)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, output
+    _, on_ray = results_of(tmp_path)
+    (resumed,) = on_ray["arms"]
+    assert resumed["status"] == "ok", resumed["error"]
+    assert resumed["provenance"]["placement"]["attempt"] == 2
+    assert resumed["consumed"]["extra"]["resumed_from_step"] >= killed_at >= 4
+    assert not list(storage.glob("*/checkpoints/*"))  # a finished arm keeps nothing there
+    equals_an_uninterrupted_run(resumed, path, tmp_path)
+
+
+@pytest.mark.slow
+def test_a_killed_driver_rerun_resumes_the_arm_from_storage(cluster, write_experiment, tmp_path):
+    address, scratch = cluster
+    storage = tmp_path / "shared"
+    path = checkpointed_arm(write_experiment, storage)
+    driver = start_driver(path, address, tmp_path)
+    try:
+        stored = second_checkpoint(storage)
+    finally:
+        driver.kill()  # SIGKILL: Ray ends the driver's job, and the arm with its worker
+        driver.communicate()
+    wait_for(lambda: not arm_processes(scratch), "the killed run's arm process to end")
+    killed_at = newest_step(stored)
+
+    rerun = run_cli(path, "--address", address, "--no-track", cwd=tmp_path)
+    assert rerun.exit_code == 0, rerun.output
+    _, on_ray = results_of(tmp_path)
+    (resumed,) = on_ray["arms"]
+    assert resumed["status"] == "ok", resumed["error"]
+    assert resumed["consumed"]["extra"]["resumed_from_step"] == killed_at
+    assert resumed["provenance"]["placement"]["attempt"] == 2
+    equals_an_uninterrupted_run(resumed, path, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nodes", [1, 2], ids=["two_devices_one_node", "two_nodes_one_rank_each"])
+def test_an_arm_of_two_devices_runs_torchrun_with_two_ranks(cluster, write_experiment, tmp_path, nodes):
+    address, _ = cluster
+    # no dropout: its masks are drawn per rank, so they cannot match one device's (tests/test_scale_out.py)
+    lora = {"method": "lora", "model": "llama", "lr": 1e-3, "params": {"dropout": 0.0}}
+    path = write_experiment(
+        [{**lora, "name": "one_device"}, {**lora, "name": "two_devices", "devices": 2, "nodes": nodes}],
+        budget={"max_steps": 3, "eval_precision": "fp32"},
+    )
+    result = run_cli(path, "--executor", "ray", "--address", address, "--no-track", cwd=tmp_path)
+    assert result.exit_code == 0, result.output
+    _, results = results_of(tmp_path)
+    one, two = results["arms"]
+    assert [one["status"], two["status"]] == ["ok", "ok"], [one["error"], two["error"]]
+    # torchrun started two ranks (WORLD_SIZE 2): both on one node, or one per node (LOCAL_WORLD_SIZE 1,
+    # two torchrun agents on two Ray nodes, which the STRICT_SPREAD placement group keeps apart)
+    placement = two["provenance"]["placement"]
+    assert (placement["world_size"], placement["nodes"], placement["strategy"]) == (2, nodes, "ddp")
+    assert (one["provenance"]["placement"]["world_size"], one["provenance"]["placement"]["strategy"]) == (1, None)
+    same_budget_within_ddp_tolerance(one, two)
