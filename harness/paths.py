@@ -50,6 +50,34 @@ def read_json_file(path: Path, *, what: str, fix: str):
         raise HarnessError(f"{what} {path} nests too deeply to read", fix=fix) from None
 
 
+def read_jsonl_objects(path: Path, *, fix: str) -> list[dict]:
+    """A JSON-lines file harness wrote (predictions.jsonl), every line a JSON object, or one
+    HarnessError naming the file and the first bad line (a truncated copy, a torn write)."""
+    import json
+
+    from harness.errors import HarnessError
+
+    rows, number = [], 0
+    try:
+        with open(path, encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if line.strip():
+                    row = json.loads(line)
+                    if not isinstance(row, dict):
+                        raise ValueError("not a JSON object")
+                    rows.append(row)
+    except (ValueError, UnicodeDecodeError, RecursionError) as err:  # JSONDecodeError is a ValueError
+        raise HarnessError(
+            f"line {number} is not a JSON object ({str(err).splitlines()[0][:120]}; the file may be truncated)",
+            file=str(path),
+            line=number,
+            fix=fix,
+        ) from None
+    except OSError as err:
+        raise HarnessError(f"cannot be read ({os_problem(err)})", file=str(path), fix=fix) from None
+    return rows
+
+
 def os_problem(err: OSError) -> str:
     """What an OSError means for a user, in words (a full disk, a file where a folder should be)."""
     import errno

@@ -9,12 +9,13 @@ a `failed` result; the runner goes on with the others.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, notices
 from harness.execution.arm_common import arm_summary, emit
 from harness.execution.multi_task import execute_multi_task
 from harness.execution.single_task import execute_arm
@@ -23,10 +24,17 @@ from harness.results.arm_result import ArmResult, now
 from harness.training.devices import is_main_process, world_size
 
 
+class _ToRunner(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), flush=True)  # log.txt keeps it too
+        emit("notice", text=record.getMessage())
+
+
 def main(argv: list[str]) -> int:
     arm = Arm.from_json(Path(argv[0]).read_text())
     out_dir = Path(argv[1])
     os.environ["HARNESS_ARM_DIR"] = str(out_dir.resolve())  # recorded in the result's placement
+    notices.addHandler(_ToRunner())  # sentences for the console: events the runner prints
     threads = os.environ.get("HARNESS_THREADS")
     if threads:
         import torch

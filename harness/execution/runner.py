@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 from datetime import datetime
 from pathlib import Path
 
@@ -18,9 +17,18 @@ from harness.errors import HarnessError, safe
 from harness.execution.arm_common import arm_summary
 from harness.execution.launch import Event, Finished, Started
 from harness.execution.local_pool import LocalPool
+from harness.execution.oom import killed_by, oom_kills
 from harness.paths import atomic_write_text, os_problem
 from harness.planning.plan import Arm
-from harness.results.arm_result import LATEST, ArmResult, now, point_latest, task_results, write_run_results
+from harness.results.arm_result import (
+    LATEST,
+    ArmResult,
+    now,
+    point_latest,
+    reuse_problem,
+    task_results,
+    write_run_results,
+)
 from harness.stages.rewards import arm_references
 from harness.training.checkpoint import FOLDER as CHECKPOINTS
 
@@ -39,7 +47,15 @@ def find_completed(experiment_dir: Path, arm_hash: str) -> Path | None:
         except (OSError, ValueError):
             continue
         if result.status == "ok" and result.arm.get("hash") == arm_hash:
-            return path.parent
+            problem = reuse_problem(path.parent)
+            if problem is None:
+                return path.parent
+            console.print(
+                f"[yellow]not reusing[/] {safe(result.arm.get('name'))} from run {safe(path.parents[2].name)}: "
+                f"{safe(problem)}; running it again",
+                highlight=False,
+                soft_wrap=True,
+            )
     return None
 
 
@@ -51,6 +67,8 @@ def take_over_checkpoints(experiment_dir: Path, arm: Arm, arm_dir: Path) -> str 
     if target.is_dir():
         return None
     for folder in sorted(experiment_dir.glob(f"*/arms/*-{arm.hash[:8]}/{CHECKPOINTS}"), reverse=True):
+        if folder.parents[2].name == LATEST:  # a link to a run, which the glob also finds by its id
+            continue
         if folder.parent != arm_dir and any(folder.glob("step-*.pt")):
             shutil.move(str(folder), str(target))
             return folder.parent.parent.parent.name
@@ -82,6 +100,7 @@ class Runner:
         self.run_dir = self.experiment_dir / self.run_id
         self.results: list[ArmResult] = []
         self._by_arm: dict[int, list[ArmResult]] = {}  # plan position -> its results (several: multi_task)
+        self._oom_before: dict[int, int | None] = {}  # id(arm) -> the cgroup's OOM kills when it started
 
     def run(self) -> Path:
         self._create_run_dir()
@@ -132,17 +151,23 @@ class Runner:
     def _execute_wave(self, todo: list[tuple[Arm, Path]], progress: Progress, overall) -> None:
         position = {id(arm): i for i, arm in enumerate(self.arms)}
         rows: dict[int, object] = {}  # one progress row per running arm
+        self._oom_before.update({id(arm): oom_kills() for arm, _ in todo})  # again when an arm starts
         updates = self.executor.run(todo)
         try:
             for update in updates:
                 arm = update.arm
                 if isinstance(update, Started):  # again after a retry on another worker
+                    self._oom_before[id(arm)] = oom_kills()
                     if id(arm) in rows:
                         progress.remove_task(rows.pop(id(arm)))
                     rows[id(arm)] = progress.add_task(safe(arm.name), total=None, info=update.where)
                 elif isinstance(update, Event):
                     if id(arm) not in rows:
                         rows[id(arm)] = progress.add_task(safe(arm.name), total=None, info="")
+                    if update.event["event"] == "notice":
+                        progress.console.print(
+                            f"[yellow]{safe(arm.name)}[/]: {safe(update.event.get('text'))}", highlight=False
+                        )
                     self._show(progress, rows[id(arm)], update.event)
                 elif isinstance(update, Finished):
                     if id(arm) in rows:
@@ -192,7 +217,7 @@ class Runner:
         if done.returncode == 0 and result_path.is_file():
             result = ArmResult.read(result_path)
         else:
-            error = done.error or _exit_reason(done.returncode, arm_dir / "log.txt")
+            error = done.error or _exit_reason(done.returncode, arm_dir / "log.txt", self._oom_before.get(id(arm)))
             result = ArmResult(
                 arm=arm_summary(arm),
                 status="failed",
@@ -285,13 +310,11 @@ def _new_run_id(experiment_dir: Path) -> str:
     return run_id
 
 
-def _exit_reason(code: int | None, log_path: Path) -> str:
+def _exit_reason(code: int | None, log_path: Path, oom_before: int | None = None) -> str:
     tail = ""
     if log_path.is_file():
         lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
         tail = lines[-1][:300] if lines else ""
     if code is not None and code < 0:
-        name = signal.Signals(-code).name
-        hint = " (likely out of memory)" if -code == signal.SIGKILL else ""
-        return f"arm process killed by {name}{hint}" + (f"; last log line: {tail}" if tail else "")
+        return killed_by(-code, oom_before, oom_kills()) + (f"; last log line: {tail}" if tail else "")
     return f"arm process exited with code {code}" + (f"; last log line: {tail}" if tail else "")

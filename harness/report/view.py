@@ -5,15 +5,14 @@ registry; nothing here knows a method by name."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from markupsafe import Markup
 
-from harness.errors import HarnessError
 from harness.eval.compare import CORRECTION_NAMES, adjusted_p, difference_text
 from harness.eval.metrics import METRICS
 from harness.naming import base_name
+from harness.paths import read_jsonl_objects
 from harness.report import charts
 from harness.results.audit import rankable
 
@@ -359,23 +358,7 @@ def read_predictions(run_dir: Path, arm: dict) -> list[dict]:
     path = run_dir / "arms" / arm["arm"].get("slug", "") / name
     if arm["status"] != "ok" or not path.is_file():
         return []
-    rows = []
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if line.strip():
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ValueError("not a JSON object")
-                    rows.append(row)
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise HarnessError(
-            f"line {number} is not a JSON object ({str(err).splitlines()[0][:120]}; the file may be truncated)",
-            file=str(path),
-            line=number,
-            fix="rerun the arm (`harness run --force --only <arm>`) to write it again",
-        ) from None
-    return rows
+    return read_jsonl_objects(path, fix="rerun the arm (`harness run --force --only <arm>`) to write it again")
 
 
 def per_class(predictions: dict[str, list[dict]], labels: list[str] | None, colours: dict[str, str]) -> dict | None:

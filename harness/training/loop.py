@@ -123,7 +123,7 @@ def train_streams(
         # A sharded model's state needs torch.distributed.checkpoint; not written yet.
         warnings.warn("checkpoints are not written under FSDP yet; this arm restarts from step 0 if killed")
         every = 0
-    saved = checkpoint.load_latest(checkpoint_dir) if checkpoint_dir else None
+    saved = checkpoint.load_latest(checkpoint_dir, fits=lambda s: _mismatch(s, model)) if checkpoint_dir else None
     if saved:
         first_step, seconds_before = _restore(saved, model, optimizer, scheduler, consumed, curves, rank)
     trained = {k: [streams[k].ids[i] for i in orders[k][: consumed[k].examples]] for k in keys}
@@ -266,6 +266,18 @@ def _save(folder, step, accelerator, model, optimizer, scheduler, consumed, curv
             "curves": curves,
         },
     )
+
+
+def _mismatch(saved: dict, model) -> str | None:
+    """What makes a readable checkpoint another arm's: trainable weights of other names or shapes."""
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    weights = saved["trainable"]
+    if not isinstance(weights, dict) or set(weights) != set(params):
+        return "its trainable weights are not this model's"
+    for name, value in weights.items():
+        if getattr(value, "shape", None) != params[name].shape:
+            return f"weight {name} has another shape than the model's {tuple(params[name].shape)}"
+    return None
 
 
 def _restore(saved: dict, model, optimizer, scheduler, consumed, curves, rank: int) -> tuple[int, float]:
