@@ -64,7 +64,7 @@ def test_an_arm_with_truncated_predictions_is_run_again_not_reused(write_experim
     assert "not reusing" in second.output and "predictions.jsonl" in second.output, second.output
     run_dir, results = results_of(tmp_path)
     reused = {a["arm"]["method"]: a["reused_from"] for a in results["arms"]}
-    assert reused == {"zero_shot": None, "few_shot": first_dir.name}  # the broken one ran again, the sound one was reused
+    assert reused == {"zero_shot": None, "few_shot": first_dir.name}  # the broken one ran again
     assert results["comparisons"] and (run_dir / "index.html").is_file()
 
 
@@ -87,7 +87,8 @@ def test_all_checkpoints_unreadable_is_said_on_the_console(tmp_path, caplog):
         (folder / f"step-{step:08d}.pt").write_bytes(b"torn")
     with caplog.at_level(logging.WARNING, logger="harness.notice"), pytest.warns(UserWarning, match="skipping"):
         assert checkpoint.load_latest(folder) is None
-    assert [r.getMessage() for r in caplog.records] == ["all 2 checkpoint(s) unreadable: starting from step 0 (why: in log.txt)"]
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["all 2 checkpoint(s) unreadable: starting from step 0 (why: in log.txt)"]
 
 
 def test_a_loadable_but_foreign_checkpoint_is_skipped_like_a_torn_one(tmp_path, caplog):
