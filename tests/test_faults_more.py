@@ -143,3 +143,82 @@ def test_take_over_skips_the_latest_link(tmp_path):
     assert take_over_checkpoints(tmp_path / "exp", Arm(), new_arm) == "20260101-000000"
     assert json.dumps(sorted(p.name for p in (new_arm / "checkpoints").iterdir())) == '["step-00000010.pt"]'
     shutil.rmtree(new_arm)
+
+
+# ----------------------------------------------------------------------------- reward model folders
+
+
+def reward_model_arm(folder: str) -> dict:
+    from tests.test_reward_rft import LORA
+
+    return {**LORA, "stages": [{"grpo": {"rewards": ["format", {"reward_model": folder}]}}]}
+
+
+@pytest.mark.parametrize(
+    "config, expected",
+    [
+        (None, "holds LlamaForCausalLM, not a sequence-classification model"),  # the causal LM's own folder
+        ("{not json", "config.json is not a readable JSON file (JSONDecodeError)"),
+        ('["a list"]', "config.json is not a JSON object"),
+        (b"\xff\xfe junk", "config.json is not a readable JSON file (UnicodeDecodeError)"),
+    ],
+)
+def test_validate_refuses_a_reward_model_folder_that_is_no_reward_model(
+    config, expected, write_experiment, tiny_models, tmp_path
+):
+    from harness.config.load import load_experiment
+    from harness.errors import HarnessError
+    from tests.test_reward_rft import RFT_BUDGET
+
+    folder = tmp_path / "rm"
+    shutil.copytree(tiny_models["llama"], folder)
+    if config is not None:
+        (folder / "config.json").write_bytes(config if isinstance(config, bytes) else config.encode())
+    with pytest.raises(HarnessError) as err:
+        load_experiment(write_experiment([reward_model_arm("rm")], budget=RFT_BUDGET))
+    message = str(err.value)
+    assert expected in message and str(folder) in message and "\n" not in message, message
+    assert "rewards[1].reward_model" in message
+
+
+def test_a_sequence_classifier_without_a_trained_score_head_is_refused_at_load(tiny_models, tmp_path):
+    """The config says classifier, the weights are a causal LM's: transformers would initialise
+    the score head at random (a warning in log.txt); the harness refuses, naming the folder."""
+    from harness.errors import HarnessError
+    from harness.stages.reward_model import RewardScorer, saved_folder_problem
+
+    folder = tmp_path / "rm"
+    shutil.copytree(tiny_models["llama"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "architectures": ["LlamaForSequenceClassification"]}))
+    assert saved_folder_problem(folder) is None  # the config alone looks right
+    with pytest.raises(HarnessError, match=r"has no trained weights for score\.weight: its score would be random"):
+        RewardScorer.load(folder)
+
+
+# ----------------------------------------------------------------------------- plan on custom code
+
+
+@pytest.mark.parametrize("trust", [False, True])
+def test_plan_on_a_custom_code_model_folder_is_one_sentence(trust, write_experiment, tiny_models, tmp_path):
+    from typer.testing import CliRunner
+
+    from harness.cli import app
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_models["llama"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.update(model_type="mycustom", auto_map={"AutoConfig": "configuration_my.MyConfig"})
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "configuration_my.py").write_text("raise SystemExit('the folder's code ran')\n")
+
+    def custom(data):
+        data["models"] = {"mine": {"source": str(folder), "trust_remote_code": trust}}
+        data["arms"] = [{"method": "lora", "model": "mine", "lr": 1e-3}]
+
+    path = write_experiment([], edit=custom)
+    result = CliRunner().invoke(app, ["plan", str(path)], env={"COLUMNS": "2000"})
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.output
+    assert f"model folder {folder} is custom code (auto_map in its config.json)" in lines[0]
