@@ -92,3 +92,26 @@ def os_problem(err: OSError) -> str:
         errno.EEXIST: "a file is in the way where a folder should be",
     }
     return words.get(err.errno, err.strerror or str(err))
+
+
+# How libraries that write in Rust or C++ word a full disk: safetensors' SafetensorError says
+# `IoError(Os { code: 28, kind: StorageFull, .. })`, torch's writer the C library's message.
+_FULL_DISK_WORDS = ("StorageFull", "QuotaExceeded", "No space left on device", "Disk quota exceeded")
+
+
+def disk_full(err: BaseException | None) -> bool:
+    """Whether an error, or one it was raised from, is a full disk or a used-up quota."""
+    import errno
+
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(words in str(err) for words in _FULL_DISK_WORDS):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def disk_full_sentence(folder: Path) -> str:
+    return f"the disk is full: cannot write in {folder}; free some space and rerun (completed arms are kept)"

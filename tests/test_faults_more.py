@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 
 import pytest
@@ -222,3 +223,77 @@ def test_plan_on_a_custom_code_model_folder_is_one_sentence(trust, write_experim
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in result.output, result.output
     assert f"model folder {folder} is custom code (auto_map in its config.json)" in lines[0]
+
+
+# ----------------------------------------------------------------------------- a full disk mid-run
+
+FULL_DISK_PLUGIN = """
+from safetensors import SafetensorError
+from harness.methods import Method
+from harness.methods.registry import TrainedParams
+
+class FullDisk(Method):
+    description = "fails as saving an adapter fails on a full disk"
+
+    class Params(TrainedParams):
+        lr: float = 1e-3
+
+    def wrap(self, model, params, ctx):
+        raise SafetensorError(
+            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
+        )
+"""
+
+
+def install_method_plugin(tmp_path, monkeypatch, name: str, source: str) -> None:
+    """A real third-party method, registered through the `harness.methods` entry-point group."""
+    from harness.methods import registry
+
+    site = tmp_path / "site"
+    (site / f"{name}_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / f"{name}_plugin.py").write_text(source)
+    (site / f"{name}_plugin-0.1.dist-info" / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}-plugin\nVersion: 0.1\n"
+    )
+    (site / f"{name}_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        f"[harness.methods]\n{name} = {name}_plugin:FullDisk\n"
+    )
+    # Prepended: the arm process must import this checkout's harness, not the installed one.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    monkeypatch.syspath_prepend(str(site))
+    registry.METHODS.load()  # the built-in methods first: restored as they are after the test
+    monkeypatch.setattr(registry.METHODS, "loaded", False)
+    monkeypatch.setattr(registry.METHODS, "entries", dict(registry.METHODS.entries))
+
+
+def test_a_full_disk_inside_an_arm_is_one_sentence_naming_the_folder(write_experiment, tmp_path, monkeypatch):
+    install_method_plugin(tmp_path, monkeypatch, "fulldisk", FULL_DISK_PLUGIN)
+    path = write_experiment([{"method": "fulldisk", "model": "llama"}, {"method": "zero_shot", "model": "llama"}])
+    result = run_cli(path, "--no-track", cwd=tmp_path)
+    assert result.exit_code == 1, result.output
+    run_dir, results = results_of(tmp_path)
+    full, ok = results["arms"]
+    arm_dir = (run_dir / "arms" / full["arm"]["slug"]).resolve()
+    assert full["error"].startswith(f"the disk is full: cannot write in {arm_dir}"), full["error"]
+    assert "SafetensorError" not in full["error"] and ok["status"] == "ok"
+
+
+def test_a_full_disk_when_saving_the_run_is_one_sentence(write_experiment, tmp_path, monkeypatch):
+    import errno
+
+    from harness.execution import runner
+
+    real, calls = runner.write_run_results, []
+
+    def fills_up(*args, **kwargs):
+        calls.append(1)
+        if len(calls) > 1:  # the run started; the disk fills before the first arm's result is saved
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "write_run_results", fills_up)
+    path = write_experiment([{"method": "zero_shot", "model": "llama"}])
+    result = run_cli(path, "--no-track", cwd=tmp_path)
+    assert result.exit_code == 2, result.output
+    assert "error: the disk is full: cannot write in reports/tiny/" in result.output, result.output
+    assert "Traceback" not in result.output

@@ -19,6 +19,7 @@ from harness.errors import HarnessError, notices
 from harness.execution.arm_common import arm_summary, emit
 from harness.execution.multi_task import execute_multi_task
 from harness.execution.single_task import execute_arm
+from harness.paths import disk_full, disk_full_sentence
 from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult, now
 from harness.training.devices import is_main_process, world_size
@@ -51,6 +52,8 @@ def main(argv: list[str]) -> int:
         return 130
     except Exception as err:  # the arm fails; the runner goes on with the others
         message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
+        if disk_full(err):  # a raw SafetensorError or PytorchStreamWriter error says it in its own words
+            message = disk_full_sentence(out_dir.resolve())
         (out_dir / "traceback.txt").write_text(traceback.format_exc())
         result = ArmResult(
             arm=arm_summary(arm),

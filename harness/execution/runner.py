@@ -18,7 +18,7 @@ from harness.execution.arm_common import arm_summary
 from harness.execution.launch import Event, Finished, Started
 from harness.execution.local_pool import LocalPool
 from harness.execution.oom import killed_by, oom_kills
-from harness.paths import atomic_write_text, os_problem
+from harness.paths import atomic_write_text, disk_full, disk_full_sentence, os_problem
 from harness.planning.plan import Arm
 from harness.results.arm_result import (
     LATEST,
@@ -256,10 +256,15 @@ class Runner:
 
     def _save(self) -> None:
         experiment = json.loads(self._experiment_json())
-        write_run_results(
-            self.run_dir, experiment, self.results, extra={"run_id": self.run_id, "planned_arms": len(self.arms)}
-        )
-        point_latest(self.run_dir)  # reports/<experiment>/latest: the newest run with a results.json
+        try:
+            write_run_results(
+                self.run_dir, experiment, self.results, extra={"run_id": self.run_id, "planned_arms": len(self.arms)}
+            )
+            point_latest(self.run_dir)  # reports/<experiment>/latest: the newest run with a results.json
+        except OSError as err:
+            if not disk_full(err):
+                raise
+            raise HarnessError(disk_full_sentence(self.run_dir)) from None
 
     def _create_run_dir(self) -> None:
         """The run folder and experiment.json, or one sentence (a full disk, `reports` being a file)
@@ -315,6 +320,8 @@ def _exit_reason(code: int | None, log_path: Path, oom_before: int | None = None
     if log_path.is_file():
         lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
         tail = lines[-1][:300] if lines else ""
+    if disk_full(RuntimeError(tail)):  # the arm could not even write its result
+        return disk_full_sentence(log_path.parent)
     if code is not None and code < 0:
         return killed_by(-code, oom_before, oom_kills()) + (f"; last log line: {tail}" if tail else "")
     return f"arm process exited with code {code}" + (f"; last log line: {tail}" if tail else "")
