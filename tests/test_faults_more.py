@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 
 import pytest
@@ -15,7 +14,7 @@ import torch
 
 from harness.execution import oom
 from harness.training import checkpoint
-from tests.test_runner import results_of, run_cli
+from tests.test_runner import install_method_plugin, results_of, run_cli
 
 # ----------------------------------------------------------------------------- HARNESS_THREADS
 
@@ -129,23 +128,6 @@ def test_a_rerun_over_unreadable_checkpoints_names_the_run_and_says_step_0(write
     assert "resumed_from_step" not in results["arms"][0]["consumed"]["extra"]
 
 
-def test_take_over_skips_the_latest_link(tmp_path):
-    from harness.execution.runner import take_over_checkpoints
-
-    class Arm:
-        hash = "abcdef0123456789"
-
-    old = tmp_path / "exp" / "20260101-000000" / "arms" / "lora-x-abcdef01" / "checkpoints"
-    old.mkdir(parents=True)
-    (old / "step-00000010.pt").write_bytes(b"x")
-    (tmp_path / "exp" / "latest").symlink_to("20260101-000000")
-    new_arm = tmp_path / "exp" / "20260101-000100" / "arms" / "lora-x-abcdef01"
-    new_arm.mkdir(parents=True)
-    assert take_over_checkpoints(tmp_path / "exp", Arm(), new_arm) == "20260101-000000"
-    assert json.dumps(sorted(p.name for p in (new_arm / "checkpoints").iterdir())) == '["step-00000010.pt"]'
-    shutil.rmtree(new_arm)
-
-
 # ----------------------------------------------------------------------------- reward model folders
 
 
@@ -227,47 +209,14 @@ def test_plan_on_a_custom_code_model_folder_is_one_sentence(trust, write_experim
 
 # ----------------------------------------------------------------------------- a full disk mid-run
 
-FULL_DISK_PLUGIN = """
-from safetensors import SafetensorError
-from harness.methods import Method
-from harness.methods.registry import TrainedParams
-
-class FullDisk(Method):
-    description = "fails as saving an adapter fails on a full disk"
-
-    class Params(TrainedParams):
-        lr: float = 1e-3
-
-    def wrap(self, model, params, ctx):
-        raise SafetensorError(
-            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
-        )
-"""
-
-
-def install_method_plugin(tmp_path, monkeypatch, name: str, source: str) -> None:
-    """A real third-party method, registered through the `harness.methods` entry-point group."""
-    from harness.methods import registry
-
-    site = tmp_path / "site"
-    (site / f"{name}_plugin-0.1.dist-info").mkdir(parents=True)
-    (site / f"{name}_plugin.py").write_text(source)
-    (site / f"{name}_plugin-0.1.dist-info" / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: {name}-plugin\nVersion: 0.1\n"
-    )
-    (site / f"{name}_plugin-0.1.dist-info" / "entry_points.txt").write_text(
-        f"[harness.methods]\n{name} = {name}_plugin:FullDisk\n"
-    )
-    # Prepended: the arm process must import this checkout's harness, not the installed one.
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
-    monkeypatch.syspath_prepend(str(site))
-    registry.METHODS.load()  # the built-in methods first: restored as they are after the test
-    monkeypatch.setattr(registry.METHODS, "loaded", False)
-    monkeypatch.setattr(registry.METHODS, "entries", dict(registry.METHODS.entries))
+FULL_DISK = (  # what saving an adapter raises on a full disk
+    "from safetensors import SafetensorError; raise SafetensorError("
+    "'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })')"
+)
 
 
 def test_a_full_disk_inside_an_arm_is_one_sentence_naming_the_folder(write_experiment, tmp_path, monkeypatch):
-    install_method_plugin(tmp_path, monkeypatch, "fulldisk", FULL_DISK_PLUGIN)
+    install_method_plugin(tmp_path, monkeypatch, "fulldisk", FULL_DISK)
     path = write_experiment([{"method": "fulldisk", "model": "llama"}, {"method": "zero_shot", "model": "llama"}])
     result = run_cli(path, "--no-track", cwd=tmp_path)
     assert result.exit_code == 1, result.output

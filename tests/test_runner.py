@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -89,39 +88,46 @@ def test_failing_arm_is_recorded_and_the_others_go_on(write_experiment, tmp_path
     assert ok["status"] == "ok" and ok["metrics"]["accuracy"] is not None
 
 
-CRASHING_PLUGIN = """
+METHOD_PLUGIN = """
 import os, signal
 from harness.methods import Method
 from harness.methods.registry import TrainedParams
 
-class Crash(Method):
-    description = "kills its own process, as the kernel's out-of-memory killer would"
+class Plugin(Method):
+    description = "fails inside its arm process, in the test's way"
 
     class Params(TrainedParams):
         lr: float = 1e-3
 
     def wrap(self, model, params, ctx):
-        os.kill(os.getpid(), signal.SIGKILL)
+        {body}
 """
 
 
-def test_hard_crash_of_an_arm_process_is_recorded(write_experiment, tmp_path, monkeypatch):
-    # A real third-party plugin, registered through the `harness.methods` entry-point group.
-    site = tmp_path / "site"
-    (site / "crash_plugin-0.1.dist-info").mkdir(parents=True)
-    (site / "crash_plugin.py").write_text(textwrap.dedent(CRASHING_PLUGIN))
-    (site / "crash_plugin-0.1.dist-info" / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: crash-plugin\nVersion: 0.1\n"
-    )
-    (site / "crash_plugin-0.1.dist-info" / "entry_points.txt").write_text(
-        "[harness.methods]\ncrash = crash_plugin:Crash\n"
-    )
-    monkeypatch.setenv("PYTHONPATH", str(site))
-    monkeypatch.syspath_prepend(str(site))
+def install_method_plugin(tmp_path, monkeypatch, name: str, wrap_body: str) -> None:
+    """A real third-party method whose wrap runs `wrap_body`, registered through the
+    `harness.methods` entry-point group, in this process and in the arm processes."""
     from harness.methods import registry
 
+    site = tmp_path / "site"
+    (site / f"{name}_plugin-0.1.dist-info").mkdir(parents=True)
+    (site / f"{name}_plugin.py").write_text(METHOD_PLUGIN.replace("{body}", wrap_body))
+    (site / f"{name}_plugin-0.1.dist-info" / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {name}-plugin\nVersion: 0.1\n"
+    )
+    (site / f"{name}_plugin-0.1.dist-info" / "entry_points.txt").write_text(
+        f"[harness.methods]\n{name} = {name}_plugin:Plugin\n"
+    )
+    # Prepended: the arm process must import this checkout's harness, not an installed one.
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    monkeypatch.syspath_prepend(str(site))
+    registry.METHODS.load()  # the built-in methods first: restored as they are after the test
     monkeypatch.setattr(registry.METHODS, "loaded", False)
     monkeypatch.setattr(registry.METHODS, "entries", dict(registry.METHODS.entries))
+
+
+def test_hard_crash_of_an_arm_process_is_recorded(write_experiment, tmp_path, monkeypatch):
+    install_method_plugin(tmp_path, monkeypatch, "crash", "os.kill(os.getpid(), signal.SIGKILL)  # as kill -9 would")
     path = write_experiment([{"method": "crash", "model": "llama"}, {"method": "zero_shot", "model": "llama"}])
     result = run_cli(path, cwd=tmp_path)
     assert result.exit_code == 1, result.output
