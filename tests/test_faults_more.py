@@ -66,6 +66,12 @@ def test_an_arm_with_truncated_predictions_is_run_again_not_reused(write_experim
     reused = {a["arm"]["method"]: a["reused_from"] for a in results["arms"]}
     assert reused == {"zero_shot": None, "few_shot": first_dir.name}  # the broken one ran again
     assert results["comparisons"] and (run_dir / "index.html").is_file()
+    result = next(run_dir.glob("arms/few_shot*/result.json"))
+    result.write_text(result.read_text()[:100])  # now the other arm's result is torn
+    third = run_cli(path, "--no-track", cwd=tmp_path)
+    assert third.exit_code == 0 and "result.json: unreadable (ValidationError); running it again" in third.output
+    _, results = results_of(tmp_path)
+    assert [a["reused_from"] for a in results["arms"]] == [run_dir.name, first_dir.name]  # an intact older copy
 
 
 def full_payload(step: int, weights: dict) -> dict:

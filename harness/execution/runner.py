@@ -44,7 +44,12 @@ def find_completed(experiment_dir: Path, arm_hash: str) -> Path | None:
     for path in candidates:
         try:
             result = ArmResult.read(path)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as err:  # a torn copy of this arm's result (the folder names its hash)
+            console.print(
+                f"[yellow]not reusing[/] {safe(path)}: unreadable ({type(err).__name__}); running it again",
+                highlight=False,
+                soft_wrap=True,
+            )
             continue
         if result.status == "ok" and result.arm.get("hash") == arm_hash:
             problem = reuse_problem(path.parent)
