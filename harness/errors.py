@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 # C0/C1 control characters (clear-screen, colour, window title, backspace...) and the bidi
 # overrides that reorder what a terminal shows: text from files never reaches a terminal raw.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+# Sentences for the user's console from inside an arm process (an arm starting again from step 0):
+# the arm process forwards them to the runner as events (harness.execution.arm_process).
+notices = logging.getLogger("harness.notice")
 
 
 def printable(text) -> str:

@@ -81,6 +81,11 @@ EXPECT = {
     "tasks_is_a_list.yaml": "tasks:",
     "missing_golden_set.yaml": "golden_sets[0]",
     "unknown_prepared_dataset.yaml": "did you mean 'sentiment'",
+    "cpt_corpus_binary.yaml": "paper.txt is a binary file (it holds NUL bytes)",
+    "cpt_corpus_not_utf8.yaml": "corpus_latin1.txt is not UTF-8 text",
+    "cpt_corpus_bin_file.yaml": "weights.bin in the corpus folder",
+    "cpt_corpus_pdf.yaml": "corpus.pdf is not a kind of file a corpus reads",
+    "domain_text_bad_line.yaml": "corpus_bad_line.jsonl:2: line 2 is not a JSON object",
     # golden sets
     "golden_alias_bomb.yaml": "aliases expand",
     "golden_duplicate_id.yaml": "item id 'a' appears twice",

@@ -19,8 +19,8 @@ def test_pack_concatenates_documents_with_eos_into_full_blocks(tiny_models):
     docs = ["the film was great.", "the plot is dull", "i think the cast is so fun"]
     stream = [t for d in docs for t in tok(d, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
     blocks = pack(tok, docs, 5)
-    assert blocks == [stream[i : i + 5] for i in range(0, len(stream) // 5 * 5, 5)]
-    assert all(len(b) == 5 for b in blocks) and tok.pad_token_id not in sum(blocks, [])
+    assert blocks.tolist() == [stream[i : i + 5] for i in range(0, len(stream) // 5 * 5, 5)]
+    assert blocks.shape[1] == 5 and tok.pad_token_id not in blocks
 
 
 def test_documents_from_txt_jsonl_and_folder(tmp_path):
@@ -37,6 +37,35 @@ def test_documents_from_txt_jsonl_and_folder(tmp_path):
         load_documents("missing.txt", tmp_path)
     with pytest.raises(HarnessError, match="did you mean"):
         load_documents("corpus:aclsum-paper")
+
+
+def test_documents_read_in_small_pieces_are_the_documents_read_whole(tiny_models, tmp_path, monkeypatch):
+    """Pieces of 7 characters (cut inside words, inside a blank line) give the same documents, and
+    tokens, as reading each file whole: the streaming reader changes memory, not text."""
+    from transformers import AutoTokenizer
+
+    from harness.data import corpus
+
+    text = "  the film was great.\nthe plot\n\n\n is dull   \n\ni think the cast is so fun\n\n\n\n"
+    (tmp_path / "a.txt").write_text(text)
+    whole = [d.strip() for d in text.split("\n\n") if d.strip()]
+    tok = AutoTokenizer.from_pretrained(tiny_models["llama"])
+    big = corpus.pack(tok, whole, 4).tolist()
+    monkeypatch.setattr(corpus, "PIECE_CHARS", 7)
+    pieces = [list(d) for d in corpus.iter_documents("a.txt", tmp_path)]
+    assert max(len(p) for d in pieces for p in d) <= 2 * 7 + 2 and max(len(d) for d in pieces) > 2  # really in pieces
+    assert ["".join(d) for d in pieces if d] == whole
+    assert corpus.pack(tok, corpus.iter_documents("a.txt", tmp_path), 4).tolist() == big
+    assert corpus.passages("a.txt", tmp_path, key="k", limit=2, max_chars=5) == ["the f", "is du"]
+
+
+def test_a_jsonl_line_too_long_to_hold_is_one_sentence(tmp_path, monkeypatch):
+    from harness.data import corpus
+
+    monkeypatch.setattr(corpus, "MAX_JSONL_LINE", 100)
+    (tmp_path / "c.jsonl").write_text(json.dumps({"text": "x" * 50}) + "\n" + json.dumps({"text": "y" * 200}) + "\n")
+    problem, fix = corpus.source_problem("c.jsonl", tmp_path)
+    assert problem.endswith("c.jsonl:2: line 2 is longer than 100 characters") and "split" in fix
 
 
 def test_aclsum_corpus_holds_no_test_paper():
@@ -118,3 +147,46 @@ def test_validate_names_a_missing_corpus_and_domain_text(write_experiment, tmp_p
     ):
         result = CliRunner().invoke(app, ["validate", str(write_experiment(arms, budget=budget))])
         assert result.exit_code == 2 and key in result.output, result.output
+
+
+WATCH = """
+import resource, subprocess, sys
+resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # a whole-file reader fails here, not the machine
+code = subprocess.call([sys.executable, "-m", "harness", "run", sys.argv[1], "--no-track"])
+print(code, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024)  # the largest process's peak
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)
+def test_a_100_mb_single_line_corpus_runs_in_bounded_memory(write_experiment, tmp_path):
+    """The issue's case: a cpt corpus and domain text that are one 100 MB line, through `harness
+    run` (validate, the cpt stage, domain perplexity). The largest process (the runner or the arm)
+    peaks under 1.5 GB (measured 697 MB on 2026-12-05; the whole-file reader passed 10 GB)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    words = "the film was great and the plot is dull i think the cast is so fun ".encode()
+    big = tmp_path / "one-line.txt"
+    with open(big, "wb") as fh:
+        for _ in range(100 * (1 << 20) // len(words) + 1):
+            fh.write(words)
+    assert big.stat().st_size >= 100 << 20 and b"\n" not in open(big, "rb").read(1 << 20)
+    arm = {"method": "lora", "model": "llama", "lr": 1e-3, "stages": [{"cpt": {"corpus": str(big)}}, "sft"]}
+    path = write_experiment([arm], budget={"domain_text": str(big), "forgetting_text": None})
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "HF_HUB_OFFLINE": "1"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", WATCH, str(path)], cwd=tmp_path, capture_output=True, text=True, env=env
+        )
+    finally:
+        big.unlink()
+    code, peak_mb = map(int, done.stdout.split()[-2:])
+    _, results = results_of(tmp_path)
+    result = results["arms"][0]
+    assert code == 0 and result["status"] == "ok", (result.get("error"), done.stderr[-2000:])
+    assert result["consumed"]["extra"]["stages"][0]["extra"]["corpus_blocks"] > 100_000  # all of it tokenised
+    assert result["metrics_detail"]["domain_perplexity"]["passages"] == 1
+    assert peak_mb < 1536, f"peak RSS {peak_mb} MB"

@@ -8,6 +8,7 @@ import threading
 
 import pytest
 
+from harness.errors import HarnessError
 from harness.execution.devices import DevicePool, busy_cpu_hint, threads_per_arm
 from tests.executor_plugins import install_plugins
 from tests.test_runner import results_of, run_cli
@@ -108,8 +109,9 @@ def test_harness_threads_is_the_users_choice_of_threads_per_arm(monkeypatch):
     assert threads_per_arm(2) == 4
     monkeypatch.setenv("HARNESS_THREADS", "1")  # a machine shared with other work
     assert threads_per_arm(2) == 1
-    monkeypatch.setenv("HARNESS_THREADS", "zero")  # not a number: the cores are split as usual
-    assert threads_per_arm(4) == 2
+    monkeypatch.setenv("HARNESS_THREADS", "zero")  # not a number: one sentence, never silently ignored
+    with pytest.raises(HarnessError, match="HARNESS_THREADS is 'zero', not a positive whole number"):
+        threads_per_arm(4)
 
 
 def test_a_busy_cpu_is_named_when_arms_use_several_threads():

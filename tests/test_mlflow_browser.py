@@ -55,10 +55,11 @@ def test_the_experiment_is_tagged_and_the_view_is_stored(tracked):
     )
 
 
+@pytest.mark.timeout(900)  # the safety net: every wait below is for an event (/health, a row shown)
 def test_the_printed_link_lands_on_the_arms_with_their_accuracy(tracked, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (the dev extra)")
     store, run = tracked
-    proc, url = start_ui(store, port=free_port())
+    proc, url = start_ui(store, port=free_port(), timeout_s=None)
     try:
         lines = link_lines(store, url)
         runs_link = next(line.split(" runs ", 1)[1] for line in lines if " runs " in line)
@@ -68,10 +69,12 @@ def test_the_printed_link_lands_on_the_arms_with_their_accuracy(tracked, tmp_pat
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.set_default_timeout(0)  # no clock: wait for the page and its rows as long as they take
+                page.set_default_navigation_timeout(0)
                 page.goto(runs_link)
                 table = page.get_by_role("grid").first  # the runs table (ag-grid)
                 for arm in run.arms:
-                    table.get_by_text(arm["arm"]["name"], exact=True).wait_for(timeout=60_000)
+                    table.get_by_text(arm["arm"]["name"], exact=True).wait_for()
                 headers = page.get_by_role("columnheader").all_inner_texts()
                 assert any(h.strip().startswith("accuracy") for h in headers), headers
                 assert any(h.strip() == "method" for h in headers), headers
@@ -85,7 +88,7 @@ def test_the_printed_link_lands_on_the_arms_with_their_accuracy(tracked, tmp_pat
                 page.screenshot(path=str(shots / "mlflow-runs.png"))
                 page.goto(compare_link)
                 for arm in run.arms:
-                    page.get_by_text(arm["arm"]["name"]).first.wait_for(timeout=60_000)
+                    page.get_by_text(arm["arm"]["name"]).first.wait_for()
                 page.screenshot(path=str(shots / "mlflow-compare.png"))
             finally:
                 browser.close()

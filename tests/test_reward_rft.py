@@ -198,7 +198,7 @@ def test_plan_links_the_reward_model_arm_and_the_runner_runs_it_first(write_expe
     assert [[a.slug for a, _ in wave] for wave in order] == [[plain.slug, rm.slug], [user.slug]]
     saved = tmp_path / "saved"
     saved.mkdir()
-    (saved / "config.json").write_text("{}")
+    (saved / "config.json").write_text('{"architectures": ["LlamaForSequenceClassification"]}')
     by_path = plan(load_experiment(write_experiment([_uses("saved")], budget=RFT_BUDGET)))[0]
     assert by_path.stages[0]["params"]["rewards"][1]["reward_model"] == {"model": str(saved.resolve()), "arm": None}
 

@@ -201,6 +201,7 @@ def test_the_runner_hands_a_killed_runs_checkpoints_to_the_rerun(tmp_path):
     old = tmp_path / "exp" / "20260101-000000" / "arms" / "lora-x-abcdef01" / "checkpoints"
     old.mkdir(parents=True)
     (old / "step-00000010.pt").write_bytes(b"x")
+    (tmp_path / "exp" / "latest").symlink_to("20260101-000000")  # found by the glob too: named by its id
     new_arm = tmp_path / "exp" / "20260101-000100" / "arms" / "lora-x-abcdef01"
     new_arm.mkdir(parents=True)
     assert take_over_checkpoints(tmp_path / "exp", Arm(), new_arm) == "20260101-000000"

@@ -148,7 +148,8 @@ def test_fp16_on_cpu_is_refused_rather_than_silently_fp32():
 def test_a_torn_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
     folder = tmp_path / "checkpoints"
     for step in (2, 4, 6):
-        checkpoint.save(folder, step, {"rng": [checkpoint.rng_state()], "value": torch.tensor([float(step)])})
+        payload = dict.fromkeys(checkpoint.PAYLOAD[1:], {}) | {"rng": [checkpoint.rng_state()]}
+        checkpoint.save(folder, step, payload | {"value": torch.tensor([float(step)])})
     assert sorted(p.name for p in folder.glob("step-*.pt")) == ["step-00000004.pt", "step-00000006.pt"]  # pruned
     latest = folder / "step-00000006.pt"
     latest.write_bytes(latest.read_bytes()[:100])  # a kill mid-copy, a full disk

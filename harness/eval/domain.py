@@ -14,6 +14,7 @@ from harness.eval.forgetting import passage_losses
 
 PASSAGES = 48
 PASSAGE_TOKENS = 256
+PASSAGE_CHARS_PER_TOKEN = 64  # text read per passage: far more than PASSAGE_TOKENS tokens ever take
 
 
 def perplexity_of(rows: np.ndarray) -> float:
@@ -28,12 +29,13 @@ class DomainPerplexity:
 
     @classmethod
     def measure_before(cls, model, tokenizer, *, kind: str, budget, base_dir: Path | None):
-        from harness.data.corpus import load_documents
+        from harness.data.corpus import passages as first_passages
 
         source = budget.domain_text
         if kind != "causal_lm" or not source:
             return None
-        passages = load_documents(source, base_dir, key="budget.domain_text")[:PASSAGES]
+        cut = PASSAGE_TOKENS * PASSAGE_CHARS_PER_TOKEN
+        passages = first_passages(source, base_dir, key="budget.domain_text", limit=PASSAGES, max_chars=cut)
         return cls(source, passages, passage_losses(model, tokenizer, passages, PASSAGE_TOKENS))
 
     def after(self, model, tokenizer, *, trained: bool, resamples: int, seed: int) -> tuple[float, list | None, dict]:

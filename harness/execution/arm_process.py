@@ -9,19 +9,27 @@ a `failed` result; the runner goes on with the others.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import traceback
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, notices
 from harness.execution.arm_common import arm_summary, emit
 from harness.execution.launch import die_with_parent, owner_alive
 from harness.execution.multi_task_arm import execute_multi_task
 from harness.execution.single_task_arm import execute_arm
+from harness.paths import disk_full, disk_full_sentence
 from harness.planning.plan import Arm
 from harness.results.arm_result import ArmResult, now
 from harness.training.distributed import is_main_process, world_size
+
+
+class _ToRunner(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        print(record.getMessage(), flush=True)  # log.txt keeps it too
+        emit("notice", text=record.getMessage())
 
 
 def main(argv: list[str]) -> int:
@@ -32,6 +40,7 @@ def main(argv: list[str]) -> int:
     out_dir = Path(argv[1])
     os.environ["HARNESS_ARM_DIR"] = str(out_dir.resolve())  # recorded in the result's placement
     os.environ["HARNESS_STRATEGY"] = arm.budget.strategy  # likewise (with the world size)
+    notices.addHandler(_ToRunner())  # sentences for the console: events the runner prints
     threads = os.environ.get("HARNESS_THREADS")
     if threads:
         import torch
@@ -50,7 +59,9 @@ def main(argv: list[str]) -> int:
     except Exception as err:  # the arm fails; the runner goes on with the others
         failed = True
         message = str(err) if isinstance(err, HarnessError) else f"{type(err).__name__}: {err}"
-        if world_size() > 1:  # a collective error here may be another rank's failure: log.txt has all
+        if disk_full(err):  # a raw SafetensorError or PytorchStreamWriter error says it in its own words
+            message = disk_full_sentence(out_dir.resolve())
+        elif world_size() > 1:  # a collective error here may be another rank's failure: log.txt has all
             message += f" (rank 0 of {world_size()}; every rank's output is in log.txt)"
         (out_dir / "traceback.txt").write_text(traceback.format_exc())
         result = ArmResult(

@@ -52,10 +52,21 @@ def busy_cpu_hint(threads: int, load: float | None = None) -> str | None:
 def threads_per_arm(jobs: int) -> int:
     """N arms at once split the cores, so they do not oversubscribe them; $HARNESS_THREADS, when
     set, is the user's own choice of threads per arm (for a machine shared with other work)."""
+    return chosen_threads() or max(1, usable_cores() // jobs)
+
+
+def chosen_threads() -> int | None:
+    """$HARNESS_THREADS as a positive whole number, None when unset; one sentence when it is
+    anything else (abc, 0, -1, 1.5), never silently ignored."""
     chosen = os.environ.get("HARNESS_THREADS", "").strip()
-    if chosen.isdigit() and int(chosen) > 0:
-        return int(chosen)
-    return max(1, usable_cores() // jobs)
+    if not chosen:
+        return None
+    if not chosen.isdigit() or int(chosen) < 1:
+        raise HarnessError(
+            f"HARNESS_THREADS is {chosen!r}, not a positive whole number",
+            fix="set it to the threads each arm may use (e.g. HARNESS_THREADS=1) or unset it",
+        )
+    return int(chosen)
 
 
 class DevicePool:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 from datetime import datetime
 from pathlib import Path
 
@@ -19,9 +18,18 @@ from harness.eval.results_statistics import statistics_or_error
 from harness.execution.arm_common import arm_summary
 from harness.execution.launch import Event, Finished, Started
 from harness.execution.local_pool import LocalPool
-from harness.paths import atomic_write_text, os_problem
+from harness.execution.oom import killed_by, oom_kills
+from harness.paths import atomic_write_text, disk_full, disk_full_sentence, os_problem
 from harness.planning.plan import Arm
-from harness.results.arm_result import LATEST, ArmResult, now, point_latest, task_results, write_run_results
+from harness.results.arm_result import (
+    LATEST,
+    ArmResult,
+    now,
+    point_latest,
+    reuse_problem,
+    task_results,
+    write_run_results,
+)
 from harness.stages.rewards import arm_references
 from harness.training.checkpoint import FOLDER as CHECKPOINTS
 
@@ -37,10 +45,23 @@ def find_completed(experiment_dir: Path, arm_hash: str) -> Path | None:
     for path in candidates:
         try:
             result = ArmResult.read(path)
-        except (OSError, ValueError):
+        except (OSError, ValueError) as err:  # a torn copy of this arm's result (the folder names its hash)
+            console.print(
+                f"[yellow]not reusing[/] {safe(path)}: unreadable ({type(err).__name__}); running it again",
+                highlight=False,
+                soft_wrap=True,
+            )
             continue
         if result.status == "ok" and result.arm.get("hash") == arm_hash:
-            return path.parent
+            problem = reuse_problem(path.parent)
+            if problem is None:
+                return path.parent
+            console.print(
+                f"[yellow]not reusing[/] {safe(result.arm.get('name'))} from run {safe(path.parents[2].name)}: "
+                f"{safe(problem)}; running it again",
+                highlight=False,
+                soft_wrap=True,
+            )
     return None
 
 
@@ -52,6 +73,8 @@ def take_over_checkpoints(experiment_dir: Path, arm: Arm, arm_dir: Path) -> str 
     if target.is_dir():
         return None
     for folder in sorted(experiment_dir.glob(f"*/arms/*-{arm.hash[:8]}/{CHECKPOINTS}"), reverse=True):
+        if folder.parents[2].name == LATEST:  # a link to a run, which the glob also finds by its id
+            continue
         if folder.parent != arm_dir and any(folder.glob("step-*.pt")):
             shutil.move(str(folder), str(target))
             return folder.parent.parent.parent.name
@@ -83,6 +106,7 @@ class Runner:
         self.run_dir = self.experiment_dir / self.run_id
         self.results: list[ArmResult] = []
         self._by_arm: dict[int, list[ArmResult]] = {}  # plan position -> its results (several: multi_task)
+        self._oom_before: dict[int, int | None] = {}  # id(arm) -> the cgroup's OOM kills when it started
 
     def run(self) -> Path:
         self._create_run_dir()
@@ -135,17 +159,23 @@ class Runner:
     def _execute_wave(self, todo: list[tuple[Arm, Path]], progress: Progress, overall) -> None:
         position = {id(arm): i for i, arm in enumerate(self.arms)}
         rows: dict[int, object] = {}  # one progress row per running arm
+        self._oom_before.update({id(arm): oom_kills() for arm, _ in todo})  # again when an arm starts
         updates = self.executor.run(todo)
         try:
             for update in updates:
                 arm = update.arm
                 if isinstance(update, Started):  # again after a retry on another worker
+                    self._oom_before[id(arm)] = oom_kills()
                     if id(arm) in rows:
                         progress.remove_task(rows.pop(id(arm)))
                     rows[id(arm)] = progress.add_task(safe(arm.name), total=None, info=update.where)
                 elif isinstance(update, Event):
                     if id(arm) not in rows:
                         rows[id(arm)] = progress.add_task(safe(arm.name), total=None, info="")
+                    if update.event["event"] == "notice":
+                        progress.console.print(
+                            f"[yellow]{safe(arm.name)}[/]: {safe(update.event.get('text'))}", highlight=False
+                        )
                     self._show(progress, rows[id(arm)], update.event)
                 elif isinstance(update, Finished):
                     if id(arm) in rows:
@@ -219,7 +249,7 @@ class Runner:
         if written is not None and (done.returncode == 0 or written.status == "failed"):
             result = written  # a multi-device arm that failed exits non-zero after writing why
         else:
-            error = done.error or _exit_reason(done.returncode, arm_dir / "log.txt")
+            error = done.error or _exit_reason(done.returncode, arm_dir / "log.txt", self._oom_before.get(id(arm)))
             result = ArmResult(
                 arm=arm_summary(arm),
                 status="failed",
@@ -258,14 +288,19 @@ class Runner:
 
     def _save(self) -> None:
         experiment = json.loads(self._experiment_json())
-        write_run_results(
-            self.run_dir,
-            experiment,
-            self.results,
-            extra={"run_id": self.run_id, "planned_arms": len(self.arms)},
-            statistics=statistics_or_error,
-        )
-        point_latest(self.run_dir)  # reports/<experiment>/latest: the newest run with a results.json
+        try:
+            write_run_results(
+                self.run_dir,
+                experiment,
+                self.results,
+                extra={"run_id": self.run_id, "planned_arms": len(self.arms)},
+                statistics=statistics_or_error,
+            )
+            point_latest(self.run_dir)  # reports/<experiment>/latest: the newest run with a results.json
+        except OSError as err:
+            if not disk_full(err):
+                raise
+            raise HarnessError(disk_full_sentence(self.run_dir)) from None
 
     def _create_run_dir(self) -> None:
         """The run folder and experiment.json, or one sentence (a full disk, `reports` being a file)
@@ -316,13 +351,13 @@ def _new_run_id(experiment_dir: Path) -> str:
     return run_id
 
 
-def _exit_reason(code: int | None, log_path: Path) -> str:
+def _exit_reason(code: int | None, log_path: Path, oom_before: int | None = None) -> str:
     tail = ""
     if log_path.is_file():
         lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if ln.strip()]
         tail = lines[-1][:300] if lines else ""
+    if disk_full(RuntimeError(tail)):  # the arm could not even write its result
+        return disk_full_sentence(log_path.parent)
     if code is not None and code < 0:
-        name = signal.Signals(-code).name
-        hint = " (likely out of memory)" if -code == signal.SIGKILL else ""
-        return f"arm process killed by {name}{hint}" + (f"; last log line: {tail}" if tail else "")
+        return killed_by(-code, oom_before, oom_kills()) + (f"; last log line: {tail}" if tail else "")
     return f"arm process exited with code {code}" + (f"; last log line: {tail}" if tail else "")

@@ -113,7 +113,7 @@ def model_config(source: str, base_dir: Path | None):
         return AutoConfig.from_pretrained(str(folder)), "packaged"
     local = models.find_local(source, base_dir)
     if local is not None and (local / "config.json").is_file():
-        return AutoConfig.from_pretrained(str(local)), "local folder"
+        return _local_config(local), "local folder"
     from huggingface_hub import try_to_load_from_cache
 
     cached = try_to_load_from_cache(source, "config.json")
@@ -127,6 +127,36 @@ def model_config(source: str, base_dir: Path | None):
         key="models",
         fix=f"download its config.json once, or use one of: {', '.join(sorted(KNOWN_CONFIGS))}",
     )
+
+
+def _local_config(folder: Path):
+    """A local folder's config; a folder whose model is custom code (auto_map in config.json) is
+    one sentence: the plan builds architectures transformers knows on the meta device and never
+    runs a model folder's code, whatever trust_remote_code says."""
+    from transformers import AutoConfig
+
+    config = folder / "config.json"
+    try:
+        values = json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise HarnessError(
+            f"{config} is not a readable JSON file ({type(err).__name__})", key="models", fix="repair or re-download it"
+        ) from None
+    if isinstance(values, dict) and values.get("auto_map"):
+        raise HarnessError(
+            f"model folder {folder} is custom code (auto_map in its config.json): `harness plan` estimates "
+            "architectures transformers knows and never runs a model folder's code, even with trust_remote_code: true",
+            key="models",
+            fix="measure it with `harness run` (trust_remote_code: true on the model) or plan a known architecture",
+        )
+    try:
+        return AutoConfig.from_pretrained(str(folder))
+    except (ValueError, OSError, KeyError) as err:
+        raise HarnessError(
+            f"transformers cannot read the config of model folder {folder} ({str(err).splitlines()[0][:200]})",
+            key="models",
+            fix="check its config.json (model_type) or use a model transformers knows",
+        ) from None
 
 
 def config_from_dict(values: dict):

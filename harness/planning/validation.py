@@ -339,6 +339,9 @@ def _check_arm_outputs(exp, i, arm, fail) -> None:
                     f"no earlier arm is named '{value}' and no saved {name} folder is at {exp.base_dir / value}",
                     f"give an earlier arm with a {name} stage `name: {value}`, or the path of a saved {name} folder",
                 )
+            problem = None if earlier else REWARDS.get(name).folder_problem(exp.base_dir / value)
+            if problem:
+                fail(loc, problem, f"give the path of a {name} folder a {name} stage saved, or an earlier arm's name")
 
 
 def _has_stage(arm, name: str) -> bool:

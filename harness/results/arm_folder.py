@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.paths import read_jsonl_objects
 
 RESULT = "result.json"
 PREDICTIONS = "predictions.jsonl"
@@ -24,28 +24,11 @@ def write_predictions(folder: Path, rows: list[dict]) -> str:
 
 def read_predictions(path: Path) -> list[dict]:
     """Every row of a predictions.jsonl ([] when there is none), or one HarnessError naming the
-    file and the line that is not a JSON object (a truncated file)."""
+    file and the line that is not a JSON object (a truncated file): harness.paths.read_jsonl_objects."""
     path = Path(path)
     if not path.is_file():
         return []
-    rows = []
-    number = 0
-    try:
-        with open(path, encoding="utf-8") as fh:
-            for number, line in enumerate(fh, start=1):
-                if line.strip():
-                    row = json.loads(line)
-                    if not isinstance(row, dict):
-                        raise ValueError("not a JSON object")
-                    rows.append(row)
-    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
-        raise HarnessError(
-            f"line {number} is not a JSON object ({str(err).splitlines()[0][:120]}; the file may be truncated)",
-            file=str(path),
-            line=number,
-            fix="rerun the arm (`harness run --force --only <arm>`) to write it again",
-        ) from None
-    return rows
+    return read_jsonl_objects(path, fix="rerun the arm (`harness run --force --only <arm>`) to write it again")
 
 
 def predictions_path(run_dir: Path, arm) -> Path:

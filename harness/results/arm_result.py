@@ -100,6 +100,30 @@ def task_results(arm_dir: Path, result: ArmResult) -> list[ArmResult]:
     return out
 
 
+def reuse_problem(arm_dir: Path) -> str | None:
+    """Why an earlier ok arm folder cannot be reused as it is, None when it can: its result.json
+    (and each task's, for an arm spanning tasks) and its predictions.jsonl must pass the readers
+    the report uses; a truncated copy or a torn write does not."""
+    from harness.errors import HarnessError
+    from harness.paths import read_jsonl_objects
+
+    arm_dir = Path(arm_dir)
+    try:
+        result = ArmResult.read(arm_dir / "result.json")
+        folders = [arm_dir]
+        if "tasks" in result.artifacts:
+            folders += [arm_dir / result.artifacts["tasks"] / key for key in result.arm.get("tasks", [])]
+        for folder in folders:
+            one = ArmResult.read(folder / "result.json")
+            if one.artifacts.get("predictions"):
+                read_jsonl_objects(folder / one.artifacts["predictions"], fix="")
+    except HarnessError as err:
+        return str(err).rstrip(";. ")
+    except (OSError, ValueError) as err:  # a missing or unparsable result.json (pydantic's error is a ValueError)
+        return f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"
+    return None
+
+
 def write_run_results(
     run_dir: Path,
     experiment: dict,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -42,21 +43,21 @@ class ContinualPretraining(Stage):
         return math.ceil(params.tokens / (budget.batch_size * budget.max_seq_len))
 
     def train(self, ctx: StageContext, params: Params) -> StageOutcome:
-        from harness.data.corpus import load_documents, pack
+        from harness.data.corpus import iter_documents, pack
         from harness.errors import HarnessError
         from harness.training import loop
 
         block = ctx.budget.max_seq_len
-        blocks = pack(ctx.tokenizer, load_documents(params.corpus, ctx.base_dir, key="stages.cpt.corpus"), block)
-        if not blocks:
+        blocks = pack(ctx.tokenizer, iter_documents(params.corpus, ctx.base_dir, key="stages.cpt.corpus"), block)
+        if not len(blocks):
             raise HarnessError(
-                f"cpt corpus '{params['corpus']}' holds less than one block of {block} tokens",
+                f"cpt corpus '{params.corpus}' holds less than one block of {block} tokens",
                 key="stages.cpt.corpus",
                 fix="give more text or lower budget.max_seq_len",
             )
 
         def make_batch(indices):
-            ids = torch.tensor([blocks[i] for i in indices])
+            ids = torch.from_numpy(np.stack([blocks[i] for i in indices])).long()  # rows of the memory map
             return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids.clone()}, ids.numel()
 
         lr = params.lr if params.lr is not None else ctx.method_lr

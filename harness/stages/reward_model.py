@@ -155,7 +155,16 @@ class RewardScorer:
             base = models.load_model(Path(info["base"]), "causal_lm", num_labels=1, tokenizer=tokenizer)
             model = PeftModel.from_pretrained(base, str(folder))
         else:
-            model = AutoModelForSequenceClassification.from_pretrained(str(folder), use_safetensors=True)
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                str(folder), use_safetensors=True, output_loading_info=True
+            )
+            if loading.get("missing_keys"):  # the score head (or more) newly initialised: a random reward
+                raise HarnessError(
+                    f"the reward model at {folder} has no trained weights for "
+                    f"{', '.join(sorted(loading['missing_keys'])[:3])}: its score would be random",
+                    key="rewards.reward_model",
+                    fix=FOLDER_FIX,
+                )
         model.config.pad_token_id = tokenizer.pad_token_id
         return cls(model, tokenizer, info["max_len"])
 
@@ -197,10 +206,39 @@ def reward_model_folder(params, ctx) -> Path:
         folder = ctx.arm_dir.parent / params.arm / FOLDER
     else:
         folder = Path(params.model)
-    if not (folder / "config.json").is_file():
-        raise HarnessError(
-            f"no saved reward model at {folder}",
-            key="rewards.reward_model",
-            fix="name an earlier arm with a reward_model stage (its `name:`), or the reward_model folder it saved",
-        )
+    problem = saved_folder_problem(folder)
+    if problem:
+        raise HarnessError(problem, key="rewards.reward_model", fix=FOLDER_FIX)
     return folder
+
+
+FOLDER_FIX = "name an earlier arm with a reward_model stage (its `name:`), or the reward_model folder it saved"
+
+
+def saved_folder_problem(folder: Path) -> str | None:
+    """Why a folder is not a saved reward model, read without loading weights: a config.json that
+    is not a JSON object, or a model that is not a sequence classifier (a causal LM's folder would
+    get a newly initialised score head: a random reward). An adapter folder (peft, with the score
+    head among its saved modules) needs its adapter_config.json to be JSON too."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return f"no saved reward model at {folder} (it has no config.json)"
+    parsed = {}
+    for name in ("config.json", "adapter_config.json"):
+        if name == "config.json" or (folder / name).is_file():
+            try:
+                parsed[name] = json.loads((folder / name).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+                return f"{folder / name} is not a readable JSON file ({type(err).__name__})"
+            if not isinstance(parsed[name], dict):
+                return f"{folder / name} is not a JSON object"
+    if "adapter_config.json" in parsed:
+        return None
+    architectures = parsed["config.json"].get("architectures") or []
+    if not any(isinstance(a, str) and a.endswith("ForSequenceClassification") for a in architectures):
+        what = ", ".join(map(str, architectures)) or "a model with no `architectures`"
+        return (
+            f"{folder} holds {what}, not a sequence-classification model: "
+            "its score head would be newly initialised, a random reward"
+        )
+    return None

@@ -14,6 +14,7 @@ included) and `prepare` (called once by the stage, with its StageContext, before
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 from pydantic import Field, ValidationError
@@ -30,6 +31,11 @@ class Reward(Plugin):
 
     def __init__(self, params: dict | None = None):
         self.params = self.Params.model_validate(params or {})  # typed: a reward reads self.params.x
+
+    @classmethod
+    def folder_problem(cls, folder: Path) -> str | None:
+        """Why a saved folder named by `arm_param` cannot be read by this reward (checked at validate)."""
+        return None
 
     def __call__(self, completion: str, target: str, labels: list[str] | None = None) -> float:
         raise NotImplementedError
@@ -199,6 +205,12 @@ class RewardModelReward(Reward):
     class Params(Params):
         model: str = Field(description="the `name:` of an earlier arm with a reward_model stage, or a saved folder")
         arm: str | None = Field(None, description="set by the plan: the folder of the arm named by `model`")
+
+    @classmethod
+    def folder_problem(cls, folder: Path) -> str | None:
+        from harness.stages.reward_model import saved_folder_problem
+
+        return saved_folder_problem(folder)
 
     def prepare(self, ctx) -> None:
         from harness.stages.reward_model import RewardScorer, reward_model_folder

@@ -43,9 +43,11 @@ def ui_command(store: str, artifact_root: str | None, host: str, port: int) -> l
 
 
 def start_ui(
-    uri: str | None = None, *, host: str = "127.0.0.1", port: int = 5000, timeout_s: float = 90.0
+    uri: str | None = None, *, host: str = "127.0.0.1", port: int = 5000, timeout_s: float | None = 90.0
 ) -> tuple[subprocess.Popen, str]:
-    """Start the MLflow UI, wait until /health answers; returns (process, URL)."""
+    """Start the MLflow UI, wait until /health answers; returns (process, URL). timeout_s=None
+    waits for as long as it takes (until /health answers or the server exits: tests, whose
+    safety net is pytest-timeout)."""
     store, artifact_root = resolve_store(uri)
     if is_server(store) or store.startswith("databricks"):
         raise HarnessError(f"the tracking URI {store} is a server already", fix="open it in a browser")
@@ -78,9 +80,9 @@ def start_ui(
     return proc, url
 
 
-def _wait_until_healthy(proc: subprocess.Popen, url: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+def _wait_until_healthy(proc: subprocess.Popen, url: str, timeout_s: float | None) -> None:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while deadline is None or time.monotonic() < deadline:
         if proc.poll() is not None:
             raise HarnessError(
                 f"the MLflow UI exited with code {proc.returncode}: {_tail(proc.log_path)}", fix=f"see {proc.log_path}"

@@ -17,8 +17,10 @@ import random
 import shutil
 import warnings
 from pathlib import Path
+from typing import Callable
 
 from harness.config.schema import Budget
+from harness.errors import notices
 
 FOLDER = "checkpoints"
 KEEP = 2
@@ -100,23 +102,45 @@ def save(folder: Path, step: int, payload: dict) -> Path:
     return path
 
 
-def load_latest(folder: Path) -> dict | None:
-    """The newest readable checkpoint, or None. An unreadable one is skipped with a warning."""
+PAYLOAD = ("step", "seconds", "trainable", "optimizer", "scheduler", "rng", "consumed", "curves")
+
+
+def load_latest(folder: Path, fits: Callable[[dict], str | None] | None = None) -> dict | None:
+    """The newest readable checkpoint, or None. One that cannot be read (torn, truncated), or that
+    reads but does not hold what the loop restores (`fits` names what is wrong: another model's
+    weights, a missing key), is skipped for the one before it; the console is told which and where
+    the arm starts (harness.errors.notices)."""
     import torch
 
-    for path in sorted(folder.glob("step-*.pt"), reverse=True):
+    paths = sorted(folder.glob("step-*.pt"), reverse=True)
+    for skipped, path in enumerate(paths):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            if state.get("format") != FORMAT:
-                raise ValueError(f"format {state.get('format')} (expected {FORMAT})")
-            return state
+            problem = _payload_problem(state) or (fits(state) if fits else None)
+            if problem:
+                raise ValueError(problem)
         except Exception as err:  # torn or truncated file: fall back to the previous checkpoint
             warnings.warn(
                 f"skipping unreadable checkpoint {path} ({type(err).__name__}: {str(err)[:200]}); "
                 "trying the one before it",
                 stacklevel=2,
             )
+            continue
+        if skipped:
+            notices.warning(f"{skipped} of {len(paths)} checkpoints unreadable: resuming from step {state['step']}")
+        return state
+    if paths:
+        notices.warning(f"all {len(paths)} checkpoint(s) unreadable: starting from step 0 (why: in log.txt)")
     return None
+
+
+def _payload_problem(state) -> str | None:
+    if not isinstance(state, dict):
+        return f"holds a {type(state).__name__}, not a checkpoint"
+    if state.get("format") != FORMAT:
+        return f"format {state.get('format')} (expected {FORMAT})"
+    missing = [key for key in PAYLOAD if key not in state]
+    return f"lacks {', '.join(missing)}" if missing else None
 
 
 def discard(folder: Path) -> None:

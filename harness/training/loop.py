@@ -137,7 +137,7 @@ def train_streams(
     if checkpoint_dir and sharded:
         saved = sharded_checkpoint.load_latest(checkpoint_dir, world)
     elif checkpoint_dir:
-        saved = checkpoint.load_latest(checkpoint_dir)
+        saved = checkpoint.load_latest(checkpoint_dir, fits=lambda s: _mismatch(s, model))
     if saved:
         first_step, seconds_before = _restore(saved, model, optimizer, scheduler, consumed, curves, rank, sharded)
     trained = {k: [streams[k].ids[i] for i in orders[k][: consumed[k].examples]] for k in keys}
@@ -288,6 +288,18 @@ def _save(folder, step, accelerator, model, optimizer, scheduler, consumed, curv
     if rank == 0:
         trainable = {"trainable": checkpoint.trainable_state(model), "optimizer": optimizer.state_dict()}
         checkpoint.save(folder, step, {**trainable, **payload})
+    return None
+
+
+def _mismatch(saved: dict, model) -> str | None:
+    """What makes a readable checkpoint another arm's: trainable weights of other names or shapes."""
+    params = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    weights = saved["trainable"]
+    if not isinstance(weights, dict) or set(weights) != set(params):
+        return "its trainable weights are not this model's"
+    for name, value in weights.items():
+        if getattr(value, "shape", None) != params[name].shape:
+            return f"weight {name} has another shape than the model's {tuple(params[name].shape)}"
     return None
 
 

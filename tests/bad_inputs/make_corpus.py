@@ -161,6 +161,25 @@ for name, f in [
             "../data/train.jsonl", f"../data/{f}"
         ),
     )
+# Corpora (cpt stage, budget.domain_text): validate reads every file the way the run will.
+(root / "data/corpus_binary").mkdir(exist_ok=True)
+(root / "data/corpus_binary/paper.txt").write_bytes(b"\x7fELF\x02\x01\x01\x00\x00\x00 not text at all")
+(root / "data/corpus_latin1.txt").write_bytes("a caf\xe9 in Paris\n\nanother document\n".encode("latin-1"))
+(root / "data/corpus_with_bin").mkdir(exist_ok=True)
+(root / "data/corpus_with_bin/paper.txt").write_text("a paper about adapters\n")
+(root / "data/corpus_with_bin/weights.bin").write_bytes(bytes(range(256)))
+(root / "data/corpus_bad_line.jsonl").write_text('{"text": "one"}\n{"txt": "two"}\n')
+(root / "data/corpus.pdf").write_bytes(b"%PDF-1.4 a paper as a pdf\n")
+for name, corpus in [
+    ("cpt_corpus_binary.yaml", "../data/corpus_binary"),
+    ("cpt_corpus_not_utf8.yaml", "../data/corpus_latin1.txt"),
+    ("cpt_corpus_bin_file.yaml", "../data/corpus_with_bin"),
+    ("cpt_corpus_pdf.yaml", "../data/corpus.pdf"),
+]:
+    exp(
+        name, arms_extra=f"\n  - {{method: lora, model: dec, lr: 1.0e-3, stages: [{{cpt: {{corpus: {corpus}}}}}, sft]}}"
+    )
+exp("domain_text_bad_line.yaml", budget_extra=", domain_text: ../data/corpus_bad_line.jsonl")
 exp(
     "missing_column.yaml",
     text=BASE.format(task_extra="", models_extra="", budget_extra="", arm_extra="", arms_extra="").replace(
