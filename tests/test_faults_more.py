@@ -155,8 +155,8 @@ def reward_model_arm(folder: str) -> dict:
 def test_validate_refuses_a_reward_model_folder_that_is_no_reward_model(
     config, expected, write_experiment, tiny_models, tmp_path
 ):
-    from harness.planning.experiment_loader import load_experiment
     from harness.errors import HarnessError
+    from harness.planning.experiment_loader import load_experiment
     from tests.test_reward_rft import RFT_BUDGET
 
     folder = tmp_path / "rm"
