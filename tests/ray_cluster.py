@@ -71,23 +71,27 @@ def local_cluster(node_env: dict[str, dict[str, str]], *, num_cpus: int = 1, num
     os.makedirs(os.path.join(root, "ray"), exist_ok=True)  # where Cluster writes its address file
     saved = os.environ.get("RAY_TMPDIR")
     os.environ["RAY_TMPDIR"] = root  # never the machine-wide /tmp/ray
+
+    def node(env: dict[str, str]) -> dict:  # free ports of its own: never another cluster's defaults
+        return {
+            "num_cpus": num_cpus,
+            "num_gpus": num_gpus,
+            "temp_dir": root,
+            "env_vars": env,
+            "dashboard_agent_listen_port": free_port(),
+            "metrics_export_port": free_port(),
+            "metrics_agent_port": free_port(),
+            "runtime_env_agent_port": free_port(),
+        }
+
     cluster = None
     try:
         names = list(node_env)
-        cluster = Cluster(
-            initialize_head=True,
-            head_node_args={
-                "num_cpus": num_cpus,
-                "num_gpus": num_gpus,
-                "include_dashboard": False,
-                "gcs_server_port": free_port(),
-                "temp_dir": root,
-                "env_vars": node_env[names[0]],
-            },
-        )
+        head = {**node(node_env[names[0]]), "include_dashboard": False, "gcs_server_port": free_port()}
+        cluster = Cluster(initialize_head=True, head_node_args=head)
         for name in names[1:]:
-            cluster.add_node(num_cpus=num_cpus, num_gpus=num_gpus, temp_dir=root, env_vars=node_env[name])
-        cluster.wait_for_nodes(timeout=120)
+            cluster.add_node(**node(node_env[name]))
+        cluster.wait_for_nodes(timeout=300)
         yield cluster.address
     finally:
         if cluster is not None:

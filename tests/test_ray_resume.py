@@ -8,12 +8,10 @@ the clock (one generous timeout per wait as a safety net)."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import pytest
 from harness.execution.arm_storage import ArmStorage
 from harness.execution.ray_task import fresh_scratch
 from tests.executor_plugins import install_plugins
+from tests.ray_cluster import local_cluster
 from tests.test_runner import results_of, run_cli
 
 WAIT_S = 600  # the safety net of every wait below; none of them is expected to come near it
@@ -160,57 +159,14 @@ def test_a_placement_the_cluster_cannot_hold_is_one_sentence(write_experiment):
 # ---------------------------------------------------------------------------- the cluster
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def descendants() -> set[int]:
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
     """A head and a worker node, each with 2 CPUs, no GPU and its own scratch folder for arms; its
-    own temp folder and ports. Everything it started is gone afterwards."""
-    from ray.cluster_utils import Cluster
-
-    session_root = tempfile.mkdtemp(prefix="rr", dir="/tmp")  # short: Ray's socket paths have a length limit
-    os.makedirs(os.path.join(tempfile.gettempdir(), "ray"), exist_ok=True)
+    own temp folder and ports (tests/ray_cluster.py). Everything it started is gone afterwards."""
     scratch = {name: tmp_path_factory.mktemp(f"scratch-{name}") for name in ("head", "worker")}
-    before = descendants()
-
-    def node(name: str, **extra) -> dict:
-        return {
-            "num_cpus": 2,
-            "temp_dir": session_root,
-            "env_vars": {"HARNESS_SCRATCH": str(scratch[name])},
-            "dashboard_agent_listen_port": free_port(),
-            "metrics_export_port": free_port(),
-            "metrics_agent_port": free_port(),
-            "runtime_env_agent_port": free_port(),
-            **extra,
-        }
-
-    cluster = None
-    try:
-        cluster = Cluster(
-            initialize_head=True, head_node_args=node("head", gcs_server_port=free_port(), include_dashboard=False)
-        )
-        cluster.add_node(**node("worker"))
-        cluster.wait_for_nodes(timeout=300)
-        yield cluster.address, scratch
-    finally:
-        if cluster is not None:
-            cluster.shutdown()
-        started = [psutil.Process(pid) for pid in descendants() - before if psutil.pid_exists(pid)]
-        _, left = psutil.wait_procs(started, timeout=60)
-        for proc in left:  # never leave them running, even when the check below fails
-            proc.kill()
-        psutil.wait_procs(left, timeout=10)
-        shutil.rmtree(session_root, ignore_errors=True)
-        assert not [p for p in left if p.status() != psutil.STATUS_ZOMBIE], f"left behind: {left}"
+    node_env = {name: {"HARNESS_SCRATCH": str(folder)} for name, folder in scratch.items()}
+    with local_cluster(node_env, num_cpus=2, num_gpus=0) as address:
+        yield address, scratch
 
 
 def arm_processes(scratch: dict) -> list[psutil.Process]:
