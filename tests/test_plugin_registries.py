@@ -70,7 +70,7 @@ def test_a_third_party_objective_metric_and_executor_load_through_entry_points(t
     toy_metric = metrics.Metric("toy_score", False, "points", "quality", "a third-party metric")
     made = []
 
-    def toy_executor(spec, *, jobs, address, source):
+    def toy_executor(spec, *, jobs, address, source, base, fresh):
         made.append((spec.name, jobs, source))
         return "toy executor"
 
