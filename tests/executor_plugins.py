@@ -76,10 +76,10 @@ class CountAlive(ZeroShot):
     def wrap(self, model, params, ctx):
         import atexit
 
-        folder = Path(params["folder"])
+        folder = Path(params.folder)
         (folder / f"{os.getpid()}.pid").write_text("")
         deadline = time.monotonic() + 300
-        while len(list(folder.glob("*.pid"))) < params["together"]:  # an event, not a guess at timing
+        while len(list(folder.glob("*.pid"))) < params.together:  # an event, not a guess at timing
             if time.monotonic() > deadline:
                 raise RuntimeError("the other probe arms never started")
             time.sleep(0.05)

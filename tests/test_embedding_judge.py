@@ -337,7 +337,9 @@ def _run_with_answers(run_dir, answers: dict[str, list[str]], failed=()):
         rows = [{"id": f"i{i}", "input": f"text {i}", "prediction": t, "reference": "r"} for i, t in enumerate(texts)]
         (arm_dir / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         status = "failed" if name in failed else "ok"
-        results.append(SimpleNamespace(status=status, arm={"name": name, "slug": name, "task_key": "t"}, metrics={}))
+        results.append(
+            SimpleNamespace(status=status, arm={"name": name, "slug": name, "task_key": "t"}, metrics={}, artifacts={})
+        )
     return results
 
 

@@ -158,7 +158,7 @@ def predict_again(model, model_dir: Path, planned, tiny_data, kind: str) -> list
     from harness.eval import predict
 
     tok = models.load_tokenizer(model_dir)
-    _, test, task = load_task(planned.task, planned.budget)
+    _, test, task = load_task(planned.task.model_dump(), planned.budget)
     predictor = predict.make_predictor(model, tok, kind=kind, task=task, budget=planned.budget, shots=[])
     rows, _, _ = predict.run_predictions(predictor, test, task, batch_size=4, latency_examples=0)
     return rows

@@ -80,7 +80,7 @@ def seed_intervals(
     for base, runs in groups.items():
         if len(runs) < 2 or resamples <= 0:
             continue
-        rows = {r.arm["name"]: _prediction_rows(Path(run_dir) / "arms" / r.arm["slug"]) for r in runs}
+        rows = {r.arm["name"]: _prediction_rows(Path(run_dir), r) for r in runs}
         ids = sorted(set.intersection(*[set(found) for found in rows.values()]))
         labels = (tasks.get(runs[0].arm.get("task_key")) or {}).get("labels")
         for metric in metrics.METRICS.values():

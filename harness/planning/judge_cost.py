@@ -15,8 +15,8 @@ def plan_notes(experiment) -> list[str]:
         return []
     arms: dict[str, set] = {}
     for arm in plan(experiment):
-        for key, task in (arm.tasks or {arm.task_key: arm.task}).items():
-            if task.get("type") == "generation":
+        for key, task in arm.task_specs.items():
+            if task.type == "generation":
                 arms.setdefault(key, set()).add(arm.name)
     if not arms:
         return ["judge: no generation task, so no judge calls"]
