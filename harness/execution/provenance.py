@@ -15,8 +15,9 @@ from harness.eval.scoring_rule import ScoringRule
 def evaluation_provenance(kind: str, task: dict, eval_precision: str) -> dict:
     """How this arm was evaluated: its precision, and a decoder's label scoring rule."""
     out = {"eval_precision": eval_precision}
-    if eval_precision == "bf16" and precision.how_bf16_runs():
-        out["bf16_on_cpu"] = precision.how_bf16_runs()
+    on_cpu = precision.how_bf16_runs() if eval_precision == "bf16" else None
+    if on_cpu:
+        out["bf16_on_cpu"] = on_cpu
     if kind == "causal_lm":
         rule = ScoringRule.of_task(task)
         out["label_scoring"] = {**rule.as_dict(), "text": rule.describe()}
