@@ -135,12 +135,13 @@ def foreign_cluster() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def settle(predicate, timeout: float = 300, every: float = 0.2) -> bool:
-    """Poll `predicate` until it holds (an event: a file appears, a process starts); `timeout` is
-    only the safety net against a hang, never what a test measures."""
+def settle(predicate, timeout: float = 300, every: float = 0.2):
+    """Poll `predicate` until it holds (an event: a file appears, a process starts) and return what
+    it returned, or None after `timeout`, which is only the safety net against a hang, never what a
+    test measures."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         if time.monotonic() > deadline:
-            return False
+            return None
         time.sleep(every)
-    return True
+    return value

@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -21,18 +20,15 @@ import pytest
 from harness.execution.arm_storage import ArmStorage
 from harness.execution.ray_task import fresh_scratch
 from tests.executor_plugins import install_plugins
-from tests.ray_cluster import local_cluster
+from tests.ray_cluster import local_cluster, settle
 from tests.test_runner import results_of, run_cli
 
 WAIT_S = 600  # the safety net of every wait below; none of them is expected to come near it
 
 
 def wait_for(condition, what: str, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    while not (value := condition()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    value = settle(condition, timeout=timeout, every=0.05)
+    assert value, f"timed out waiting for {what}"
     return value
 
 
