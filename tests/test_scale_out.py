@@ -64,6 +64,10 @@ def _assert_sharded(arm: dict, world: int) -> list[dict]:
         assert rank["sharded_params"] > 0 and rank["unsharded_params"] == 0
         assert 1 / world - 0.05 <= rank["min_fraction"] <= rank["max_fraction"] <= 1 / world + 0.05
     assert sum(r["local_numel"] for r in record["ranks"]) == record["ranks"][0]["full_numel"]
+    # Rank 0 alone read the weights; the others built the model on meta and received their shards.
+    first, *others = record["ranks"]
+    assert first["loaded_mb"] >= 4 * first["full_numel"] / 2**20 * 0.99  # the whole model, fp32
+    assert [r["loaded_mb"] for r in others] == [0.0] * (world - 1)
     return record["ranks"]
 
 

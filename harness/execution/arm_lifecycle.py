@@ -149,9 +149,19 @@ class ArmLifecycle:
         self.model, self.ctx = self.shape.load_model(self, self.model_dir, self.tokenizer)
         self.load_seconds = time.perf_counter() - t0
 
+    @property
+    def reads_weights(self) -> bool:
+        """Whether this process reads the base's weights: all but ranks > 0 of an FSDP arm, which
+        receive their shards from rank 0 (harness.training.fsdp) and build the model on meta."""
+        return is_main_process() or self.arm.budget.strategy != "fsdp"
+
     def measure_before(self) -> None:
-        """The untouched base on general and domain text (decoders; forgetting and domain perplexity)."""
+        """The untouched base on general and domain text (decoders; forgetting and domain perplexity).
+        Rank 0 alone: it alone evaluates, and another rank's model may hold no weights yet."""
         self.clock.start("forgetting_before")
+        if not is_main_process():
+            self.identity, self.general, self.domain = {}, None, None
+            return
         self.identity = base_cache.model_identity(
             self.arm.model.source, self.model_dir, self.model, base_dir=self.base_dir, precision="fp32"
         )

@@ -50,6 +50,7 @@ class SingleTask:
             extra_kwargs=life.method.load_kwargs(arm.params, ArmContext(model_type="", **ctx_args)),
             trust_remote_code=arm.model.trust_remote_code,
             tokenizer=tokenizer,
+            weights=life.reads_weights,
         )
         return model, ArmContext(model_type=model.config.model_type, model_dir=str(model_dir), **ctx_args)
 

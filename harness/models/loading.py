@@ -72,6 +72,7 @@ def load_model(
     trust_remote_code: bool = False,
     tokenizer=None,
     head_class: str | None = None,
+    weights: bool = True,
 ):
     """Load a resolved folder: safetensors only, on CUDA when there is one.
 
@@ -84,6 +85,8 @@ def load_model(
       (or override dtype). A model with a device_map or a quantization_config is not moved.
     - tokenizer (optional): fills config.pad_token_id (and the generation config's) when missing,
       which batched sequence classification and padded generation need.
+    - weights=False: the same model on the meta device, nothing read or allocated: a rank of a
+      sharded arm, which receives its shards from rank 0 (harness.training.fsdp).
     """
     import torch
 
@@ -106,7 +109,7 @@ def load_model(
         import transformers
 
         cls = getattr(transformers, head_class) if head_class else _model_class(kind, head)
-        model = cls.from_pretrained(str(path), **kwargs)
+        model = cls.from_pretrained(str(path), **kwargs) if weights else _architecture_only(cls, path, kwargs)
     except OSError as exc:  # typically: no safetensors weights, or a missing file
         raise HarnessError(
             f"cannot load a model from {path} ({str(exc).splitlines()[0][:200]})",
@@ -120,9 +123,28 @@ def load_model(
         model.config.pad_token_id = tokenizer.pad_token_id
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.pad_token_id = tokenizer.pad_token_id
-    if torch.cuda.is_available() and "device_map" not in kwargs and "quantization_config" not in kwargs:
+    if torch.cuda.is_available() and weights and "device_map" not in kwargs and "quantization_config" not in kwargs:
         model = model.to("cuda")
     return model
+
+
+def _architecture_only(cls, path: Path, kwargs: dict):
+    """What from_pretrained(path, **kwargs) would build, on the meta device and without its weights."""
+    import torch
+    from transformers import AutoConfig
+
+    if "quantization_config" in kwargs or "device_map" in kwargs:
+        raise HarnessError(
+            "a quantized or device-mapped model cannot be built without its weights",
+            key="strategy",
+            fix="train this method with `strategy: ddp`",
+        )
+    config_keys = {"num_labels", "id2label", "label2id"}
+    config = AutoConfig.from_pretrained(
+        str(path), trust_remote_code=kwargs["trust_remote_code"], **{k: v for k, v in kwargs.items() if k in config_keys}
+    )
+    with torch.device("meta"):
+        return cls.from_config(config, dtype=kwargs["dtype"], trust_remote_code=kwargs["trust_remote_code"])
 
 
 def disable_avx512_bf16_repack(model) -> int:

@@ -7,6 +7,12 @@ wraps the model in DDP (STACK_NOTES), so an arm asking for FSDP silently trained
 GPU exercises the sharded path). The loop keeps accelerate for autocast, the fp16 scaler and its
 optimizer wrapper; the model itself is never handed to accelerate.
 
+Weights are read once, by rank 0: the other ranks build the model on the meta device (no memory;
+harness.models.load_model with weights=False), every rank shards its model, and rank 0 then sends
+each tensor in turn, cast to the dtype its shard trains in, from which each rank keeps its slice
+(`receive_from_rank0`). So no rank ever holds more than one full tensor it does not own, rank 0
+holds the model once in the dtype it was loaded in, and nobody holds the full fp32 model.
+
 Gradients are reduce-scattered after every micro-batch (FSDP2's default; no `no_sync`), so no rank
 ever holds a full-size gradient. With bf16 training the all-gathers and the forward run in bf16 and
 gradients are reduced in fp32 (MixedPrecisionPolicy); the sharded master weights stay fp32.
@@ -23,6 +29,7 @@ import copy
 import os
 import resource
 import weakref
+from dataclasses import dataclass
 from datetime import timedelta
 
 from harness.training.mixed_precision import upcast_trainable
@@ -73,12 +80,25 @@ def plain_skeleton(model):
     return copy.deepcopy(model, memo)
 
 
-def shard(model, precision: str) -> int:
-    """fully_shard every transformer block, then the root. Trainable weights become fp32 master
-    weights block by block, just before that block is sharded. Returns the number of blocks."""
+@dataclass
+class Layout:
+    """How `shard` split the model: FSDP units, and the MB of weights this rank read from disk."""
+
+    blocks: int
+    loaded_mb: float
+
+
+def shard(model, precision: str) -> Layout:
+    """fully_shard every transformer block, then the root; then, over several ranks, rank 0's
+    weights into every rank's shards. Trainable weights become fp32 master weights block by block,
+    just before that block is sharded."""
     import torch
+    import torch.distributed as dist
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+    loaded_mb = sum(t.numel() * t.element_size() for t in model.parameters() if not t.is_meta) / 2**20
+    several = dist.get_world_size() > 1
+    source = model.state_dict() if several and dist.get_rank() == 0 else None  # what the others receive
     policy = (
         MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         if precision == "bf16"
@@ -90,7 +110,60 @@ def shard(model, precision: str) -> int:
         fully_shard(block, mp_policy=policy)
     upcast_trainable(model)
     fully_shard(model, mp_policy=policy)
-    return len(blocks)
+    if several:
+        receive_from_rank0(model, source)
+    return Layout(blocks=len(blocks), loaded_mb=round(loaded_mb, 3))
+
+
+def receive_from_rank0(model, source: dict | None) -> None:
+    """A collective after sharding: every rank's shards and buffers become rank 0's. Rank 0 passes
+    its state dict from before sharding (`source`) and sends one tensor at a time; a rank whose
+    model is on the meta device allocates its shards first. Rank 0's own shards were cut from its
+    weights by fully_shard already."""
+    import torch
+    import torch.distributed as dist
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    rank = dist.get_rank()
+    params = dict(model.named_parameters())  # a tied weight once
+    _same_layout_everywhere(params)
+    mesh = next(p.device_mesh for p in params.values() if isinstance(p, DTensor))
+    device = torch.device("cuda", torch.cuda.current_device()) if mesh.device_type == "cuda" else torch.device("cpu")
+    local = [p.to_local() if isinstance(p, DTensor) else p for p in params.values()]
+    if any(t.is_meta for t in [*local, *model.buffers()]):
+        model.to_empty(device=device)  # uninitialised memory, every byte of it overwritten below
+        params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, param in params.items():
+            if rank == 0:
+                full = source[name].to(device=device, dtype=param.dtype)
+            else:
+                full = torch.empty(param.shape, dtype=param.dtype, device=device)
+            dist.broadcast(full, src=0)
+            if rank and isinstance(param, DTensor):  # this rank's slice, cut locally (no more traffic)
+                mine = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
+                param.to_local().copy_(mine.to_local())
+            elif rank:
+                param.copy_(full)
+        for buffer in model.buffers():  # rotary frequencies and the like, not all in a state dict
+            dist.broadcast(buffer, src=0)
+
+
+def _same_layout_everywhere(params: dict) -> None:
+    """A collective: every rank built the same parameters (names, shapes, dtypes), or every rank
+    stops with the first difference (instead of a broadcast that waits for a tensor never sent)."""
+    import torch.distributed as dist
+
+    layout = [(name, tuple(p.shape), str(p.dtype)) for name, p in params.items()]
+    layouts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(layouts, layout)
+    for rank, other in enumerate(layouts[1:], start=1):
+        if other != layouts[0]:
+            first = next((a, b) for a, b in zip([*layouts[0], None], [*other, None]) if a != b)
+            raise RuntimeError(
+                f"rank {rank} built another model than rank 0 (rank 0: {first[0]}, rank {rank}: {first[1]}); "
+                "a checkpoint whose tied weights differ loads untied on rank 0 and tied on the others"
+            )
 
 
 def is_sharded(model) -> bool:
@@ -99,9 +172,10 @@ def is_sharded(model) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def rank_report(model, optimizer, blocks: int) -> dict:
+def rank_report(model, optimizer, layout: Layout | None) -> dict:
     """What this rank holds: how each parameter was split (DTensor local sizes) and the bytes of its
-    weights, gradients (its trainable shard) and optimizer state; its peak RSS so far."""
+    weights, gradients (its trainable shard) and optimizer state; what it read from disk; its peak
+    RSS so far."""
     import torch
     from torch.distributed.tensor import DTensor
 
@@ -126,7 +200,8 @@ def rank_report(model, optimizer, blocks: int) -> dict:
                 value = local(value)
                 state_bytes += value.numel() * value.element_size()
     return {
-        "blocks": blocks,
+        "blocks": layout.blocks if layout else 0,
+        "loaded_mb": layout.loaded_mb if layout else None,
         "sharded_params": sharded,
         "unsharded_params": unsharded,
         "local_numel": local_numel,

@@ -113,12 +113,12 @@ def train_streams(
     if budget.gradient_checkpointing:
         enable_activation_checkpointing(model)  # per block, before sharding wraps the blocks
     sharded = budget.strategy == "fsdp"  # FSDP2 at any world size, 1 included: the same code path
-    skeleton, blocks = None, 0
+    skeleton, layout = None, None
     if sharded:
         if param_groups is not None:
             raise RuntimeError("FSDP shards one model's parameters; an arm with parameter groups uses ddp")
         skeleton = plain_skeleton(model) if rank == 0 else None  # what rank 0 evaluates after training
-        blocks = fsdp.shard(model, resolve_precision(budget.precision))
+        layout = fsdp.shard(model, resolve_precision(budget.precision))  # rank 0's weights to every shard
     else:
         upcast_trainable(model)  # fp32 master weights whatever the dtype the base was loaded in
     groups = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
@@ -200,7 +200,7 @@ def train_streams(
         consumed[key].seconds = round(consumed[key].seconds, 3)
         consumed[key].order_hash = order_digest(trained[key])
     if sharded or world > 1:
-        ranks = gather_from_ranks(accelerator, fsdp.rank_report(model, optimizer, blocks))
+        ranks = gather_from_ranks(accelerator, fsdp.rank_report(model, optimizer, layout))
         for c in consumed.values():
             c.extra["devices"] = {"world_size": world, "strategy": budget.strategy, "ranks": ranks}
             if sharded and checkpoints["written"]:
