@@ -65,7 +65,8 @@ def main() -> None:
     parser.add_argument("--model", default="packaged:smollm2-135m-instruct")
     parser.add_argument("--steps", type=int, default=2)
     args = parser.parse_args()
-    base = float(subprocess.run([sys.executable, "-c", IMPORTS_ONLY], capture_output=True, text=True, check=True).stdout)
+    imports_only = subprocess.run([sys.executable, "-c", IMPORTS_ONLY], capture_output=True, text=True, check=True)
+    base = float(imports_only.stdout)
     with tempfile.TemporaryDirectory(prefix="fsdp-memory-") as tmp:
         path = Path(tmp) / "fsdp_memory.yaml"
         path.write_text(yaml.safe_dump(experiment(args.model, args.steps)))
@@ -89,10 +90,8 @@ def main() -> None:
             print(f"| {arm['arm']['name']} | failed: {arm.get('error')} | | | | |")
             continue
         for i, rank in enumerate(arm["consumed"]["extra"]["devices"]["ranks"]):
-            rss = rank["peak_rss_mb"]
-            print(
-                f"| {arm['arm']['name']} | {i} | {rank['state_mb']:.0f} | {rank['loaded_mb']:.0f} | {rss:.0f} | {rss - base:.0f} |"
-            )
+            rss, name = rank["peak_rss_mb"], arm["arm"]["name"]
+            print(f"| {name} | {i} | {rank['state_mb']:.0f} | {rank['loaded_mb']:.0f} | {rss:.0f} | {rss - base:.0f} |")
 
 
 if __name__ == "__main__":

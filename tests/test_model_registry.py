@@ -180,3 +180,18 @@ def test_nothing_to_register_is_a_usage_error_before_the_gate_runs(tracked_run):
     )
     assert result.exit_code == 2 and "saved no adapter" in result.output, result.output
     assert "gate mini@3" not in result.output and len(versions(store)) == before
+
+
+def test_a_full_fine_tune_that_kept_its_model_is_registrable_from_its_arm_folder(tmp_path):
+    """budget.save: full leaves the trained weights in the arm's model/ folder: --register takes
+    them; the same arm without them is still one sentence."""
+    from harness.errors import HarnessError
+    from harness.golden.promote import _from_arm
+
+    arm_dir = tmp_path / "arms" / "full-ft"
+    (arm_dir / "model").mkdir(parents=True)
+    result = {"arm": {"name": "full_ft"}, "artifacts": {"predictions": "predictions.jsonl", "model": "model"}}
+    kept = _from_arm(arm_dir, result, run_id="run-1")
+    assert (kept.kind, kept.local_dir) == ("model", (arm_dir / "model").resolve())
+    with pytest.raises(HarnessError, match="budget.save: full"):
+        _from_arm(arm_dir, {**result, "artifacts": {"predictions": "predictions.jsonl"}}, run_id="run-1")

@@ -63,15 +63,17 @@ def registrable(spec: str, golden, *, arm: str | None = None) -> Registrable:
 
 
 def _from_arm(arm_dir: Path, result: dict, *, run_id: str | None) -> Registrable:
-    adapter = (result.get("artifacts") or {}).get("adapter")
-    name = result["arm"].get("name")
-    if not adapter or not (arm_dir / adapter).is_dir():
-        raise HarnessError(
-            f"--register: arm {name!r} saved no adapter in {arm_dir} (full fine-tuning and "
-            "prompting arms keep no weights)",
-            fix="gate an arm that trains an adapter, or pass a model folder as --candidate",
-        )
-    return Registrable("adapter", local_dir=(arm_dir / adapter).resolve(), tags=_arm_tags(result, run_id))
+    """What the arm kept: its adapter, or a full fine-tune's model (budget.save: full)."""
+    artifacts = result.get("artifacts") or {}
+    for kind in ("adapter", "model"):
+        folder = artifacts.get(kind)
+        if folder and (arm_dir / folder).is_dir():
+            return Registrable(kind, local_dir=(arm_dir / folder).resolve(), tags=_arm_tags(result, run_id))
+    raise HarnessError(
+        f"--register: arm {result['arm'].get('name')!r} saved no adapter or model in {arm_dir} (prompting arms "
+        "keep no weights; a full fine-tune keeps its model only with budget.save: full)",
+        fix="gate an arm that trains an adapter, set budget.save: full, or pass a model folder as --candidate",
+    )
 
 
 def _from_mlflow(run_id: str) -> Registrable:

@@ -139,10 +139,8 @@ def _architecture_only(cls, path: Path, kwargs: dict):
             key="strategy",
             fix="train this method with `strategy: ddp`",
         )
-    config_keys = {"num_labels", "id2label", "label2id"}
-    config = AutoConfig.from_pretrained(
-        str(path), trust_remote_code=kwargs["trust_remote_code"], **{k: v for k, v in kwargs.items() if k in config_keys}
-    )
+    labels = {k: v for k, v in kwargs.items() if k in ("num_labels", "id2label", "label2id")}
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=kwargs["trust_remote_code"], **labels)
     with torch.device("meta"):
         return cls.from_config(config, dtype=kwargs["dtype"], trust_remote_code=kwargs["trust_remote_code"])
 
