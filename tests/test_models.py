@@ -332,3 +332,30 @@ def test_packaged_smollm2_converts_and_answers(monkeypatch):
     )
     out = model.generate(**inputs, max_new_tokens=12, do_sample=False)
     assert "Paris" in tok.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+
+
+@pytest.mark.parametrize(
+    "kind, key, head",
+    [
+        ("causal_lm", "llama", None),
+        ("causal_lm", "llama", "labels"),
+        ("encoder", "bert", "AutoModelForTokenClassification"),
+    ],
+)
+def test_a_model_without_weights_is_the_same_model_on_meta(tiny_models, kind, key, head):
+    """What ranks > 0 of an FSDP arm build (weights=False): the loaded model's parameters and buffers,
+    names, shapes and dtypes alike, on the meta device, so rank 0's tensors fit them one by one."""
+    path = tiny_models[key]
+    labels = {"id2label": {0: "neg", 1: "pos"}} if head else {}
+    head_class = head if head and head.startswith("Auto") else None
+    kwargs = dict(tokenizer=models.load_tokenizer(path), head_class=head_class, **labels)
+    loaded = models.load_model(path, kind, **kwargs)
+    empty = models.load_model(path, kind, weights=False, **kwargs)
+    assert type(empty) is type(loaded) and empty.config.id2label == loaded.config.id2label
+
+    def layout(tensors):
+        return [(name, tuple(t.shape), t.dtype) for name, t in tensors]
+
+    assert layout(empty.named_parameters()) == layout(loaded.named_parameters())
+    assert layout(empty.named_buffers()) == layout(loaded.named_buffers())
+    assert all(p.is_meta for p in empty.parameters()) and not any(p.is_meta for p in loaded.parameters())
