@@ -33,15 +33,7 @@ IMPORTS_ONLY = (
 def experiment(model: str, steps: int) -> dict:
     return {
         "name": "fsdp_memory",
-        "tasks": {
-            "sentiment": {
-                "type": "classification",
-                "data": {"prepared": "sentiment"},
-                "labels": ["negative", "positive"],
-                "instruction": "Classify the sentiment of the movie review as positive or negative.",
-                "prompt": "Review: {text}",
-            }
-        },
+        "tasks": yaml.safe_load((ROOT / "experiments" / "encoder_vs_decoder.yaml").read_text())["tasks"],
         "models": {"m": {"source": model}},
         "budget": {
             "max_steps": steps,
