@@ -20,6 +20,7 @@ as transformers' `num_items_in_batch`; examples for a classification head), so 1
 
 from __future__ import annotations
 
+import gc
 import math
 import time
 from contextlib import nullcontext
@@ -196,6 +197,14 @@ def train_streams(
             cost = _save(checkpoint_dir, step + 1, accelerator, model, optimizer, scheduler, consumed, curves, seconds)
             if cost:
                 checkpoints = {"written": checkpoints["written"] + 1, **{k: checkpoints[k] + cost[k] for k in cost}}
+    if wrapped is not model:
+        # Free the DDP wrapper while its process group lives. Freed after destroy_process_group
+        # (when this function returns), the group's last reference goes with the wrapper and its
+        # destructor joins a gloo thread that waits for the GIL the joining thread holds: rank 0
+        # hung for good after training, now and then (seen twice in one test run).
+        accelerator.free_memory()  # accelerate's references to the wrapper (it also collects)
+        del wrapped
+        gc.collect()
     for key in keys:
         consumed[key].seconds = round(consumed[key].seconds, 3)
         consumed[key].order_hash = order_digest(trained[key])
