@@ -114,6 +114,74 @@ def test_an_interrupted_upload_leaves_the_previous_checkpoint_whole(tmp_path, mo
     assert not [p for p in (tmp_path / "store" / "abc" / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
+def dcp_folder(parent: Path, step: int, ranks: int = 2) -> Path:
+    """A sharded (DCP) checkpoint folder as harness.training.sharded_checkpoint leaves it."""
+    import torch
+
+    from harness.training.checkpoint import FORMAT
+
+    folder = parent / f"step-{step:08d}"
+    folder.mkdir(parents=True)
+    (folder / ".metadata").write_bytes(b"metadata %d" % step)
+    for rank in range(ranks):
+        (folder / f"__{rank}_0.distcp").write_bytes(bytes([step, rank]) * 500)
+    torch.save({"format": FORMAT, "step": step, "world_size": ranks}, folder / "loop.pt")
+    return folder
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+# an object store (pyarrow's in-memory one: no folder rename, as on S3) and a shared path
+@pytest.mark.parametrize("where", ["path", "mock"])
+def test_storage_keeps_fsdp_checkpoint_folders_whole_behind_a_marker(tmp_path, where):
+    from harness.execution.arm_storage import COMPLETE
+    from harness.training import sharded_checkpoint
+
+    storage = ArmStorage(str(tmp_path / "store") if where == "path" else "mock:///store")
+    local = tmp_path / "scratch" / "checkpoints"
+    for step in (2, 4, 6):
+        storage.upload("abc", dcp_folder(local, step))
+    assert storage.checkpoints("abc") == ["step-00000004", "step-00000006"]  # the newest two, marked
+    stored = f"{storage.checkpoint_folder('abc')}/step-00000006"
+    assert storage.fs.get_file_info(f"{stored}/{COMPLETE}").size == 0
+
+    class CutShort:  # a kill mid-upload: the second file never arrives
+        def __init__(self, fs):
+            self.fs, self.calls = fs, 0
+
+        def __getattr__(self, name):
+            return getattr(self.fs, name)
+
+        def open_output_stream(self, path, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 2:
+                raise OSError("connection reset")
+            return self.fs.open_output_stream(path, *args, **kwargs)
+
+    fs = storage.fs
+    storage.fs = CutShort(fs)
+    with pytest.raises(OSError):
+        storage.upload("abc", dcp_folder(local, 8))
+    storage.fs = fs
+    assert storage.checkpoints("abc") == ["step-00000004", "step-00000006"]
+    left = f"{storage.checkpoint_folder('abc')}/step-00000010"  # a killed process: nothing cleaned up
+    fs.create_dir(left, recursive=True)
+    with fs.open_output_stream(f"{left}/__0_0.distcp") as out:
+        out.write(b"half")
+    assert storage.checkpoints("abc")[-1] == "step-00000006"  # unmarked: invisible to readers
+
+    back = tmp_path / "next-attempt" / "checkpoints"
+    assert storage.download("abc", back) == 6
+    assert [p.name for p in back.iterdir()] == ["step-00000006"]  # no temporary left beside it
+    assert contents(back / "step-00000006") == contents(local / "step-00000006")
+    assert sharded_checkpoint.load_latest(back, 2)["path"] == back / "step-00000006"  # where the loop looks
+    assert fs.get_file_info(left).type.name == "NotFound"  # the next attempt deleted the unmarked folder
+    storage.clear("abc")
+    assert storage.checkpoints("abc") == []
+
+
 def test_a_new_attempt_deletes_the_scratch_folder_a_killed_attempt_of_its_arm_left(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_SCRATCH", str(tmp_path))
     killed = fresh_scratch("0123456789abcdef", 0)
