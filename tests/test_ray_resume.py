@@ -182,6 +182,49 @@ def test_storage_keeps_fsdp_checkpoint_folders_whole_behind_a_marker(tmp_path, w
     assert storage.checkpoints("abc") == []
 
 
+def test_checkpoint_sync_uploads_complete_dcp_folders_only(tmp_path):
+    from harness.execution.ray_task import CheckpointSync
+
+    storage = ArmStorage(str(tmp_path / "store"))
+    local = tmp_path / "scratch" / "checkpoints"
+    dcp_folder(local, 2)
+    sync = CheckpointSync(storage, "abc", local)  # step 2 came from the storage: not uploaded again
+    (local / ".step-00000004.tmp").mkdir()  # being written by the ranks
+    sync()
+    assert storage.checkpoints("abc") == []
+    (local / ".step-00000004.tmp").rmdir()
+    dcp_folder(local, 4)  # renamed by rank 0: complete
+    sync()
+    assert storage.checkpoints("abc") == ["step-00000004"]
+
+
+def test_an_fsdp_arm_over_nodes_checkpoints_into_a_shared_folder_or_is_refused(write_experiment, tmp_path, monkeypatch):
+    from harness.errors import HarnessError
+    from harness.execution.ray_executor import Placement, RayExecutor
+    from harness.planning.experiment_loader import load_experiment
+    from harness.planning.plan import plan
+    from harness.training import checkpoint
+
+    path = write_experiment([{"method": "full_ft", "model": "llama"}], budget={"devices": 2, "strategy": "fsdp"})
+    fsdp = plan(load_experiment(path))[0]
+    ddp = plan(load_experiment(path, ["budget.strategy=ddp"]))[0]
+    over_two = Placement(nodes=2, gpus=0, cpus=1, ranks=1)
+    with pytest.raises(HarnessError, match="executor.storage") as refused:
+        RayExecutor(storage="mock:///arms").check_shared_checkpoints(fsdp, over_two)
+    assert "is an FSDP arm over 2 nodes" in str(refused.value) and "shared folder" in str(refused.value.fix)
+    RayExecutor(storage="mock:///arms").check_shared_checkpoints(fsdp, Placement(1, 0, 2, 2))  # one node: uploaded
+    RayExecutor(storage="mock:///arms").check_shared_checkpoints(ddp, over_two)  # DDP: rank 0's file, uploaded
+    RayExecutor(storage=str(tmp_path / "shared")).check_shared_checkpoints(fsdp, over_two)
+    RayExecutor().check_shared_checkpoints(fsdp, over_two)  # no storage: it runs, writing no checkpoints
+    # what the arm process is told (harness.execution.ray_task): a folder of the storage, none, or its own
+    monkeypatch.delenv(checkpoint.FOLDER_ENV, raising=False)
+    assert checkpoint.folder_for(tmp_path) == tmp_path / "checkpoints"
+    monkeypatch.setenv(checkpoint.FOLDER_ENV, str(tmp_path / "shared" / "abc" / "checkpoints"))
+    assert checkpoint.folder_for(tmp_path) == tmp_path / "shared" / "abc" / "checkpoints"
+    monkeypatch.setenv(checkpoint.FOLDER_ENV, "none")
+    assert checkpoint.folder_for(tmp_path) is None
+
+
 def test_a_new_attempt_deletes_the_scratch_folder_a_killed_attempt_of_its_arm_left(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_SCRATCH", str(tmp_path))
     killed = fresh_scratch("0123456789abcdef", 0)
@@ -396,3 +439,103 @@ def test_an_arm_of_two_devices_runs_torchrun_with_two_ranks(cluster, write_exper
     assert (placement["world_size"], placement["nodes"], placement["strategy"]) == (2, nodes, "ddp")
     assert (one["provenance"]["placement"]["world_size"], one["provenance"]["placement"]["strategy"]) == (1, None)
     same_budget_within_ddp_tolerance(one, two)
+
+
+def fsdp_arm(write_experiment, storage: Path, nodes: int = 1) -> Path:
+    """A full fine-tune on two ranks under FSDP, 60 steps with a sharded checkpoint every 2, its state
+    kept in `storage`; `nodes: 2` puts one rank on each node."""
+    return write_experiment(
+        [{"method": "full_ft", "model": "llama", "lr": 1e-3}],
+        budget={
+            "max_steps": 60,
+            "checkpoint_every": 2,
+            "eval_precision": "fp32",
+            "devices": 2,
+            "strategy": "fsdp",
+            **({"nodes": nodes} if nodes > 1 else {}),
+        },
+        edit=lambda d: d.update(executor={"name": "ray", "storage": str(storage)}),
+    )
+
+
+def stored_folders(storage: Path, marked: bool) -> list[Path]:
+    """The arm's complete DCP folders in the storage: marked when uploaded, or (written in place by
+    the ranks of an arm over several nodes) complete once renamed from their temporary name."""
+    folders = sorted(storage.glob("*/checkpoints/step-*/"))
+    return [f for f in folders if (f / "COMPLETE").is_file()] if marked else folders
+
+
+def the_torchrun(scratch: dict) -> psutil.Process:
+    """The torchrun of a one-node FSDP arm (its ranks run the arm process below it)."""
+    (torchrun,) = wait_for(
+        lambda: [p for p in arm_processes(scratch) if "torch.distributed.run" in " ".join(p.cmdline())],
+        "the arm's torchrun",
+    )
+    return torchrun
+
+
+@pytest.mark.slow
+def test_an_fsdp_worker_killed_after_its_second_checkpoint_resumes_from_the_stored_folder(
+    cluster, write_experiment, tmp_path
+):
+    address, scratch = cluster
+    storage = tmp_path / "shared"
+    path = fsdp_arm(write_experiment, storage)
+    driver = start_driver(path, address, tmp_path)
+    try:
+        worker = the_torchrun(scratch).parent()  # the Ray worker running the arm
+        wait_for(lambda: len(stored_folders(storage, marked=True)) >= 2, "the second stored checkpoint")
+        os.kill(worker.pid, signal.SIGKILL)  # mid-arm: the ranks die with their torchrun, it with the worker
+        killed_at = max(int(f.name[len("step-") :]) for f in stored_folders(storage, marked=True))
+        output, _ = driver.communicate(timeout=WAIT_S)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, output
+    _, on_ray = results_of(tmp_path)
+    (resumed,) = on_ray["arms"]
+    assert resumed["status"] == "ok", resumed["error"]
+    assert resumed["provenance"]["placement"]["attempt"] == 2
+    assert resumed["consumed"]["extra"]["resumed_from_step"] >= killed_at >= 4
+    assert resumed["consumed"]["extra"]["devices"]["strategy"] == "fsdp"
+    assert not list(storage.glob("*/checkpoints/*"))  # a finished arm keeps nothing there
+    equals_an_uninterrupted_run(resumed, path, tmp_path)
+
+
+@pytest.mark.slow
+def test_an_fsdp_arm_over_two_nodes_resumes_from_the_shared_folder_after_the_driver_died(
+    cluster, write_experiment, tmp_path
+):
+    address, scratch = cluster
+    storage = tmp_path / "shared"
+    path = fsdp_arm(write_experiment, storage, nodes=2)
+    driver = start_driver(path, address, tmp_path)
+    try:
+        wait_for(lambda: len(stored_folders(storage, marked=False)) >= 2, "the second checkpoint in place")
+    finally:
+        driver.kill()  # SIGKILL: Ray ends the driver's job, and both nodes' ranks with their workers
+        driver.communicate()
+    wait_for(lambda: not arm_processes(scratch), "the killed run's arm processes to end")
+    (*_, newest) = stored_folders(storage, marked=False)
+    # both ranks wrote their shards into the one folder, each from its own node
+    assert sorted(p.name for p in newest.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp", "loop.pt"]
+    killed_at = int(newest.name[len("step-") :])
+
+    rerun = run_cli(path, "--address", address, "--no-track", cwd=tmp_path)
+    assert rerun.exit_code == 0, rerun.output
+    _, on_ray = results_of(tmp_path)
+    (resumed,) = on_ray["arms"]
+    assert resumed["status"] == "ok", resumed["error"]
+    placement = resumed["provenance"]["placement"]
+    assert (placement["world_size"], placement["nodes"], placement["strategy"], placement["attempt"]) == (
+        2,
+        2,
+        "fsdp",
+        2,
+    )
+    assert resumed["consumed"]["extra"]["resumed_from_step"] == killed_at
+    assert not list(storage.glob("*/checkpoints/*"))
+    # the same two ranks on one node (the local pool has one), uninterrupted: to the digit
+    local = run_cli(path, "--executor", "local", "--force", "--no-track", "--set", "budget.nodes=1", cwd=tmp_path)
+    assert local.exit_code == 0, local.output
+    _, uninterrupted = results_of(tmp_path)
+    same_training(resumed, uninterrupted["arms"][0])
