@@ -182,6 +182,20 @@ def test_storage_keeps_fsdp_checkpoint_folders_whole_behind_a_marker(tmp_path, w
     assert storage.checkpoints("abc") == []
 
 
+def test_the_runner_hands_a_killed_local_runs_dcp_folders_to_the_rerun(tmp_path):
+    from harness.execution.runner import take_over_checkpoints
+
+    class Arm:
+        hash = "abcdef0123456789"
+
+    old = tmp_path / "exp" / "20260101-000000" / "arms" / "full_ft-x-abcdef01" / "checkpoints"
+    dcp_folder(old, 10)
+    new_arm = tmp_path / "exp" / "20260101-000100" / "arms" / "full_ft-x-abcdef01"
+    new_arm.mkdir(parents=True)
+    assert take_over_checkpoints(tmp_path / "exp", Arm(), new_arm) == "20260101-000000"
+    assert (new_arm / "checkpoints" / "step-00000010" / "loop.pt").is_file() and not old.exists()
+
+
 def test_checkpoint_sync_uploads_complete_dcp_folders_only(tmp_path):
     from harness.execution.ray_task import CheckpointSync
 
@@ -441,8 +455,8 @@ def test_an_arm_of_two_devices_runs_torchrun_with_two_ranks(cluster, write_exper
     same_budget_within_ddp_tolerance(one, two)
 
 
-def fsdp_arm(write_experiment, storage: Path, nodes: int = 1) -> Path:
-    """A full fine-tune on two ranks under FSDP, 60 steps with a sharded checkpoint every 2, its state
+def fsdp_arm(write_experiment, storage: Path, nodes: int = 1, strategy: str = "fsdp") -> Path:
+    """A full fine-tune on two ranks under FSDP (or DDP), 60 steps with a checkpoint every 2, its state
     kept in `storage`; `nodes: 2` puts one rank on each node."""
     return write_experiment(
         [{"method": "full_ft", "model": "llama", "lr": 1e-3}],
@@ -451,7 +465,7 @@ def fsdp_arm(write_experiment, storage: Path, nodes: int = 1) -> Path:
             "checkpoint_every": 2,
             "eval_precision": "fp32",
             "devices": 2,
-            "strategy": "fsdp",
+            "strategy": strategy,
             **({"nodes": nodes} if nodes > 1 else {}),
         },
         edit=lambda d: d.update(executor={"name": "ray", "storage": str(storage)}),
@@ -502,23 +516,32 @@ def test_an_fsdp_worker_killed_after_its_second_checkpoint_resumes_from_the_stor
 
 
 @pytest.mark.slow
-def test_an_fsdp_arm_over_two_nodes_resumes_from_the_shared_folder_after_the_driver_died(
-    cluster, write_experiment, tmp_path
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+def test_an_arm_over_two_nodes_resumes_from_storage_after_the_driver_died(
+    cluster, write_experiment, tmp_path, strategy
 ):
+    """FSDP: both nodes' ranks write their shards into the one folder in the storage and read them
+    back from it. DDP: rank 0's checkpoint file is uploaded, and both nodes download it (each rank
+    restores its own RNG state from it)."""
     address, scratch = cluster
     storage = tmp_path / "shared"
-    path = fsdp_arm(write_experiment, storage, nodes=2)
+    path = fsdp_arm(write_experiment, storage, nodes=2, strategy=strategy)
+    stored = (
+        (lambda: stored_folders(storage, marked=False))
+        if strategy == "fsdp"
+        else (lambda: sorted(storage.glob("*/checkpoints/step-*.pt")))
+    )
     driver = start_driver(path, address, tmp_path)
     try:
-        wait_for(lambda: len(stored_folders(storage, marked=False)) >= 2, "the second checkpoint in place")
+        wait_for(lambda: len(stored()) >= 2, "the second stored checkpoint")
     finally:
         driver.kill()  # SIGKILL: Ray ends the driver's job, and both nodes' ranks with their workers
         driver.communicate()
     wait_for(lambda: not arm_processes(scratch), "the killed run's arm processes to end")
-    (*_, newest) = stored_folders(storage, marked=False)
-    # both ranks wrote their shards into the one folder, each from its own node
-    assert sorted(p.name for p in newest.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp", "loop.pt"]
-    killed_at = int(newest.name[len("step-") :])
+    (*_, newest) = stored()
+    if strategy == "fsdp":  # both ranks wrote their shards into the one folder, each from its own node
+        assert sorted(p.name for p in newest.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp", "loop.pt"]
+    killed_at = int(newest.name[len("step-") :][:8])
 
     rerun = run_cli(path, "--address", address, "--no-track", cwd=tmp_path)
     assert rerun.exit_code == 0, rerun.output
@@ -529,7 +552,7 @@ def test_an_fsdp_arm_over_two_nodes_resumes_from_the_shared_folder_after_the_dri
     assert (placement["world_size"], placement["nodes"], placement["strategy"], placement["attempt"]) == (
         2,
         2,
-        "fsdp",
+        strategy,
         2,
     )
     assert resumed["consumed"]["extra"]["resumed_from_step"] == killed_at
