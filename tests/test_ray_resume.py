@@ -166,11 +166,13 @@ def test_storage_keeps_fsdp_checkpoint_folders_whole_behind_a_marker(tmp_path, w
         storage.upload("abc", dcp_folder(local, 8))
     storage.fs = fs
     assert storage.checkpoints("abc") == ["step-00000004", "step-00000006"]
-    left = f"{storage.checkpoint_folder('abc')}/step-00000010"  # a killed process: nothing cleaned up
+    # a killed process cleans nothing up: on a path it leaves its hidden temporary, on an object
+    # store a folder of the checkpoint's name without its marker
+    left = f"{storage.checkpoint_folder('abc')}/" + (".step-00000010.0123.tmp" if where == "path" else "step-00000010")
     fs.create_dir(left, recursive=True)
     with fs.open_output_stream(f"{left}/__0_0.distcp") as out:
         out.write(b"half")
-    assert storage.checkpoints("abc")[-1] == "step-00000006"  # unmarked: invisible to readers
+    assert storage.checkpoints("abc")[-1] == "step-00000006"  # invisible to readers
 
     back = tmp_path / "next-attempt" / "checkpoints"
     assert storage.download("abc", back) == 6
@@ -180,6 +182,18 @@ def test_storage_keeps_fsdp_checkpoint_folders_whole_behind_a_marker(tmp_path, w
     assert fs.get_file_info(left).type.name == "NotFound"  # the next attempt deleted the unmarked folder
     storage.clear("abc")
     assert storage.checkpoints("abc") == []
+
+
+def test_on_a_path_folders_the_ranks_renamed_in_place_count_without_a_marker(tmp_path):
+    """An FSDP arm over several nodes writes into the storage itself (complete by rank 0's rename, no
+    marker): a rerun of it on one node (`nodes` is not in the hash) downloads them like uploaded ones."""
+    storage = ArmStorage(str(tmp_path / "store"))
+    in_place = Path(storage.checkpoint_folder("abc"))
+    dcp_folder(in_place, 4)
+    (in_place / ".step-00000006.tmp").mkdir()  # a write the kill interrupted
+    assert storage.checkpoints("abc") == ["step-00000004"]
+    assert storage.download("abc", tmp_path / "one-node" / "checkpoints") == 4
+    assert [p.name for p in in_place.iterdir()] == ["step-00000004"]  # only the temporary went
 
 
 def test_the_runner_hands_a_killed_local_runs_dcp_folders_to_the_rerun(tmp_path):

@@ -13,15 +13,18 @@ arm, on any node, starts from the newest one. Layout, per arm hash:
 
 A checkpoint file is uploaded under a hidden temporary name and then moved to its own (a rename on a
 path; on an object store an object appears only once its upload has completed), so a reader sees
-whole checkpoints only. A folder cannot be renamed on an object store, so an FSDP checkpoint is
-uploaded file by file under its own name and made visible by a COMPLETE marker uploaded after the
-last of them: readers (`checkpoints`, `download`) see marked folders only. A temporary or an
-unmarked folder left by a killed upload is deleted by the next attempt (`sweep`).
+whole checkpoints only. A folder cannot be renamed on an object store, so there an FSDP checkpoint
+is uploaded file by file under its own name and made visible by a COMPLETE marker uploaded after
+the last of them: readers (`checkpoints`, `download`) see marked folders only. On a path the folder
+is uploaded under a hidden name, marked, and renamed, so any folder of a checkpoint's name there is
+complete, marked or not. A temporary (or, on an object store, an unmarked folder) left by a killed
+upload is deleted by the next attempt (`sweep`).
 
 An FSDP arm over several nodes does not go through the upload: every rank must read and write the
 same checkpoint folder, so its ranks checkpoint straight into `checkpoint_folder(...)`, which needs a
 storage that is a path every node sees (harness.execution.ray_task). Those folders are complete by
-the rename of harness.training.sharded_checkpoint, without a marker.
+the rename of harness.training.sharded_checkpoint (without a marker), so an arm whose `nodes`
+changes between a killed run and its rerun still finds them.
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class ArmStorage:
         else:
             self.fs, root = pafs.LocalFileSystem(), location
         self.location, self.root = location, root.rstrip("/")
+        self.renames = not is_uri(location)  # a folder can be renamed (a path), or not (an object store)
 
     def _folder(self, arm_hash: str, what: str) -> str:
         return f"{self.root}/{arm_hash}/{what}"
@@ -85,8 +89,10 @@ class ArmStorage:
     def _names(self, folder: str) -> list[str]:
         return sorted(name for name, is_dir in self._entries(folder).items() if not is_dir)
 
-    def _marked(self, folder: str) -> bool:
-        return self.fs.get_file_info(f"{folder}/{COMPLETE}").type == self._fs_types.File
+    def _complete(self, folder: str) -> bool:
+        """On a path a folder of a checkpoint's name is there only once whole (renamed); on an
+        object store once its marker is."""
+        return self.renames or self.fs.get_file_info(f"{folder}/{COMPLETE}").type == self._fs_types.File
 
     def checkpoints(self, arm_hash: str) -> list[str]:
         """Names of the complete stored checkpoints of the arm (files, and folders with their
@@ -96,7 +102,7 @@ class ArmStorage:
             name
             for name, is_dir in self._entries(stored).items()
             if (CHECKPOINT_NAME.fullmatch(name) and not is_dir)
-            or (FOLDER_NAME.fullmatch(name) and is_dir and self._marked(f"{stored}/{name}"))
+            or (FOLDER_NAME.fullmatch(name) and is_dir and self._complete(f"{stored}/{name}"))
         )
 
     def upload(self, arm_hash: str, local: Path) -> None:
@@ -121,35 +127,39 @@ class ArmStorage:
             raise
 
     def _upload_folder(self, local: Path, target: str) -> None:
-        """Every file of the folder under its own name, then the marker: an object store has no
-        folder rename. A folder left unmarked by an earlier, killed upload is replaced."""
+        """Every file of the folder, then the marker; on a path all of it under a hidden name first,
+        then renamed. A folder left unmarked by an earlier, killed upload is replaced."""
+        folder, name = target.rsplit("/", 1)
+        partial = f"{folder}/.{name}.{uuid.uuid4().hex}.tmp" if self.renames else target
         self._delete(target)
         try:
-            self.fs.create_dir(target, recursive=True)
+            self.fs.create_dir(partial, recursive=True)
             files = sorted(p for p in local.rglob("*") if p.is_file() and p.name != COMPLETE)
             for path in files:
                 relative = path.relative_to(local).as_posix()
                 if "/" in relative:
-                    self.fs.create_dir(f"{target}/{relative.rsplit('/', 1)[0]}", recursive=True)
-                self._copy_up(path, f"{target}/{relative}")
-            with self.fs.open_output_stream(f"{target}/{COMPLETE}"):
+                    self.fs.create_dir(f"{partial}/{relative.rsplit('/', 1)[0]}", recursive=True)
+                self._copy_up(path, f"{partial}/{relative}")
+            with self.fs.open_output_stream(f"{partial}/{COMPLETE}"):
                 pass
+            if partial != target:
+                self.fs.move(partial, target)
         except BaseException:
-            self._delete(target)
+            self._delete(partial)
             raise
 
     def _copy_up(self, local: Path, remote: str) -> None:
         with local.open("rb") as source, self.fs.open_output_stream(remote) as target:
             shutil.copyfileobj(source, target, CHUNK)
 
-    def sweep(self, arm_hash: str, unmarked: bool = True) -> None:
-        """Delete what killed uploads or writes left: hidden temporaries, and (`unmarked`) stored
-        folders without their COMPLETE marker. Run when an attempt starts, before anything writes."""
+    def sweep(self, arm_hash: str) -> None:
+        """Delete what killed uploads or writes left: hidden temporaries, and on an object store
+        stored folders without their COMPLETE marker. Run when an attempt starts, before anything
+        writes."""
         stored = self.checkpoint_folder(arm_hash)
         for name, is_dir in self._entries(stored).items():
-            if name.startswith("."):
-                self._delete(f"{stored}/{name}")
-            elif unmarked and is_dir and FOLDER_NAME.fullmatch(name) and not self._marked(f"{stored}/{name}"):
+            torn = is_dir and FOLDER_NAME.fullmatch(name) and not self._complete(f"{stored}/{name}")
+            if name.startswith(".") or torn:
                 self._delete(f"{stored}/{name}")
 
     def download(self, arm_hash: str, folder: Path) -> int | None:

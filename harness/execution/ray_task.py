@@ -209,7 +209,7 @@ def run_arm_task(arm_json: str, env: dict, events, plan: TaskPlan) -> dict:
         if storage is not None and lead:
             attempt = storage.start_attempt(arm["hash"])
         if shared and lead:  # nothing writes yet: the other nodes' ranks wait for this node's
-            storage.sweep(arm["hash"], unmarked=False)  # complete by their rename; temporaries go
+            storage.sweep(arm["hash"])  # temporaries a killed attempt left
             in_place = local_checkpoints(Path(storage.checkpoint_folder(arm["hash"])))
             resumed = step_of(in_place[-1].name) if in_place else None
         elif storage is not None and not shared:  # every node: every rank resumes from the same checkpoint
