@@ -1,10 +1,11 @@
 """What a killed Ray worker costs an arm: with `executor.storage` (the retry resumes from the newest
 stored checkpoint) against without it (the retry starts at step 0), on the tests' tiny Llama.
 
-    python bench/ray_kill_cost.py [--steps 2000] [--every 100] [--kill-at 1000] [--rounds 1]
+    python bench/ray_kill_cost.py [--steps 2000] [--every 100] [--kill-at 1000] [--rounds 1] [--fsdp]
 
-One two-node local cluster (1 CPU per node); each scenario is a fresh driver running one LoRA arm of
-`--steps` steps with a checkpoint every `--every`:
+One two-node local cluster (1 CPU per node; 2 with --fsdp); each scenario is a fresh driver running
+one LoRA arm of `--steps` steps with a checkpoint every `--every` (with --fsdp: a full fine-tune on
+two ranks of one node under FSDP, whose checkpoints are DCP folders, stored with a COMPLETE marker):
 
 - uninterrupted (with storage);
 - killed, storage: the Ray worker running the arm is SIGKILLed once checkpoint `--kill-at` is stored;
@@ -44,18 +45,17 @@ def load() -> str:
     return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
-def write_inputs(folder: Path, steps: int, every: int, storage: Path | None) -> Path:
+def write_inputs(folder: Path, steps: int, every: int, storage: Path | None, fsdp: bool) -> Path:
     models = build_tiny_models(folder / "models")
     data = folder / "data"
     data.mkdir()
     for split, n, seed in (("train", 64, 1), ("test", 16, 2)):
         (data / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in sentiment_rows(n, seed)))
-    experiment = experiment_dict(
-        models,
-        data,
-        [{"method": "lora", "model": "llama", "lr": 1e-3}],
-        budget={"max_steps": steps, "checkpoint_every": every, "eval_precision": "fp32"},
-    )
+    budget = {"max_steps": steps, "checkpoint_every": every, "eval_precision": "fp32"}
+    arm = {"method": "lora", "model": "llama", "lr": 1e-3}
+    if fsdp:
+        arm, budget = {**arm, "method": "full_ft"}, {**budget, "devices": 2, "strategy": "fsdp"}
+    experiment = experiment_dict(models, data, [arm], budget=budget)
     experiment["executor"] = {"name": "ray", **({"storage": str(storage)} if storage else {})}
     path = folder / "experiment.yaml"
     path.write_text(yaml.safe_dump(experiment, sort_keys=False))
@@ -63,22 +63,41 @@ def write_inputs(folder: Path, steps: int, every: int, storage: Path | None) -> 
 
 
 def arm_process(scratch: list[Path]) -> psutil.Process | None:
+    """The arm's process started by the Ray worker: the arm process, or the torchrun of its ranks."""
+    found = []
     for proc in psutil.process_iter(["cmdline"]):
         line = " ".join(proc.info["cmdline"] or [])
         if "harness.execution.arm_process" in line and any(str(s) in line for s in scratch):
-            return proc
-    return None
+            found.append((proc, "torch.distributed.run" in line))
+    return next((p for p, torchrun in found if torchrun), found[0][0] if found else None)
 
 
-def wait_for_checkpoint(watch: list[Path], step: int, driver: subprocess.Popen) -> None:
-    name = f"step-{step:08d}.pt"
-    while not any(next(folder.glob(f"**/{name}"), None) for folder in watch):
+def checkpoint_name(step: int, fsdp: bool, stored: bool) -> str:
+    """What says checkpoint `step` is complete: its file; for a DCP folder, its COMPLETE marker in the
+    storage (uploaded last), its loop.pt in a scratch folder (renamed from its temporary name whole)."""
+    if not fsdp:
+        return f"step-{step:08d}.pt"
+    return f"step-{step:08d}/{'COMPLETE' if stored else 'loop.pt'}"
+
+
+def wait_for_checkpoint(watch: list[Path], step: int, driver: subprocess.Popen, fsdp: bool, stored: bool) -> None:
+    name = checkpoint_name(step, fsdp, stored)
+    while not any(next(folder.glob(f"**/checkpoints/{name}"), None) for folder in watch):
         if driver.poll() is not None:
             sys.exit(f"the arm ended before checkpoint {step}; raise --steps or lower --kill-at")
         time.sleep(0.02)
 
 
-def scenario(path: Path, address: str, watch: list[Path] | None, scratch: list[Path], kill_at: int, every: int) -> dict:
+def scenario(
+    path: Path,
+    address: str,
+    watch: list[Path] | None,
+    scratch: list[Path],
+    kill_at: int,
+    every: int,
+    fsdp: bool,
+    stored: bool,
+) -> dict:
     before = load()
     start = time.perf_counter()
     driver = subprocess.Popen(
@@ -90,14 +109,14 @@ def scenario(path: Path, address: str, watch: list[Path] | None, scratch: list[P
     )
     killed_after = regained = None
     if watch is not None:
-        wait_for_checkpoint(watch, kill_at, driver)
+        wait_for_checkpoint(watch, kill_at, driver, fsdp, stored)
         proc = arm_process(scratch)
         if proc is None:
             sys.exit("the arm ended before the kill; raise --steps or lower --kill-at")
         killed = time.perf_counter()
         killed_after = round(killed - start, 1)
         os.kill(proc.ppid(), signal.SIGKILL)
-        wait_for_checkpoint(watch, kill_at + every, driver)  # the retry is one interval past the kill
+        wait_for_checkpoint(watch, kill_at + every, driver, fsdp, stored)  # the retry is one interval past the kill
         regained = round(time.perf_counter() - killed, 1)
     output, _ = driver.communicate()
     wall = time.perf_counter() - start
@@ -123,7 +142,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=100)
     parser.add_argument("--kill-at", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--fsdp", action="store_true", help="a full fine-tune on 2 ranks under FSDP")
     options = parser.parse_args()
+    cpus = 2 if options.fsdp else 1
 
     from ray.cluster_utils import Cluster
 
@@ -136,29 +157,31 @@ def main() -> None:
     cluster = Cluster(
         initialize_head=True,
         head_node_args={
-            "num_cpus": 1,
+            "num_cpus": cpus,
             "include_dashboard": False,
             "temp_dir": session,
             "env_vars": {"HARNESS_SCRATCH": str(scratch[0])},
         },
     )
-    cluster.add_node(num_cpus=1, temp_dir=session, env_vars={"HARNESS_SCRATCH": str(scratch[1])})
+    cluster.add_node(num_cpus=cpus, temp_dir=session, env_vars={"HARNESS_SCRATCH": str(scratch[1])})
     cluster.wait_for_nodes(timeout=300)
     storage = work / "shared"
-    with_storage = write_inputs(work / "with", options.steps, options.every, storage)
-    without = write_inputs(work / "without", options.steps, options.every, None)
+    with_storage = write_inputs(work / "with", options.steps, options.every, storage, options.fsdp)
+    without = write_inputs(work / "without", options.steps, options.every, None, options.fsdp)
     rows = []
     try:
         for round_ in range(options.rounds):
-            for name, path, watch in (
-                ("uninterrupted", with_storage, None),
-                ("killed, storage", with_storage, [storage]),
-                ("killed, no storage (before)", without, scratch),
+            for name, path, watch, stored in (
+                ("uninterrupted", with_storage, None, False),
+                ("killed, storage", with_storage, [storage], True),
+                ("killed, no storage (before)", without, scratch, False),
             ):
                 row = {
                     "round": round_,
                     "scenario": name,
-                    **scenario(path, cluster.address, watch, scratch, options.kill_at, options.every),
+                    **scenario(
+                        path, cluster.address, watch, scratch, options.kill_at, options.every, options.fsdp, stored
+                    ),
                 }
                 rows.append(row)
                 print(json.dumps(row), flush=True)

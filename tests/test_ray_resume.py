@@ -114,6 +114,145 @@ def test_an_interrupted_upload_leaves_the_previous_checkpoint_whole(tmp_path, mo
     assert not [p for p in (tmp_path / "store" / "abc" / "checkpoints").iterdir() if p.name.startswith(".")]
 
 
+def dcp_folder(parent: Path, step: int, ranks: int = 2) -> Path:
+    """A sharded (DCP) checkpoint folder as harness.training.sharded_checkpoint leaves it."""
+    import torch
+
+    from harness.training.checkpoint import FORMAT
+
+    folder = parent / f"step-{step:08d}"
+    folder.mkdir(parents=True)
+    (folder / ".metadata").write_bytes(b"metadata %d" % step)
+    for rank in range(ranks):
+        (folder / f"__{rank}_0.distcp").write_bytes(bytes([step, rank]) * 500)
+    torch.save({"format": FORMAT, "step": step, "world_size": ranks}, folder / "loop.pt")
+    return folder
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+# an object store (pyarrow's in-memory one: no folder rename, as on S3) and a shared path
+@pytest.mark.parametrize("where", ["path", "mock"])
+def test_storage_keeps_fsdp_checkpoint_folders_whole_behind_a_marker(tmp_path, where):
+    from harness.execution.arm_storage import COMPLETE
+    from harness.training import sharded_checkpoint
+
+    storage = ArmStorage(str(tmp_path / "store") if where == "path" else "mock:///store")
+    local = tmp_path / "scratch" / "checkpoints"
+    for step in (2, 4, 6):
+        storage.upload("abc", dcp_folder(local, step))
+    assert storage.checkpoints("abc") == ["step-00000004", "step-00000006"]  # the newest two, marked
+    stored = f"{storage.checkpoint_folder('abc')}/step-00000006"
+    assert storage.fs.get_file_info(f"{stored}/{COMPLETE}").size == 0
+
+    class CutShort:  # a kill mid-upload: the second file never arrives
+        def __init__(self, fs):
+            self.fs, self.calls = fs, 0
+
+        def __getattr__(self, name):
+            return getattr(self.fs, name)
+
+        def open_output_stream(self, path, *args, **kwargs):
+            self.calls += 1
+            if self.calls == 2:
+                raise OSError("connection reset")
+            return self.fs.open_output_stream(path, *args, **kwargs)
+
+    fs = storage.fs
+    storage.fs = CutShort(fs)
+    with pytest.raises(OSError):
+        storage.upload("abc", dcp_folder(local, 8))
+    storage.fs = fs
+    assert storage.checkpoints("abc") == ["step-00000004", "step-00000006"]
+    # a killed process cleans nothing up: on a path it leaves its hidden temporary, on an object
+    # store a folder of the checkpoint's name without its marker
+    left = f"{storage.checkpoint_folder('abc')}/" + (".step-00000010.0123.tmp" if where == "path" else "step-00000010")
+    fs.create_dir(left, recursive=True)
+    with fs.open_output_stream(f"{left}/__0_0.distcp") as out:
+        out.write(b"half")
+    assert storage.checkpoints("abc")[-1] == "step-00000006"  # invisible to readers
+
+    back = tmp_path / "next-attempt" / "checkpoints"
+    assert storage.download("abc", back) == 6
+    assert [p.name for p in back.iterdir()] == ["step-00000006"]  # no temporary left beside it
+    assert contents(back / "step-00000006") == contents(local / "step-00000006")
+    assert sharded_checkpoint.load_latest(back, 2)["path"] == back / "step-00000006"  # where the loop looks
+    assert fs.get_file_info(left).type.name == "NotFound"  # the next attempt deleted the unmarked folder
+    storage.clear("abc")
+    assert storage.checkpoints("abc") == []
+
+
+def test_on_a_path_folders_the_ranks_renamed_in_place_count_without_a_marker(tmp_path):
+    """An FSDP arm over several nodes writes into the storage itself (complete by rank 0's rename, no
+    marker): a rerun of it on one node (`nodes` is not in the hash) downloads them like uploaded ones."""
+    storage = ArmStorage(str(tmp_path / "store"))
+    in_place = Path(storage.checkpoint_folder("abc"))
+    dcp_folder(in_place, 4)
+    (in_place / ".step-00000006.tmp").mkdir()  # a write the kill interrupted
+    assert storage.checkpoints("abc") == ["step-00000004"]
+    assert storage.download("abc", tmp_path / "one-node" / "checkpoints") == 4
+    assert [p.name for p in in_place.iterdir()] == ["step-00000004"]  # only the temporary went
+
+
+def test_the_runner_hands_a_killed_local_runs_dcp_folders_to_the_rerun(tmp_path):
+    from harness.execution.runner import take_over_checkpoints
+
+    class Arm:
+        hash = "abcdef0123456789"
+
+    old = tmp_path / "exp" / "20260101-000000" / "arms" / "full_ft-x-abcdef01" / "checkpoints"
+    dcp_folder(old, 10)
+    new_arm = tmp_path / "exp" / "20260101-000100" / "arms" / "full_ft-x-abcdef01"
+    new_arm.mkdir(parents=True)
+    assert take_over_checkpoints(tmp_path / "exp", Arm(), new_arm) == "20260101-000000"
+    assert (new_arm / "checkpoints" / "step-00000010" / "loop.pt").is_file() and not old.exists()
+
+
+def test_checkpoint_sync_uploads_complete_dcp_folders_only(tmp_path):
+    from harness.execution.ray_task import CheckpointSync
+
+    storage = ArmStorage(str(tmp_path / "store"))
+    local = tmp_path / "scratch" / "checkpoints"
+    dcp_folder(local, 2)
+    sync = CheckpointSync(storage, "abc", local)  # step 2 came from the storage: not uploaded again
+    (local / ".step-00000004.tmp").mkdir()  # being written by the ranks
+    sync()
+    assert storage.checkpoints("abc") == []
+    (local / ".step-00000004.tmp").rmdir()
+    dcp_folder(local, 4)  # renamed by rank 0: complete
+    sync()
+    assert storage.checkpoints("abc") == ["step-00000004"]
+
+
+def test_an_fsdp_arm_over_nodes_checkpoints_into_a_shared_folder_or_is_refused(write_experiment, tmp_path, monkeypatch):
+    from harness.errors import HarnessError
+    from harness.execution.ray_executor import Placement, RayExecutor
+    from harness.planning.experiment_loader import load_experiment
+    from harness.planning.plan import plan
+    from harness.training import checkpoint
+
+    path = write_experiment([{"method": "full_ft", "model": "llama"}], budget={"devices": 2, "strategy": "fsdp"})
+    fsdp = plan(load_experiment(path))[0]
+    ddp = plan(load_experiment(path, ["budget.strategy=ddp"]))[0]
+    over_two = Placement(nodes=2, gpus=0, cpus=1, ranks=1)
+    with pytest.raises(HarnessError, match="executor.storage") as refused:
+        RayExecutor(storage="mock:///arms").check_shared_checkpoints(fsdp, over_two)
+    assert "is an FSDP arm over 2 nodes" in str(refused.value) and "shared folder" in str(refused.value.fix)
+    RayExecutor(storage="mock:///arms").check_shared_checkpoints(fsdp, Placement(1, 0, 2, 2))  # one node: uploaded
+    RayExecutor(storage="mock:///arms").check_shared_checkpoints(ddp, over_two)  # DDP: rank 0's file, uploaded
+    RayExecutor(storage=str(tmp_path / "shared")).check_shared_checkpoints(fsdp, over_two)
+    RayExecutor().check_shared_checkpoints(fsdp, over_two)  # no storage: it runs, writing no checkpoints
+    # what the arm process is told (harness.execution.ray_task): a folder of the storage, none, or its own
+    monkeypatch.delenv(checkpoint.FOLDER_ENV, raising=False)
+    assert checkpoint.folder_for(tmp_path) == tmp_path / "checkpoints"
+    monkeypatch.setenv(checkpoint.FOLDER_ENV, str(tmp_path / "shared" / "abc" / "checkpoints"))
+    assert checkpoint.folder_for(tmp_path) == tmp_path / "shared" / "abc" / "checkpoints"
+    monkeypatch.setenv(checkpoint.FOLDER_ENV, "none")
+    assert checkpoint.folder_for(tmp_path) is None
+
+
 def test_a_new_attempt_deletes_the_scratch_folder_a_killed_attempt_of_its_arm_left(tmp_path, monkeypatch):
     monkeypatch.setenv("HARNESS_SCRATCH", str(tmp_path))
     killed = fresh_scratch("0123456789abcdef", 0)
@@ -328,3 +467,112 @@ def test_an_arm_of_two_devices_runs_torchrun_with_two_ranks(cluster, write_exper
     assert (placement["world_size"], placement["nodes"], placement["strategy"]) == (2, nodes, "ddp")
     assert (one["provenance"]["placement"]["world_size"], one["provenance"]["placement"]["strategy"]) == (1, None)
     same_budget_within_ddp_tolerance(one, two)
+
+
+def fsdp_arm(write_experiment, storage: Path, nodes: int = 1, strategy: str = "fsdp") -> Path:
+    """A full fine-tune on two ranks under FSDP (or DDP), 60 steps with a checkpoint every 2, its state
+    kept in `storage`; `nodes: 2` puts one rank on each node."""
+    return write_experiment(
+        [{"method": "full_ft", "model": "llama", "lr": 1e-3}],
+        budget={
+            "max_steps": 60,
+            "checkpoint_every": 2,
+            "eval_precision": "fp32",
+            "devices": 2,
+            "strategy": strategy,
+            **({"nodes": nodes} if nodes > 1 else {}),
+        },
+        edit=lambda d: d.update(executor={"name": "ray", "storage": str(storage)}),
+    )
+
+
+def stored_folders(storage: Path, marked: bool) -> list[Path]:
+    """The arm's complete DCP folders in the storage: marked when uploaded, or (written in place by
+    the ranks of an arm over several nodes) complete once renamed from their temporary name."""
+    folders = sorted(storage.glob("*/checkpoints/step-*/"))
+    return [f for f in folders if (f / "COMPLETE").is_file()] if marked else folders
+
+
+def the_torchrun(scratch: dict) -> psutil.Process:
+    """The torchrun of a one-node FSDP arm (its ranks run the arm process below it)."""
+    (torchrun,) = wait_for(
+        lambda: [p for p in arm_processes(scratch) if "torch.distributed.run" in " ".join(p.cmdline())],
+        "the arm's torchrun",
+    )
+    return torchrun
+
+
+@pytest.mark.slow
+def test_an_fsdp_worker_killed_after_its_second_checkpoint_resumes_from_the_stored_folder(
+    cluster, write_experiment, tmp_path
+):
+    address, scratch = cluster
+    storage = tmp_path / "shared"
+    path = fsdp_arm(write_experiment, storage)
+    driver = start_driver(path, address, tmp_path)
+    try:
+        worker = the_torchrun(scratch).parent()  # the Ray worker running the arm
+        wait_for(lambda: len(stored_folders(storage, marked=True)) >= 2, "the second stored checkpoint")
+        os.kill(worker.pid, signal.SIGKILL)  # mid-arm: the ranks die with their torchrun, it with the worker
+        killed_at = max(int(f.name[len("step-") :]) for f in stored_folders(storage, marked=True))
+        output, _ = driver.communicate(timeout=WAIT_S)
+    finally:
+        driver.kill()
+    assert driver.returncode == 0, output
+    _, on_ray = results_of(tmp_path)
+    (resumed,) = on_ray["arms"]
+    assert resumed["status"] == "ok", resumed["error"]
+    assert resumed["provenance"]["placement"]["attempt"] == 2
+    assert resumed["consumed"]["extra"]["resumed_from_step"] >= killed_at >= 4
+    assert resumed["consumed"]["extra"]["devices"]["strategy"] == "fsdp"
+    assert not list(storage.glob("*/checkpoints/*"))  # a finished arm keeps nothing there
+    equals_an_uninterrupted_run(resumed, path, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["fsdp", "ddp"])
+def test_an_arm_over_two_nodes_resumes_from_storage_after_the_driver_died(
+    cluster, write_experiment, tmp_path, strategy
+):
+    """FSDP: both nodes' ranks write their shards into the one folder in the storage and read them
+    back from it. DDP: rank 0's checkpoint file is uploaded, and both nodes download it (each rank
+    restores its own RNG state from it)."""
+    address, scratch = cluster
+    storage = tmp_path / "shared"
+    path = fsdp_arm(write_experiment, storage, nodes=2, strategy=strategy)
+    stored = (
+        (lambda: stored_folders(storage, marked=False))
+        if strategy == "fsdp"
+        else (lambda: sorted(storage.glob("*/checkpoints/step-*.pt")))
+    )
+    driver = start_driver(path, address, tmp_path)
+    try:
+        wait_for(lambda: len(stored()) >= 2, "the second stored checkpoint")
+    finally:
+        driver.kill()  # SIGKILL: Ray ends the driver's job, and both nodes' ranks with their workers
+        driver.communicate()
+    wait_for(lambda: not arm_processes(scratch), "the killed run's arm processes to end")
+    (*_, newest) = stored()
+    if strategy == "fsdp":  # both ranks wrote their shards into the one folder, each from its own node
+        assert sorted(p.name for p in newest.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp", "loop.pt"]
+    killed_at = int(newest.name[len("step-") :][:8])
+
+    rerun = run_cli(path, "--address", address, "--no-track", cwd=tmp_path)
+    assert rerun.exit_code == 0, rerun.output
+    _, on_ray = results_of(tmp_path)
+    (resumed,) = on_ray["arms"]
+    assert resumed["status"] == "ok", resumed["error"]
+    placement = resumed["provenance"]["placement"]
+    assert (placement["world_size"], placement["nodes"], placement["strategy"], placement["attempt"]) == (
+        2,
+        2,
+        strategy,
+        2,
+    )
+    assert resumed["consumed"]["extra"]["resumed_from_step"] == killed_at
+    assert not list(storage.glob("*/checkpoints/*"))
+    # the same two ranks on one node (the local pool has one), uninterrupted: to the digit
+    local = run_cli(path, "--executor", "local", "--force", "--no-track", "--set", "budget.nodes=1", cwd=tmp_path)
+    assert local.exit_code == 0, local.output
+    _, uninterrupted = results_of(tmp_path)
+    same_training(resumed, uninterrupted["arms"][0])

@@ -372,7 +372,8 @@ class ExecutorSpec(Strict):
     storage: str | None = Field(
         default=None,
         description="ray: a path every node sees or an object-store URI (s3://, gs://) where arms keep their "
-        "checkpoints, so a retry resumes from the newest; default: none, a retry starts at step 0",
+        "checkpoints, so a retry resumes from the newest (an FSDP arm over several nodes needs the path); "
+        "default: none, a retry starts at step 0",
     )
 
 

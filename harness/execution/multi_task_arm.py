@@ -74,7 +74,7 @@ class MultiTask:
             head_lr=arm.params.head_lr,
             loss_weights=arm.params.loss_weights,
             on_step=lambda s, n, loss: emit("step", step=s, total=n, loss=round(loss, 4)),
-            checkpoint_dir=life.out_dir / checkpoint.FOLDER,
+            checkpoint_dir=checkpoint.folder_for(life.out_dir),
         )
         return Trained(consumed, {key: {"train_loss": curve} for key, curve in curves.items()})
 

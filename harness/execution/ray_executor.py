@@ -14,7 +14,9 @@ arm's newest checkpoint when `executor.storage` is set (harness.execution.arm_st
 step 0; an exception inside the arm is the arm's `failed` result (the arm process exits 0 having
 written it), never retried; an arm process killed on the worker (out of memory) is `failed`, as
 locally. An arm over several nodes is not retried by Ray (its other nodes' ranks would be waiting
-on the dead one): it fails, and a rerun resumes it from the storage.
+on the dead one): it fails, and a rerun resumes it from the storage; without storage it writes no
+checkpoints. An FSDP arm over several nodes checkpoints straight into the storage, which must then be
+a folder every node mounts (a URI is refused before anything runs).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Iterator
 
 from harness.errors import HarnessError
-from harness.execution.arm_storage import ArmStorage
+from harness.execution.arm_storage import ArmStorage, is_uri
 from harness.execution.devices import devices_needed
 from harness.execution.launch import Event, Finished, Started
 from harness.execution.ray_task import EventBox, TaskPlan, run_arm_task
@@ -203,6 +205,22 @@ class RayExecutor:
             )
         return wanted
 
+    def check_shared_checkpoints(self, arm, placement: Placement) -> None:
+        """The ranks of an FSDP arm over several nodes checkpoint straight into the storage, one DCP
+        folder that every rank writes its shards into and reads them back from (harness.execution.ray_task):
+        that needs a folder every node mounts. An object store has no such folder, and uploading each
+        node's shards would need the nodes to agree when a checkpoint is whole: not built, so such an
+        arm is refused rather than run without the checkpoints its storage was set for."""
+        if placement.nodes > 1 and arm.budget.strategy == "fsdp" and self.storage and is_uri(self.storage):
+            raise HarnessError(
+                f"arm '{arm.name}' is an FSDP arm over {placement.nodes} nodes, whose ranks checkpoint straight "
+                f"into executor.storage, and {self.storage} is not a folder every node mounts",
+                file=self.source,
+                key="executor.storage",
+                fix="set executor.storage to a shared folder (NFS) mounted at the same path on every node, "
+                "or run the arm on one node (nodes: 1), or with strategy: ddp",
+            )
+
     def _over(self, devices: int, spread: int, nodes: list[dict]) -> Placement:
         ranks = devices // spread
         gpus = ranks if any(n.get("GPU", 0) for n in nodes) else 0
@@ -228,10 +246,13 @@ class RayExecutor:
             env = {k: os.environ[k] for k in FORWARDED_ENV if os.environ.get(k)}
             started: dict[int, str] = {}
             storage = open_storage(self.storage, self.source) if self.storage else None
-            for index, (arm, _) in enumerate(jobs):
+            placements = [self.placement(arm, nodes) for arm, _ in jobs]  # refused before any arm starts
+            for (arm, _), placement in zip(jobs, placements):
+                self.check_shared_checkpoints(arm, placement)
+            for index, ((arm, _), placement) in enumerate(zip(jobs, placements)):
                 if storage is not None and self.fresh:  # --force: no arm resumes from an earlier run's state
                     storage.clear(arm.hash)
-                refs = self._submit(index, arm, self.placement(arm, nodes), box, env, groups)
+                refs = self._submit(index, arm, placement, box, env, groups)
                 pending[refs[0]] = index
                 followers[index] = refs[1:]
             while pending:

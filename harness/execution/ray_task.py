@@ -7,10 +7,17 @@ CPUs held 2, when progress went through `ray.util.queue.Queue.put`). Progress ev
 the driver's EventBox actor without waiting for a reply; calls from one caller to one actor run in
 the order they were made.
 
-With `executor.storage` (harness.execution.arm_storage) the arm's checkpoints are copied there as
-they appear and the next attempt on any node starts from the newest; a scratch folder that a killed
-attempt of the arm left on this node is deleted when the next attempt starts here. Checkpoints never
-travel back to the driver (they are of no use to it).
+With `executor.storage` (harness.execution.arm_storage) the arm's checkpoints (files, or an FSDP
+arm's DCP folders) are copied there as they appear and the next attempt on any node starts from the
+newest; every node of an arm over several nodes starts from the same one (each rank reads its own RNG
+state from it). A scratch folder that a killed attempt of the arm left on this node is deleted when
+the next attempt starts here. Checkpoints never travel back to the driver (they are of no use to it).
+
+An FSDP arm over several nodes is the exception: DCP has every rank write its own shards into one
+folder and read them back from it, which per-node scratch folders cannot give, so its ranks
+checkpoint straight into the storage (a path every node sees; the driver refuses a URI for such an
+arm, harness.execution.ray_executor). An arm over several nodes without storage writes no
+checkpoints: Ray does not retry it and its scratch folders go with it, so nothing would read them.
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.execution.arm_storage import CHECKPOINT_NAME, FOLDER_NAME, step_of
 from harness.execution.launch import MultiNode, arm_environment, run_arm_process
 from harness.training.checkpoint import FOLDER as CHECKPOINTS
+from harness.training.checkpoint import FOLDER_ENV as CHECKPOINTS_ENV
+from harness.training.checkpoint import NONE as NO_CHECKPOINTS
 
 STEP_EVENT_INTERVAL_S = 0.5  # an event is a remote call: step events are thinned to two a second
 SCRATCH_PREFIX = "harness-arm-"
@@ -104,15 +114,32 @@ def fresh_scratch(arm_hash: str, node_rank: int) -> Path:
     return Path(tempfile.mkdtemp(prefix=prefix, dir=root))
 
 
+def shares_checkpoints(arm: dict, nodes: int) -> bool:
+    """An FSDP arm over several nodes: its ranks checkpoint into one folder that all of them see."""
+    return nodes > 1 and arm.get("budget", {}).get("strategy") == "fsdp"
+
+
+def local_checkpoints(folder: Path) -> list[Path]:
+    """The complete checkpoints in an arm's checkpoint folder, oldest first: step files, and DCP
+    folders (complete once renamed from their temporary name)."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if (p.is_file() and CHECKPOINT_NAME.fullmatch(p.name)) or (p.is_dir() and FOLDER_NAME.fullmatch(p.name))
+    )
+
+
 class CheckpointSync:
     """Copies each new checkpoint of the arm's scratch folder to the storage, when an event comes."""
 
     def __init__(self, storage, arm_hash: str, folder: Path):
         self.storage, self.arm_hash, self.folder = storage, arm_hash, folder
-        self.done = {p.name for p in folder.glob("step-*.pt")}  # downloaded from the storage: there already
+        self.done = {p.name for p in local_checkpoints(folder)}  # downloaded from the storage: there already
 
     def __call__(self) -> None:
-        for path in sorted(self.folder.glob("step-*.pt")):
+        for path in local_checkpoints(self.folder):
             if path.name in self.done:
                 continue
             try:
@@ -169,14 +196,29 @@ def run_arm_task(arm_json: str, env: dict, events, plan: TaskPlan) -> dict:
             }
         (scratch / "arm.json").write_text(arm_json)
         lead = plan.node_rank == 0
+        shared = storage is not None and shares_checkpoints(arm, plan.nodes)
+        if shared and not Path(storage.root).is_dir():
+            return {
+                "returncode": None,
+                "node": node,
+                "error": f"node {node} does not see executor.storage {plan.storage}: the ranks of an FSDP arm "
+                "over several nodes checkpoint into it from every node, so it must be a folder mounted at the "
+                "same path on every node",
+            }
         attempt = resumed = None
         if storage is not None and lead:
             attempt = storage.start_attempt(arm["hash"])
+        if shared and lead:  # nothing writes yet: the other nodes' ranks wait for this node's
+            storage.sweep(arm["hash"])  # temporaries a killed attempt left
+            in_place = local_checkpoints(Path(storage.checkpoint_folder(arm["hash"])))
+            resumed = step_of(in_place[-1].name) if in_place else None
+        elif storage is not None and not shared:  # every node: every rank resumes from the same checkpoint
             resumed = storage.download(arm["hash"], scratch / CHECKPOINTS)
         where = f"{node} " + (f"gpu {','.join(gpus)}" if gpus else f"cpu x{plan.threads * plan.devices}")
         if lead:
             events.put.remote((plan.index, {"event": "started", "where": where, "attempt": attempt}))
-        sync = CheckpointSync(storage, arm["hash"], scratch / CHECKPOINTS) if storage is not None and lead else None
+        uploads = storage is not None and lead and not shared
+        sync = CheckpointSync(storage, arm["hash"], scratch / CHECKPOINTS) if uploads else None
         last = [0.0]
 
         def forward(event: dict) -> None:
@@ -197,6 +239,9 @@ def run_arm_task(arm_json: str, env: dict, events, plan: TaskPlan) -> dict:
                 "HARNESS_EXECUTOR": "ray",
                 "HARNESS_NODE": node,
                 "HARNESS_ATTEMPT": str(attempt) if attempt else None,
+                CHECKPOINTS_ENV: storage.checkpoint_folder(arm["hash"])
+                if shared
+                else (NO_CHECKPOINTS if plan.nodes > 1 and storage is None else ""),
             }
         )
         multi_node = _multi_node(plan, events, str(plan.index))

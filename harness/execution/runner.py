@@ -75,7 +75,7 @@ def take_over_checkpoints(experiment_dir: Path, arm: Arm, arm_dir: Path) -> str 
     for folder in sorted(experiment_dir.glob(f"*/arms/*-{arm.hash[:8]}/{CHECKPOINTS}"), reverse=True):
         if folder.parents[2].name == LATEST:  # a link to a run, which the glob also finds by its id
             continue
-        if folder.parent != arm_dir and any(folder.glob("step-*.pt")):
+        if folder.parent != arm_dir and any(folder.glob("step-*")):  # files, or an FSDP arm's DCP folders
             shutil.move(str(folder), str(target))
             return folder.parent.parent.parent.name
     return None

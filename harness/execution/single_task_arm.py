@@ -88,7 +88,7 @@ class SingleTask:
             arm.budget,
             arm.params.lr,
             on_step=lambda step, total, loss: emit("step", step=step, total=total, loss=round(loss, 4)),
-            checkpoint_dir=life.out_dir / checkpoint.FOLDER,
+            checkpoint_dir=checkpoint.folder_for(life.out_dir),
         )
         return Trained({key: consumed}, {key: {"train_loss": curve} if curve else {}})
 

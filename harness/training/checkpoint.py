@@ -25,6 +25,19 @@ from harness.errors import notices
 FOLDER = "checkpoints"
 KEEP = 2
 FORMAT = 1
+FOLDER_ENV = "HARNESS_CHECKPOINTS"  # set by the Ray executor for an arm over several nodes
+NONE = "none"
+
+
+def folder_for(out_dir: Path) -> Path | None:
+    """Where the arm checkpoints: OUT_DIR/checkpoints, unless its executor named another folder in
+    HARNESS_CHECKPOINTS (an FSDP arm over several nodes: the shared folder in executor.storage that
+    every rank reads and writes) or `none` (an arm over several nodes without executor.storage:
+    nothing would ever read its checkpoints, so none are written)."""
+    named = os.environ.get(FOLDER_ENV)
+    if not named:
+        return out_dir / FOLDER
+    return None if named == NONE else Path(named)
 
 
 def default_interval(max_steps: int) -> int:
