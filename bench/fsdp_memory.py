@@ -52,6 +52,10 @@ def experiment(model: str, steps: int) -> dict:
     }
 
 
+def _mb(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="packaged:smollm2-135m-instruct")
@@ -82,8 +86,8 @@ def main() -> None:
             print(f"| {arm['arm']['name']} | failed: {arm.get('error')} | | | | |")
             continue
         for i, rank in enumerate(arm["consumed"]["extra"]["devices"]["ranks"]):
-            rss, name = rank["peak_rss_mb"], arm["arm"]["name"]
-            print(f"| {name} | {i} | {rank['state_mb']:.0f} | {rank['loaded_mb']:.0f} | {rss:.0f} | {rss - base:.0f} |")
+            figures = [rank["state_mb"], rank["loaded_mb"], rank["peak_rss_mb"], rank["peak_rss_mb"] - base]
+            print(f"| {arm['arm']['name']} | {i} | " + " | ".join(_mb(v) for v in figures) + " |")
 
 
 if __name__ == "__main__":
