@@ -120,14 +120,15 @@ def test_an_exception_on_one_rank_stops_the_others_with_a_failed_arm(
         assert "injected failure on rank 1" in (out_dir / "log.txt").read_text()
 
 
-def test_a_ddp_arm_frees_its_wrapper_before_its_process_group_ends(tmp_path):
+def test_a_ddp_arm_frees_its_wrapper_before_its_process_group_ends(tmp_path, tiny_models):
     """The DDP wrapper holds the process group's last reference: freed after destroy_process_group,
     the group's destructor joins a gloo thread that waits for the GIL, and rank 0 hangs now and then.
     Each rank counts the live DDP objects when the loop ends the group: none."""
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    done = subprocess.run([*command, "-m", "tests.ddp_release", str(tmp_path)], cwd=root, env=env, capture_output=True)
+    script = [*command, "-m", "tests.ddp_release", str(tmp_path), str(tiny_models["llama"])]
+    done = subprocess.run(script, cwd=root, env=env, capture_output=True)
     assert done.returncode == 0, done.stdout.decode()[-3000:] + done.stderr.decode()[-3000:]
     for rank in (0, 1):
         record = json.loads((tmp_path / f"rank-{rank}.json").read_text())

@@ -398,6 +398,21 @@ def test_no_more_arms_run_at_once_than_the_cluster_has_cpus(cluster, write_exper
     assert max(counts) == 2, counts
 
 
+def resumed_on_retry(driver, output: str, killed_at: int, storage: Path, path: Path, tmp_path: Path) -> dict:
+    """The run of a worker killed at `killed_at`: its one arm ok on Ray's retry (attempt 2), resumed
+    from a stored checkpoint at or after the kill, nothing left in the storage, and the same results
+    as an uninterrupted run. Returns the arm's result."""
+    assert driver.returncode == 0, output
+    _, on_ray = results_of(tmp_path)
+    (resumed,) = on_ray["arms"]
+    assert resumed["status"] == "ok", resumed["error"]
+    assert resumed["provenance"]["placement"]["attempt"] == 2
+    assert resumed["consumed"]["extra"]["resumed_from_step"] >= killed_at >= 4
+    assert not list(storage.glob("*/checkpoints/*"))  # a finished arm keeps nothing there
+    equals_an_uninterrupted_run(resumed, path, tmp_path)
+    return resumed
+
+
 @pytest.mark.slow
 def test_a_worker_killed_after_its_second_checkpoint_resumes_from_it(cluster, write_experiment, tmp_path):
     address, scratch = cluster
@@ -412,14 +427,7 @@ def test_a_worker_killed_after_its_second_checkpoint_resumes_from_it(cluster, wr
         output, _ = driver.communicate(timeout=WAIT_S)
     finally:
         driver.kill()
-    assert driver.returncode == 0, output
-    _, on_ray = results_of(tmp_path)
-    (resumed,) = on_ray["arms"]
-    assert resumed["status"] == "ok", resumed["error"]
-    assert resumed["provenance"]["placement"]["attempt"] == 2
-    assert resumed["consumed"]["extra"]["resumed_from_step"] >= killed_at >= 4
-    assert not list(storage.glob("*/checkpoints/*"))  # a finished arm keeps nothing there
-    equals_an_uninterrupted_run(resumed, path, tmp_path)
+    resumed_on_retry(driver, output, killed_at, storage, path, tmp_path)
 
 
 @pytest.mark.slow
@@ -518,15 +526,8 @@ def test_an_fsdp_worker_killed_after_its_second_checkpoint_resumes_from_the_stor
         output, _ = driver.communicate(timeout=WAIT_S)
     finally:
         driver.kill()
-    assert driver.returncode == 0, output
-    _, on_ray = results_of(tmp_path)
-    (resumed,) = on_ray["arms"]
-    assert resumed["status"] == "ok", resumed["error"]
-    assert resumed["provenance"]["placement"]["attempt"] == 2
-    assert resumed["consumed"]["extra"]["resumed_from_step"] >= killed_at >= 4
+    resumed = resumed_on_retry(driver, output, killed_at, storage, path, tmp_path)
     assert resumed["consumed"]["extra"]["devices"]["strategy"] == "fsdp"
-    assert not list(storage.glob("*/checkpoints/*"))  # a finished arm keeps nothing there
-    equals_an_uninterrupted_run(resumed, path, tmp_path)
 
 
 @pytest.mark.slow

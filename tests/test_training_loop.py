@@ -213,7 +213,7 @@ def test_devices_and_precision_in_the_plan(write_experiment):
     assert hash_with(gradient_checkpointing=True) != base.hash
 
 
-def _train_tiny_llama(model_dir, **changes):
+def train_tiny_llama(model_dir, **changes):
     """A 3-step full fine-tune of the tiny Llama on fixed token rows, in this process."""
     from harness import models
 
@@ -247,8 +247,8 @@ def test_fsdp_at_world_size_one_trains_as_one_device_and_evaluates_a_plain_model
     from harness.training.fsdp import evaluable
 
     _, model_dir = llama
-    plain, _, curve, rows = _train_tiny_llama(model_dir)
-    sharded, consumed, sharded_curve, _ = _train_tiny_llama(model_dir, strategy="fsdp")
+    plain, _, curve, rows = train_tiny_llama(model_dir)
+    sharded, consumed, sharded_curve, _ = train_tiny_llama(model_dir, strategy="fsdp")
     assert [loss for _, loss in sharded_curve] == pytest.approx([loss for _, loss in curve], abs=1e-6)
     (rank,) = consumed.extra["devices"]["ranks"]
     assert rank["blocks"] == 2 and rank["unsharded_params"] == 0 and rank["min_fraction"] == 1.0
@@ -278,7 +278,7 @@ def test_activation_checkpointing_keeps_the_losses_and_saves_fewer_activations(l
             return tensor
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-            model, _, curve, _ = _train_tiny_llama(model_dir, gradient_checkpointing=on)
+            model, _, curve, _ = train_tiny_llama(model_dir, gradient_checkpointing=on)
         saved[on] = (total[0], curve)
         assert model.model.gradient_checkpointing is on  # transformers' per-block switch
     assert [loss for _, loss in saved[True][1]] == pytest.approx([loss for _, loss in saved[False][1]], abs=1e-6)
