@@ -82,7 +82,8 @@ def plain_skeleton(model):
 
 @dataclass
 class Layout:
-    """How `shard` split the model: FSDP units, and the MB of weights this rank read from disk."""
+    """How `shard` split the model: FSDP units, and the MB of weights this rank held before sharding
+    (on rank 0 the model it read, with any new head or adapters; 0 on a rank that built on meta)."""
 
     blocks: int
     loaded_mb: float
@@ -122,15 +123,14 @@ def receive_from_rank0(model, source: dict | None) -> None:
     weights by fully_shard already."""
     import torch
     import torch.distributed as dist
-    from torch.distributed.tensor import DTensor, distribute_tensor
+    from torch.distributed.tensor import distribute_tensor
 
     rank = dist.get_rank()
-    params = dict(model.named_parameters())  # a tied weight once
+    params = dict(model.named_parameters())  # a tied weight once; every one a DTensor (the root is sharded)
     _same_layout_everywhere(params)
-    mesh = next(p.device_mesh for p in params.values() if isinstance(p, DTensor))
+    mesh = next(iter(params.values())).device_mesh
     device = torch.device("cuda", torch.cuda.current_device()) if mesh.device_type == "cuda" else torch.device("cpu")
-    local = [p.to_local() if isinstance(p, DTensor) else p for p in params.values()]
-    if any(t.is_meta for t in [*local, *model.buffers()]):
+    if any(t.is_meta for t in [*(p.to_local() for p in params.values()), *model.buffers()]):
         model.to_empty(device=device)  # uninitialised memory, every byte of it overwritten below
         params = dict(model.named_parameters())
     with torch.no_grad():
@@ -140,11 +140,9 @@ def receive_from_rank0(model, source: dict | None) -> None:
             else:
                 full = torch.empty(param.shape, dtype=param.dtype, device=device)
             dist.broadcast(full, src=0)
-            if rank and isinstance(param, DTensor):  # this rank's slice, cut locally (no more traffic)
+            if rank:  # this rank's slice, cut locally (no more traffic)
                 mine = distribute_tensor(full, param.device_mesh, param.placements, src_data_rank=None)
                 param.to_local().copy_(mine.to_local())
-            elif rank:
-                param.copy_(full)
         for buffer in model.buffers():  # rotary frequencies and the like, not all in a state dict
             dist.broadcast(buffer, src=0)
 
@@ -162,7 +160,7 @@ def _same_layout_everywhere(params: dict) -> None:
             first = next((a, b) for a, b in zip([*layouts[0], None], [*other, None]) if a != b)
             raise RuntimeError(
                 f"rank {rank} built another model than rank 0 (rank 0: {first[0]}, rank {rank}: {first[1]}); "
-                "a checkpoint whose tied weights differ loads untied on rank 0 and tied on the others"
+                "for one, a checkpoint whose tied weights differ loads untied on rank 0 and tied on the others"
             )
 
 

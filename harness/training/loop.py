@@ -202,9 +202,9 @@ def train_streams(
         # (when this function returns), the group's last reference goes with the wrapper and its
         # destructor joins a gloo thread that waits for the GIL the joining thread holds: rank 0
         # hung for good after training, now and then (seen twice in one test run).
-        accelerator.free_memory()  # accelerate's references to the wrapper (it also collects)
+        accelerator.free_memory()  # accelerate's references to the wrapper
         del wrapped
-        gc.collect()
+        gc.collect()  # a module with hooks sits in reference cycles: freed only by a collection
     for key in keys:
         consumed[key].seconds = round(consumed[key].seconds, 3)
         consumed[key].order_hash = order_digest(trained[key])
